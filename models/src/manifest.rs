@@ -1,0 +1,307 @@
+//! The bundle manifest: what a signed bundle promises about its contents.
+//!
+//! Encoded with `postcard` inside the bundle file; the Ed25519 signature covers
+//! the exact encoded bytes (see `crate::format`). Field order is part of the
+//! format: append new fields only with a new `format_version`.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::BundleError;
+use crate::format::{
+    validate_file_name, MAX_FILES, MAX_FILE_LEN, MAX_LABELS, MAX_PAYLOAD_LEN, MAX_SELF_TESTS, MAX_STRING_LEN,
+    MAX_TENSORS_PER_STAGE,
+};
+
+/// Everything a bundle declares. Parsed strictly (postcard, size caps checked
+/// by [`Manifest::validate`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Human name, e.g. `outpost-reference-dev`. At most 64 bytes.
+    pub name: String,
+    /// Monotonic version; installs below the anti-rollback floor are refused.
+    pub version: u32,
+    /// Device class this bundle is built for, e.g. `jetson-orin`, `generic-x86_64`, `any`.
+    pub compatible: String,
+    /// Inclusive range of `outpost-runtime` versions (semver `MAJOR.MINOR.PATCH`) that can run it.
+    pub runtime_min: String,
+    /// Inclusive upper bound, see `runtime_min`.
+    pub runtime_max: String,
+    /// `true` when signed by a development key; shown in status, refused in production.
+    pub development: bool,
+    /// The voice-command pipeline the runtime builds from the payload files.
+    pub pipeline: PipelineSpec,
+    /// Clips the daemon runs at boot before it marks the slot good.
+    pub self_tests: Vec<SelfTest>,
+    /// Every payload file, in the order they follow the signature in the bundle file.
+    pub files: Vec<FileEntry>,
+}
+
+/// One payload file. Names are plain (`[A-Za-z0-9._-]`, no leading `.`, at most 64 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// File name, see [`crate::format::validate_file_name`].
+    pub name: String,
+    /// Length in bytes.
+    pub len: u64,
+    /// SHA-256 of the file's bytes.
+    pub sha256: [u8; 32],
+}
+
+/// The pipeline of DESIGN.md §3: VAD, mel features, embedding, command head, decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineSpec {
+    /// Audio sample rate in Hz (16 000 for the reference models).
+    pub sample_rate_hz: u32,
+    /// Samples per streamed frame (1280 = 80 ms at 16 kHz).
+    pub frame_samples: u32,
+    /// Voice activity detection model.
+    pub vad: ModelStage,
+    /// Mel-spectrogram feature model.
+    pub mel: ModelStage,
+    /// Speech embedding model.
+    pub embedding: ModelStage,
+    /// Command classification head.
+    pub head: ModelStage,
+    /// Number of embeddings the head sees (16 for the reference head: [1, 16, 96]).
+    pub head_window: u32,
+    /// Head output labels, in output-index order. The label `none` is the rejection class.
+    pub labels: Vec<String>,
+    /// How head scores become detections.
+    pub decision: DecisionSpec,
+    /// Per-stage compute budgets in µs (DESIGN.md §4 latency budget).
+    pub budgets_us: StageBudgets,
+}
+
+/// One ONNX model of the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelStage {
+    /// Payload file name (must appear in `Manifest::files`).
+    pub file: String,
+    /// Input tensor names, in the order the runtime feeds them.
+    pub inputs: Vec<String>,
+    /// Output tensor names, in the order the runtime reads them.
+    pub outputs: Vec<String>,
+}
+
+/// Decision parameters applied to head scores (see `outpost_runtime::decision`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionSpec {
+    /// Smoothed score a command must reach to be detected, in [0, 1].
+    pub threshold: f32,
+    /// Per-label overrides of `threshold`: `(label, threshold)`.
+    pub label_thresholds: Vec<(String, f32)>,
+    /// Scores are averaged over this many consecutive frames (>= 1).
+    pub smoothing_frames: u32,
+    /// No second detection within this many ms of the previous one.
+    pub refractory_ms: u32,
+    /// VAD speech probability that counts as speech, in [0, 1].
+    pub vad_threshold: f32,
+    /// A detection needs speech within this many ms before the frame (VAD gating).
+    pub vad_hangover_ms: u32,
+}
+
+/// Per-stage compute budgets in µs; the daemon reports measured p99 beside them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageBudgets {
+    /// VAD budget per frame, in µs.
+    pub vad_us: u32,
+    /// Mel features budget per frame, in µs.
+    pub mel_us: u32,
+    /// Embedding budget per frame, in µs.
+    pub embedding_us: u32,
+    /// Head budget per frame, in µs.
+    pub head_us: u32,
+}
+
+/// A self-test vector: raw 16 kHz mono s16le audio streamed through the pipeline at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfTest {
+    /// Payload file with raw s16le samples.
+    pub audio_file: String,
+    /// The label that must be detected (exactly one detection), or `none` for no detection.
+    pub expect_label: String,
+    /// Maximum allowed per-frame compute in µs during the self-test.
+    pub max_frame_us: u32,
+}
+
+impl Manifest {
+    /// Checks every cap and rule of format v1 (see the crate README, "Caps"):
+    ///
+    /// - `name`, `compatible`, labels, tensor names, self-test labels: 1..=64 bytes
+    ///   ([`MAX_STRING_LEN`]), no control characters;
+    /// - `runtime_min` / `runtime_max`: `MAJOR.MINOR.PATCH`, min <= max;
+    /// - at most [`MAX_FILES`] files, names valid ([`validate_file_name`]) and unique, each at
+    ///   most [`MAX_FILE_LEN`] bytes, [`MAX_PAYLOAD_LEN`] bytes in all;
+    /// - at most [`MAX_LABELS`] labels (unique), [`MAX_SELF_TESTS`] self tests,
+    ///   [`MAX_TENSORS_PER_STAGE`] inputs/outputs per stage;
+    /// - every file named by a stage or self test is in `files`; every self-test label and
+    ///   per-label threshold names a label (or `none`);
+    /// - thresholds finite and in [0, 1], `smoothing_frames >= 1`, `sample_rate_hz`,
+    ///   `frame_samples` and `head_window` non-zero.
+    ///
+    /// # Errors
+    /// The first rule broken, as the matching [`BundleError`] variant.
+    pub fn validate(&self) -> Result<(), BundleError> {
+        check_string("name", &self.name)?;
+        check_string("compatible", &self.compatible)?;
+        let min = parse_semver("runtime_min", &self.runtime_min)?;
+        let max = parse_semver("runtime_max", &self.runtime_max)?;
+        if min > max {
+            return Err(invalid(
+                "runtime_min",
+                format!("{} is above runtime_max {} (expected min <= max)", self.runtime_min, self.runtime_max),
+            ));
+        }
+
+        check_count("files", self.files.len(), MAX_FILES)?;
+        let mut names = BTreeSet::new();
+        let mut total: u64 = 0;
+        for f in &self.files {
+            validate_file_name(&f.name)?;
+            if !names.insert(f.name.as_str()) {
+                return Err(BundleError::DuplicateFileName { name: f.name.clone() });
+            }
+            if f.len > MAX_FILE_LEN {
+                return Err(BundleError::FileTooLarge { name: f.name.clone(), len: f.len, max: MAX_FILE_LEN });
+            }
+            total += f.len; // <= 32 * 64 MiB: no overflow.
+        }
+        if total > MAX_PAYLOAD_LEN {
+            return Err(BundleError::PayloadTooLarge { total, max: MAX_PAYLOAD_LEN });
+        }
+
+        let p = &self.pipeline;
+        for (field, value) in
+            [("pipeline.sample_rate_hz", p.sample_rate_hz), ("pipeline.frame_samples", p.frame_samples), ("pipeline.head_window", p.head_window)]
+        {
+            if value == 0 {
+                return Err(invalid(field, "is 0 (expected > 0)".into()));
+            }
+        }
+        for (stage_name, stage) in [("vad", &p.vad), ("mel", &p.mel), ("embedding", &p.embedding), ("head", &p.head)] {
+            let field = format!("pipeline.{stage_name}.file");
+            if !names.contains(stage.file.as_str()) {
+                return Err(BundleError::MissingFile { referenced_by: field, name: stage.file.clone() });
+            }
+            for (dir, tensors) in [("inputs", &stage.inputs), ("outputs", &stage.outputs)] {
+                let field = format!("pipeline.{stage_name}.{dir}");
+                check_count(&field, tensors.len(), MAX_TENSORS_PER_STAGE)?;
+                for (i, t) in tensors.iter().enumerate() {
+                    check_string(&format!("{field}[{i}]"), t)?;
+                }
+            }
+        }
+
+        check_count("pipeline.labels", p.labels.len(), MAX_LABELS)?;
+        let mut labels = BTreeSet::new();
+        for (i, l) in p.labels.iter().enumerate() {
+            check_string(&format!("pipeline.labels[{i}]"), l)?;
+            if !labels.insert(l.as_str()) {
+                return Err(invalid("pipeline.labels", format!("label '{l}' appears twice (expected unique labels)")));
+            }
+        }
+
+        let d = &p.decision;
+        check_unit("pipeline.decision.threshold", d.threshold)?;
+        check_unit("pipeline.decision.vad_threshold", d.vad_threshold)?;
+        check_count("pipeline.decision.label_thresholds", d.label_thresholds.len(), MAX_LABELS)?;
+        for (i, (label, t)) in d.label_thresholds.iter().enumerate() {
+            let field = format!("pipeline.decision.label_thresholds[{i}]");
+            if !labels.contains(label.as_str()) {
+                return Err(invalid(&field, format!("label '{}' is not in pipeline.labels", label.escape_default())));
+            }
+            check_unit(&field, *t)?;
+        }
+        if d.smoothing_frames == 0 {
+            return Err(invalid("pipeline.decision.smoothing_frames", "is 0 (expected >= 1)".into()));
+        }
+
+        check_count("self_tests", self.self_tests.len(), MAX_SELF_TESTS)?;
+        for (i, t) in self.self_tests.iter().enumerate() {
+            if !names.contains(t.audio_file.as_str()) {
+                return Err(BundleError::MissingFile {
+                    referenced_by: format!("self_tests[{i}].audio_file"),
+                    name: t.audio_file.clone(),
+                });
+            }
+            let field = format!("self_tests[{i}].expect_label");
+            check_string(&field, &t.expect_label)?;
+            if t.expect_label != "none" && !labels.contains(t.expect_label.as_str()) {
+                return Err(invalid(
+                    &field,
+                    format!("'{}' is not in pipeline.labels (expected a label or `none`)", t.expect_label),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The file entry with this name.
+    #[must_use]
+    pub fn file(&self, name: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.name == name)
+    }
+
+    /// Sum of all file lengths, in bytes.
+    #[must_use]
+    pub fn payload_len(&self) -> u64 {
+        self.files.iter().map(|f| f.len).sum()
+    }
+
+    /// Whether runtime version `version` (`MAJOR.MINOR.PATCH`) is within
+    /// `runtime_min..=runtime_max`.
+    ///
+    /// # Errors
+    /// [`BundleError::InvalidManifest`] if `version` or the manifest's bounds do not parse.
+    pub fn supports_runtime(&self, version: &str) -> Result<bool, BundleError> {
+        let v = parse_semver("runtime version", version)?;
+        Ok(parse_semver("runtime_min", &self.runtime_min)? <= v && v <= parse_semver("runtime_max", &self.runtime_max)?)
+    }
+}
+
+fn invalid(field: &str, problem: String) -> BundleError {
+    BundleError::InvalidManifest { field: field.to_owned(), problem }
+}
+
+fn check_string(field: &str, s: &str) -> Result<(), BundleError> {
+    if s.is_empty() || s.len() > MAX_STRING_LEN {
+        return Err(BundleError::StringLength { field: field.to_owned(), len: s.len(), max: MAX_STRING_LEN });
+    }
+    if s.chars().any(char::is_control) {
+        return Err(invalid(field, format!("'{}' contains a control character", s.escape_default())));
+    }
+    Ok(())
+}
+
+fn check_count(what: &str, count: usize, max: usize) -> Result<(), BundleError> {
+    if count > max {
+        return Err(BundleError::TooMany { what: what.to_owned(), count, max });
+    }
+    Ok(())
+}
+
+fn check_unit(field: &str, v: f32) -> Result<(), BundleError> {
+    if !(0.0..=1.0).contains(&v) {
+        return Err(invalid(field, format!("{v} is outside [0, 1]")));
+    }
+    Ok(())
+}
+
+fn parse_semver(field: &str, s: &str) -> Result<(u64, u64, u64), BundleError> {
+    let bad = || invalid(field, format!("'{}' is not a MAJOR.MINOR.PATCH version", s.escape_default()));
+    let mut parts = s.split('.');
+    let mut next = || -> Result<u64, BundleError> {
+        let p = parts.next().ok_or_else(bad)?;
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        p.parse().map_err(|_| bad())
+    };
+    let v = (next()?, next()?, next()?);
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(v)
+}
