@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::BundleError;
 use crate::format::{
-    validate_file_name, MAX_FILES, MAX_FILE_LEN, MAX_LABELS, MAX_PAYLOAD_LEN, MAX_SELF_TESTS, MAX_STRING_LEN,
-    MAX_TENSORS_PER_STAGE,
+    validate_file_name, MAX_FILES, MAX_FILE_LEN, MAX_LABELS, MAX_PAYLOAD_LEN, MAX_SELF_TESTS,
+    MAX_STRING_LEN, MAX_TENSORS_PER_STAGE,
 };
 
 /// Everything a bundle declares. Parsed strictly (postcard, size caps checked
@@ -151,7 +151,10 @@ impl Manifest {
         if min > max {
             return Err(invalid(
                 "runtime_min",
-                format!("{} is above runtime_max {} (expected min <= max)", self.runtime_min, self.runtime_max),
+                format!(
+                    "{} is above runtime_max {} (expected min <= max)",
+                    self.runtime_min, self.runtime_max
+                ),
             ));
         }
 
@@ -161,29 +164,48 @@ impl Manifest {
         for f in &self.files {
             validate_file_name(&f.name)?;
             if !names.insert(f.name.as_str()) {
-                return Err(BundleError::DuplicateFileName { name: f.name.clone() });
+                return Err(BundleError::DuplicateFileName {
+                    name: f.name.clone(),
+                });
             }
             if f.len > MAX_FILE_LEN {
-                return Err(BundleError::FileTooLarge { name: f.name.clone(), len: f.len, max: MAX_FILE_LEN });
+                return Err(BundleError::FileTooLarge {
+                    name: f.name.clone(),
+                    len: f.len,
+                    max: MAX_FILE_LEN,
+                });
             }
             total += f.len; // <= 32 * 64 MiB: no overflow.
         }
         if total > MAX_PAYLOAD_LEN {
-            return Err(BundleError::PayloadTooLarge { total, max: MAX_PAYLOAD_LEN });
+            return Err(BundleError::PayloadTooLarge {
+                total,
+                max: MAX_PAYLOAD_LEN,
+            });
         }
 
         let p = &self.pipeline;
-        for (field, value) in
-            [("pipeline.sample_rate_hz", p.sample_rate_hz), ("pipeline.frame_samples", p.frame_samples), ("pipeline.head_window", p.head_window)]
-        {
+        for (field, value) in [
+            ("pipeline.sample_rate_hz", p.sample_rate_hz),
+            ("pipeline.frame_samples", p.frame_samples),
+            ("pipeline.head_window", p.head_window),
+        ] {
             if value == 0 {
                 return Err(invalid(field, "is 0 (expected > 0)".into()));
             }
         }
-        for (stage_name, stage) in [("vad", &p.vad), ("mel", &p.mel), ("embedding", &p.embedding), ("head", &p.head)] {
+        for (stage_name, stage) in [
+            ("vad", &p.vad),
+            ("mel", &p.mel),
+            ("embedding", &p.embedding),
+            ("head", &p.head),
+        ] {
             let field = format!("pipeline.{stage_name}.file");
             if !names.contains(stage.file.as_str()) {
-                return Err(BundleError::MissingFile { referenced_by: field, name: stage.file.clone() });
+                return Err(BundleError::MissingFile {
+                    referenced_by: field,
+                    name: stage.file.clone(),
+                });
             }
             for (dir, tensors) in [("inputs", &stage.inputs), ("outputs", &stage.outputs)] {
                 let field = format!("pipeline.{stage_name}.{dir}");
@@ -199,23 +221,39 @@ impl Manifest {
         for (i, l) in p.labels.iter().enumerate() {
             check_string(&format!("pipeline.labels[{i}]"), l)?;
             if !labels.insert(l.as_str()) {
-                return Err(invalid("pipeline.labels", format!("label '{l}' appears twice (expected unique labels)")));
+                return Err(invalid(
+                    "pipeline.labels",
+                    format!("label '{l}' appears twice (expected unique labels)"),
+                ));
             }
         }
 
         let d = &p.decision;
         check_unit("pipeline.decision.threshold", d.threshold)?;
         check_unit("pipeline.decision.vad_threshold", d.vad_threshold)?;
-        check_count("pipeline.decision.label_thresholds", d.label_thresholds.len(), MAX_LABELS)?;
+        check_count(
+            "pipeline.decision.label_thresholds",
+            d.label_thresholds.len(),
+            MAX_LABELS,
+        )?;
         for (i, (label, t)) in d.label_thresholds.iter().enumerate() {
             let field = format!("pipeline.decision.label_thresholds[{i}]");
             if !labels.contains(label.as_str()) {
-                return Err(invalid(&field, format!("label '{}' is not in pipeline.labels", label.escape_default())));
+                return Err(invalid(
+                    &field,
+                    format!(
+                        "label '{}' is not in pipeline.labels",
+                        label.escape_default()
+                    ),
+                ));
             }
             check_unit(&field, *t)?;
         }
         if d.smoothing_frames == 0 {
-            return Err(invalid("pipeline.decision.smoothing_frames", "is 0 (expected >= 1)".into()));
+            return Err(invalid(
+                "pipeline.decision.smoothing_frames",
+                "is 0 (expected >= 1)".into(),
+            ));
         }
 
         check_count("self_tests", self.self_tests.len(), MAX_SELF_TESTS)?;
@@ -231,7 +269,10 @@ impl Manifest {
             if t.expect_label != "none" && !labels.contains(t.expect_label.as_str()) {
                 return Err(invalid(
                     &field,
-                    format!("'{}' is not in pipeline.labels (expected a label or `none`)", t.expect_label),
+                    format!(
+                        "'{}' is not in pipeline.labels (expected a label or `none`)",
+                        t.expect_label
+                    ),
                 ));
             }
         }
@@ -257,27 +298,42 @@ impl Manifest {
     /// [`BundleError::InvalidManifest`] if `version` or the manifest's bounds do not parse.
     pub fn supports_runtime(&self, version: &str) -> Result<bool, BundleError> {
         let v = parse_semver("runtime version", version)?;
-        Ok(parse_semver("runtime_min", &self.runtime_min)? <= v && v <= parse_semver("runtime_max", &self.runtime_max)?)
+        Ok(parse_semver("runtime_min", &self.runtime_min)? <= v
+            && v <= parse_semver("runtime_max", &self.runtime_max)?)
     }
 }
 
 fn invalid(field: &str, problem: String) -> BundleError {
-    BundleError::InvalidManifest { field: field.to_owned(), problem }
+    BundleError::InvalidManifest {
+        field: field.to_owned(),
+        problem,
+    }
 }
 
 fn check_string(field: &str, s: &str) -> Result<(), BundleError> {
     if s.is_empty() || s.len() > MAX_STRING_LEN {
-        return Err(BundleError::StringLength { field: field.to_owned(), len: s.len(), max: MAX_STRING_LEN });
+        return Err(BundleError::StringLength {
+            field: field.to_owned(),
+            len: s.len(),
+            max: MAX_STRING_LEN,
+        });
     }
     if s.chars().any(char::is_control) {
-        return Err(invalid(field, format!("'{}' contains a control character", s.escape_default())));
+        return Err(invalid(
+            field,
+            format!("'{}' contains a control character", s.escape_default()),
+        ));
     }
     Ok(())
 }
 
 fn check_count(what: &str, count: usize, max: usize) -> Result<(), BundleError> {
     if count > max {
-        return Err(BundleError::TooMany { what: what.to_owned(), count, max });
+        return Err(BundleError::TooMany {
+            what: what.to_owned(),
+            count,
+            max,
+        });
     }
     Ok(())
 }
@@ -290,7 +346,15 @@ fn check_unit(field: &str, v: f32) -> Result<(), BundleError> {
 }
 
 fn parse_semver(field: &str, s: &str) -> Result<(u64, u64, u64), BundleError> {
-    let bad = || invalid(field, format!("'{}' is not a MAJOR.MINOR.PATCH version", s.escape_default()));
+    let bad = || {
+        invalid(
+            field,
+            format!(
+                "'{}' is not a MAJOR.MINOR.PATCH version",
+                s.escape_default()
+            ),
+        )
+    };
     let mut parts = s.split('.');
     let mut next = || -> Result<u64, BundleError> {
         let p = parts.next().ok_or_else(bad)?;

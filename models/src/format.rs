@@ -1,0 +1,406 @@
+//! Bundle file format v1: layout, constants, caps, and the low-level readers.
+//!
+//! ```text
+//! offset        size           field
+//! 0             8              magic b"OUTPOSTB"
+//! 8             2              format_version, u16 LE = 1
+//! 10            2              flags, u16 LE = 0
+//! 12            4              manifest_len, u32 LE, 1..=65536
+//! 16            4              reserved, u32 LE = 0
+//! 20            4              reserved, u32 LE = 0
+//! 24            manifest_len   manifest, postcard-encoded `Manifest`
+//! 24+m          8              key id: SHA-256(raw Ed25519 public key)[..8]
+//! 32+m          64             Ed25519 signature over SIGNING_TAG ‖ manifest bytes
+//! 96+m          Σ files.len    payload: files concatenated in `manifest.files` order
+//! ```
+//!
+//! Nothing may follow the last file. See the crate README for the full description.
+
+use std::io::{self, Read};
+
+use crate::error::BundleError;
+use crate::keys::KeyId;
+use crate::manifest::Manifest;
+
+/// The 8 magic bytes at offset 0.
+pub const MAGIC: [u8; 8] = *b"OUTPOSTB";
+/// The only format version this build reads and writes.
+pub const FORMAT_VERSION: u16 = 1;
+/// Header length in bytes.
+pub const HEADER_LEN: usize = 24;
+/// Signature block length in bytes: key id (8) + Ed25519 signature (64).
+pub const SIGNATURE_BLOCK_LEN: usize = 72;
+/// Key id length in bytes.
+pub const KEY_ID_LEN: usize = 8;
+/// Ed25519 signature length in bytes.
+pub const SIGNATURE_LEN: usize = 64;
+/// Domain-separation tag prepended to the manifest bytes to form the signed message.
+pub const SIGNING_TAG: &[u8] = b"outpost-bundle-v1\0";
+
+/// Largest manifest, in bytes (64 KiB).
+pub const MAX_MANIFEST_LEN: u32 = 64 * 1024;
+/// Most payload files in one bundle.
+pub const MAX_FILES: usize = 32;
+/// Largest single payload file, in bytes (64 MiB).
+pub const MAX_FILE_LEN: u64 = 64 * 1024 * 1024;
+/// Largest payload (sum of all files), in bytes (256 MiB).
+pub const MAX_PAYLOAD_LEN: u64 = 256 * 1024 * 1024;
+/// Longest file name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest string in the manifest (name, compatible, labels, tensor names, ...), in bytes.
+pub const MAX_STRING_LEN: usize = 64;
+/// Most head labels (and per-label thresholds).
+pub const MAX_LABELS: usize = 64;
+/// Most self tests.
+pub const MAX_SELF_TESTS: usize = 16;
+/// Most input (or output) tensor names per model stage.
+pub const MAX_TENSORS_PER_STAGE: usize = 16;
+/// Chunk size, in bytes, in which payload files are streamed through SHA-256.
+pub const CHUNK_LEN: usize = 64 * 1024;
+
+/// The fixed 24-byte header. Only `manifest_len` varies in format v1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Format version ([`FORMAT_VERSION`]).
+    pub format_version: u16,
+    /// Flags; none are defined in v1, must be 0.
+    pub flags: u16,
+    /// Length of the encoded manifest, in bytes.
+    pub manifest_len: u32,
+}
+
+impl Header {
+    /// A v1 header for a manifest of `manifest_len` bytes.
+    #[must_use]
+    pub fn new(manifest_len: u32) -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            flags: 0,
+            manifest_len,
+        }
+    }
+
+    /// The 24 header bytes.
+    #[must_use]
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[..8].copy_from_slice(&MAGIC);
+        out[8..10].copy_from_slice(&self.format_version.to_le_bytes());
+        out[10..12].copy_from_slice(&self.flags.to_le_bytes());
+        out[12..16].copy_from_slice(&self.manifest_len.to_le_bytes());
+        // 16..24: reserved, zero.
+        out
+    }
+
+    /// Parses and checks 24 header bytes: magic, version, flags, reserved fields, and
+    /// `1 <= manifest_len <= MAX_MANIFEST_LEN`.
+    ///
+    /// # Errors
+    /// [`BundleError::BadMagic`], [`BundleError::UnsupportedVersion`],
+    /// [`BundleError::UnsupportedFlags`], [`BundleError::ReservedNotZero`],
+    /// [`BundleError::ManifestLength`].
+    pub fn decode(bytes: &[u8; HEADER_LEN]) -> Result<Self, BundleError> {
+        let le16 = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
+        let le32 =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let mut magic = [0u8; 8];
+        magic.copy_from_slice(&bytes[..8]);
+        if magic != MAGIC {
+            return Err(BundleError::BadMagic { found: magic });
+        }
+        let format_version = le16(8);
+        if format_version != FORMAT_VERSION {
+            return Err(BundleError::UnsupportedVersion {
+                found: format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let flags = le16(10);
+        if flags != 0 {
+            return Err(BundleError::UnsupportedFlags { found: flags });
+        }
+        for reserved in [le32(16), le32(20)] {
+            if reserved != 0 {
+                return Err(BundleError::ReservedNotZero { found: reserved });
+            }
+        }
+        let manifest_len = le32(12);
+        if manifest_len == 0 || manifest_len > MAX_MANIFEST_LEN {
+            return Err(BundleError::ManifestLength {
+                len: manifest_len,
+                max: MAX_MANIFEST_LEN,
+            });
+        }
+        Ok(Self {
+            format_version,
+            flags,
+            manifest_len,
+        })
+    }
+}
+
+/// The 72-byte signature block that follows the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignatureBlock {
+    /// Id of the key that signed ([`KeyId::of_public_key`]).
+    pub key_id: KeyId,
+    /// Ed25519 signature over [`signed_message`].
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+impl SignatureBlock {
+    /// The 72 bytes: key id then signature.
+    #[must_use]
+    pub fn encode(&self) -> [u8; SIGNATURE_BLOCK_LEN] {
+        let mut out = [0u8; SIGNATURE_BLOCK_LEN];
+        out[..KEY_ID_LEN].copy_from_slice(&self.key_id.0);
+        out[KEY_ID_LEN..].copy_from_slice(&self.signature);
+        out
+    }
+
+    /// Splits 72 bytes into key id and signature (no checks: the signature is verified later).
+    #[must_use]
+    pub fn decode(bytes: &[u8; SIGNATURE_BLOCK_LEN]) -> Self {
+        let mut key_id = [0u8; KEY_ID_LEN];
+        key_id.copy_from_slice(&bytes[..KEY_ID_LEN]);
+        let mut signature = [0u8; SIGNATURE_LEN];
+        signature.copy_from_slice(&bytes[KEY_ID_LEN..]);
+        Self {
+            key_id: KeyId(key_id),
+            signature,
+        }
+    }
+}
+
+/// The message that is signed: [`SIGNING_TAG`] followed by the exact manifest bytes.
+#[must_use]
+pub fn signed_message(manifest_bytes: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(SIGNING_TAG.len() + manifest_bytes.len());
+    msg.extend_from_slice(SIGNING_TAG);
+    msg.extend_from_slice(manifest_bytes);
+    msg
+}
+
+/// Everything before the payload, read but NOT verified.
+#[derive(Debug, Clone)]
+pub struct BundleHead {
+    /// The checked header.
+    pub header: Header,
+    /// The raw manifest bytes (`header.manifest_len` of them); untrusted until the signature verifies.
+    pub manifest_bytes: Vec<u8>,
+    /// The signature block.
+    pub signature: SignatureBlock,
+}
+
+impl BundleHead {
+    /// Offset of the first payload byte, in bytes from the start of the bundle.
+    #[must_use]
+    pub fn payload_offset(&self) -> u64 {
+        (HEADER_LEN + SIGNATURE_BLOCK_LEN) as u64 + u64::from(self.header.manifest_len)
+    }
+}
+
+/// Reads header, manifest bytes (bounded by [`MAX_MANIFEST_LEN`]) and signature block.
+/// Verifies nothing cryptographically: use [`crate::verify::verify_bundle`] for that.
+///
+/// # Errors
+/// Header errors (see [`Header::decode`]), [`BundleError::Truncated`] when the input
+/// ends early, [`BundleError::Io`] on other read errors.
+pub fn read_head<R: Read>(reader: &mut R) -> Result<BundleHead, BundleError> {
+    let mut header_bytes = [0u8; HEADER_LEN];
+    read_section(reader, &mut header_bytes, "header", 0)?;
+    let header = Header::decode(&header_bytes)?;
+
+    let mut manifest_bytes = vec![0u8; header.manifest_len as usize];
+    read_section(reader, &mut manifest_bytes, "manifest", HEADER_LEN as u64)?;
+
+    let mut sig_bytes = [0u8; SIGNATURE_BLOCK_LEN];
+    let sig_start = HEADER_LEN as u64 + u64::from(header.manifest_len);
+    read_section(reader, &mut sig_bytes, "signature block", sig_start)?;
+
+    Ok(BundleHead {
+        header,
+        manifest_bytes,
+        signature: SignatureBlock::decode(&sig_bytes),
+    })
+}
+
+/// Fills `buf` from `reader`; `start` is the section's offset in the bundle (for errors).
+fn read_section<R: Read>(
+    reader: &mut R,
+    buf: &mut [u8],
+    section: &'static str,
+    start: u64,
+) -> Result<(), BundleError> {
+    let got = read_full(reader, buf).map_err(|source| BundleError::Io {
+        context: format!("the {section}"),
+        source,
+    })?;
+    if got < buf.len() {
+        return Err(BundleError::Truncated {
+            section,
+            at: start + got as u64,
+            end: start + buf.len() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Reads until `buf` is full or the input ends; returns the number of bytes read.
+/// Retries on `Interrupted`; any other error is returned.
+pub(crate) fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Decodes manifest bytes strictly: postcard, and every byte must be consumed.
+/// Does not check caps (see [`Manifest::validate`]).
+///
+/// # Errors
+/// [`BundleError::ManifestDecode`], [`BundleError::ManifestTrailingBytes`].
+pub fn decode_manifest(bytes: &[u8]) -> Result<Manifest, BundleError> {
+    let (manifest, rest) = postcard::take_from_bytes::<Manifest>(bytes)
+        .map_err(|source| BundleError::ManifestDecode { source })?;
+    if !rest.is_empty() {
+        return Err(BundleError::ManifestTrailingBytes { extra: rest.len() });
+    }
+    Ok(manifest)
+}
+
+/// Encodes a manifest with postcard (the bytes that get signed).
+///
+/// # Errors
+/// [`BundleError::Encode`] if postcard fails (it does not for valid manifests).
+pub fn encode_manifest(manifest: &Manifest) -> Result<Vec<u8>, BundleError> {
+    postcard::to_allocvec(manifest).map_err(|source| BundleError::Encode { source })
+}
+
+/// Checks a payload file name: 1..=64 bytes of `[A-Za-z0-9._-]`, not starting with `.`.
+/// This rules out paths (`/`, `\`), `..`, hidden files and anything that needs quoting.
+///
+/// # Errors
+/// [`BundleError::InvalidFileName`] naming the rule broken.
+pub fn validate_file_name(name: &str) -> Result<(), BundleError> {
+    let reason = if name.is_empty() {
+        Some("empty (expected 1 to 64 bytes)")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("longer than 64 bytes")
+    } else if name.starts_with('.') {
+        Some("starts with '.' (no hidden files, no '..')")
+    } else if name.contains(['/', '\\']) {
+        Some("contains a path separator (expected a plain name)")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Some("contains a character outside [A-Za-z0-9._-]")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(BundleError::InvalidFileName {
+            name: name.escape_default().to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// SHA-256 of `bytes`.
+#[must_use]
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
+}
+
+/// Lowercase hex of `bytes`.
+#[must_use]
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    s
+}
+
+/// Parses hex (either case) into exactly `N` bytes; `None` if the length or a digit is wrong.
+#[must_use]
+pub fn from_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let s = s.as_bytes();
+    if s.len() != 2 * N {
+        return None;
+    }
+    let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; N];
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        out[i] = (digit(pair[0])? << 4) | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Golden bytes: the v1 header layout is part of the format.
+    #[test]
+    fn header_golden_bytes() {
+        let h = Header::new(0x0102_0304 & 0xffff);
+        assert_eq!(
+            h.encode(),
+            [
+                b'O', b'U', b'T', b'P', b'O', b'S', b'T', b'B', 1, 0, 0, 0, 0x04, 0x03, 0, 0, 0, 0,
+                0, 0, 0, 0, 0, 0
+            ]
+        );
+        assert_eq!(Header::decode(&h.encode()).unwrap(), h);
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        assert_eq!(to_hex(&[0x00, 0xab, 0x1f]), "00ab1f");
+        assert_eq!(from_hex::<3>("00AB1f"), Some([0x00, 0xab, 0x1f]));
+        assert_eq!(from_hex::<3>("00ab1"), None);
+        assert_eq!(from_hex::<1>("zz"), None);
+    }
+
+    #[test]
+    fn file_names() {
+        for ok in [
+            "a",
+            "silero_vad.onnx",
+            "head-v2.onnx",
+            "A.b_c-9",
+            &"x".repeat(64),
+        ] {
+            validate_file_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../a",
+            "/etc/passwd",
+            "a/b",
+            "a\\b",
+            ".hidden",
+            "a b",
+            "é",
+            "a\0",
+            &"x".repeat(65),
+        ] {
+            assert!(validate_file_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The bundle spec: a TOML file holding the manifest minus `files`, plus the payload list.
+//!
+//! ```toml
+//! name = "outpost-reference-dev"
+//! version = 1
+//! compatible = "any"
+//! runtime_min = "0.1.0"
+//! runtime_max = "0.1.99"
+//! development = true
+//!
+//! [[payload]]
+//! name = "silero_vad.onnx"
+//! path = "${OUTPOST_MODELS}/silero_vad.onnx"   # or relative to the spec's directory
+//!
+//! [pipeline]
+//! # ... every field of `outpost_models::manifest::PipelineSpec`
+//!
+//! [[self_tests]]
+//! # ... every field of `outpost_models::manifest::SelfTest`
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use outpost_models::manifest::{PipelineSpec, SelfTest};
+use outpost_models::Manifest;
+use serde::{Deserialize, Serialize};
+
+/// A parsed bundle spec (see the module docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleSpec {
+    /// `Manifest::name`.
+    pub name: String,
+    /// `Manifest::version`.
+    pub version: u32,
+    /// `Manifest::compatible`.
+    pub compatible: String,
+    /// `Manifest::runtime_min`.
+    pub runtime_min: String,
+    /// `Manifest::runtime_max`.
+    pub runtime_max: String,
+    /// `Manifest::development`; must match the signing key.
+    pub development: bool,
+    /// `Manifest::pipeline`.
+    pub pipeline: PipelineSpec,
+    /// `Manifest::self_tests` (may be omitted: none).
+    #[serde(default)]
+    pub self_tests: Vec<SelfTest>,
+    /// Payload files, in bundle order.
+    pub payload: Vec<PayloadSpec>,
+}
+
+/// One `[[payload]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadSpec {
+    /// Name inside the bundle (`[A-Za-z0-9._-]`, at most 64 bytes).
+    pub name: String,
+    /// Source path: absolute, or relative to the spec's directory; `${VAR}` is expanded.
+    pub path: String,
+}
+
+impl BundleSpec {
+    /// Parses spec text; `origin` names the file in errors. Unknown keys are errors, also
+    /// inside `[pipeline]` and `[[self_tests]]`.
+    ///
+    /// # Errors
+    /// TOML syntax or type errors, and unknown keys, naming `origin`.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self> {
+        let spec: Self = toml::from_str(text)
+            .with_context(|| format!("parsing bundle spec {}", origin.display()))?;
+        // The manifest types do not deny unknown fields; compare the keys given with the
+        // keys the parsed value has, so a typo is an error rather than silently ignored.
+        let given: toml::Value =
+            toml::from_str(text).with_context(|| format!("parsing {}", origin.display()))?;
+        let known = toml::Value::try_from(&spec).context("re-encoding the parsed spec")?;
+        let mut unknown = Vec::new();
+        unknown_keys(&given, &known, "", &mut unknown);
+        if !unknown.is_empty() {
+            bail!(
+                "bundle spec {}: unknown key(s) {} (see `outpost-provision build --help`)",
+                origin.display(),
+                unknown.join(", ")
+            );
+        }
+        Ok(spec)
+    }
+
+    /// Reads and parses a spec file.
+    ///
+    /// # Errors
+    /// As [`BundleSpec::parse`], or the file cannot be read.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading bundle spec {}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// The manifest this spec describes, with `files` empty (filled by `build_bundle`).
+    #[must_use]
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            name: self.name.clone(),
+            version: self.version,
+            compatible: self.compatible.clone(),
+            runtime_min: self.runtime_min.clone(),
+            runtime_max: self.runtime_max.clone(),
+            development: self.development,
+            pipeline: self.pipeline.clone(),
+            self_tests: self.self_tests.clone(),
+            files: Vec::new(),
+        }
+    }
+}
+
+fn unknown_keys(given: &toml::Value, known: &toml::Value, at: &str, out: &mut Vec<String>) {
+    match (given, known) {
+        (toml::Value::Table(g), toml::Value::Table(k)) => {
+            for (key, gv) in g {
+                let path = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                match k.get(key) {
+                    Some(kv) => unknown_keys(gv, kv, &path, out),
+                    None => out.push(format!("'{path}'")),
+                }
+            }
+        }
+        (toml::Value::Array(g), toml::Value::Array(k)) => {
+            for (i, (gv, kv)) in g.iter().zip(k).enumerate() {
+                unknown_keys(gv, kv, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Expands `${VAR}` references with `lookup`. `$` not followed by `{` is kept as is.
+///
+/// # Errors
+/// A variable that `lookup` does not know (named in the message), an unterminated `${`,
+/// or an invalid variable name.
+pub fn expand_vars(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            bail!("unterminated '${{' in '{s}' (expected ${{NAME}})");
+        };
+        let name = &after[..end];
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            bail!(
+                "invalid variable name '${{{name}}}' in '{s}' (expected letters, digits and '_')"
+            );
+        }
+        let value = lookup(name)
+            .with_context(|| format!("environment variable {name} is not set (used in '{s}'); set it or use a plain path"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Resolves a payload path: expands `${VAR}` from the environment, then makes a relative
+/// path relative to `spec_dir`.
+///
+/// # Errors
+/// As [`expand_vars`].
+pub fn resolve_path(raw: &str, spec_dir: &Path) -> Result<PathBuf> {
+    let expanded = expand_vars(raw, |name| std::env::var(name).ok())?;
+    let path = PathBuf::from(expanded);
+    Ok(if path.is_absolute() {
+        path
+    } else {
+        spec_dir.join(path)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "MODELS").then(|| "/opt/m".to_owned())
+    }
+
+    #[test]
+    fn expansion() {
+        assert_eq!(
+            expand_vars("${MODELS}/vad.onnx", env).unwrap(),
+            "/opt/m/vad.onnx"
+        );
+        assert_eq!(
+            expand_vars("a/${MODELS}${MODELS}", env).unwrap(),
+            "a//opt/m/opt/m"
+        );
+        assert_eq!(expand_vars("$HOME/x", env).unwrap(), "$HOME/x");
+        let err = expand_vars("${OUTPOST_NOPE}/x", env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("OUTPOST_NOPE is not set"), "{err}");
+        assert!(expand_vars("${MODELS", env)
+            .unwrap_err()
+            .to_string()
+            .contains("unterminated"));
+        assert!(expand_vars("${1X}", env)
+            .unwrap_err()
+            .to_string()
+            .contains("invalid variable name"));
+    }
+
+    #[test]
+    fn relative_paths_follow_the_spec() {
+        assert_eq!(
+            resolve_path("a/b.onnx", Path::new("/specs")).unwrap(),
+            PathBuf::from("/specs/a/b.onnx")
+        );
+        assert_eq!(
+            resolve_path("/abs/b.onnx", Path::new("/specs")).unwrap(),
+            PathBuf::from("/abs/b.onnx")
+        );
+    }
+}

@@ -1,0 +1,436 @@
+//! End-to-end: run the `outpost-provision` binary on tiny generated files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_outpost-provision");
+
+fn run(args: &[&str]) -> Output {
+    run_env(args, &[])
+}
+
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run outpost-provision")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+}
+
+#[track_caller]
+fn fails(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+    stderr(o)
+}
+
+fn spec_text(development: bool) -> String {
+    format!(
+        r#"
+name = "cli-test"
+version = 3
+compatible = "generic-x86_64"
+runtime_min = "0.1.0"
+runtime_max = "0.1.99"
+development = {development}
+
+[[payload]]
+name = "vad.onnx"
+path = "${{OUTPOST_TEST_MODELS}}/vad.onnx"
+[[payload]]
+name = "mel.onnx"
+path = "files/mel.onnx"
+[[payload]]
+name = "emb.onnx"
+path = "files/emb.onnx"
+[[payload]]
+name = "head.onnx"
+path = "files/head.onnx"
+[[payload]]
+name = "selftest.raw"
+path = "files/selftest.raw"
+
+[pipeline]
+sample_rate_hz = 16000
+frame_samples = 1280
+head_window = 16
+labels = ["none", "go"]
+vad = {{ file = "vad.onnx", inputs = ["input"], outputs = ["output"] }}
+mel = {{ file = "mel.onnx", inputs = ["input"], outputs = ["output"] }}
+embedding = {{ file = "emb.onnx", inputs = ["input_1"], outputs = ["conv2d_19"] }}
+head = {{ file = "head.onnx", inputs = ["x"], outputs = ["scores"] }}
+
+[pipeline.decision]
+threshold = 0.5
+label_thresholds = [["go", 0.75]]
+smoothing_frames = 2
+refractory_ms = 1000
+vad_threshold = 0.5
+vad_hangover_ms = 400
+
+[pipeline.budgets_us]
+vad_us = 2000
+mel_us = 1000
+embedding_us = 8000
+head_us = 1000
+
+[[self_tests]]
+audio_file = "selftest.raw"
+expect_label = "go"
+max_frame_us = 40000
+"#
+    )
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Setup {
+    /// keygen (production `prod` and development `dev`), payload files, spec.
+    fn new(development: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        let files = root.join("files");
+        fs::create_dir_all(&files).unwrap();
+        for (i, name) in [
+            "vad.onnx",
+            "mel.onnx",
+            "emb.onnx",
+            "head.onnx",
+            "selftest.raw",
+        ]
+        .iter()
+        .enumerate()
+        {
+            fs::write(files.join(name), vec![i as u8 + 1; 50 + 10 * i]).unwrap();
+        }
+        fs::write(root.join("spec.toml"), spec_text(development)).unwrap();
+        let s = Self { _dir: dir, root };
+        ok(&run(&[
+            "keygen",
+            "--out-dir",
+            s.p("keys"),
+            "--name",
+            "prod",
+        ]));
+        ok(&run(&[
+            "keygen",
+            "--out-dir",
+            s.p("keys"),
+            "--name",
+            "dev",
+            "--development",
+        ]));
+        s
+    }
+
+    fn p(&self, rel: &str) -> &str {
+        // Leak: fine in tests, keeps call sites short.
+        Box::leak(
+            self.root
+                .join(rel)
+                .into_os_string()
+                .into_string()
+                .unwrap()
+                .into_boxed_str(),
+        )
+    }
+
+    fn build(&self, key: &str, out: &str) -> Output {
+        run_env(
+            &[
+                "build",
+                "--spec",
+                self.p("spec.toml"),
+                "--key",
+                self.p(key),
+                "--out",
+                self.p(out),
+            ],
+            &[("OUTPOST_TEST_MODELS", self.p("files"))],
+        )
+    }
+}
+
+#[test]
+fn keygen_writes_private_0600_and_refuses_overwrite() {
+    let s = Setup::new(false);
+    let pk8 = Path::new(s.p("keys/prod.pk8"));
+    assert!(pk8.is_file());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(pk8).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let line = fs::read_to_string(s.p("keys/dev.pub")).unwrap();
+    assert!(
+        line.starts_with("outpost-ed25519 ") && line.trim_end().ends_with(" dev development"),
+        "{line}"
+    );
+    let before = fs::read(pk8).unwrap();
+    let err = fails(&run(&[
+        "keygen",
+        "--out-dir",
+        s.p("keys"),
+        "--name",
+        "prod",
+    ]));
+    assert!(
+        err.contains("already exists; refusing to overwrite"),
+        "{err}"
+    );
+    assert_eq!(fs::read(pk8).unwrap(), before);
+    let err = fails(&run(&[
+        "keygen",
+        "--out-dir",
+        s.p("keys"),
+        "--name",
+        "../evil",
+    ]));
+    assert!(err.contains("key name"), "{err}");
+}
+
+#[test]
+fn build_verify_flip() {
+    let s = Setup::new(false);
+    let out = ok(&s.build("keys/prod.pk8", "b.bundle"));
+    assert!(out.contains("bundle   cli-test@3 ("), "{out}");
+    assert!(out.contains("key id   "), "{out}");
+    assert!(
+        out.contains("head.onnx") && out.contains("80 bytes  sha256 "),
+        "{out}"
+    );
+
+    // Trust only the production key.
+    let trust = s.p("trust");
+    fs::create_dir_all(trust).unwrap();
+    fs::copy(s.p("keys/prod.pub"), Path::new(trust).join("prod.pub")).unwrap();
+
+    let out = ok(&run(&["verify", s.p("b.bundle"), "--keys", trust]));
+    assert!(
+        out.starts_with("OK cli-test@3 (") && out.trim_end().ends_with("(prod)"),
+        "{out}"
+    );
+    ok(&run(&[
+        "verify",
+        s.p("b.bundle"),
+        "--keys",
+        trust,
+        "--compatible",
+        "generic-x86_64",
+    ]));
+    let err = fails(&run(&[
+        "verify",
+        s.p("b.bundle"),
+        "--keys",
+        trust,
+        "--compatible",
+        "jetson-orin",
+    ]));
+    assert!(
+        err.contains("built for 'generic-x86_64', but this device is 'jetson-orin'"),
+        "{err}"
+    );
+
+    // Flip one byte of the last payload file.
+    let mut bytes = fs::read(s.p("b.bundle")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    fs::write(s.p("bad.bundle"), &bytes).unwrap();
+    let o = run(&["verify", s.p("bad.bundle"), "--keys", trust]);
+    let err = fails(&o);
+    assert!(stdout(&o).is_empty());
+    assert!(
+        err.contains("bad.bundle") && err.contains("file 'selftest.raw': SHA-256 mismatch"),
+        "{err}"
+    );
+
+    // Flip one byte of the manifest.
+    let mut bytes = fs::read(s.p("b.bundle")).unwrap();
+    bytes[30] ^= 0x01;
+    fs::write(s.p("bad2.bundle"), &bytes).unwrap();
+    let err = fails(&run(&["verify", s.p("bad2.bundle"), "--keys", trust]));
+    assert!(err.contains("signature does not verify with key"), "{err}");
+
+    // A directory without any *.pub: unknown key id, nothing trusted.
+    let err = fails(&run(&["verify", s.p("b.bundle"), "--keys", s.p("files")]));
+    assert!(
+        err.contains("signed by unknown key id") && err.contains("(trusted: none)"),
+        "{err}"
+    );
+
+    let err = fails(&run(&["verify", s.p("missing.bundle"), "--keys", trust]));
+    assert!(err.contains("missing.bundle"), "{err}");
+}
+
+#[test]
+fn development_must_match_key() {
+    let s = Setup::new(false);
+    let err = fails(&s.build("keys/dev.pk8", "x.bundle"));
+    assert!(
+        err.contains("development = false, but key") && err.contains("is a development key"),
+        "{err}"
+    );
+    assert!(!Path::new(s.p("x.bundle")).exists());
+
+    let s = Setup::new(true);
+    let err = fails(&s.build("keys/prod.pk8", "x.bundle"));
+    assert!(err.contains("is a production key"), "{err}");
+    ok(&s.build("keys/dev.pk8", "d.bundle"));
+    let err = fails(&run(&["verify", s.p("d.bundle"), "--keys", s.p("keys")]));
+    assert!(err.contains("development bundle refused"), "{err}");
+    let out = ok(&run(&[
+        "verify",
+        s.p("d.bundle"),
+        "--keys",
+        s.p("keys"),
+        "--allow-development",
+    ]));
+    assert!(out.contains("(dev)"), "{out}");
+}
+
+#[test]
+fn build_errors_name_the_problem() {
+    let s = Setup::new(false);
+    // Missing environment variable.
+    let o = run(&[
+        "build",
+        "--spec",
+        s.p("spec.toml"),
+        "--key",
+        s.p("keys/prod.pk8"),
+        "--out",
+        s.p("o.bundle"),
+    ]);
+    let err = fails(&o);
+    assert!(
+        err.contains("OUTPOST_TEST_MODELS is not set") && err.contains("payload 'vad.onnx'"),
+        "{err}"
+    );
+
+    // Missing payload file.
+    fs::remove_file(s.p("files/head.onnx")).unwrap();
+    let err = fails(&s.build("keys/prod.pk8", "o.bundle"));
+    assert!(
+        err.contains("payload 'head.onnx'") && err.contains("head.onnx"),
+        "{err}"
+    );
+
+    // Unknown key in the spec (typo inside a nested table).
+    let s = Setup::new(false);
+    let text =
+        spec_text(false).replace("smoothing_frames = 2", "smoothing_frames = 2\nsmothing = 3");
+    fs::write(s.p("spec.toml"), text).unwrap();
+    let err = fails(&s.build("keys/prod.pk8", "o.bundle"));
+    assert!(
+        err.contains("unknown key(s) 'pipeline.decision.smothing'"),
+        "{err}"
+    );
+
+    // Missing .pub next to the key.
+    let s = Setup::new(false);
+    fs::remove_file(s.p("keys/prod.pub")).unwrap();
+    let err = fails(&s.build("keys/prod.pk8", "o.bundle"));
+    assert!(err.contains("prod.pub"), "{err}");
+
+    // Path traversal in a payload name.
+    let s = Setup::new(false);
+    fs::write(
+        s.p("spec.toml"),
+        spec_text(false).replace("name = \"mel.onnx\"", "name = \"../mel.onnx\""),
+    )
+    .unwrap();
+    let err = fails(&s.build("keys/prod.pk8", "o.bundle"));
+    assert!(err.contains("invalid file name '../mel.onnx'"), "{err}");
+}
+
+#[test]
+fn build_is_deterministic() {
+    let s = Setup::new(false);
+    ok(&s.build("keys/prod.pk8", "a.bundle"));
+    ok(&s.build("keys/prod.pk8", "b.bundle"));
+    assert_eq!(
+        fs::read(s.p("a.bundle")).unwrap(),
+        fs::read(s.p("b.bundle")).unwrap()
+    );
+}
+
+#[test]
+fn inspect_text_and_json() {
+    let s = Setup::new(false);
+    ok(&s.build("keys/prod.pk8", "b.bundle"));
+    let text = ok(&run(&["inspect", s.p("b.bundle")]));
+    assert!(text.contains("signature NOT verified"), "{text}");
+    assert!(text.contains("magic OUTPOSTB, format_version 1"), "{text}");
+
+    let json = ok(&run(&["inspect", s.p("b.bundle"), "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&json).expect("inspect --json is JSON");
+    assert_eq!(v["signature_verified"], false);
+    assert_eq!(v["manifest"]["name"], "cli-test");
+    assert_eq!(v["manifest"]["files"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        v["manifest"]["files"][0]["sha256"].as_str().unwrap().len(),
+        64
+    );
+    assert_eq!(v["key_id"].as_str().unwrap().len(), 16);
+    assert_eq!(v["file_size"], v["expected_size"]);
+
+    let json = ok(&run(&[
+        "inspect",
+        s.p("b.bundle"),
+        "--json",
+        "--keys",
+        s.p("keys"),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["signature_verified"], true);
+
+    // Inspect works on a bundle that does not verify, and says so with --keys.
+    let mut bytes = fs::read(s.p("b.bundle")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(s.p("bad.bundle"), &bytes).unwrap();
+    ok(&run(&["inspect", s.p("bad.bundle")]));
+    let o = run(&["inspect", s.p("bad.bundle"), "--keys", s.p("keys")]);
+    fails(&o);
+    assert!(
+        stdout(&o).contains("verification FAILED") && stdout(&o).contains("SHA-256 mismatch"),
+        "{}",
+        stdout(&o)
+    );
+
+    let err = fails(&run(&["inspect", s.p("spec.toml")]));
+    assert!(err.contains("bad magic"), "{err}");
+}
