@@ -27,7 +27,10 @@ impl core::fmt::Display for FrameError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             FrameError::TooLarge { capacity } => {
-                write!(f, "message does not fit the frame buffer of {capacity} bytes")
+                write!(
+                    f,
+                    "message does not fit the frame buffer of {capacity} bytes"
+                )
             }
             FrameError::Serialize => f.write_str("message could not be serialised"),
         }

@@ -19,8 +19,11 @@
 #![deny(missing_docs)]
 
 #[cfg(feature = "std")]
+#[macro_use]
 extern crate std;
 
+#[cfg(feature = "std")]
+pub mod client;
 mod frame;
 mod message;
 

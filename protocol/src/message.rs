@@ -413,6 +413,11 @@ pub enum WireError {
         /// Limit.
         max: u16,
     },
+    /// A model stage failed on this frame (not a deadline); the stream was reset.
+    InferenceFailed {
+        /// The stage that failed.
+        stage: Stage,
+    },
 }
 
 impl core::fmt::Display for WireError {
@@ -459,6 +464,9 @@ impl core::fmt::Display for WireError {
             WireError::NotPermitted => write!(f, "operation not permitted on this transport"),
             WireError::TooManyClients { max } => {
                 write!(f, "too many clients: at most {max} may be connected")
+            }
+            WireError::InferenceFailed { stage } => {
+                write!(f, "inference failed in stage {stage:?}; the stream was reset")
             }
         }
     }

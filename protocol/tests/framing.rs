@@ -63,7 +63,10 @@ fn truncated_frame_is_reported_and_next_frame_decodes() {
         let got = outcomes(&wire);
         assert_eq!(got.len(), 2, "cut {cut}: {got:?}");
         assert!(
-            matches!(got[0], Err(WireError::Truncated { .. } | WireError::BadCrc { .. } | WireError::BadCobs)),
+            matches!(
+                got[0],
+                Err(WireError::Truncated { .. } | WireError::BadCrc { .. } | WireError::BadCobs)
+            ),
             "cut {cut}: {got:?}"
         );
         assert_eq!(got[1], Ok(2), "cut {cut}");
@@ -78,7 +81,9 @@ fn oversized_frame_is_discarded_and_next_frame_decodes() {
     let got = outcomes(&wire);
     assert_eq!(
         got[0],
-        Err(WireError::FrameTooLong { max: MAX_FRAME_BYTES as u16 })
+        Err(WireError::FrameTooLong {
+            max: MAX_FRAME_BYTES as u16
+        })
     );
     assert_eq!(got[1], Ok(3));
 }
@@ -105,7 +110,10 @@ fn unknown_version_names_both_versions_and_keeps_request_id() {
         failures[0],
         Err(DecodeFailure {
             request_id: 42,
-            error: WireError::UnknownVersion { got: 2, supported: 1 }
+            error: WireError::UnknownVersion {
+                got: 2,
+                supported: 1
+            }
         })
     );
     assert_eq!(failures[1], Ok(4));
@@ -140,7 +148,12 @@ fn largest_audio_frame_fits_and_round_trips_byte_by_byte() {
     let pcm = vec![0u8; FRAME_AUDIO_BYTES]; // zeros: COBS worst-ish case
     let wire = frame(
         9,
-        &Request::Audio(Audio { stream_id: 1, seq: u32::MAX, deadline_us: u32::MAX, pcm: &pcm }),
+        &Request::Audio(Audio {
+            stream_id: 1,
+            seq: u32::MAX,
+            deadline_us: u32::MAX,
+            pcm: &pcm,
+        }),
     );
     assert!(wire.len() <= MAX_FRAME_BYTES);
     assert_eq!(outcomes(&wire), vec![Ok(9)]);
@@ -153,7 +166,12 @@ fn encode_refuses_a_buffer_that_is_too_small() {
     let mut out = [0u8; MAX_FRAME_BYTES];
     let r = encode_frame(
         1,
-        &Request::Audio(Audio { stream_id: 1, seq: 0, deadline_us: 0, pcm: &pcm }),
+        &Request::Audio(Audio {
+            stream_id: 1,
+            seq: 0,
+            deadline_us: 0,
+            pcm: &pcm,
+        }),
         &mut scratch,
         &mut out,
     );

@@ -1,0 +1,111 @@
+//! `outpost`: command-line client of an Outpost device. See the README for usage.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use outpost_host::cli::{connect, print_summary, read_audio, send, status, SendOptions, Target};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Client of an Outpost voice-command device")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct Conn {
+    /// Serial device (or the PTY path printed by `outpostd --pty`).
+    #[arg(long)]
+    serial: Option<String>,
+    /// Unix socket of a local outpostd.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Stream a 16 kHz mono 16-bit WAV (or raw s16le from stdin with `-`) and print
+    /// detections and a latency summary.
+    Send {
+        /// WAV file, or `-` for raw s16le 16 kHz mono on stdin.
+        file: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+        /// Baud rate for --serial.
+        #[arg(long, default_value_t = 921_600)]
+        baud: u32,
+        /// Pace frames in real time (80 ms each) instead of as fast as answers come.
+        #[arg(long)]
+        realtime: bool,
+        /// One JSON object per line (detections, then a summary).
+        #[arg(long)]
+        json: bool,
+        /// Per-frame deadline in ms (default: the device's).
+        #[arg(long)]
+        deadline_ms: Option<u32>,
+        /// Silence appended after the audio, in ms.
+        #[arg(long, default_value_t = 1000)]
+        tail_ms: u32,
+    },
+    /// Print the device's status: bundle, providers, traffic, per-stage latency vs budget.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+        /// Baud rate for --serial.
+        #[arg(long, default_value_t = 921_600)]
+        baud: u32,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn target(c: Conn, baud: u32) -> Target {
+    match (c.serial, c.socket) {
+        (Some(s), _) => Target::Serial(s, baud),
+        (None, Some(p)) => Target::Socket(p),
+        (None, None) => unreachable!("clap requires one"),
+    }
+}
+
+fn main() -> Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match Cli::parse().cmd {
+        Cmd::Send {
+            file,
+            conn,
+            baud,
+            realtime,
+            json,
+            deadline_ms,
+            tail_ms,
+        } => {
+            let pcm = read_audio(&file)?;
+            let mut client = connect(&target(conn, baud), Duration::from_millis(10))?;
+            let opts = SendOptions {
+                realtime,
+                deadline_us: deadline_ms.unwrap_or(0) * 1000,
+                tail_ms,
+                json,
+                stream_id: 1,
+            };
+            let s = send(&mut client, &pcm, &opts, &mut out)?;
+            if json {
+                writeln!(out, "{}", s.to_json())?;
+            } else {
+                print_summary(&s, &mut out)?;
+            }
+        }
+        Cmd::Status { conn, baud, json } => {
+            let mut client = connect(&target(conn, baud), Duration::from_secs(2))?;
+            status(&mut client, json, &mut out)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! `outpostd`: the Outpost appliance daemon. See the README for usage.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use outpost_host::boot::{boot, BootOptions};
+use outpost_host::server::Limits;
+use outpost_host::transport::{spawn_pty, spawn_serial, spawn_socket};
+use outpost_runtime::ort_env::{ProviderChoice, SessionConfig};
+use outpost_runtime::scheduler::SchedulerConfig;
+
+/// Offline voice-command daemon: verifies a signed model bundle, then answers audio
+/// frames over serial, a simulated serial port (PTY) and a Unix socket within a hard
+/// per-frame deadline.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Signed model bundle to serve.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// Development mode: trust the embedded development key and, without --bundle,
+    /// serve the dev bundle (.outpost/dev.bundle). Never on a production device.
+    #[arg(long)]
+    dev: bool,
+    /// Directory of trusted public keys (*.pub).
+    #[arg(long)]
+    trusted_keys: Option<PathBuf>,
+    /// Serial device to serve (UART or USB CDC-ACM), e.g. /dev/ttyTHS0.
+    #[arg(long, conflicts_with = "pty")]
+    serial: Option<String>,
+    /// Baud rate of --serial (16 kHz s16 audio needs at least 460800).
+    #[arg(long, default_value_t = 921_600)]
+    baud: u32,
+    /// Simulate a serial port: create a PTY pair and print the device path to connect to.
+    #[arg(long)]
+    pty: bool,
+    /// With --pty: also create this symlink to the PTY device.
+    #[arg(long, requires = "pty")]
+    pty_link: Option<PathBuf>,
+    /// Unix socket to serve.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Execution provider: auto (TensorRT → CUDA → CPU), tensorrt, cuda or cpu.
+    #[arg(long, default_value = "auto")]
+    provider: ProviderChoice,
+    /// TensorRT engine and timing cache directory.
+    #[arg(long)]
+    trt_cache_dir: Option<PathBuf>,
+    /// Inference workers (default: available cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Default per-frame deadline in ms.
+    #[arg(long, default_value_t = 30)]
+    deadline_ms: u32,
+    /// Longest deadline a client may ask for, in ms (default: --deadline-ms).
+    #[arg(long)]
+    max_deadline_ms: Option<u32>,
+    /// Most clients connected at once.
+    #[arg(long, default_value_t = 16)]
+    max_clients: usize,
+    /// Warm-up frames per worker before ready.
+    #[arg(long, default_value_t = 50)]
+    warmup_frames: usize,
+}
+
+fn main() -> Result<()> {
+    let started = Instant::now();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let a = Args::parse();
+    if a.serial.is_none() && !a.pty && a.socket.is_none() {
+        bail!("no transport: pass --serial DEVICE, --pty and/or --socket PATH");
+    }
+    let max_deadline_ms = a
+        .max_deadline_ms
+        .unwrap_or(a.deadline_ms)
+        .max(a.deadline_ms);
+    let opts = BootOptions {
+        bundle: a.bundle.clone(),
+        dev: a.dev,
+        trusted_keys: a.trusted_keys.clone(),
+        session: SessionConfig {
+            providers: a.provider,
+            trt_cache_dir: a.trt_cache_dir.clone(),
+        },
+        workers: a
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        limits: Limits {
+            default_deadline_us: a.deadline_ms * 1000,
+            max_deadline_us: max_deadline_ms * 1000,
+            max_clients: a.max_clients,
+            ..Limits::default()
+        },
+        scheduler: SchedulerConfig::default(),
+        warmup_frames: a.warmup_frames,
+    };
+    if a.dev {
+        log::warn!(
+            "DEVELOPMENT MODE: the development key is trusted; never run this on a fielded device"
+        );
+    }
+    let daemon = Arc::new(boot(&opts, started));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
+
+    let mut ready = vec![format!(
+        "state={}",
+        if daemon.scheduler.is_some() {
+            "ready"
+        } else {
+            "safe-mode"
+        }
+    )];
+    let _pty = if a.pty {
+        let (pty, _) = spawn_pty(&daemon, a.pty_link.as_deref())?;
+        ready.push(format!("pty={}", pty.device));
+        Some(pty)
+    } else {
+        None
+    };
+    if let Some(dev) = &a.serial {
+        spawn_serial(&daemon, dev, a.baud)?;
+        ready.push(format!("serial={dev}"));
+    }
+    if let Some(p) = &a.socket {
+        spawn_socket(&daemon, p)?;
+        ready.push(format!("socket={}", p.display()));
+    }
+    let boot_ms = started.elapsed().as_millis() as u32;
+    daemon.boot_to_ready_ms.store(boot_ms, Ordering::Relaxed);
+    ready.push(format!(
+        "bundle={}@{}",
+        daemon.bundle.name, daemon.bundle.version
+    ));
+    ready.push(format!("boot_ms={boot_ms}"));
+    ready.push(format!("pid={}", std::process::id()));
+    println!("READY {}", ready.join(" "));
+    log::info!("ready in {boot_ms} ms");
+
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    log::info!("stopping");
+    daemon.stopping.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(200));
+    if let Some(p) = &a.socket {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! The boot sequence: verify the bundle, build one pipeline engine per inference
+//! worker, warm up, run the bundle's self-test vectors, start the scheduler. Any
+//! failure leaves the daemon in safe mode (status answers, inference refused, the
+//! reason in status), never a crash loop.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use outpost_models::manifest::SelfTest;
+use outpost_models::{verify_path, PublicKey, TrustedKeys, VerifiedBundle, VerifyOptions};
+use outpost_protocol::Stage;
+use outpost_runtime::ort_env::{provider_name, SessionConfig};
+use outpost_runtime::pipeline::{Engine, FRAME_SAMPLES, MODEL_STAGES};
+use outpost_runtime::scheduler::{Scheduler, SchedulerConfig};
+use outpost_runtime::stats::LatencyStats;
+
+use crate::server::{stage_providers, BundleInfo, Daemon, Limits};
+
+/// The development public key, compiled in. Trusted only with `--dev`.
+pub const DEV_PUBLIC_KEY: &str =
+    include_str!("../../models/reference/dev-keys/outpost-dev-DO-NOT-DEPLOY.pub");
+
+/// Where `scripts/setup` writes the dev-signed reference bundle, relative to the
+/// repository root.
+pub const DEV_BUNDLE_RELATIVE: &str = ".outpost/dev.bundle";
+
+/// Boot options (from the command line).
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// Bundle file; `None` with `dev` means the dev bundle.
+    pub bundle: Option<PathBuf>,
+    /// Development mode: trust the embedded dev key and accept development bundles.
+    pub dev: bool,
+    /// Directory of trusted `*.pub` keys.
+    pub trusted_keys: Option<PathBuf>,
+    /// Session settings (providers, TensorRT cache).
+    pub session: SessionConfig,
+    /// Inference workers (one engine each).
+    pub workers: usize,
+    /// Daemon limits.
+    pub limits: Limits,
+    /// Scheduler limits.
+    pub scheduler: SchedulerConfig,
+    /// Warm-up frames per worker before ready.
+    pub warmup_frames: usize,
+}
+
+/// Finds the dev bundle: `$OUTPOST_DEV_BUNDLE`, `./.outpost/dev.bundle`, or the
+/// repository that holds the running binary (`target/<profile>/outpostd`).
+pub fn default_dev_bundle() -> PathBuf {
+    if let Some(p) = std::env::var_os("OUTPOST_DEV_BUNDLE") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from(DEV_BUNDLE_RELATIVE);
+    if local.is_file() {
+        return local;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1) {
+            let c = dir.join(DEV_BUNDLE_RELATIVE);
+            if c.is_file() {
+                return c;
+            }
+        }
+    }
+    local
+}
+
+/// The keys this boot trusts.
+///
+/// # Errors
+/// When the key directory cannot be read or a key file is malformed.
+pub fn trusted_keys(dir: Option<&Path>, dev: bool) -> Result<TrustedKeys> {
+    let mut keys: Vec<PublicKey> = match dir {
+        Some(d) => TrustedKeys::load_dir(d)
+            .with_context(|| format!("cannot load trusted keys from {}", d.display()))?
+            .iter()
+            .cloned()
+            .collect(),
+        None => Vec::new(),
+    };
+    if dev {
+        keys.push(
+            PublicKey::parse(DEV_PUBLIC_KEY, Path::new("<embedded dev key>"))
+                .context("embedded dev key is malformed")?,
+        );
+    }
+    if keys.is_empty() {
+        bail!("no trusted keys: pass --trusted-keys DIR (or --dev for the development key)");
+    }
+    Ok(TrustedKeys::from_keys(keys))
+}
+
+/// Verifies the bundle named by the options.
+///
+/// # Errors
+/// The verification error, naming the file and what was wrong.
+pub fn load_bundle(opts: &BootOptions) -> Result<VerifiedBundle> {
+    let path = match &opts.bundle {
+        Some(p) => p.clone(),
+        None if opts.dev => default_dev_bundle(),
+        None => bail!("no bundle given: pass --bundle FILE (or --dev for the development bundle)"),
+    };
+    if !path.is_file() {
+        bail!(
+            "bundle {} does not exist{}",
+            path.display(),
+            if opts.dev {
+                " (run scripts/setup to build the dev bundle)"
+            } else {
+                ""
+            }
+        );
+    }
+    let keys = trusted_keys(opts.trusted_keys.as_deref(), opts.dev)?;
+    let vopts = VerifyOptions {
+        allow_development: opts.dev,
+        expected_compatible: None,
+    };
+    let bundle = verify_path(&path, &keys, &vopts)
+        .with_context(|| format!("bundle {} rejected", path.display()))?;
+    let runtime_version = env!("CARGO_PKG_VERSION");
+    if !bundle.manifest.supports_runtime(runtime_version)? {
+        bail!(
+            "bundle {} needs runtime {}..={} (this is {runtime_version})",
+            bundle.bundle_id(),
+            bundle.manifest.runtime_min,
+            bundle.manifest.runtime_max
+        );
+    }
+    Ok(bundle)
+}
+
+/// Deterministic warm-up audio: a chirp with noise, int16 scale.
+fn warmup_audio(frames: usize) -> Vec<i16> {
+    let mut seed = 0x2545_f491_u32;
+    (0..frames * FRAME_SAMPLES)
+        .map(|i| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let t = i as f32 / 16_000.0;
+            let tone = (2.0 * std::f32::consts::PI * (200.0 + 300.0 * t) * t).sin() * 3000.0;
+            let noise = ((seed >> 16) as f32 / 65536.0 - 0.5) * 800.0;
+            (tone + noise) as i16
+        })
+        .collect()
+}
+
+/// Runs a bundle self-test vector on `engine`; returns the worst frame compute in µs.
+///
+/// # Errors
+/// A message naming the vector, the expected label and what was detected.
+pub fn run_self_test(engine: &mut Engine, bundle: &VerifiedBundle, t: &SelfTest) -> Result<u32> {
+    let raw = bundle
+        .file(&t.audio_file)
+        .with_context(|| format!("self-test audio '{}' is not in the bundle", t.audio_file))?;
+    let mut pcm: Vec<i16> = raw
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    // Pad to whole frames, then 12 frames (960 ms) of silence so a command at the end
+    // completes.
+    let rem = pcm.len() % FRAME_SAMPLES;
+    if rem != 0 {
+        pcm.extend(std::iter::repeat_n(0, FRAME_SAMPLES - rem));
+    }
+    pcm.extend(std::iter::repeat_n(0, 12 * FRAME_SAMPLES));
+    let mut st = engine.new_stream();
+    let mut detected = Vec::new();
+    let mut worst = 0u32;
+    for frame in pcm.chunks_exact(FRAME_SAMPLES) {
+        let out = engine.process_uninterruptible(&mut st, frame)?;
+        worst = worst.max(out.stage_us.iter().sum());
+        if let Some(d) = out.detection {
+            detected.push(engine.labels()[d.label].clone());
+        }
+    }
+    let ok = if t.expect_label == "none" {
+        detected.is_empty()
+    } else {
+        detected == [t.expect_label.clone()]
+    };
+    if !ok {
+        bail!(
+            "self-test '{}' failed: expected {}, detected {:?}",
+            t.audio_file,
+            if t.expect_label == "none" {
+                "no detection".to_string()
+            } else {
+                format!("exactly one '{}'", t.expect_label)
+            },
+            detected
+        );
+    }
+    if worst > t.max_frame_us {
+        bail!(
+            "self-test '{}' failed: worst frame compute {worst} µs exceeds its budget {} µs",
+            t.audio_file,
+            t.max_frame_us
+        );
+    }
+    Ok(worst)
+}
+
+/// Boots: returns a serving daemon, or a safe-mode daemon with the reason.
+pub fn boot(opts: &BootOptions, started: Instant) -> Daemon {
+    let mut stats = LatencyStats::new();
+    match boot_inner(opts, &mut stats) {
+        Ok((info, scheduler, stats)) => Daemon::new(
+            opts.limits.clone(),
+            info,
+            Some(scheduler),
+            stats,
+            String::new(),
+            started,
+        ),
+        Err(e) => {
+            let detail = format!("{e:#}");
+            log::error!("SAFE MODE: {detail}");
+            Daemon::new(
+                opts.limits.clone(),
+                BundleInfo::default(),
+                None,
+                Arc::new(stats),
+                detail,
+                started,
+            )
+        }
+    }
+}
+
+type Booted = (
+    BundleInfo,
+    Scheduler<outpost_runtime::pipeline::StreamState>,
+    Arc<LatencyStats>,
+);
+
+fn boot_inner(opts: &BootOptions, stats: &mut LatencyStats) -> Result<Booted> {
+    let bundle = load_bundle(opts)?;
+    log::info!(
+        "bundle {} verified (key {} '{}'{})",
+        bundle.bundle_id(),
+        bundle.key.key_id,
+        bundle.key.name,
+        if bundle.is_development() {
+            ", DEVELOPMENT"
+        } else {
+            ""
+        }
+    );
+    let b = &bundle.manifest.pipeline.budgets_us;
+    for (s, v) in [
+        (Stage::Vad, b.vad_us),
+        (Stage::Mel, b.mel_us),
+        (Stage::Embedding, b.embedding_us),
+        (Stage::Head, b.head_us),
+    ] {
+        stats.set_budget_us(s, v);
+    }
+    let workers = opts.workers.max(1);
+    let mut engines = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        engines.push(Engine::new(&bundle, &opts.session)?);
+    }
+    let providers = engines[0].providers();
+    for (s, p) in MODEL_STAGES.iter().zip(providers) {
+        log::info!(
+            "stage {}: {} execution provider",
+            outpost_runtime::stats::stage_name(*s),
+            provider_name(p)
+        );
+    }
+    // Warm-up: every engine, deterministic audio; the worst frame seeds admission control.
+    let audio = warmup_audio(opts.warmup_frames.max(2));
+    let mut worst = 0u32;
+    for e in &mut engines {
+        let mut st = e.new_stream();
+        for (i, f) in audio.chunks_exact(FRAME_SAMPLES).enumerate() {
+            let out = e.process_uninterruptible(&mut st, f)?;
+            if i > 0 {
+                worst = worst.max(out.stage_us.iter().sum());
+            }
+        }
+    }
+    for t in &bundle.manifest.self_tests {
+        let w = run_self_test(&mut engines[0], &bundle, t)?;
+        log::info!(
+            "self-test '{}' passed (expected '{}', worst frame {w} µs)",
+            t.audio_file,
+            t.expect_label
+        );
+    }
+    let stats = Arc::new(std::mem::take(stats));
+    let mut cfg = opts.scheduler.clone();
+    cfg.initial_wcet_us = (worst as u64 * 3 / 2).clamp(500, 20_000) as u32;
+    log::info!(
+        "warm-up worst frame {worst} µs; admission starts at {} µs per frame",
+        cfg.initial_wcet_us
+    );
+    let scheduler = Scheduler::start(engines, cfg, Arc::clone(&stats));
+    let m = &bundle.manifest;
+    let info = BundleInfo {
+        name: m.name.clone(),
+        version: m.version,
+        key_id: bundle.key.key_id.0,
+        development: bundle.is_development(),
+        labels: m.pipeline.labels.clone(),
+        providers: stage_providers(providers),
+        id: bundle.bundle_id(),
+    };
+    Ok((info, scheduler, stats))
+}

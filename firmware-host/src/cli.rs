@@ -1,0 +1,504 @@
+//! The `outpost` client: stream a WAV (or raw s16le from stdin) to a device over a
+//! serial port / PTY or the Unix socket, print detections and a latency summary;
+//! read status.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+use outpost_protocol::client::{Client, Received};
+use outpost_protocol::{
+    Audio, DeviceState, Hello, OpenStream, Request, Response, FRAME_SAMPLES, SAMPLE_RATE_HZ,
+};
+use outpost_runtime::ort_env::provider_name;
+use outpost_runtime::stats::stage_name;
+use serde_json::json;
+
+/// Where the device is.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Serial device or PTY slave path, with baud rate.
+    Serial(String, u32),
+    /// Unix socket path.
+    Socket(PathBuf),
+}
+
+/// A connected client over either transport.
+pub type AnyClient = Client<Box<dyn Read + Send>, Box<dyn Write + Send>>;
+
+/// Connects; `poll` is the read timeout used to interleave sending and receiving.
+///
+/// # Errors
+/// When the device or socket cannot be opened (names it).
+pub fn connect(target: &Target, poll: Duration) -> Result<AnyClient> {
+    match target {
+        Target::Serial(dev, baud) => {
+            let port = serialport::new(dev, *baud)
+                .timeout(poll)
+                .open_native()
+                .with_context(|| format!("cannot open serial device {dev} at {baud} baud"))?;
+            let w = port
+                .try_clone_native()
+                .with_context(|| format!("cannot clone {dev}"))?;
+            Ok(Client::new(Box::new(port), Box::new(w)))
+        }
+        Target::Socket(p) => {
+            let s = UnixStream::connect(p)
+                .with_context(|| format!("cannot connect to {}", p.display()))?;
+            s.set_read_timeout(Some(poll))?;
+            let w = s.try_clone()?;
+            Ok(Client::new(Box::new(s), Box::new(w)))
+        }
+    }
+}
+
+/// Reads 16 kHz mono s16 audio: a WAV file, or raw s16le from stdin for `-`.
+///
+/// # Errors
+/// A WAV in another format names its format and the expected one.
+pub fn read_audio(path: &Path) -> Result<Vec<i16>> {
+    if path == Path::new("-") {
+        let mut raw = Vec::new();
+        io::stdin()
+            .read_to_end(&mut raw)
+            .context("reading raw s16le audio from stdin")?;
+        return Ok(raw
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect());
+    }
+    let mut r = hound::WavReader::open(path)
+        .with_context(|| format!("cannot read WAV {}", path.display()))?;
+    let s = r.spec();
+    if s.sample_rate != SAMPLE_RATE_HZ
+        || s.channels != 1
+        || s.bits_per_sample != 16
+        || s.sample_format != hound::SampleFormat::Int
+    {
+        bail!(
+            "{} is {} Hz, {} channel(s), {}-bit {:?}: expected 16000 Hz mono 16-bit PCM \
+             (convert with: sox IN.wav -r 16000 -c 1 -b 16 OUT.wav)",
+            path.display(),
+            s.sample_rate,
+            s.channels,
+            s.bits_per_sample,
+            s.sample_format
+        );
+    }
+    r.samples::<i16>()
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("corrupt samples in {}", path.display()))
+}
+
+/// Options of `outpost send`.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    /// Pace frames at real time (80 ms per frame) instead of as fast as answers come.
+    pub realtime: bool,
+    /// Per-frame deadline in µs (0 = device default).
+    pub deadline_us: u32,
+    /// Silence appended after the audio, in ms, so a command at the very end completes.
+    pub tail_ms: u32,
+    /// Print JSON lines instead of text.
+    pub json: bool,
+    /// Stream id to use.
+    pub stream_id: u16,
+}
+
+/// One detection seen by the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenDetection {
+    /// Label text.
+    pub label: String,
+    /// Score in [0, 1].
+    pub score: f32,
+    /// Stream time in ms.
+    pub audio_ms: u32,
+}
+
+/// What a `send` run measured.
+#[derive(Debug)]
+pub struct SendSummary {
+    /// Frames sent.
+    pub frames: u32,
+    /// Frames answered with a result.
+    pub results: u32,
+    /// Detections in order.
+    pub detections: Vec<SeenDetection>,
+    /// `DeadlineMissed` answers.
+    pub deadline_misses: u32,
+    /// `Rejected` answers.
+    pub rejections: u32,
+    /// `Error` answers.
+    pub errors: u32,
+    /// Client-side round trip per frame, µs.
+    pub rtt_us: Histogram<u64>,
+    /// Device-reported total per frame, µs.
+    pub server_total_us: Histogram<u64>,
+    /// Device-reported compute per frame, µs.
+    pub server_compute_us: Histogram<u64>,
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds")
+}
+
+fn q(h: &Histogram<u64>) -> serde_json::Value {
+    if h.is_empty() {
+        return json!(null);
+    }
+    json!({"p50": h.value_at_quantile(0.5), "p99": h.value_at_quantile(0.99),
+           "p999": h.value_at_quantile(0.999), "max": h.max()})
+}
+
+impl SendSummary {
+    /// The summary as the JSON object `outpost send --json` prints last.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "type": "summary",
+            "frames": self.frames,
+            "results": self.results,
+            "detections": self.detections.len(),
+            "deadline_misses": self.deadline_misses,
+            "rejections": self.rejections,
+            "errors": self.errors,
+            "latency_us": {
+                "client_rtt": q(&self.rtt_us),
+                "server_total": q(&self.server_total_us),
+                "server_compute": q(&self.server_compute_us),
+            }
+        })
+    }
+}
+
+/// Streams `pcm` as one stream and collects every answer. Exactly one answer per frame
+/// is expected; a missing answer after 2 s is an error.
+///
+/// # Errors
+/// Transport errors, a handshake failure, or an unanswered frame.
+pub fn send(
+    client: &mut AnyClient,
+    pcm: &[i16],
+    opts: &SendOptions,
+    out: &mut dyn Write,
+) -> Result<SendSummary> {
+    let hello = client.call(&Request::Hello(Hello {
+        client: "outpost-cli",
+    }))?;
+    let labels: Vec<String> = match hello.decode().map(|e| e.body) {
+        Ok(Response::Hello(h)) => h.labels.iter().map(|s| s.to_string()).collect(),
+        Ok(Response::Error(e)) => bail!("handshake refused: {e}"),
+        other => bail!("unexpected handshake answer: {other:?}"),
+    };
+    let open = client.call(&Request::OpenStream(OpenStream {
+        stream_id: opts.stream_id,
+        sample_rate_hz: SAMPLE_RATE_HZ,
+        frame_samples: FRAME_SAMPLES as u16,
+        deadline_us: opts.deadline_us,
+    }))?;
+    match open.decode().map(|e| e.body) {
+        Ok(Response::StreamOpened { .. }) => {}
+        Ok(Response::Error(e)) => bail!("stream refused: {e}"),
+        other => bail!("unexpected answer to OpenStream: {other:?}"),
+    }
+
+    let mut audio = pcm.to_vec();
+    let rem = audio.len() % FRAME_SAMPLES;
+    if rem != 0 {
+        audio.extend(std::iter::repeat_n(0, FRAME_SAMPLES - rem));
+    }
+    let tail_frames = (opts.tail_ms as usize * 16).div_ceil(FRAME_SAMPLES);
+    audio.extend(std::iter::repeat_n(0, tail_frames * FRAME_SAMPLES));
+    let frames: Vec<&[i16]> = audio.chunks_exact(FRAME_SAMPLES).collect();
+
+    let mut s = SendSummary {
+        frames: frames.len() as u32,
+        results: 0,
+        detections: Vec::new(),
+        deadline_misses: 0,
+        rejections: 0,
+        errors: 0,
+        rtt_us: hist(),
+        server_total_us: hist(),
+        server_compute_us: hist(),
+    };
+    let mut sent_at: Vec<Option<Instant>> = vec![None; frames.len()];
+    let mut answered = 0usize;
+    let mut pcm_bytes = vec![0u8; FRAME_SAMPLES * 2];
+    let start = Instant::now();
+    let mut next = 0usize;
+    let mut last_progress = Instant::now();
+    while answered < frames.len() {
+        // Send: real-time pacing, or one frame in flight (closed loop, measures latency).
+        let due = if opts.realtime {
+            next < frames.len() && start.elapsed() >= Duration::from_millis(80 * next as u64)
+        } else {
+            next < frames.len() && next == answered
+        };
+        if due {
+            for (b, v) in pcm_bytes.chunks_exact_mut(2).zip(frames[next]) {
+                b.copy_from_slice(&v.to_le_bytes());
+            }
+            sent_at[next] = Some(Instant::now());
+            client.send(&Request::Audio(Audio {
+                stream_id: opts.stream_id,
+                seq: next as u32,
+                deadline_us: opts.deadline_us,
+                pcm: &pcm_bytes,
+            }))?;
+            next += 1;
+            continue;
+        }
+        let r = match client.recv() {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                if last_progress.elapsed() > Duration::from_secs(2) {
+                    bail!("no answer for frame {answered} within 2 s (device stopped answering)");
+                }
+                continue;
+            }
+            Err(e) => return Err(e).context("connection lost"),
+        };
+        last_progress = Instant::now();
+        let Received::Frame(f) = r else {
+            s.errors += 1;
+            continue;
+        };
+        let env = match f.decode() {
+            Ok(env) => env,
+            Err(e) => {
+                s.errors += 1;
+                writeln!(out, "undecodable answer: {}", e.error)?;
+                continue;
+            }
+        };
+        let seq = match env.body {
+            Response::Frame(fr) => {
+                s.results += 1;
+                s.server_total_us
+                    .saturating_record(fr.timing.total_us.max(1) as u64);
+                s.server_compute_us
+                    .saturating_record(fr.timing.compute_us.max(1) as u64);
+                if let Some(d) = fr.detection {
+                    let label = labels
+                        .get(d.label as usize)
+                        .cloned()
+                        .unwrap_or_else(|| format!("#{}", d.label));
+                    if opts.json {
+                        writeln!(
+                            out,
+                            "{}",
+                            json!({"type": "detection", "command": label, "label_index": d.label,
+                                   "score": d.score, "time_ms": d.audio_ms, "seq": fr.seq})
+                        )?;
+                    } else {
+                        writeln!(
+                            out,
+                            "{:>8.2} s  {label}  (score {:.2})",
+                            d.audio_ms as f32 / 1000.0,
+                            d.score
+                        )?;
+                    }
+                    s.detections.push(SeenDetection {
+                        label,
+                        score: d.score,
+                        audio_ms: d.audio_ms,
+                    });
+                }
+                Some(fr.seq)
+            }
+            Response::DeadlineMissed {
+                seq,
+                elapsed_us,
+                deadline_us,
+                ..
+            } => {
+                s.deadline_misses += 1;
+                if !opts.json {
+                    writeln!(
+                        out,
+                        "frame {seq}: deadline missed ({elapsed_us} µs > {deadline_us} µs)"
+                    )?;
+                }
+                Some(seq)
+            }
+            Response::Rejected { seq, reason, .. } => {
+                s.rejections += 1;
+                if !opts.json {
+                    writeln!(out, "frame {seq}: rejected ({reason})")?;
+                }
+                Some(seq)
+            }
+            Response::Error(e) => {
+                s.errors += 1;
+                writeln!(out, "device error: {e}")?;
+                // An error answers the frame that caused it (the oldest unanswered).
+                Some(answered as u32)
+            }
+            _ => None,
+        };
+        if let Some(seq) = seq {
+            if let Some(t) = sent_at.get(seq as usize).copied().flatten() {
+                s.rtt_us
+                    .saturating_record(f.received_at.duration_since(t).as_micros().max(1) as u64);
+            }
+            answered += 1;
+        }
+    }
+    let _ = client.call(&Request::CloseStream {
+        stream_id: opts.stream_id,
+    });
+    Ok(s)
+}
+
+/// Prints the human summary of a `send` run.
+///
+/// # Errors
+/// Write errors.
+pub fn print_summary(s: &SendSummary, out: &mut dyn Write) -> io::Result<()> {
+    let ms = |h: &Histogram<u64>, q: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(q) as f64 / 1000.0
+        }
+    };
+    let max = |h: &Histogram<u64>| {
+        if h.is_empty() {
+            0.0
+        } else {
+            h.max() as f64 / 1000.0
+        }
+    };
+    writeln!(
+        out,
+        "{} frames, {} results, {} detection(s), {} deadline miss(es), {} rejection(s), {} error(s)",
+        s.frames,
+        s.results,
+        s.detections.len(),
+        s.deadline_misses,
+        s.rejections,
+        s.errors
+    )?;
+    writeln!(out, "latency per frame      p50 ms   p99 ms   max ms")?;
+    for (name, h) in [
+        ("client round trip", &s.rtt_us),
+        ("device total", &s.server_total_us),
+        ("device compute", &s.server_compute_us),
+    ] {
+        writeln!(
+            out,
+            "  {name:<19} {:>7.2}  {:>7.2}  {:>7.2}",
+            ms(h, 0.5),
+            ms(h, 0.99),
+            max(h)
+        )?;
+    }
+    Ok(())
+}
+
+/// Fetches and prints status (text table, or one JSON object).
+///
+/// # Errors
+/// Transport errors or an unexpected answer.
+pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Result<()> {
+    let f = client.call(&Request::Status)?;
+    let env = f
+        .decode()
+        .map_err(|e| anyhow::anyhow!("undecodable status: {}", e.error))?;
+    let Response::Status(st) = env.body else {
+        bail!("unexpected answer to Status: {:?}", env.body);
+    };
+    let key: String = st.key_id.iter().map(|b| format!("{b:02x}")).collect();
+    let state = match st.state {
+        DeviceState::Starting => "starting",
+        DeviceState::Ready => "ready",
+        DeviceState::SafeMode => "SAFE MODE",
+    };
+    if json_out {
+        let stages: Vec<_> = st
+            .latency
+            .iter()
+            .map(|l| json!({"stage": stage_name(l.stage), "count": l.count, "p50_us": l.p50_us, "p99_us": l.p99_us,
+                            "p999_us": l.p999_us, "max_us": l.max_us, "budget_us": l.budget_us}))
+            .collect();
+        let providers: Vec<_> = st
+            .providers
+            .iter()
+            .map(|p| json!({"stage": stage_name(p.stage), "provider": provider_name(p.provider)}))
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            json!({"state": state, "detail": st.detail, "bundle": st.bundle_name, "version": st.bundle_version,
+                   "key_id": key, "development": st.development, "uptime_ms": st.uptime_ms,
+                   "boot_to_ready_ms": st.boot_to_ready_ms, "clients": st.clients, "streams": st.streams,
+                   "frames": st.frames, "detections": st.detections, "deadline_misses": st.deadline_misses,
+                   "rejections": st.rejections, "errors": st.errors, "providers": providers, "latency": stages})
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "state      {state}{}",
+        if st.detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", st.detail)
+        }
+    )?;
+    writeln!(
+        out,
+        "bundle     {} v{} (key {key}{})",
+        st.bundle_name,
+        st.bundle_version,
+        if st.development { ", DEVELOPMENT" } else { "" }
+    )?;
+    writeln!(
+        out,
+        "uptime     {:.1} s (boot to ready {} ms)",
+        st.uptime_ms as f64 / 1000.0,
+        st.boot_to_ready_ms
+    )?;
+    writeln!(
+        out,
+        "traffic    {} client(s), {} stream(s), {} frames, {} detections, {} deadline misses, {} rejections, {} errors",
+        st.clients, st.streams, st.frames, st.detections, st.deadline_misses, st.rejections, st.errors
+    )?;
+    writeln!(out, "\nstage            provider   count     p50 µs   p99 µs   p99.9 µs  max µs   budget µs  p99 within budget")?;
+    for l in &st.latency {
+        let prov = st
+            .providers
+            .iter()
+            .find(|p| p.stage == l.stage)
+            .map_or("-", |p| provider_name(p.provider));
+        let ok = if l.count == 0 {
+            "-"
+        } else if l.p99_us <= l.budget_us {
+            "yes"
+        } else {
+            "NO"
+        };
+        writeln!(
+            out,
+            "{:<16} {:<10} {:>8} {:>8} {:>8} {:>10} {:>8} {:>10}  {ok}",
+            stage_name(l.stage),
+            prov,
+            l.count,
+            l.p50_us,
+            l.p99_us,
+            l.p999_us,
+            l.max_us,
+            l.budget_us
+        )?;
+    }
+    Ok(())
+}

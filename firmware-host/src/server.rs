@@ -1,0 +1,592 @@
+//! Request dispatch for one connection (serial, PTY or Unix socket): frame decoding,
+//! validation, handing audio to the scheduler, and the connection's writer thread.
+//!
+//! A damaged or invalid frame gets an explicit [`Response::Error`] and the connection
+//! carries on at the next delimiter; nothing a client sends affects another client.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use outpost_protocol::{
+    decode_payload, encode_frame, DeviceState, FrameDecoder, HelloAck, RejectReason, Request,
+    Response, Stage, StageProvider, StatusReport, WireError, FRAME_AUDIO_BYTES, FRAME_SAMPLES,
+    MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, SAMPLE_RATE_HZ,
+};
+use outpost_runtime::pipeline::{StreamState, MODEL_STAGES};
+use outpost_runtime::scheduler::{FrameJob, OpenError, ResponseSink, Scheduler, StreamKey};
+use outpost_runtime::stats::LatencyStats;
+
+/// Transport a connection arrived on. Admin operations are refused on serial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// A UART / USB CDC-ACM port, or the simulated PTY.
+    Serial,
+    /// The local Unix socket.
+    UnixSocket,
+}
+
+/// Limits of the daemon.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Default per-frame deadline in µs.
+    pub default_deadline_us: u32,
+    /// Longest deadline a client may ask for, in µs.
+    pub max_deadline_us: u32,
+    /// Connected clients at once (Unix socket; serial ports count one each).
+    pub max_clients: usize,
+    /// Streams one connection may have open.
+    pub max_streams_per_conn: u16,
+    /// Responses queued for one connection's writer before it is deemed stuck.
+    pub writer_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            default_deadline_us: outpost_protocol::DEFAULT_DEADLINE_US,
+            max_deadline_us: outpost_protocol::DEFAULT_DEADLINE_US,
+            max_clients: 16,
+            max_streams_per_conn: 8,
+            writer_queue: 256,
+        }
+    }
+}
+
+/// What the daemon serves: identity of the loaded bundle.
+#[derive(Debug, Clone, Default)]
+pub struct BundleInfo {
+    /// Bundle name.
+    pub name: String,
+    /// Bundle version.
+    pub version: u32,
+    /// Signing key id.
+    pub key_id: [u8; 8],
+    /// Signed by a development key.
+    pub development: bool,
+    /// Labels in head output order.
+    pub labels: Vec<String>,
+    /// Provider per model stage.
+    pub providers: Vec<StageProvider>,
+    /// Bundle id for logs (`name@version (hash)`).
+    pub id: String,
+}
+
+/// Shared daemon state, one per process.
+pub struct Daemon {
+    /// Limits.
+    pub limits: Limits,
+    /// Loaded bundle (empty in safe mode).
+    pub bundle: BundleInfo,
+    /// The scheduler; `None` in safe mode.
+    pub scheduler: Option<Scheduler<StreamState>>,
+    /// Latency histograms.
+    pub stats: Arc<LatencyStats>,
+    /// Serving state.
+    pub state: DeviceState,
+    /// Why the daemon is in safe mode, or empty.
+    pub detail: String,
+    /// Process start.
+    pub started: Instant,
+    /// Start to ready, in ms.
+    pub boot_to_ready_ms: AtomicU32,
+    clients: AtomicUsize,
+    next_conn: AtomicU64,
+    errors: AtomicU64,
+    /// Set when the daemon is stopping.
+    pub stopping: AtomicBool,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("bundle", &self.bundle.id)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// A daemon serving `scheduler` (or in safe mode when `None`, with `detail`).
+    pub fn new(
+        limits: Limits,
+        bundle: BundleInfo,
+        scheduler: Option<Scheduler<StreamState>>,
+        stats: Arc<LatencyStats>,
+        detail: String,
+        started: Instant,
+    ) -> Self {
+        let state = if scheduler.is_some() {
+            DeviceState::Ready
+        } else {
+            DeviceState::SafeMode
+        };
+        Self {
+            limits,
+            bundle,
+            scheduler,
+            stats,
+            state,
+            detail,
+            started,
+            boot_to_ready_ms: AtomicU32::new(0),
+            clients: AtomicUsize::new(0),
+            next_conn: AtomicU64::new(1),
+            errors: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// Connected clients.
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Releases a client slot taken with [`Daemon::try_add_client`].
+    pub fn release_client(&self) {
+        self.clients.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Reserves a client slot; `false` when the bound is reached.
+    pub fn try_add_client(&self) -> bool {
+        self.clients
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                (c < self.limits.max_clients).then_some(c + 1)
+            })
+            .is_ok()
+    }
+
+    fn status<'a>(&'a self) -> StatusReport<'a> {
+        let mut providers = heapless::Vec::new();
+        for p in &self.bundle.providers {
+            let _ = providers.push(*p);
+        }
+        let mut latency = heapless::Vec::new();
+        for l in self.stats.snapshot() {
+            let _ = latency.push(l);
+        }
+        let (frames, detections, misses, rejections) =
+            self.scheduler.as_ref().map_or((0, 0, 0, 0), |s| {
+                let c = s.counters();
+                (
+                    c.frames.load(Ordering::Relaxed),
+                    c.detections.load(Ordering::Relaxed),
+                    c.deadline_misses.load(Ordering::Relaxed),
+                    c.rejections.load(Ordering::Relaxed),
+                )
+            });
+        StatusReport {
+            state: self.state,
+            detail: &self.detail,
+            bundle_name: &self.bundle.name,
+            bundle_version: self.bundle.version,
+            key_id: self.bundle.key_id,
+            development: self.bundle.development,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            boot_to_ready_ms: self.boot_to_ready_ms.load(Ordering::Relaxed),
+            clients: self.clients() as u16,
+            streams: self.scheduler.as_ref().map_or(0, |s| s.open_streams()) as u16,
+            frames,
+            detections,
+            deadline_misses: misses,
+            rejections,
+            errors: self.errors.load(Ordering::Relaxed),
+            providers,
+            latency,
+        }
+    }
+}
+
+/// Encodes answers and hands them to the connection's writer thread without blocking.
+struct ConnSink {
+    tx: SyncSender<(Instant, Vec<u8>)>,
+    broken: Arc<AtomicBool>,
+    encode: Mutex<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ResponseSink for ConnSink {
+    fn send(&self, request_id: u32, response: &Response<'_>) {
+        if self.broken.load(Ordering::Relaxed) {
+            return;
+        }
+        let bytes = {
+            let mut g = self.encode.lock().unwrap_or_else(|p| p.into_inner());
+            let (scratch, out) = &mut *g;
+            match encode_frame(request_id, response, scratch, out) {
+                Ok(n) => out[..n].to_vec(),
+                Err(e) => {
+                    log::error!("cannot encode a response: {e}");
+                    return;
+                }
+            }
+        };
+        match self.tx.try_send((Instant::now(), bytes)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                log::warn!("client is not reading its answers; closing the connection");
+                self.broken.store(true, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => self.broken.store(true, Ordering::Relaxed),
+        }
+    }
+}
+
+struct ConnStream {
+    next_seq: u32,
+    deadline_us: u32,
+    lost: u32,
+}
+
+/// Serves one connection until EOF, a fatal read error, or shutdown. `reader` should
+/// time out periodically (serial: port timeout; socket: read timeout) so shutdown is
+/// noticed.
+pub fn serve_connection(
+    daemon: &Arc<Daemon>,
+    mut reader: Box<dyn Read + Send>,
+    mut writer: Box<dyn Write + Send>,
+    transport: TransportKind,
+    peer: &str,
+) {
+    let conn = daemon.next_conn.fetch_add(1, Ordering::Relaxed);
+    let broken = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = sync_channel::<(Instant, Vec<u8>)>(daemon.limits.writer_queue);
+    let stats = Arc::clone(&daemon.stats);
+    let wbroken = Arc::clone(&broken);
+    let writer_thread = std::thread::Builder::new()
+        .name(format!("outpost-write-{conn}"))
+        .spawn(move || {
+            for (queued, bytes) in rx {
+                if let Err(e) = writer.write_all(&bytes).and_then(|_| writer.flush()) {
+                    log::info!("connection {conn}: write failed: {e}");
+                    wbroken.store(true, Ordering::Relaxed);
+                    break;
+                }
+                stats.record(Stage::Write, queued.elapsed().as_micros() as u64);
+            }
+        })
+        .expect("spawn writer thread");
+    let sink: Arc<ConnSink> = Arc::new(ConnSink {
+        tx,
+        broken: Arc::clone(&broken),
+        encode: Mutex::new((vec![0; MAX_PAYLOAD_BYTES], vec![0; MAX_FRAME_BYTES])),
+    });
+    log::info!("connection {conn} open ({transport:?}, {peer})");
+
+    let mut decoder = FrameDecoder::<MAX_FRAME_BYTES>::new();
+    let mut streams: HashMap<u16, ConnStream> = HashMap::new();
+    let mut buf = vec![0u8; 8192];
+    'read: loop {
+        if daemon.stopping.load(Ordering::Relaxed) || broken.load(Ordering::Relaxed) {
+            break;
+        }
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                log::info!("connection {conn}: read failed: {e}");
+                break;
+            }
+        };
+        let arrived = Instant::now();
+        for &b in &buf[..n] {
+            let Some(r) = decoder.push(b) else { continue };
+            match r {
+                Err(e) => {
+                    daemon.errors.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("connection {conn}: {e}");
+                    sink.send(0, &Response::Error(e));
+                }
+                Ok(payload) => match decode_payload::<Request<'_>>(payload) {
+                    Err(f) => {
+                        daemon.errors.fetch_add(1, Ordering::Relaxed);
+                        log::debug!("connection {conn}: {}", f.error);
+                        sink.send(f.request_id, &Response::Error(f.error));
+                    }
+                    Ok(env) => {
+                        let ctx = Ctx {
+                            daemon,
+                            conn,
+                            transport,
+                            sink: &sink,
+                            arrived,
+                        };
+                        if !ctx.handle(env.request_id, env.body, &mut streams) {
+                            break 'read;
+                        }
+                    }
+                },
+            }
+        }
+    }
+    if let Some(s) = &daemon.scheduler {
+        s.drop_connection(conn);
+    }
+    drop(sink);
+    let _ = writer_thread.join();
+    log::info!("connection {conn} closed");
+}
+
+struct Ctx<'a> {
+    daemon: &'a Arc<Daemon>,
+    conn: u64,
+    transport: TransportKind,
+    sink: &'a Arc<ConnSink>,
+    arrived: Instant,
+}
+
+impl Ctx<'_> {
+    fn error(&self, id: u32, e: WireError) {
+        self.daemon.errors.fetch_add(1, Ordering::Relaxed);
+        self.sink.send(id, &Response::Error(e));
+    }
+
+    /// Handles one request; `false` closes the connection.
+    fn handle(&self, id: u32, req: Request<'_>, streams: &mut HashMap<u16, ConnStream>) -> bool {
+        let d = self.daemon;
+        let _ = self.transport; // admin operations (reload) arrive with the provisioning work
+        match req {
+            Request::Hello(h) => {
+                log::info!("connection {}: hello from '{}'", self.conn, h.client);
+                let mut labels = heapless::Vec::new();
+                for l in &d.bundle.labels {
+                    let _ = labels.push(l.as_str());
+                }
+                self.sink.send(
+                    id,
+                    &Response::Hello(HelloAck {
+                        protocol_version: PROTOCOL_VERSION,
+                        bundle_name: &d.bundle.name,
+                        bundle_version: d.bundle.version,
+                        key_id: d.bundle.key_id,
+                        labels,
+                        sample_rate_hz: SAMPLE_RATE_HZ,
+                        frame_samples: FRAME_SAMPLES as u16,
+                        max_streams: d.limits.max_streams_per_conn,
+                        default_deadline_us: d.limits.default_deadline_us,
+                        max_deadline_us: d.limits.max_deadline_us,
+                        max_frame_bytes: MAX_FRAME_BYTES as u16,
+                    }),
+                );
+            }
+            Request::Ping { nonce } => self.sink.send(id, &Response::Pong { nonce }),
+            Request::Status => self.sink.send(id, &Response::Status(d.status())),
+            Request::OpenStream(o) => {
+                if o.sample_rate_hz != SAMPLE_RATE_HZ || o.frame_samples as usize != FRAME_SAMPLES {
+                    self.error(
+                        id,
+                        WireError::UnsupportedFormat {
+                            sample_rate_hz: o.sample_rate_hz,
+                            frame_samples: o.frame_samples,
+                        },
+                    );
+                    return true;
+                }
+                if o.deadline_us > d.limits.max_deadline_us {
+                    self.error(
+                        id,
+                        WireError::DeadlineTooLong {
+                            requested_us: o.deadline_us,
+                            max_us: d.limits.max_deadline_us,
+                        },
+                    );
+                    return true;
+                }
+                if streams.contains_key(&o.stream_id) {
+                    self.error(
+                        id,
+                        WireError::StreamExists {
+                            stream_id: o.stream_id,
+                        },
+                    );
+                    return true;
+                }
+                if streams.len() >= d.limits.max_streams_per_conn as usize {
+                    self.error(
+                        id,
+                        WireError::TooManyStreams {
+                            max: d.limits.max_streams_per_conn,
+                        },
+                    );
+                    return true;
+                }
+                if let Some(s) = &d.scheduler {
+                    match s.open_stream(StreamKey {
+                        conn: self.conn,
+                        stream: o.stream_id,
+                    }) {
+                        Ok(()) => {}
+                        Err(OpenError::Exists) => {
+                            self.error(
+                                id,
+                                WireError::StreamExists {
+                                    stream_id: o.stream_id,
+                                },
+                            );
+                            return true;
+                        }
+                        Err(OpenError::TooMany { max }) => {
+                            self.error(id, WireError::TooManyStreams { max: max as u16 });
+                            return true;
+                        }
+                    }
+                }
+                let deadline_us = if o.deadline_us == 0 {
+                    d.limits.default_deadline_us
+                } else {
+                    o.deadline_us
+                };
+                streams.insert(
+                    o.stream_id,
+                    ConnStream {
+                        next_seq: 0,
+                        deadline_us,
+                        lost: 0,
+                    },
+                );
+                self.sink.send(
+                    id,
+                    &Response::StreamOpened {
+                        stream_id: o.stream_id,
+                        deadline_us,
+                    },
+                );
+            }
+            Request::Audio(a) => {
+                let Some(st) = streams.get_mut(&a.stream_id) else {
+                    self.error(
+                        id,
+                        WireError::UnknownStream {
+                            stream_id: a.stream_id,
+                        },
+                    );
+                    return true;
+                };
+                if a.pcm.len() != FRAME_AUDIO_BYTES {
+                    self.error(
+                        id,
+                        WireError::BadAudioLength {
+                            got: a.pcm.len().min(u16::MAX as usize) as u16,
+                            expected: FRAME_AUDIO_BYTES as u16,
+                        },
+                    );
+                    return true;
+                }
+                if a.seq < st.next_seq {
+                    self.error(
+                        id,
+                        WireError::OutOfOrder {
+                            stream_id: a.stream_id,
+                            expected: st.next_seq,
+                            got: a.seq,
+                        },
+                    );
+                    return true;
+                }
+                if a.deadline_us > d.limits.max_deadline_us {
+                    self.error(
+                        id,
+                        WireError::DeadlineTooLong {
+                            requested_us: a.deadline_us,
+                            max_us: d.limits.max_deadline_us,
+                        },
+                    );
+                    return true;
+                }
+                st.lost += a.seq - st.next_seq;
+                st.next_seq = a.seq.wrapping_add(1);
+                let Some(s) = &d.scheduler else {
+                    self.sink.send(
+                        id,
+                        &Response::Rejected {
+                            stream_id: a.stream_id,
+                            seq: a.seq,
+                            reason: RejectReason::NoModel,
+                            retry_after_us: 0,
+                        },
+                    );
+                    return true;
+                };
+                let pcm: Vec<i16> = a
+                    .pcm
+                    .chunks_exact(2)
+                    .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                    .collect();
+                let deadline_us = if a.deadline_us == 0 {
+                    st.deadline_us
+                } else {
+                    a.deadline_us
+                };
+                d.stats
+                    .record(Stage::Transport, self.arrived.elapsed().as_micros() as u64);
+                let sink: Arc<dyn ResponseSink> = Arc::clone(self.sink) as Arc<dyn ResponseSink>;
+                s.submit(FrameJob {
+                    key: StreamKey {
+                        conn: self.conn,
+                        stream: a.stream_id,
+                    },
+                    request_id: id,
+                    seq: a.seq,
+                    pcm,
+                    arrived: self.arrived,
+                    deadline_us,
+                    sink,
+                });
+            }
+            Request::CloseStream { stream_id } => {
+                let Some(st) = streams.remove(&stream_id) else {
+                    self.error(id, WireError::UnknownStream { stream_id });
+                    return true;
+                };
+                if st.lost > 0 {
+                    log::info!(
+                        "connection {}: stream {stream_id} lost {} frames",
+                        self.conn,
+                        st.lost
+                    );
+                }
+                let (frames, detections) = d
+                    .scheduler
+                    .as_ref()
+                    .and_then(|s| {
+                        s.close_stream(StreamKey {
+                            conn: self.conn,
+                            stream: stream_id,
+                        })
+                    })
+                    .unwrap_or((0, 0));
+                self.sink.send(
+                    id,
+                    &Response::StreamClosed {
+                        stream_id,
+                        frames,
+                        detections,
+                    },
+                );
+            }
+        }
+        true
+    }
+}
+
+/// Model stages in status order with their providers.
+pub fn stage_providers(p: [outpost_protocol::Provider; 4]) -> Vec<StageProvider> {
+    MODEL_STAGES
+        .iter()
+        .zip(p)
+        .map(|(s, p)| StageProvider {
+            stage: *s,
+            provider: p,
+        })
+        .collect()
+}

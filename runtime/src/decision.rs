@@ -1,0 +1,312 @@
+//! Turning per-frame head scores into detections: smoothing, threshold, VAD gating,
+//! refractory period and re-arming, so that one utterance yields one detection.
+//!
+//! The training recipe's streaming evaluator (`models/reference/recipe/`) mirrors
+//! this logic exactly; change both together.
+//!
+//! Per frame t (80 ms):
+//! 1. `s` = mean of the head's softmax output over the last `smoothing_frames` frames.
+//! 2. `c` = argmax of `s` over command labels (the `none` label is excluded).
+//! 3. VAD gate: some frame within the last `vad_hangover_ms` (including t) had a VAD
+//!    probability ≥ `vad_threshold`.
+//! 4. Detect `c` iff `s[c]` ≥ its threshold, the gate is open, the detector is armed,
+//!    and at least `refractory_ms` passed since the previous detection.
+//! 5. After a detection the detector disarms; it re-arms at the first frame where every
+//!    command's smoothed score is below its threshold.
+
+use outpost_models::manifest::DecisionSpec;
+
+/// Most labels a head may have.
+pub const MAX_LABELS: usize = outpost_protocol::MAX_LABELS;
+/// Longest smoothing window in frames.
+pub const MAX_SMOOTHING: usize = 16;
+
+/// Decision parameters resolved against the label list.
+#[derive(Debug, Clone)]
+pub struct DecisionParams {
+    /// Per-label threshold, in [0, 1]; `f32::INFINITY` for the `none` label.
+    pub thresholds: Vec<f32>,
+    /// Index of the `none` label, if any.
+    pub none_index: Option<usize>,
+    /// Frames averaged (1..=16).
+    pub smoothing_frames: usize,
+    /// Refractory period in frames.
+    pub refractory_frames: u32,
+    /// VAD probability that counts as speech.
+    pub vad_threshold: f32,
+    /// VAD hang-over in frames.
+    pub vad_hangover_frames: u32,
+}
+
+impl DecisionParams {
+    /// Resolves a manifest's decision spec for `labels` at `frame_ms` per frame.
+    ///
+    /// # Errors
+    /// A message naming the bad parameter (threshold outside [0, 1], unknown label in
+    /// an override, smoothing outside 1..=16, too many labels).
+    pub fn from_spec(
+        spec: &DecisionSpec,
+        labels: &[String],
+        frame_ms: u32,
+    ) -> Result<Self, String> {
+        if labels.is_empty() || labels.len() > MAX_LABELS {
+            return Err(format!(
+                "{} labels (expected 1..={MAX_LABELS})",
+                labels.len()
+            ));
+        }
+        let check = |name: &str, v: f32| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(v)
+            } else {
+                Err(format!("{name} = {v} is outside [0, 1]"))
+            }
+        };
+        let base = check("threshold", spec.threshold)?;
+        let none_index = labels.iter().position(|l| l == "none");
+        let mut thresholds = vec![base; labels.len()];
+        for (label, t) in &spec.label_thresholds {
+            let i = labels
+                .iter()
+                .position(|l| l == label)
+                .ok_or_else(|| format!("threshold override for unknown label '{label}'"))?;
+            thresholds[i] = check(&format!("threshold of '{label}'"), *t)?;
+        }
+        if let Some(n) = none_index {
+            thresholds[n] = f32::INFINITY;
+        }
+        let k = spec.smoothing_frames as usize;
+        if !(1..=MAX_SMOOTHING).contains(&k) {
+            return Err(format!(
+                "smoothing_frames = {k} (expected 1..={MAX_SMOOTHING})"
+            ));
+        }
+        let frames = |ms: u32| ms.div_ceil(frame_ms.max(1));
+        Ok(Self {
+            thresholds,
+            none_index,
+            smoothing_frames: k,
+            refractory_frames: frames(spec.refractory_ms),
+            vad_threshold: check("vad_threshold", spec.vad_threshold)?,
+            vad_hangover_frames: frames(spec.vad_hangover_ms).max(1),
+        })
+    }
+}
+
+/// A detection decided on one frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decided {
+    /// Label index.
+    pub label: usize,
+    /// Smoothed score in [0, 1].
+    pub score: f32,
+}
+
+/// Per-stream decision state. Fixed size; no allocation per frame.
+#[derive(Debug, Clone)]
+pub struct Decider {
+    history: [[f32; MAX_LABELS]; MAX_SMOOTHING],
+    filled: usize,
+    next: usize,
+    frame: u32,
+    last_speech_frame: Option<u32>,
+    last_detection_frame: Option<u32>,
+    armed: bool,
+}
+
+impl Default for Decider {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decider {
+    /// Fresh state: armed, no history.
+    pub fn new() -> Self {
+        Self {
+            history: [[0.0; MAX_LABELS]; MAX_SMOOTHING],
+            filled: 0,
+            next: 0,
+            frame: 0,
+            last_speech_frame: None,
+            last_detection_frame: None,
+            armed: true,
+        }
+    }
+
+    /// Feeds one frame's head output (`scores.len()` = number of labels) and its VAD
+    /// probability; returns the detection, if any.
+    pub fn push(&mut self, p: &DecisionParams, scores: &[f32], vad_prob: f32) -> Option<Decided> {
+        let n = scores.len().min(MAX_LABELS);
+        let t = self.frame;
+        self.frame = self.frame.wrapping_add(1);
+        self.history[self.next][..n].copy_from_slice(&scores[..n]);
+        self.next = (self.next + 1) % p.smoothing_frames;
+        self.filled = (self.filled + 1).min(p.smoothing_frames);
+        if vad_prob >= p.vad_threshold {
+            self.last_speech_frame = Some(t);
+        }
+
+        let mut smoothed = [0.0f32; MAX_LABELS];
+        for row in &self.history[..self.filled] {
+            for (s, v) in smoothed[..n].iter_mut().zip(&row[..n]) {
+                *s += v;
+            }
+        }
+        let inv = 1.0 / self.filled as f32;
+        let mut best: Option<(usize, f32)> = None;
+        let mut any_above = false;
+        for (i, s) in smoothed[..n].iter_mut().enumerate() {
+            *s *= inv;
+            if Some(i) == p.none_index {
+                continue;
+            }
+            if *s >= p.thresholds[i] {
+                any_above = true;
+            }
+            if best.is_none_or(|(_, b)| *s > b) {
+                best = Some((i, *s));
+            }
+        }
+        if !self.armed {
+            if !any_above {
+                self.armed = true;
+            }
+            return None;
+        }
+        let (c, score) = best?;
+        let gate = self
+            .last_speech_frame
+            .is_some_and(|f| t.wrapping_sub(f) < p.vad_hangover_frames);
+        let refractory_over = self
+            .last_detection_frame
+            .is_none_or(|f| t.wrapping_sub(f) >= p.refractory_frames);
+        if score >= p.thresholds[c] && gate && refractory_over {
+            self.armed = false;
+            self.last_detection_frame = Some(t);
+            return Some(Decided { label: c, score });
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> DecisionParams {
+        let labels: Vec<String> = ["lights on", "lights off", "none"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        DecisionParams::from_spec(
+            &DecisionSpec {
+                threshold: 0.6,
+                label_thresholds: vec![("lights off".into(), 0.8)],
+                smoothing_frames: 2,
+                refractory_ms: 800,
+                vad_threshold: 0.5,
+                vad_hangover_ms: 400,
+            },
+            &labels,
+            80,
+        )
+        .unwrap()
+    }
+
+    const ON: [f32; 3] = [0.9, 0.05, 0.05];
+    const OFF: [f32; 3] = [0.05, 0.9, 0.05];
+    const NONE: [f32; 3] = [0.0, 0.0, 1.0];
+
+    #[test]
+    fn one_detection_per_utterance_after_smoothing() {
+        let p = params();
+        let mut d = Decider::new();
+        let mut hits = vec![];
+        for (i, s) in [NONE, ON, ON, ON, ON, ON, NONE, NONE].iter().enumerate() {
+            if let Some(x) = d.push(&p, s, 0.9) {
+                hits.push((i, x.label));
+            }
+        }
+        // Frame 1 alone averages 0.45 with the NONE frame before it; frame 2 reaches 0.9.
+        assert_eq!(hits, vec![(2, 0)]);
+    }
+
+    #[test]
+    fn no_detection_without_recent_speech() {
+        let p = params();
+        let mut d = Decider::new();
+        for _ in 0..10 {
+            assert_eq!(d.push(&p, &ON, 0.0), None);
+        }
+    }
+
+    #[test]
+    fn vad_hangover_keeps_gate_open_for_its_length_only() {
+        let p = params(); // 400 ms = 5 frames
+        let mut d = Decider::new();
+        d.push(&p, &NONE, 0.9); // speech at frame 0
+        for _ in 1..5 {
+            d.push(&p, &NONE, 0.0);
+        }
+        // Frame 5 is 5 frames after speech: gate closed.
+        assert_eq!(d.push(&p, &ON, 0.0), None);
+        assert_eq!(d.push(&p, &ON, 0.0), None);
+    }
+
+    #[test]
+    fn per_label_threshold_applies() {
+        let p = params();
+        let mut d = Decider::new();
+        let weak_off = [0.1, 0.75, 0.15];
+        for _ in 0..5 {
+            assert_eq!(d.push(&p, &weak_off, 0.9), None, "0.75 < 0.8 override");
+        }
+        assert!(d.push(&p, &OFF, 0.9).is_some());
+    }
+
+    #[test]
+    fn refractory_and_rearm_separate_two_utterances() {
+        let p = params(); // refractory 800 ms = 10 frames
+        let mut d = Decider::new();
+        let mut hits = vec![];
+        let mut seq = vec![ON; 3];
+        seq.extend(vec![NONE; 3]);
+        seq.extend(vec![OFF; 3]); // too soon: inside refractory
+        seq.extend(vec![NONE; 6]);
+        seq.extend(vec![OFF; 3]); // frame 15..: allowed
+        for (i, s) in seq.iter().enumerate() {
+            if let Some(x) = d.push(&p, s, 0.9) {
+                hits.push((i, x.label));
+            }
+        }
+        // Frame 0 detects at once (smoothing uses the frames seen so far).
+        assert_eq!(hits, vec![(0, 0), (16, 1)]);
+    }
+
+    #[test]
+    fn bad_specs_are_named() {
+        let labels = vec!["a".to_string(), "none".to_string()];
+        let mut spec = DecisionSpec {
+            threshold: 1.5,
+            label_thresholds: vec![],
+            smoothing_frames: 1,
+            refractory_ms: 0,
+            vad_threshold: 0.5,
+            vad_hangover_ms: 0,
+        };
+        assert!(DecisionParams::from_spec(&spec, &labels, 80)
+            .unwrap_err()
+            .contains("threshold = 1.5"));
+        spec.threshold = 0.5;
+        spec.label_thresholds = vec![("b".into(), 0.5)];
+        assert!(DecisionParams::from_spec(&spec, &labels, 80)
+            .unwrap_err()
+            .contains("unknown label 'b'"));
+        spec.label_thresholds = vec![];
+        spec.smoothing_frames = 0;
+        assert!(DecisionParams::from_spec(&spec, &labels, 80)
+            .unwrap_err()
+            .contains("smoothing_frames"));
+    }
+}

@@ -1,0 +1,158 @@
+//! Latency accounting: one HDR histogram per stage (µs, 3 significant digits), the
+//! source of status reports and of the worst-case estimates admission control uses.
+
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+use outpost_protocol::{Stage, StageLatency};
+
+/// Stages recorded, in report order.
+pub const STAGES: [Stage; 8] = [
+    Stage::Transport,
+    Stage::Queue,
+    Stage::Vad,
+    Stage::Mel,
+    Stage::Embedding,
+    Stage::Head,
+    Stage::Write,
+    Stage::Total,
+];
+
+/// Latency budget per stage in µs, from DESIGN.md §4 (the total is the deadline).
+pub fn design_budget_us(stage: Stage) -> u32 {
+    match stage {
+        Stage::Transport => 1_000,
+        Stage::Queue => 5_000,
+        Stage::Vad => 1_000,
+        Stage::Mel => 2_000,
+        Stage::Embedding => 6_000,
+        Stage::Head => 1_000,
+        Stage::Write => 1_000,
+        Stage::Total => 30_000,
+    }
+}
+
+fn index(stage: Stage) -> usize {
+    STAGES.iter().position(|s| *s == stage).unwrap_or(0)
+}
+
+/// Per-stage latency histograms, shared by all workers.
+#[derive(Debug)]
+pub struct LatencyStats {
+    hist: Vec<Mutex<Histogram<u64>>>,
+    budgets_us: [u32; 8],
+}
+
+impl Default for LatencyStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LatencyStats {
+    /// Empty histograms tracking 1 µs .. 60 s; budgets from DESIGN.md §4.
+    pub fn new() -> Self {
+        let mut budgets_us = [0; 8];
+        for (b, s) in budgets_us.iter_mut().zip(STAGES) {
+            *b = design_budget_us(s);
+        }
+        Self {
+            hist: STAGES
+                .iter()
+                .map(|_| {
+                    Mutex::new(
+                        Histogram::new_with_bounds(1, 60_000_000, 3)
+                            .expect("static bounds are valid"),
+                    )
+                })
+                .collect(),
+            budgets_us,
+        }
+    }
+
+    /// Replaces the budget of a stage (e.g. from the bundle manifest), in µs.
+    pub fn set_budget_us(&mut self, stage: Stage, budget_us: u32) {
+        self.budgets_us[index(stage)] = budget_us;
+    }
+
+    /// Records one sample in µs (clamped into the histogram's range).
+    pub fn record(&self, stage: Stage, us: u64) {
+        if let Ok(mut h) = self.hist[index(stage)].lock() {
+            h.saturating_record(us.max(1));
+        }
+    }
+
+    /// The value at quantile `q` (0..=1) in µs, or `None` with no samples.
+    pub fn quantile_us(&self, stage: Stage, q: f64) -> Option<u64> {
+        let h = self.hist[index(stage)].lock().ok()?;
+        (!h.is_empty()).then(|| h.value_at_quantile(q))
+    }
+
+    /// Snapshot of one stage.
+    pub fn latency(&self, stage: Stage) -> StageLatency {
+        let i = index(stage);
+        let h = self.hist[i]
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        let q = |x: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(x).min(u32::MAX as u64) as u32
+            }
+        };
+        StageLatency {
+            stage,
+            count: h.len(),
+            p50_us: q(0.5),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: if h.is_empty() {
+                0
+            } else {
+                h.max().min(u32::MAX as u64) as u32
+            },
+            budget_us: self.budgets_us[i],
+        }
+    }
+
+    /// Snapshot of every stage, in [`STAGES`] order.
+    pub fn snapshot(&self) -> Vec<StageLatency> {
+        STAGES.iter().map(|s| self.latency(*s)).collect()
+    }
+}
+
+/// Stage name for tables.
+pub fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Transport => "transport",
+        Stage::Queue => "queue",
+        Stage::Vad => "vad",
+        Stage::Mel => "mel",
+        Stage::Embedding => "embedding",
+        Stage::Head => "head+decision",
+        Stage::Write => "write",
+        Stage::Total => "total",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_follow_recorded_samples() {
+        let s = LatencyStats::new();
+        for us in 1..=1000u64 {
+            s.record(Stage::Mel, us);
+        }
+        let l = s.latency(Stage::Mel);
+        assert_eq!(l.count, 1000);
+        assert!((495..=505).contains(&l.p50_us), "{l:?}");
+        assert!((985..=1000).contains(&l.p99_us), "{l:?}");
+        assert_eq!(l.max_us, 1000);
+        assert_eq!(l.budget_us, 2000);
+        assert_eq!(s.latency(Stage::Vad).count, 0);
+    }
+}
