@@ -518,18 +518,23 @@ impl<S: Send + 'static> Scheduler<S> {
             return reject(&job, RejectReason::QueueFull, wcet);
         }
         // Work that runs before this frame: queued frames with an earlier or equal
-        // deadline, the frames ahead in its own stream, and the frames in progress.
+        // deadline and the frames in progress, shared by the workers; and, serially,
+        // the frames ahead of it in its own stream (one stream never runs in parallel).
         let wcet = sh.wcet_us.load(Ordering::Relaxed);
         let mut ahead = 0u64;
+        let mut own = 0u64;
         for (k, e) in &q.streams {
-            for s in &e.pending {
-                if *k == job.key || s.deadline <= deadline {
-                    ahead += 1;
-                }
+            if *k == job.key {
+                own = e.pending.len() as u64 + u64::from(e.busy);
+                ahead += e.pending.len() as u64;
+            } else {
+                ahead += e.pending.iter().filter(|s| s.deadline <= deadline).count() as u64;
             }
         }
         let in_progress = q.busy_workers as u64;
-        let predicted_us = (ahead + in_progress) * wcet / sh.workers as u64 + wcet;
+        let shared_us = (ahead + in_progress) * wcet / sh.workers as u64 + wcet;
+        let serial_us = (own + 1) * wcet;
+        let predicted_us = shared_us.max(serial_us);
         let finish = now + Duration::from_micros(predicted_us);
         let cutoff = deadline.checked_sub(Duration::from_micros(sh.cfg.guard_us as u64));
         if cutoff.is_none_or(|c| finish > c) {

@@ -1,0 +1,358 @@
+//! Scheduler behaviour with a fake pipeline: exactly one answer per frame, a stalled
+//! stream answered `DeadlineMissed` (its run cancelled, its state reset) while other
+//! streams keep getting results, bounded queue, admission control.
+//!
+//! These run on real threads and the std clock, so they assert outcomes (which answer,
+//! how many), not durations; the deterministic mock-clock tests of EDF ordering come
+//! with the scheduler issue.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use outpost_protocol::{RejectReason, Response};
+use outpost_runtime::pipeline::FrameOutput;
+use outpost_runtime::scheduler::{
+    CancelToken, FrameJob, FrameProcessor, ResponseSink, Scheduler, SchedulerConfig, StreamKey,
+};
+use outpost_runtime::stats::LatencyStats;
+use outpost_runtime::RuntimeError;
+
+/// What a sink saw, per request id.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Frame { seq: u32, frames_in_state: u32 },
+    Missed { seq: u32 },
+    Rejected { seq: u32, reason: RejectReason },
+    Error,
+}
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<(u32, Seen, Instant)>>);
+
+impl ResponseSink for Collect {
+    fn send(&self, id: u32, r: &Response<'_>) {
+        let s = match r {
+            Response::Frame(f) => Seen::Frame {
+                seq: f.seq,
+                frames_in_state: f.vad_prob as u32,
+            },
+            Response::DeadlineMissed { seq, .. } => Seen::Missed { seq: *seq },
+            Response::Rejected { seq, reason, .. } => Seen::Rejected {
+                seq: *seq,
+                reason: *reason,
+            },
+            _ => Seen::Error,
+        };
+        self.0.lock().unwrap().push((id, s, Instant::now()));
+    }
+}
+
+/// Fake pipeline. A frame whose first sample is `STALL` takes 2 s unless cancelled;
+/// others take ~1 ms. The state counts frames since the stream (re)started, reported
+/// through `vad_prob` so tests can see resets.
+struct Fake {
+    cancelled_runs: Arc<AtomicU32>,
+}
+
+const STALL: i16 = 7777;
+
+impl FrameProcessor for Fake {
+    type State = u32;
+    fn new_stream(&self) -> u32 {
+        0
+    }
+    fn cancel_token(&self) -> CancelToken {
+        CancelToken::default()
+    }
+    fn process(
+        &mut self,
+        st: &mut u32,
+        pcm: &[i16],
+        cancel: &CancelToken,
+    ) -> Result<FrameOutput, RuntimeError> {
+        let work = if pcm[0] == STALL {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_millis(1)
+        };
+        let end = Instant::now() + work;
+        while Instant::now() < end {
+            if cancel.is_cancelled() {
+                self.cancelled_runs.fetch_add(1, Ordering::SeqCst);
+                return Err(RuntimeError::Inference {
+                    stage: "embedding".into(),
+                    detail: "terminated".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        *st += 1;
+        Ok(FrameOutput {
+            vad_prob: *st as f32,
+            detection: None,
+            audio_ms: *st * 80,
+            stage_us: [100, 100, 600, 50],
+        })
+    }
+}
+
+fn start(workers: usize, cfg: SchedulerConfig) -> (Scheduler<u32>, Arc<AtomicU32>) {
+    let cancelled = Arc::new(AtomicU32::new(0));
+    let procs = (0..workers)
+        .map(|_| Fake {
+            cancelled_runs: Arc::clone(&cancelled),
+        })
+        .collect();
+    (
+        Scheduler::start(procs, cfg, Arc::new(LatencyStats::new())),
+        cancelled,
+    )
+}
+
+fn job(
+    key: StreamKey,
+    id: u32,
+    seq: u32,
+    stall: bool,
+    deadline_us: u32,
+    sink: &Arc<Collect>,
+) -> FrameJob {
+    let mut pcm = vec![0i16; 1280];
+    if stall {
+        pcm[0] = STALL;
+    }
+    FrameJob {
+        key,
+        request_id: id,
+        seq,
+        pcm,
+        arrived: Instant::now(),
+        deadline_us,
+        sink: Arc::clone(sink) as Arc<dyn ResponseSink>,
+    }
+}
+
+fn wait_for(sink: &Collect, n: usize) -> Vec<(u32, Seen, Instant)> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = sink.0.lock().unwrap().clone();
+        if v.len() >= n || Instant::now() > until {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn stalled_frame_is_answered_deadline_missed_and_neighbours_keep_flowing() {
+    let (sched, cancelled) = start(
+        2,
+        SchedulerConfig {
+            initial_wcet_us: 2_000,
+            ..Default::default()
+        },
+    );
+    let slow = StreamKey { conn: 1, stream: 1 };
+    let fast = StreamKey { conn: 2, stream: 1 };
+    sched.open_stream(slow).unwrap();
+    sched.open_stream(fast).unwrap();
+    let slow_sink = Arc::new(Collect::default());
+    let fast_sink = Arc::new(Collect::default());
+
+    let t0 = Instant::now();
+    sched.submit(job(slow, 1, 0, true, 30_000, &slow_sink));
+    for i in 0..20 {
+        sched.submit(job(fast, 100 + i, i, false, 30_000, &fast_sink));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let slow_seen = wait_for(&slow_sink, 1);
+    assert_eq!(slow_seen.len(), 1, "exactly one answer: {slow_seen:?}");
+    assert_eq!(slow_seen[0].1, Seen::Missed { seq: 0 });
+    // The miss is announced at the deadline, long before the 2 s stall would end.
+    assert!(slow_seen[0].2.duration_since(t0) < Duration::from_millis(1500));
+
+    let fast_seen = wait_for(&fast_sink, 20);
+    assert_eq!(fast_seen.len(), 20);
+    assert!(
+        fast_seen
+            .iter()
+            .all(|(_, s, _)| matches!(s, Seen::Frame { .. })),
+        "{fast_seen:?}"
+    );
+
+    // The stalled run was cancelled, and the slow stream restarts from fresh state.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(cancelled.load(Ordering::SeqCst), 1);
+    sched.submit(job(slow, 2, 1, false, 30_000, &slow_sink));
+    let after = wait_for(&slow_sink, 2);
+    assert_eq!(
+        after[1].1,
+        Seen::Frame {
+            seq: 1,
+            frames_in_state: 1
+        },
+        "state was reset"
+    );
+    // No answer arrives twice.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(slow_sink.0.lock().unwrap().len(), 2);
+    assert_eq!(sched.counters().deadline_misses.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn order_is_kept_within_a_stream_and_state_carries_over() {
+    // The fake costs ~1.2 ms a frame; 10 queued frames of one stream fit in 30 ms.
+    let (sched, _) = start(
+        2,
+        SchedulerConfig {
+            initial_wcet_us: 1_500,
+            ..Default::default()
+        },
+    );
+    let k = StreamKey { conn: 1, stream: 3 };
+    sched.open_stream(k).unwrap();
+    let sink = Arc::new(Collect::default());
+    for i in 0..10 {
+        sched.submit(job(k, i, i, false, 30_000, &sink));
+    }
+    let seen = wait_for(&sink, 10);
+    let frames: Vec<Seen> = seen.into_iter().map(|(_, s, _)| s).collect();
+    let expect: Vec<Seen> = (0..10)
+        .map(|i| Seen::Frame {
+            seq: i,
+            frames_in_state: i + 1,
+        })
+        .collect();
+    assert_eq!(frames, expect);
+}
+
+#[test]
+fn full_queue_rejects_at_once_and_every_frame_gets_one_answer() {
+    let cfg = SchedulerConfig {
+        queue_capacity: 4,
+        initial_wcet_us: 100,
+        ..Default::default()
+    };
+    let (sched, _) = start(1, cfg);
+    let k = StreamKey { conn: 1, stream: 1 };
+    sched.open_stream(k).unwrap();
+    let sink = Arc::new(Collect::default());
+    // The first frame stalls (then misses its 100 ms deadline); the queue fills behind it.
+    sched.submit(job(k, 0, 0, true, 100_000, &sink));
+    std::thread::sleep(Duration::from_millis(20));
+    for i in 1..10 {
+        sched.submit(job(k, i, i, false, 100_000, &sink));
+    }
+    let seen = wait_for(&sink, 10);
+    assert_eq!(seen.len(), 10, "{seen:?}");
+    let mut ids: Vec<u32> = seen.iter().map(|(id, _, _)| *id).collect();
+    ids.sort();
+    assert_eq!(ids, (0..10).collect::<Vec<_>>(), "one answer per request");
+    let full = seen
+        .iter()
+        .filter(|(_, s, _)| {
+            matches!(
+                s,
+                Seen::Rejected {
+                    reason: RejectReason::QueueFull,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(full, 5, "4 queued, 5 refused: {seen:?}");
+}
+
+#[test]
+fn admission_counts_one_streams_frames_as_serial_work() {
+    // 10 ms worst case: the 3rd queued frame of one stream would end at 30 ms even with
+    // idle workers, so it is refused while a frame of another stream is admitted.
+    let cfg = SchedulerConfig {
+        initial_wcet_us: 10_000,
+        queue_capacity: 64,
+        ..Default::default()
+    };
+    let (sched, _) = start(4, cfg);
+    let a = StreamKey { conn: 1, stream: 1 };
+    let b = StreamKey { conn: 2, stream: 1 };
+    sched.open_stream(a).unwrap();
+    sched.open_stream(b).unwrap();
+    let sink = Arc::new(Collect::default());
+    // Stall the first frame so the stream's queue cannot drain during the test.
+    sched.submit(job(a, 0, 0, true, 30_000, &sink));
+    std::thread::sleep(Duration::from_millis(5));
+    sched.submit(job(a, 1, 1, false, 30_000, &sink));
+    sched.submit(job(a, 2, 2, false, 30_000, &sink));
+    sched.submit(job(b, 3, 0, false, 30_000, &sink));
+    let seen = wait_for(&sink, 4);
+    let of = |id| {
+        seen.iter()
+            .find(|(i, _, _)| *i == id)
+            .map(|(_, s, _)| s.clone())
+    };
+    assert_eq!(
+        of(2),
+        Some(Seen::Rejected {
+            seq: 2,
+            reason: RejectReason::WouldMissDeadline
+        }),
+        "{seen:?}"
+    );
+    assert_eq!(
+        of(3),
+        Some(Seen::Frame {
+            seq: 0,
+            frames_in_state: 1
+        }),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn admission_refuses_a_frame_that_cannot_make_its_deadline() {
+    // Worst case 20 ms per frame assumed; a 5 ms deadline can never be met.
+    let cfg = SchedulerConfig {
+        initial_wcet_us: 20_000,
+        ..Default::default()
+    };
+    let (sched, _) = start(1, cfg);
+    let k = StreamKey { conn: 1, stream: 1 };
+    sched.open_stream(k).unwrap();
+    let sink = Arc::new(Collect::default());
+    sched.submit(job(k, 1, 0, false, 5_000, &sink));
+    let seen = wait_for(&sink, 1);
+    assert_eq!(
+        seen[0].1,
+        Seen::Rejected {
+            seq: 0,
+            reason: RejectReason::WouldMissDeadline
+        }
+    );
+}
+
+#[test]
+fn unknown_stream_is_an_error_and_stream_bound_holds() {
+    let cfg = SchedulerConfig {
+        max_streams: 2,
+        ..Default::default()
+    };
+    let (sched, _) = start(1, cfg);
+    let sink = Arc::new(Collect::default());
+    sched.submit(job(
+        StreamKey { conn: 9, stream: 9 },
+        1,
+        0,
+        false,
+        30_000,
+        &sink,
+    ));
+    assert_eq!(wait_for(&sink, 1)[0].1, Seen::Error);
+    sched.open_stream(StreamKey { conn: 1, stream: 1 }).unwrap();
+    sched.open_stream(StreamKey { conn: 1, stream: 2 }).unwrap();
+    assert!(sched.open_stream(StreamKey { conn: 1, stream: 3 }).is_err());
+    assert!(
+        sched.open_stream(StreamKey { conn: 1, stream: 1 }).is_err(),
+        "duplicate id"
+    );
+}
