@@ -120,7 +120,7 @@ pub fn load_bundle(opts: &BootOptions) -> Result<VerifiedBundle> {
         expected_compatible: None,
     };
     let bundle = verify_path(&path, &keys, &vopts)
-        .with_context(|| format!("bundle {} rejected", path.display()))?;
+        .with_context(|| format!("cannot serve {}", path.display()))?;
     let runtime_version = env!("CARGO_PKG_VERSION");
     if !bundle.manifest.supports_runtime(runtime_version)? {
         bail!(

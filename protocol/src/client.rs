@@ -51,6 +51,8 @@ pub struct Client<R: Read, W: Write> {
     next_id: u32,
     scratch: Vec<u8>,
     out: Vec<u8>,
+    /// How long [`Client::call`] waits for its answer (default 5 s).
+    pub call_timeout: std::time::Duration,
 }
 
 impl<R: Read, W: Write> Client<R, W> {
@@ -67,6 +69,7 @@ impl<R: Read, W: Write> Client<R, W> {
             next_id: 1,
             scratch: vec![0; MAX_PAYLOAD_BYTES],
             out: vec![0; MAX_FRAME_BYTES],
+            call_timeout: std::time::Duration::from_secs(5),
         }
     }
 
@@ -140,16 +143,32 @@ impl<R: Read, W: Write> Client<R, W> {
         }
     }
 
-    /// Sends `request` and waits for the frame answering it; frames for other request
-    /// ids that arrive meanwhile are returned in `others` order by later `recv` calls.
+    /// Sends `request` and waits up to [`Client::call_timeout`] for the frame answering
+    /// it; frames for other request ids that arrive meanwhile are kept, in order, for
+    /// later `recv` calls. Reader time-outs shorter than the call time-out are retried.
     ///
     /// # Errors
-    /// As [`Client::send`] and [`Client::recv`].
+    /// As [`Client::send`] and [`Client::recv`]; `TimedOut` when no answer came in time.
     pub fn call(&mut self, request: &Request<'_>) -> io::Result<ResponseFrame> {
         let id = self.send(request)?;
+        let until = std::time::Instant::now() + self.call_timeout;
         let mut others = Vec::new();
         let result = loop {
             match self.recv() {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                    ) && std::time::Instant::now() < until =>
+                {
+                    continue
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock) => {
+                    break Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no answer within the call time-out",
+                    ))
+                }
                 Ok(Received::Frame(f)) => {
                     let rid = match f.decode() {
                         Ok(env) => env.request_id,

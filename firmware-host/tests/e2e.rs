@@ -1,0 +1,446 @@
+//! End to end through the real daemon binary: the dev bundle, ONNX Runtime on CPU, a
+//! simulated serial port (PTY pair) and the Unix socket. Needs `scripts/setup` to have
+//! run (models, library, dev bundle, hold-out clips); fails with that instruction if not.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use outpost_host::cli::{connect, send, AnyClient, SendOptions, Target};
+use outpost_protocol::client::Received;
+use outpost_protocol::{
+    encode_frame, Audio, DeviceState, OpenStream, RejectReason, Request, Response, WireError,
+    CRC32, FRAME_AUDIO_BYTES, FRAME_SAMPLES, MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES, SAMPLE_RATE_HZ,
+};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn need(path: &Path) {
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup first",
+        path.display()
+    );
+}
+
+/// A running `outpostd`, killed on drop.
+struct Daemon {
+    child: Child,
+    pty: Option<String>,
+    socket: PathBuf,
+    state: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(extra: &[&str]) -> Daemon {
+    need(&repo().join(".outpost/dev.bundle"));
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("outpostd.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outpostd"))
+        .args(["--dev", "--pty", "--warmup-frames", "10", "--socket"])
+        .arg(&socket)
+        .args(extra)
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn outpostd");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("outpostd printed no READY line within 60 s");
+    assert!(line.starts_with("READY "), "{line}");
+    let kv = |k: &str| {
+        line.split_whitespace()
+            .find_map(|t| t.strip_prefix(&format!("{k}=")).map(str::to_string))
+    };
+    Daemon {
+        child,
+        pty: kv("pty"),
+        socket,
+        state: kv("state").unwrap(),
+        _dir: dir,
+    }
+}
+
+/// The hold-out clips of one voice: (path, expected label).
+fn clips(voice: &str) -> Vec<(PathBuf, String)> {
+    let tsv = repo().join(".outpost/clips/clips.tsv");
+    need(&tsv);
+    let v: Vec<(PathBuf, String)> = std::fs::read_to_string(&tsv)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() >= 3 && f[2] == voice).then(|| {
+                let p = PathBuf::from(f[0]);
+                (
+                    if p.is_absolute() { p } else { repo().join(p) },
+                    f[1].to_string(),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        v.len(),
+        12,
+        "expected 12 clips of voice {voice} in {}",
+        tsv.display()
+    );
+    v
+}
+
+/// The hold-out voice used for the end-to-end tests (the demo uses the first).
+fn test_voice() -> String {
+    std::fs::read_to_string(repo().join("models/reference/holdout_voices.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .nth(1)
+        .expect("at least two hold-out voices")
+        .trim()
+        .to_string()
+}
+
+fn read_wav(p: &Path) -> Vec<i16> {
+    outpost_host::cli::read_audio(p).unwrap()
+}
+
+fn recognise(client: &mut AnyClient, pcm: &[i16]) -> Vec<String> {
+    let opts = SendOptions {
+        realtime: false,
+        deadline_us: 0,
+        tail_ms: 1000,
+        json: true,
+        stream_id: 1,
+    };
+    let mut sink = Vec::new();
+    let s = send(client, pcm, &opts, &mut sink).unwrap();
+    assert_eq!(s.deadline_misses, 0);
+    assert_eq!(s.rejections, 0);
+    assert_eq!(s.errors, 0);
+    assert_eq!(s.results, s.frames, "every frame answered with a result");
+    s.detections.into_iter().map(|d| d.label).collect()
+}
+
+#[test]
+fn every_command_is_recognised_over_the_pty_and_the_socket() {
+    let d = start(&[]);
+    assert_eq!(d.state, "ready");
+    let voice = test_voice();
+    let mut failures = Vec::new();
+    for (transport, target) in [
+        ("pty", Target::Serial(d.pty.clone().unwrap(), 921_600)),
+        ("socket", Target::Socket(d.socket.clone())),
+    ] {
+        for (path, expected) in clips(&voice) {
+            let mut c = connect(&target, Duration::from_millis(10)).unwrap();
+            let got = recognise(&mut c, &read_wav(&path));
+            if got != [expected.clone()] {
+                failures.push(format!(
+                    "{transport}: {} ({voice}): expected [{expected}], got {got:?}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} misrecognitions:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+fn frame_bytes(id: u32, req: &Request<'_>) -> Vec<u8> {
+    let mut scratch = [0u8; MAX_PAYLOAD_BYTES];
+    let mut out = [0u8; MAX_FRAME_BYTES];
+    let n = encode_frame(id, req, &mut scratch, &mut out).unwrap();
+    out[..n].to_vec()
+}
+
+/// A frame whose envelope says protocol version 2 (valid CRC and COBS).
+fn version2_frame(id: u8) -> Vec<u8> {
+    let mut payload = vec![2u8, id, 1, 5];
+    payload.extend(CRC32.checksum(&payload).to_le_bytes());
+    let mut enc = vec![0u8; payload.len() + 4];
+    let n = cobs::encode(&payload, &mut enc);
+    enc.truncate(n);
+    enc.push(0);
+    enc
+}
+
+/// Next decoded answer (skipping nothing), as an owned summary.
+fn next(c: &mut AnyClient) -> Result<(u32, String), WireError> {
+    loop {
+        match c.recv() {
+            Ok(Received::Frame(f)) => {
+                let env = f.decode().map_err(|e| e.error)?;
+                return Ok((env.request_id, format!("{:?}", env.body)));
+            }
+            Ok(Received::Damaged(e)) => return Err(e),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                continue
+            }
+            Err(e) => panic!("connection lost: {e}"),
+        }
+    }
+}
+
+/// The next answer must be `Response::Error` of one of the `kinds` (variant names).
+fn expect_error(c: &mut AnyClient, what: &str, kinds: &[&str]) {
+    let (_, body) = next(c).unwrap();
+    assert!(
+        kinds
+            .iter()
+            .any(|k| body.starts_with(&format!("Error({k}"))),
+        "{what}: expected Error({}), got {body}",
+        kinds.join(" | ")
+    );
+}
+
+fn bad_input_then_ping(c: &mut AnyClient) {
+    // Corrupt CRC: flip a data byte of a valid ping frame.
+    let mut bad = frame_bytes(11, &Request::Ping { nonce: 1 });
+    bad[3] ^= 0x80;
+    c.send_raw(&bad).unwrap();
+    expect_error(c, "corrupt CRC", &["BadCrc"]);
+    // Truncated: a frame cut short and terminated.
+    let full = frame_bytes(
+        12,
+        &Request::OpenStream(OpenStream {
+            stream_id: 5,
+            sample_rate_hz: SAMPLE_RATE_HZ,
+            frame_samples: FRAME_SAMPLES as u16,
+            deadline_us: 0,
+        }),
+    );
+    let mut cut = full[..full.len() / 2].to_vec();
+    cut.push(0);
+    c.send_raw(&cut).unwrap();
+    expect_error(c, "truncated frame", &["BadCrc", "Truncated", "BadCobs"]);
+    // Oversized: 9000 bytes without a delimiter.
+    let mut big = vec![0x55u8; 9000];
+    big.push(0);
+    c.send_raw(&big).unwrap();
+    expect_error(c, "oversized frame", &["FrameTooLong"]);
+    // Unknown version.
+    c.send_raw(&version2_frame(13)).unwrap();
+    let (id, body) = next(c).unwrap();
+    assert_eq!(id, 13, "the version error keeps the request id");
+    assert!(
+        body.contains("UnknownVersion { got: 2, supported: 1 }"),
+        "{body}"
+    );
+    // Wrong audio length on an unopened stream and a short pcm.
+    let pcm = vec![0u8; FRAME_AUDIO_BYTES - 2];
+    c.send(&Request::Audio(Audio {
+        stream_id: 77,
+        seq: 0,
+        deadline_us: 0,
+        pcm: &pcm,
+    }))
+    .unwrap();
+    let (_, body) = next(c).unwrap();
+    assert!(body.contains("UnknownStream"), "{body}");
+    // The connection still works.
+    c.send_with_id(99, &Request::Ping { nonce: 42 }).unwrap();
+    let (id, body) = next(c).unwrap();
+    assert_eq!((id, body.as_str()), (99, "Pong { nonce: 42 }"));
+}
+
+#[test]
+fn bad_frames_get_explicit_errors_and_other_clients_keep_being_served() {
+    let d = start(&[]);
+    let voice = test_voice();
+    let (clip, expected) = clips(&voice)
+        .into_iter()
+        .find(|(_, l)| l == "lights off")
+        .unwrap();
+    let pcm = read_wav(&clip);
+    // A neighbour streams over the socket while the faults hit the PTY and another socket.
+    let sock = d.socket.clone();
+    let pcm2 = pcm.clone();
+    let neighbour = std::thread::spawn(move || {
+        let mut n = connect(&Target::Socket(sock), Duration::from_millis(10)).unwrap();
+        (0..3).map(|_| recognise(&mut n, &pcm2)).collect::<Vec<_>>()
+    });
+    let mut pty = connect(
+        &Target::Serial(d.pty.clone().unwrap(), 921_600),
+        Duration::from_millis(10),
+    )
+    .unwrap();
+    bad_input_then_ping(&mut pty);
+    let mut s = connect(&Target::Socket(d.socket.clone()), Duration::from_millis(10)).unwrap();
+    bad_input_then_ping(&mut s);
+    // After the faults, the PTY still recognises speech.
+    assert_eq!(recognise(&mut pty, &pcm), [expected.clone()]);
+    for got in neighbour.join().unwrap() {
+        assert_eq!(got, [expected.clone()], "neighbour unaffected");
+    }
+    // Out-of-order and wrong-length audio on an open stream.
+    s.send(&Request::OpenStream(OpenStream {
+        stream_id: 3,
+        sample_rate_hz: SAMPLE_RATE_HZ,
+        frame_samples: FRAME_SAMPLES as u16,
+        deadline_us: 0,
+    }))
+    .unwrap();
+    assert!(next(&mut s).unwrap().1.starts_with("StreamOpened"));
+    let zeros = vec![0u8; FRAME_AUDIO_BYTES];
+    s.send(&Request::Audio(Audio {
+        stream_id: 3,
+        seq: 5,
+        deadline_us: 0,
+        pcm: &zeros,
+    }))
+    .unwrap();
+    assert!(next(&mut s).unwrap().1.starts_with("Frame("));
+    s.send(&Request::Audio(Audio {
+        stream_id: 3,
+        seq: 4,
+        deadline_us: 0,
+        pcm: &zeros,
+    }))
+    .unwrap();
+    assert!(next(&mut s)
+        .unwrap()
+        .1
+        .contains("OutOfOrder { stream_id: 3, expected: 6, got: 4 }"));
+    s.send(&Request::Audio(Audio {
+        stream_id: 3,
+        seq: 6,
+        deadline_us: 0,
+        pcm: &zeros[..100],
+    }))
+    .unwrap();
+    assert!(next(&mut s)
+        .unwrap()
+        .1
+        .contains("BadAudioLength { got: 100, expected: 2560 }"));
+}
+
+/// Starts the daemon on `bundle` and checks it stays up in safe mode: status answers
+/// with the reason, audio is refused with `NoModel`, ping works.
+fn assert_safe_mode(bundle: &Path, reason: &str) {
+    let d = start(&["--bundle", bundle.to_str().unwrap()]);
+    assert_eq!(d.state, "safe-mode");
+    let mut c = connect(&Target::Socket(d.socket.clone()), Duration::from_secs(2)).unwrap();
+    let f = c.call(&Request::Status).unwrap();
+    let env = f.decode().unwrap();
+    let Response::Status(st) = env.body else {
+        panic!("{:?}", env.body)
+    };
+    assert_eq!(st.state, DeviceState::SafeMode);
+    assert!(
+        st.detail.contains(reason),
+        "status detail '{}' should name '{reason}'",
+        st.detail
+    );
+    let f = c
+        .call(&Request::OpenStream(OpenStream {
+            stream_id: 1,
+            sample_rate_hz: SAMPLE_RATE_HZ,
+            frame_samples: FRAME_SAMPLES as u16,
+            deadline_us: 0,
+        }))
+        .unwrap();
+    assert!(matches!(
+        f.decode().unwrap().body,
+        Response::StreamOpened { .. }
+    ));
+    let pcm = vec![0u8; FRAME_AUDIO_BYTES];
+    let f = c
+        .call(&Request::Audio(Audio {
+            stream_id: 1,
+            seq: 0,
+            deadline_us: 0,
+            pcm: &pcm,
+        }))
+        .unwrap();
+    assert!(matches!(
+        f.decode().unwrap().body,
+        Response::Rejected {
+            reason: RejectReason::NoModel,
+            ..
+        }
+    ));
+    let f = c.call(&Request::Ping { nonce: 7 }).unwrap();
+    assert!(matches!(
+        f.decode().unwrap().body,
+        Response::Pong { nonce: 7 }
+    ));
+}
+
+#[test]
+fn a_bundle_with_a_flipped_byte_is_refused_with_the_reason() {
+    let good = std::fs::read(repo().join(".outpost/dev.bundle")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // One byte in the last payload file (the command head or self-test audio).
+    let mut bad = good.clone();
+    let at = bad.len() - 100;
+    bad[at] ^= 0x01;
+    let p = dir.path().join("flipped.bundle");
+    std::fs::write(&p, &bad).unwrap();
+    assert_safe_mode(&p, "SHA-256 mismatch");
+    // One byte in the manifest: the signature no longer verifies.
+    let mut bad = good;
+    bad[40] ^= 0x01;
+    let p = dir.path().join("flipped-manifest.bundle");
+    std::fs::write(&p, &bad).unwrap();
+    assert_safe_mode(&p, "signature");
+}
+
+#[test]
+fn a_bundle_signed_by_an_unknown_key_is_refused_with_the_key_id() {
+    use outpost_models::{build_bundle, verify_path, SigningKey, VerifyOptions};
+    let dev = verify_path(
+        &repo().join(".outpost/dev.bundle"),
+        &outpost_host::boot::trusted_keys(None, true).unwrap(),
+        &VerifyOptions {
+            allow_development: true,
+            expected_compatible: None,
+        },
+    )
+    .unwrap();
+    let key = SigningKey::from_pkcs8(&SigningKey::generate().unwrap()).unwrap();
+    let files: Vec<(String, Vec<u8>)> = dev
+        .manifest
+        .files
+        .iter()
+        .map(|f| (f.name.clone(), dev.file(&f.name).unwrap().to_vec()))
+        .collect();
+    let mut m = dev.manifest.clone();
+    m.development = false;
+    let bytes = build_bundle(&m, &files, &key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("stranger.bundle");
+    std::fs::write(&p, bytes).unwrap();
+    assert_safe_mode(&p, &key.key_id().to_string());
+}
