@@ -260,7 +260,8 @@ struct StreamEntry<S> {
     pending: VecDeque<Arc<Slot>>,
     /// `None` while a worker holds it, or when it must be (re)created.
     state: Option<Box<S>>,
-    busy: bool,
+    /// When a worker started this stream's current frame; `None` when idle.
+    running_since: Option<Instant>,
     closed: bool,
     frames: u32,
     detections: u32,
@@ -310,6 +311,25 @@ struct Shared<S> {
     counters: Counters,
     /// Current worst-case compute estimate per frame, in µs.
     wcet_us: AtomicU64,
+    /// Measured compute per frame (all model stages), µs: the WCET source.
+    compute: Mutex<hdrhistogram::Histogram<u64>>,
+}
+
+impl<S> Shared<S> {
+    /// Records one frame's compute and refreshes the worst-case estimate (online
+    /// p99.9) every 32 frames once 100 frames were seen; until then the warm-up seed
+    /// stands.
+    fn record_compute(&self, us: u64) {
+        let Ok(mut h) = self.compute.lock() else {
+            return;
+        };
+        h.saturating_record(us.max(1));
+        let n = h.len();
+        if n >= 100 && n % 32 == 0 {
+            self.wcet_us
+                .store(h.value_at_quantile(0.999), Ordering::Relaxed);
+        }
+    }
 }
 
 /// Why a stream could not be opened.
@@ -359,6 +379,9 @@ impl<S: Send + 'static> Scheduler<S> {
             },
             workers: processors.len().max(1),
             wcet_us: AtomicU64::new(cfg.initial_wcet_us as u64),
+            compute: Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds"),
+            ),
             cfg,
             stats,
             counters: Counters::default(),
@@ -426,7 +449,7 @@ impl<S: Send + 'static> Scheduler<S> {
             StreamEntry {
                 pending: VecDeque::new(),
                 state: None,
-                busy: false,
+                running_since: None,
                 closed: false,
                 frames: 0,
                 detections: 0,
@@ -444,7 +467,7 @@ impl<S: Send + 'static> Scheduler<S> {
             return None;
         }
         let counts = (e.frames, e.detections);
-        if e.busy || !e.pending.is_empty() {
+        if e.running_since.is_some() || !e.pending.is_empty() {
             // Let queued frames finish (they are answered); the last worker removes it.
             e.closed = true;
         } else {
@@ -471,7 +494,7 @@ impl<S: Send + 'static> Scheduler<S> {
             for s in e.pending.drain(..) {
                 s.answered.store(true, Ordering::SeqCst);
             }
-            let busy = e.busy;
+            let busy = e.running_since.is_some();
             e.closed = true;
             q.queued -= dropped;
             if !busy {
@@ -517,24 +540,30 @@ impl<S: Send + 'static> Scheduler<S> {
             let wcet = sh.wcet_us.load(Ordering::Relaxed) as u32;
             return reject(&job, RejectReason::QueueFull, wcet);
         }
-        // Work that runs before this frame: queued frames with an earlier or equal
-        // deadline and the frames in progress, shared by the workers; and, serially,
-        // the frames ahead of it in its own stream (one stream never runs in parallel).
+        // Work that runs before this frame, at the worst-case compute per frame: the
+        // rest of the frames in progress and the queued frames with an earlier or equal
+        // deadline, shared by the workers; and, serially, what is ahead of it in its own
+        // stream (one stream's frames never run in parallel).
         let wcet = sh.wcet_us.load(Ordering::Relaxed);
-        let mut ahead = 0u64;
-        let mut own = 0u64;
+        let remaining = |since: Option<Instant>| {
+            since.map_or(0, |t| {
+                wcet.saturating_sub(now.saturating_duration_since(t).as_micros() as u64)
+            })
+        };
+        let mut shared_work = 0u64;
+        let mut own_work = 0u64;
         for (k, e) in &q.streams {
+            let running = remaining(e.running_since);
+            shared_work += running;
             if *k == job.key {
-                own = e.pending.len() as u64 + u64::from(e.busy);
-                ahead += e.pending.len() as u64;
+                own_work = running + e.pending.len() as u64 * wcet;
+                shared_work += e.pending.len() as u64 * wcet;
             } else {
-                ahead += e.pending.iter().filter(|s| s.deadline <= deadline).count() as u64;
+                shared_work +=
+                    e.pending.iter().filter(|s| s.deadline <= deadline).count() as u64 * wcet;
             }
         }
-        let in_progress = q.busy_workers as u64;
-        let shared_us = (ahead + in_progress) * wcet / sh.workers as u64 + wcet;
-        let serial_us = (own + 1) * wcet;
-        let predicted_us = shared_us.max(serial_us);
+        let predicted_us = (shared_work / sh.workers as u64).max(own_work) + wcet;
         let finish = now + Duration::from_micros(predicted_us);
         let cutoff = deadline.checked_sub(Duration::from_micros(sh.cfg.guard_us as u64));
         if cutoff.is_none_or(|c| finish > c) {
@@ -654,138 +683,152 @@ fn timer_loop<S>(sh: Arc<Shared<S>>) {
 fn pick<S>(q: &Queue<S>) -> Option<StreamKey> {
     q.streams
         .iter()
-        .filter(|(_, e)| !e.busy && !e.pending.is_empty())
+        .filter(|(_, e)| e.running_since.is_none() && !e.pending.is_empty())
         .min_by_key(|(k, e)| (e.pending.iter().map(|s| s.deadline).min(), **k))
         .map(|(k, _)| *k)
 }
 
+/// What a worker answers once the stream is released.
+enum Answer {
+    /// Nothing: the deadline timer (or a dropped connection) answered already.
+    None,
+    /// The result, on time.
+    Frame(FrameOutput),
+    /// Finished after the deadline: `DeadlineMissed`, never the late result.
+    Late,
+    /// A model stage failed.
+    Failed(Stage),
+}
+
+fn failed_stage(e: &RuntimeError) -> Stage {
+    match e {
+        RuntimeError::Inference { stage, .. } => match stage.as_str() {
+            "vad" => Stage::Vad,
+            "mel" => Stage::Mel,
+            "embedding" => Stage::Embedding,
+            _ => Stage::Head,
+        },
+        _ => Stage::Total,
+    }
+}
+
 fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
-    let mut compute_samples = 0u64;
     loop {
-        let (key, slot, state) = {
+        let (key, slot, state, started) = {
             let mut q = sh.queue.lock().expect("scheduler lock");
             loop {
                 if q.shutdown {
                     return;
                 }
                 if let Some(k) = pick(&q) {
+                    let started = Instant::now();
                     let e = q.streams.get_mut(&k).expect("picked");
                     let slot = e.pending.pop_front().expect("non-empty");
-                    e.busy = true;
+                    e.running_since = Some(started);
                     let state = e.state.take();
                     q.queued -= 1;
                     q.busy_workers += 1;
-                    break (k, slot, state);
+                    break (k, slot, state, started);
                 }
                 q = sh.cv.wait(q).expect("scheduler lock");
             }
         };
-        let started = Instant::now();
         let mut state = state.unwrap_or_else(|| Box::new(proc_.new_stream()));
-        let mut keep_state = true;
-        let mut detected = false;
         let queue_us = us(started.saturating_duration_since(slot.job.arrived));
 
-        if slot.answered.load(Ordering::SeqCst) {
-            // Missed (or dropped) while queued: its audio never enters the state, so
-            // reset the stream for a consistent next frame.
-            keep_state = false;
+        // Compute, then claim the right to answer. State is kept when the frame ran to
+        // completion (late or not); it is reset when the run was cancelled, failed, or
+        // never ran (missed while queued), so the next frame starts consistent.
+        let (answer, keep_state) = if slot.answered.load(Ordering::SeqCst) {
+            (Answer::None, false)
         } else {
-            let result = run_frame(&mut proc_, &mut state, &slot);
-            let done = Instant::now();
-            match result {
+            match run_frame(&mut proc_, &mut state, &slot) {
                 Ok(out) => {
-                    let compute_us: u32 = out.stage_us.iter().sum();
-                    if slot.claim() {
-                        if done < slot.deadline {
-                            let detection = out.detection.map(|d| Detection {
-                                label: d.label as u8,
-                                score: d.score,
-                                audio_ms: out.audio_ms,
-                            });
-                            detected = detection.is_some();
-                            let total_us = us(done.saturating_duration_since(slot.job.arrived));
-                            slot.job.sink.send(
-                                slot.job.request_id,
-                                &Response::Frame(FrameResult {
-                                    stream_id: slot.job.key.stream,
-                                    seq: slot.job.seq,
-                                    vad_prob: out.vad_prob,
-                                    detection,
-                                    timing: Timing {
-                                        queue_us,
-                                        compute_us,
-                                        total_us,
-                                    },
-                                }),
-                            );
-                            sh.counters.frames.fetch_add(1, Ordering::Relaxed);
-                            if detected {
-                                sh.counters.detections.fetch_add(1, Ordering::Relaxed);
-                            }
-                            sh.stats.record(Stage::Queue, queue_us as u64);
-                            for (st, v) in MODEL_STAGES.iter().zip(out.stage_us) {
-                                sh.stats.record(*st, v as u64);
-                            }
-                            sh.stats.record(Stage::Total, total_us as u64);
-                        } else {
-                            sh.counters.deadline_misses.fetch_add(1, Ordering::Relaxed);
-                            slot.miss(done);
-                            keep_state = false;
-                        }
+                    let compute_us: u64 = out.stage_us.iter().map(|&v| v as u64).sum();
+                    sh.record_compute(compute_us);
+                    if !slot.claim() {
+                        (Answer::None, false)
+                    } else if Instant::now() < slot.deadline {
+                        (Answer::Frame(out), true)
                     } else {
-                        keep_state = false;
-                    }
-                    // Update the worst-case estimate from measured compute.
-                    compute_samples += 1;
-                    if compute_samples % 32 == 1 {
-                        let mut wcet = 0u64;
-                        for st in MODEL_STAGES {
-                            wcet += sh.stats.quantile_us(st, 0.999).unwrap_or(0);
-                        }
-                        if wcet > 0 {
-                            sh.wcet_us.store(wcet, Ordering::Relaxed);
-                        }
+                        (Answer::Late, true)
                     }
                 }
                 Err(e) => {
-                    keep_state = false;
                     if slot.claim() {
                         log::error!("stream {:?} seq {}: {e}", slot.job.key, slot.job.seq);
-                        sh.counters.failures.fetch_add(1, Ordering::Relaxed);
-                        let stage = match &e {
-                            RuntimeError::Inference { stage, .. } => match stage.as_str() {
-                                "vad" => Stage::Vad,
-                                "mel" => Stage::Mel,
-                                "embedding" => Stage::Embedding,
-                                _ => Stage::Head,
-                            },
-                            _ => Stage::Total,
-                        };
-                        slot.job.sink.send(
-                            slot.job.request_id,
-                            &Response::Error(WireError::InferenceFailed { stage }),
-                        );
+                        (Answer::Failed(failed_stage(&e)), false)
+                    } else {
+                        (Answer::None, false)
                     }
                 }
             }
-        }
+        };
 
-        let mut q = sh.queue.lock().expect("scheduler lock");
-        q.busy_workers -= 1;
-        if let Some(e) = q.streams.get_mut(&key) {
-            e.busy = false;
-            e.frames += 1;
-            if detected {
-                e.detections += 1;
-            }
-            e.state = keep_state.then_some(state);
-            if e.closed && e.pending.is_empty() {
-                q.streams.remove(&key);
+        // Release the stream before answering, so the stream's next frame (which the
+        // client may send the moment it reads this answer) finds it idle.
+        let detected = matches!(&answer, Answer::Frame(o) if o.detection.is_some());
+        {
+            let mut q = sh.queue.lock().expect("scheduler lock");
+            q.busy_workers -= 1;
+            if let Some(e) = q.streams.get_mut(&key) {
+                e.running_since = None;
+                e.frames += 1;
+                e.detections += u32::from(detected);
+                e.state = keep_state.then_some(state);
+                if e.closed && e.pending.is_empty() {
+                    q.streams.remove(&key);
+                }
             }
         }
-        drop(q);
         sh.cv.notify_one();
+
+        let job = &slot.job;
+        match answer {
+            Answer::None => {}
+            Answer::Frame(out) => {
+                let total_us = us(Instant::now().saturating_duration_since(job.arrived));
+                let compute_us = out.stage_us.iter().sum();
+                job.sink.send(
+                    job.request_id,
+                    &Response::Frame(FrameResult {
+                        stream_id: job.key.stream,
+                        seq: job.seq,
+                        vad_prob: out.vad_prob,
+                        detection: out.detection.map(|d| Detection {
+                            label: d.label as u8,
+                            score: d.score,
+                            audio_ms: out.audio_ms,
+                        }),
+                        timing: Timing {
+                            queue_us,
+                            compute_us,
+                            total_us,
+                        },
+                    }),
+                );
+                sh.counters.frames.fetch_add(1, Ordering::Relaxed);
+                sh.counters
+                    .detections
+                    .fetch_add(u64::from(detected), Ordering::Relaxed);
+                sh.stats.record(Stage::Queue, queue_us as u64);
+                for (st, v) in MODEL_STAGES.iter().zip(out.stage_us) {
+                    sh.stats.record(*st, v as u64);
+                }
+                sh.stats.record(Stage::Total, total_us as u64);
+            }
+            Answer::Late => {
+                sh.counters.deadline_misses.fetch_add(1, Ordering::Relaxed);
+                slot.miss(Instant::now());
+            }
+            Answer::Failed(stage) => {
+                sh.counters.failures.fetch_add(1, Ordering::Relaxed);
+                job.sink.send(
+                    job.request_id,
+                    &Response::Error(WireError::InferenceFailed { stage }),
+                );
+            }
+        }
     }
 }
 

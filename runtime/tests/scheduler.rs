@@ -266,8 +266,10 @@ fn full_queue_rejects_at_once_and_every_frame_gets_one_answer() {
 
 #[test]
 fn admission_counts_one_streams_frames_as_serial_work() {
-    // 10 ms worst case: the 3rd queued frame of one stream would end at 30 ms even with
-    // idle workers, so it is refused while a frame of another stream is admitted.
+    // 10 ms worst case per frame, 4 idle workers. Stream `a` has a frame running (at
+    // most 10 ms left) and then queues behind it; its 3rd queued frame would end at
+    // >= 30 ms however many workers are idle, so it is refused, while a frame of
+    // another stream is admitted.
     let cfg = SchedulerConfig {
         initial_wcet_us: 10_000,
         queue_capacity: 64,
@@ -282,31 +284,33 @@ fn admission_counts_one_streams_frames_as_serial_work() {
     // Stall the first frame so the stream's queue cannot drain during the test.
     sched.submit(job(a, 0, 0, true, 30_000, &sink));
     std::thread::sleep(Duration::from_millis(5));
-    sched.submit(job(a, 1, 1, false, 30_000, &sink));
-    sched.submit(job(a, 2, 2, false, 30_000, &sink));
-    sched.submit(job(b, 3, 0, false, 30_000, &sink));
-    let seen = wait_for(&sink, 4);
+    sched.submit(job(a, 1, 1, false, 30_000, &sink)); // <= 10 + 10 ms
+    sched.submit(job(a, 2, 2, false, 30_000, &sink)); // <= 10 + 20 ms, > 20 ms after 5 ms
+    sched.submit(job(a, 3, 3, false, 30_000, &sink)); // >= 30 ms: refused
+    sched.submit(job(b, 4, 0, false, 30_000, &sink));
+    let seen = wait_for(&sink, 5);
     let of = |id| {
         seen.iter()
             .find(|(i, _, _)| *i == id)
             .map(|(_, s, _)| s.clone())
     };
     assert_eq!(
-        of(2),
+        of(3),
         Some(Seen::Rejected {
-            seq: 2,
+            seq: 3,
             reason: RejectReason::WouldMissDeadline
         }),
         "{seen:?}"
     );
     assert_eq!(
-        of(3),
+        of(4),
         Some(Seen::Frame {
             seq: 0,
             frames_in_state: 1
         }),
         "{seen:?}"
     );
+    assert!(!matches!(of(1), Some(Seen::Rejected { .. })), "{seen:?}");
 }
 
 #[test]

@@ -1,0 +1,31 @@
+//! `outpost-hil`: the Outpost hardware-in-the-loop rig.
+//!
+//! It drives a device only through the wire protocol (`outpost-protocol`), as a field
+//! client would: over a real serial port, over a Unix socket, or against a simulated
+//! device (a local `outpostd` serving a PTY pair and a socket).
+//!
+//! * [`link`]: the [`link::Link`] trait with serial/PTY and Unix-socket links.
+//! * [`device`]: device TOML configs and bringing a device up.
+//! * [`sim`]: starting and stopping a local `outpostd`; its `READY` line.
+//! * [`session`]: a protocol session with timeouts and per-frame latency records.
+//! * [`clips`]: `clips.tsv` and WAVs from `scripts/make-clips`, cut into frames.
+//! * [`faults`]: hand-built bad frames for fault injection.
+//! * [`scenario`]: `handshake`, `commands`, `faults`, `concurrency`.
+//! * [`report`], [`stats`]: JSON / Markdown reports, latency percentiles, PNG plots.
+//! * [`bench`]: closed-loop latency per path.
+//! * [`runner`]: `outpost-hil run`.
+//!
+//! See `hil-tests/README.md` for how to run it.
+#![deny(missing_docs)]
+
+pub mod bench;
+pub mod clips;
+pub mod device;
+pub mod faults;
+pub mod link;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod session;
+pub mod sim;
+pub mod stats;
