@@ -2,6 +2,7 @@
 //! serial port / PTY or the Unix socket, print detections and a latency summary;
 //! read status.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -225,7 +226,9 @@ pub fn send(
         server_total_us: hist(),
         server_compute_us: hist(),
     };
-    let mut sent_at: Vec<Option<Instant>> = vec![None; frames.len()];
+    // Answers are matched to frames by request id; anything else (e.g. an error about
+    // bytes a previous user of a serial line left behind) is reported, not counted.
+    let mut in_flight: HashMap<u32, (u32, Instant)> = HashMap::new();
     let mut answered = 0usize;
     let mut pcm_bytes = vec![0u8; FRAME_SAMPLES * 2];
     let start = Instant::now();
@@ -242,13 +245,14 @@ pub fn send(
             for (b, v) in pcm_bytes.chunks_exact_mut(2).zip(frames[next]) {
                 b.copy_from_slice(&v.to_le_bytes());
             }
-            sent_at[next] = Some(Instant::now());
-            client.send(&Request::Audio(Audio {
+            let sent = Instant::now();
+            let id = client.send(&Request::Audio(Audio {
                 stream_id: opts.stream_id,
                 seq: next as u32,
                 deadline_us: opts.deadline_us,
                 pcm: &pcm_bytes,
             }))?;
+            in_flight.insert(id, (next as u32, sent));
             next += 1;
             continue;
         }
@@ -267,20 +271,28 @@ pub fn send(
             }
             Err(e) => return Err(e).context("connection lost"),
         };
-        last_progress = Instant::now();
         let Received::Frame(f) = r else {
-            s.errors += 1;
+            writeln!(out, "damaged answer frame (ignored)")?;
             continue;
         };
         let env = match f.decode() {
             Ok(env) => env,
             Err(e) => {
-                s.errors += 1;
                 writeln!(out, "undecodable answer: {}", e.error)?;
                 continue;
             }
         };
-        let seq = match env.body {
+        let Some((seq, sent)) = in_flight.remove(&env.request_id) else {
+            if let Response::Error(e) = env.body {
+                writeln!(out, "device reported an error not tied to a frame: {e}")?;
+            }
+            continue;
+        };
+        last_progress = Instant::now();
+        answered += 1;
+        s.rtt_us
+            .saturating_record(f.received_at.duration_since(sent).as_micros().max(1) as u64);
+        match env.body {
             Response::Frame(fr) => {
                 s.results += 1;
                 s.server_total_us
@@ -313,10 +325,8 @@ pub fn send(
                         audio_ms: d.audio_ms,
                     });
                 }
-                Some(fr.seq)
             }
             Response::DeadlineMissed {
-                seq,
                 elapsed_us,
                 deadline_us,
                 ..
@@ -328,29 +338,18 @@ pub fn send(
                         "frame {seq}: deadline missed ({elapsed_us} µs > {deadline_us} µs)"
                     )?;
                 }
-                Some(seq)
             }
-            Response::Rejected { seq, reason, .. } => {
+            Response::Rejected { reason, .. } => {
                 s.rejections += 1;
                 if !opts.json {
                     writeln!(out, "frame {seq}: rejected ({reason})")?;
                 }
-                Some(seq)
             }
             Response::Error(e) => {
                 s.errors += 1;
-                writeln!(out, "device error: {e}")?;
-                // An error answers the frame that caused it (the oldest unanswered).
-                Some(answered as u32)
+                writeln!(out, "frame {seq}: device error: {e}")?;
             }
-            _ => None,
-        };
-        if let Some(seq) = seq {
-            if let Some(t) = sent_at.get(seq as usize).copied().flatten() {
-                s.rtt_us
-                    .saturating_record(f.received_at.duration_since(t).as_micros().max(1) as u64);
-            }
-            answered += 1;
+            other => writeln!(out, "frame {seq}: unexpected answer {other:?}")?,
         }
     }
     let _ = client.call(&Request::CloseStream {

@@ -358,6 +358,23 @@ impl Ctx<'_> {
         match req {
             Request::Hello(h) => {
                 log::info!("connection {}: hello from '{}'", self.conn, h.client);
+                // A handshake starts a new session: on a serial line the previous peer
+                // (e.g. a device that rebooted) may have left streams open.
+                if !streams.is_empty() {
+                    log::info!(
+                        "connection {}: new session closes {} stream(s)",
+                        self.conn,
+                        streams.len()
+                    );
+                    for id in streams.drain().map(|(id, _)| id) {
+                        if let Some(s) = &d.scheduler {
+                            s.close_stream(StreamKey {
+                                conn: self.conn,
+                                stream: id,
+                            });
+                        }
+                    }
+                }
                 let mut labels = heapless::Vec::new();
                 for l in &d.bundle.labels {
                     let _ = labels.push(l.as_str());

@@ -444,3 +444,30 @@ fn a_bundle_signed_by_an_unknown_key_is_refused_with_the_key_id() {
     std::fs::write(&p, bytes).unwrap();
     assert_safe_mode(&p, &key.key_id().to_string());
 }
+
+#[test]
+fn a_new_session_on_the_serial_line_replaces_a_crashed_clients_streams() {
+    let d = start(&[]);
+    let target = Target::Serial(d.pty.clone().unwrap(), 921_600);
+    let open = Request::OpenStream(OpenStream {
+        stream_id: 1,
+        sample_rate_hz: SAMPLE_RATE_HZ,
+        frame_samples: FRAME_SAMPLES as u16,
+        deadline_us: 0,
+    });
+    {
+        // A client opens stream 1, sends half a frame, and vanishes.
+        let mut c = connect(&target, Duration::from_millis(10)).unwrap();
+        assert!(matches!(
+            c.call(&open).unwrap().decode().unwrap().body,
+            Response::StreamOpened { .. }
+        ));
+        c.send_raw(&frame_bytes(5, &Request::Ping { nonce: 1 })[..4])
+            .unwrap();
+    }
+    // The next client resynchronises (connect sends 0x00), says hello, and reuses id 1.
+    let voice = test_voice();
+    let (clip, expected) = clips(&voice).into_iter().next().unwrap();
+    let mut c = connect(&target, Duration::from_millis(10)).unwrap();
+    assert_eq!(recognise(&mut c, &read_wav(&clip)), [expected]);
+}

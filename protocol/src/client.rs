@@ -95,6 +95,15 @@ impl<R: Read, W: Write> Client<R, W> {
         self.writer.flush()
     }
 
+    /// Writes a lone frame delimiter so the peer drops any partial frame a previous
+    /// user of the line left behind. Call it first on a serial line.
+    ///
+    /// # Errors
+    /// I/O errors from the writer.
+    pub fn resync(&mut self) -> io::Result<()> {
+        self.send_raw(&[0])
+    }
+
     /// Writes raw bytes (for fault injection: corrupt or partial frames).
     ///
     /// # Errors

@@ -22,7 +22,8 @@ pub struct Envelope<T> {
 /// Client → appliance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request<'a> {
-    /// Handshake; answered with [`Response::Hello`].
+    /// Handshake; answered with [`Response::Hello`]. Starts a new session: streams the
+    /// connection still has open (e.g. left by a serial peer that rebooted) are closed.
     Hello(#[serde(borrow)] Hello<'a>),
     /// Liveness check; answered with [`Response::Pong`] carrying the same nonce.
     Ping {
