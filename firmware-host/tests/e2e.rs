@@ -300,9 +300,9 @@ fn bad_frames_get_explicit_errors_and_other_clients_keep_being_served() {
     let mut s = connect(&Target::Socket(d.socket.clone()), Duration::from_millis(10)).unwrap();
     bad_input_then_ping(&mut s);
     // After the faults, the PTY still recognises speech.
-    assert_eq!(recognise(&mut pty, &pcm), [expected.clone()]);
+    assert_eq!(recognise(&mut pty, &pcm), std::slice::from_ref(&expected));
     for got in neighbour.join().unwrap() {
-        assert_eq!(got, [expected.clone()], "neighbour unaffected");
+        assert_eq!(got, std::slice::from_ref(&expected), "neighbour unaffected");
     }
     // Out-of-order and wrong-length audio on an open stream.
     s.send(&Request::OpenStream(OpenStream {
