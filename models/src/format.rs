@@ -55,6 +55,10 @@ pub const MAX_LABELS: usize = 64;
 pub const MAX_SELF_TESTS: usize = 16;
 /// Most input (or output) tensor names per model stage.
 pub const MAX_TENSORS_PER_STAGE: usize = 16;
+/// Largest valid bundle file, in bytes: header, largest manifest, signature block and
+/// largest payload.
+pub const MAX_BUNDLE_LEN: u64 =
+    HEADER_LEN as u64 + MAX_MANIFEST_LEN as u64 + SIGNATURE_BLOCK_LEN as u64 + MAX_PAYLOAD_LEN;
 /// Chunk size, in bytes, in which payload files are streamed through SHA-256.
 pub const CHUNK_LEN: usize = 64 * 1024;
 

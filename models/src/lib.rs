@@ -13,4 +13,6 @@ pub use build::build_bundle;
 pub use error::BundleError;
 pub use keys::{KeyError, KeyId, PublicKey, SigningKey, TrustedKeys};
 pub use manifest::Manifest;
-pub use verify::{verify_bundle, verify_path, VerifiedBundle, VerifyOptions};
+pub use verify::{
+    verify_bundle, verify_head, verify_path, VerifiedBundle, VerifiedHead, VerifyOptions,
+};

@@ -91,30 +91,12 @@ pub fn verify_bundle<R: Read>(
     trusted: &TrustedKeys,
     opts: &VerifyOptions,
 ) -> Result<VerifiedBundle, BundleError> {
-    let head = format::read_head(&mut reader)?;
-
-    let key_id = head.signature.key_id;
-    let key = trusted
-        .get(&key_id)
-        .ok_or_else(|| BundleError::UnknownKey {
-            key_id,
-            trusted: trusted.describe(),
-        })?;
-    if !key.verify(
-        &format::signed_message(&head.manifest_bytes),
-        &head.signature.signature,
-    ) {
-        return Err(BundleError::BadSignature {
-            key_id,
-            key_name: key.name.clone(),
-        });
-    }
-
-    let manifest = format::decode_manifest(&head.manifest_bytes)?;
-    manifest.validate()?;
-    let manifest_sha256 = format::sha256(&head.manifest_bytes);
-
-    check_policy(&manifest, key, opts)?;
+    let VerifiedHead {
+        manifest,
+        manifest_sha256,
+        key,
+        payload_offset: _,
+    } = verify_head(&mut reader, trusted, opts)?;
 
     let mut files = BTreeMap::new();
     let mut buf = vec![0u8; CHUNK_LEN];
@@ -157,7 +139,7 @@ pub fn verify_bundle<R: Read>(
     let bundle = VerifiedBundle {
         manifest,
         manifest_sha256,
-        key: key.clone(),
+        key,
         files,
     };
     log::info!(
@@ -172,6 +154,75 @@ pub fn verify_bundle<R: Read>(
         }
     );
     Ok(bundle)
+}
+
+/// Header, signed manifest and key of a bundle whose payload has NOT been read yet.
+///
+/// Returned by [`verify_head`]: the signature and the manifest are verified, the payload
+/// files are not. Use it to decide whether a bundle is worth reading in full (for example
+/// to pick the newest bundle on a USB stick); never load payload data on the strength of it.
+#[derive(Debug, Clone)]
+pub struct VerifiedHead {
+    /// The verified, validated manifest.
+    pub manifest: Manifest,
+    /// SHA-256 of the exact signed manifest bytes.
+    pub manifest_sha256: [u8; 32],
+    /// The trusted key that signed it.
+    pub key: PublicKey,
+    /// Offset of the first payload byte, in bytes from the start of the bundle.
+    pub payload_offset: u64,
+}
+
+impl VerifiedHead {
+    /// `"<name>@<version> (<first 12 hex chars of the manifest SHA-256>)"`.
+    #[must_use]
+    pub fn bundle_id(&self) -> String {
+        bundle_id(&self.manifest, &self.manifest_sha256)
+    }
+}
+
+/// Steps 1–6 of the module docs: header, manifest bytes, signature block, Ed25519
+/// signature (before parsing), strict manifest decode and validation, development policy
+/// and device compatibility. Leaves `reader` positioned at the first payload byte and does
+/// not read or hash any payload file ([`verify_bundle`] does both, using this first).
+///
+/// # Errors
+/// As [`verify_bundle`], minus the payload and end-of-input errors.
+pub fn verify_head<R: Read>(
+    reader: &mut R,
+    trusted: &TrustedKeys,
+    opts: &VerifyOptions,
+) -> Result<VerifiedHead, BundleError> {
+    let head = format::read_head(reader)?;
+
+    let key_id = head.signature.key_id;
+    let key = trusted
+        .get(&key_id)
+        .ok_or_else(|| BundleError::UnknownKey {
+            key_id,
+            trusted: trusted.describe(),
+        })?;
+    if !key.verify(
+        &format::signed_message(&head.manifest_bytes),
+        &head.signature.signature,
+    ) {
+        return Err(BundleError::BadSignature {
+            key_id,
+            key_name: key.name.clone(),
+        });
+    }
+
+    let manifest = format::decode_manifest(&head.manifest_bytes)?;
+    manifest.validate()?;
+    let manifest_sha256 = format::sha256(&head.manifest_bytes);
+
+    check_policy(&manifest, key, opts)?;
+    Ok(VerifiedHead {
+        manifest,
+        manifest_sha256,
+        key: key.clone(),
+        payload_offset: head.payload_offset(),
+    })
 }
 
 /// Opens `path` and runs [`verify_bundle`] on it.

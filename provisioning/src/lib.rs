@@ -3,7 +3,10 @@
 #![warn(missing_docs)]
 
 pub mod inspect;
+pub mod install;
+pub mod slots;
 pub mod spec;
+pub mod store;
 
 use std::fs;
 use std::io::Write;
@@ -17,7 +20,16 @@ use outpost_models::{
 };
 
 pub use inspect::{inspect, Inspection};
+pub use install::{
+    install, install_in, status, usb_install, usb_scan, InstallError, InstallLock, InstallReport,
+    SlotMeta, Status, UsbReport,
+};
+pub use slots::{
+    boot_select, mark_bad, mark_good, read_audit, trt_cache_dir, AuditRecord, BootChoice,
+    NoBootableSlot, SlotName, State, StateError,
+};
 pub use spec::BundleSpec;
+pub use store::{FsStore, MemStore, SlotStore};
 
 /// What `keygen` wrote.
 #[derive(Debug, Clone)]

@@ -1,18 +1,55 @@
-//! `outpost-provision`: keygen, build/sign, verify and inspect model bundles.
-//! Thin front end; the logic lives in the `outpost_provision` library.
+//! `outpost-provision`: keygen, build/sign, verify and inspect model bundles; install into
+//! A/B slots, USB ingestion, status. Thin front end; the logic lives in the
+//! `outpost_provision` library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
 use outpost_models::format::to_hex;
+use outpost_models::{TrustedKeys, VerifyOptions};
+
+/// Options shared by `install` and `usb`.
+#[derive(Debug, Args)]
+struct DeviceOpts {
+    /// The state directory holding the A/B slots.
+    #[arg(long, default_value = "/var/lib/outpost")]
+    state_dir: PathBuf,
+    /// Directory of trusted *.pub keys (part of the image).
+    #[arg(long, default_value = "/etc/outpost/keys")]
+    keys: PathBuf,
+    /// Accept development bundles and keys (development devices only).
+    #[arg(long)]
+    allow_development: bool,
+    /// This device's class; the bundle must be built for it or for `any`.
+    #[arg(long)]
+    compatible: Option<String>,
+}
+
+impl DeviceOpts {
+    fn load(&self) -> Result<(TrustedKeys, VerifyOptions)> {
+        let keys = TrustedKeys::load_dir(&self.keys)
+            .with_context(|| format!("loading trusted keys from {}", self.keys.display()))?;
+        if keys.is_empty() {
+            log::warn!(
+                "no *.pub keys in {}: every bundle will be rejected",
+                self.keys.display()
+            );
+        }
+        let opts = VerifyOptions {
+            allow_development: self.allow_development,
+            expected_compatible: self.compatible.clone(),
+        };
+        Ok((keys, opts))
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
     name = "outpost-provision",
     version,
-    about = "Build, sign, verify and inspect Outpost model bundles"
+    about = "Build, sign, verify, inspect and install Outpost model bundles"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -69,6 +106,33 @@ enum Command {
         /// Also verify against the *.pub keys in this directory (exit 1 if it fails).
         #[arg(long)]
         keys: Option<PathBuf>,
+    },
+    /// Verify a bundle and install it into the inactive slot (on trial until the daemon's
+    /// self-test passes).
+    Install {
+        /// The bundle file (read once).
+        bundle: PathBuf,
+        #[command(flatten)]
+        device: DeviceOpts,
+    },
+    /// Install the newest valid *.bundle from a mounted USB stick (run by the udev hook).
+    Usb {
+        /// Where the stick is mounted (read-only).
+        mountpoint: PathBuf,
+        #[command(flatten)]
+        device: DeviceOpts,
+    },
+    /// Show the active slot, versions, anti-rollback floor, trial flag and recent audit records.
+    Status {
+        /// The state directory holding the A/B slots.
+        #[arg(long, default_value = "/var/lib/outpost")]
+        state_dir: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// How many audit records to show.
+        #[arg(long, default_value_t = 10)]
+        last: usize,
     },
 }
 
@@ -146,6 +210,96 @@ fn run(command: Command) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Install { bundle, device } => {
+            let (keys, opts) = device.load()?;
+            let r = outpost_provision::install(&bundle, &device.state_dir, &keys, &opts)
+                .with_context(|| {
+                    format!(
+                        "installing {} into {}",
+                        bundle.display(),
+                        device.state_dir.display()
+                    )
+                })?;
+            println!(
+                "installed {} into slot {} of {} (on trial until the daemon's self-test passes)",
+                r.meta.bundle,
+                r.slot,
+                device.state_dir.display()
+            );
+        }
+        Command::Usb { mountpoint, device } => {
+            let (keys, opts) = device.load()?;
+            let r = outpost_provision::usb_install(&mountpoint, &device.state_dir, &keys, &opts)
+                .with_context(|| {
+                    format!(
+                        "installing from {} into {}",
+                        mountpoint.display(),
+                        device.state_dir.display()
+                    )
+                })?;
+            for d in &r.decisions {
+                println!("{:<9} {}: {}", d.result, d.file.display(), d.reason);
+            }
+            if r.installed.is_none() {
+                if r.decisions.is_empty() {
+                    println!("no *.bundle files on {}", mountpoint.display());
+                } else {
+                    eprintln!("error: no bundle installed from {}", mountpoint.display());
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Command::Status {
+            state_dir,
+            json,
+            last,
+        } => print_status(&state_dir, json, last)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(state_dir: &Path, json: bool, last: usize) -> Result<()> {
+    let s = outpost_provision::status(state_dir, last)
+        .with_context(|| format!("reading the state of {}", state_dir.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let active = s.state.active.map_or("none", |a| a.as_str());
+    println!(
+        "active   {active}{}",
+        if s.state.trial { " (on trial)" } else { "" }
+    );
+    println!("floor    {}", s.state.floor);
+    for slot in &s.slots {
+        match &slot.meta {
+            Some(m) => println!(
+                "slot {}   {} key {} ({}){} installed {}",
+                slot.slot,
+                m.bundle,
+                m.key_id,
+                m.key_name,
+                if m.development { " [development]" } else { "" },
+                m.installed_at
+            ),
+            None => println!("slot {}   empty", slot.slot),
+        }
+    }
+    for r in &s.state.rejected {
+        println!("rejected {}: {}", r.bundle, r.reason);
+    }
+    for a in &s.audit {
+        println!(
+            "audit    {} {} {} {}{}",
+            a.time,
+            a.action,
+            a.file.as_deref().unwrap_or("-"),
+            a.result,
+            a.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
 }

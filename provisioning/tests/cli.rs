@@ -434,3 +434,62 @@ fn inspect_text_and_json() {
     let err = fails(&run(&["inspect", s.p("spec.toml")]));
     assert!(err.contains("bad magic"), "{err}");
 }
+
+#[test]
+fn install_usb_and_status() {
+    let s = Setup::new(false);
+    ok(&s.build("keys/prod.pk8", "b.bundle"));
+    let trust = s.p("trust");
+    fs::create_dir_all(trust).unwrap();
+    fs::copy(s.p("keys/prod.pub"), Path::new(trust).join("prod.pub")).unwrap();
+    let state = s.p("state");
+
+    let out = ok(&run(&[
+        "install",
+        s.p("b.bundle"),
+        "--state-dir",
+        state,
+        "--keys",
+        trust,
+        "--compatible",
+        "generic-x86_64",
+    ]));
+    assert!(
+        out.contains("installed cli-test@3 (") && out.contains("into slot a"),
+        "{out}"
+    );
+    // The same bundle again: slot a is still on trial.
+    let err = fails(&run(&[
+        "install",
+        s.p("b.bundle"),
+        "--state-dir",
+        state,
+        "--keys",
+        trust,
+    ]));
+    assert!(err.contains("on trial"), "{err}");
+    assert!(err.contains(state), "context names the state dir: {err}");
+
+    let out = ok(&run(&["status", "--state-dir", state]));
+    assert!(out.contains("active   a (on trial)"), "{out}");
+    assert!(out.contains("floor    0"), "{out}");
+    assert!(out.contains("slot b   empty"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["status", "--state-dir", state, "--json"]))).unwrap();
+    assert_eq!(json["state"]["active"], "a");
+    assert_eq!(json["slots"][0]["meta"]["version"], 3);
+    assert_eq!(json["audit"][1]["result"], "refused");
+
+    // A stick with only a symlink: nothing installed, exit 1, audited.
+    let stick = s.p("stick");
+    fs::create_dir_all(stick).unwrap();
+    std::os::unix::fs::symlink(s.p("b.bundle"), Path::new(stick).join("b.bundle")).unwrap();
+    let out = run(&["usb", stick, "--state-dir", state, "--keys", trust]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stdout(&out).contains("skipped"), "{}", stdout(&out));
+    // An empty stick is not an error.
+    let empty = s.p("empty");
+    fs::create_dir_all(empty).unwrap();
+    let out = ok(&run(&["usb", empty, "--state-dir", state, "--keys", trust]));
+    assert!(out.contains("no *.bundle files"), "{out}");
+}
