@@ -45,6 +45,10 @@ pub struct BootOptions {
     pub scheduler: SchedulerConfig,
     /// Warm-up frames per worker before ready.
     pub warmup_frames: usize,
+    /// A/B slot state directory (`outpost-provision install`): boot the selected slot,
+    /// self-test it, then mark it good (raising the anti-rollback floor) or, for a slot
+    /// on trial, mark it bad and fall back to the other slot. Overrides `bundle`.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Finds the dev bundle: `$OUTPOST_DEV_BUNDLE`, `./.outpost/dev.bundle`, or the
@@ -239,7 +243,66 @@ type Booted = (
 );
 
 fn boot_inner(opts: &BootOptions, stats: &mut LatencyStats) -> Result<Booted> {
-    let bundle = load_bundle(opts)?;
+    let Some(dir) = &opts.state_dir else {
+        let bundle = load_bundle(opts)?;
+        return serve_bundle(opts, &bundle, opts.session.clone(), stats, String::new());
+    };
+    // A/B slots: at most one fall-back (a trial slot that fails its self-test).
+    let keys = trusted_keys(opts.trusted_keys.as_deref(), opts.dev)?;
+    let vopts = VerifyOptions {
+        allow_development: opts.dev,
+        expected_compatible: None,
+    };
+    for _attempt in 0..2 {
+        let choice = outpost_provision::boot_select(dir, &keys, &vopts)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("state directory {}", dir.display()))?;
+        if let Some(why) = &choice.fallback_reason {
+            log::warn!(
+                "slot {} not bootable ({why}); booting slot {}",
+                choice.slot.other(),
+                choice.slot
+            );
+        }
+        let mut session = opts.session.clone();
+        session.trt_cache_dir = Some(choice.cache_dir.clone());
+        let slot = format!(
+            "{}{}",
+            choice.slot,
+            if choice.trial { " (trial)" } else { "" }
+        );
+        match serve_bundle(opts, &choice.bundle, session, stats, slot) {
+            Ok(booted) => {
+                outpost_provision::mark_good(dir, choice.slot)
+                    .with_context(|| format!("cannot mark slot {} good", choice.slot))?;
+                log::info!("slot {} proved itself; marked good", choice.slot);
+                return Ok(booted);
+            }
+            Err(e) if choice.trial => {
+                let reason = format!("{e:#}");
+                log::error!(
+                    "slot {} (trial) failed: {reason}; falling back",
+                    choice.slot
+                );
+                outpost_provision::mark_bad(dir, choice.slot, &reason)
+                    .with_context(|| format!("cannot mark slot {} bad", choice.slot))?;
+                *stats = LatencyStats::new();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    bail!("no slot in {} passed its self-test", dir.display())
+}
+
+/// Builds the engines for a verified bundle, warms them up, runs its self-test vectors,
+/// and starts the scheduler.
+fn serve_bundle(
+    opts: &BootOptions,
+    bundle: &VerifiedBundle,
+    session: SessionConfig,
+    stats: &mut LatencyStats,
+    slot: String,
+) -> Result<Booted> {
     log::info!(
         "bundle {} verified (key {} '{}'{})",
         bundle.bundle_id(),
@@ -263,7 +326,7 @@ fn boot_inner(opts: &BootOptions, stats: &mut LatencyStats) -> Result<Booted> {
     let workers = opts.workers.max(1);
     let mut engines = Vec::with_capacity(workers);
     for _ in 0..workers {
-        engines.push(Engine::new(&bundle, &opts.session)?);
+        engines.push(Engine::new(bundle, &session)?);
     }
     let providers = engines[0].providers();
     for (s, p) in MODEL_STAGES.iter().zip(providers) {
@@ -286,7 +349,7 @@ fn boot_inner(opts: &BootOptions, stats: &mut LatencyStats) -> Result<Booted> {
         }
     }
     for t in &bundle.manifest.self_tests {
-        let w = run_self_test(&mut engines[0], &bundle, t)?;
+        let w = run_self_test(&mut engines[0], bundle, t)?;
         log::info!(
             "self-test '{}' passed (expected '{}', worst frame {w} µs)",
             t.audio_file,
@@ -310,6 +373,7 @@ fn boot_inner(opts: &BootOptions, stats: &mut LatencyStats) -> Result<Booted> {
         labels: m.pipeline.labels.clone(),
         providers: stage_providers(providers),
         id: bundle.bundle_id(),
+        slot,
     };
     Ok((info, scheduler, stats))
 }

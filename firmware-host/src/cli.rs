@@ -441,7 +441,8 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
                    "key_id": key, "development": st.development, "uptime_ms": st.uptime_ms,
                    "boot_to_ready_ms": st.boot_to_ready_ms, "clients": st.clients, "streams": st.streams,
                    "frames": st.frames, "detections": st.detections, "deadline_misses": st.deadline_misses,
-                   "rejections": st.rejections, "errors": st.errors, "providers": providers, "latency": stages})
+                   "rejections": st.rejections, "errors": st.errors, "providers": providers, "latency": stages,
+                   "slot": st.slot, "provisioning": st.provisioning})
         )?;
         return Ok(());
     }

@@ -73,6 +73,8 @@ pub struct BundleInfo {
     pub providers: Vec<StageProvider>,
     /// Bundle id for logs (`name@version (hash)`).
     pub id: String,
+    /// A/B slot served (`a`, `b (trial)`), or empty when serving a bundle file.
+    pub slot: String,
 }
 
 /// Shared daemon state, one per process.
@@ -98,6 +100,8 @@ pub struct Daemon {
     errors: AtomicU64,
     /// Set when the daemon is stopping.
     pub stopping: AtomicBool,
+    /// A/B slot state directory, for the provisioning audit in status.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -137,6 +141,27 @@ impl Daemon {
             next_conn: AtomicU64::new(1),
             errors: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            state_dir: None,
+        }
+    }
+
+    /// One line about the newest provisioning decision (audit log), or empty.
+    fn last_provisioning(&self) -> String {
+        let Some(dir) = &self.state_dir else {
+            return String::new();
+        };
+        match outpost_provision::read_audit(dir, 1) {
+            Ok(v) => v.last().map_or_else(String::new, |r| {
+                let mut line = format!("{} {} {}", r.time, r.action, r.result);
+                if let Some(b) = &r.bundle {
+                    line += &format!(" {b}");
+                }
+                if let Some(why) = &r.reason {
+                    line += &format!(": {why}");
+                }
+                line.chars().take(200).collect()
+            }),
+            Err(e) => format!("audit log unreadable: {e}"),
         }
     }
 
@@ -159,7 +184,7 @@ impl Daemon {
             .is_ok()
     }
 
-    fn status<'a>(&'a self) -> StatusReport<'a> {
+    fn status<'a>(&'a self, provisioning: &'a str) -> StatusReport<'a> {
         let mut providers = heapless::Vec::new();
         for p in &self.bundle.providers {
             let _ = providers.push(*p);
@@ -196,6 +221,8 @@ impl Daemon {
             errors: self.errors.load(Ordering::Relaxed),
             providers,
             latency,
+            slot: &self.bundle.slot,
+            provisioning,
         }
     }
 }
@@ -397,7 +424,11 @@ impl Ctx<'_> {
                 );
             }
             Request::Ping { nonce } => self.sink.send(id, &Response::Pong { nonce }),
-            Request::Status => self.sink.send(id, &Response::Status(d.status())),
+            Request::Status => {
+                let provisioning = d.last_provisioning();
+                self.sink
+                    .send(id, &Response::Status(d.status(&provisioning)));
+            }
             Request::OpenStream(o) => {
                 if o.sample_rate_hz != SAMPLE_RATE_HZ || o.frame_samples as usize != FRAME_SAMPLES {
                     self.error(

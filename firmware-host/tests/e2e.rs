@@ -471,3 +471,47 @@ fn a_new_session_on_the_serial_line_replaces_a_crashed_clients_streams() {
     let mut c = connect(&target, Duration::from_millis(10)).unwrap();
     assert_eq!(recognise(&mut c, &read_wav(&clip)), [expected]);
 }
+
+#[test]
+fn boots_the_installed_slot_marks_it_good_and_reports_it() {
+    let keys_dir = repo().join("models/reference/dev-keys");
+    let keys = outpost_models::TrustedKeys::load_dir(&keys_dir).unwrap();
+    let opts = outpost_models::VerifyOptions {
+        allow_development: true,
+        expected_compatible: None,
+    };
+    let state = tempfile::tempdir().unwrap();
+    outpost_provision::install(
+        &repo().join(".outpost/dev.bundle"),
+        state.path(),
+        &keys,
+        &opts,
+    )
+    .unwrap();
+    let d = start(&["--state-dir", state.path().to_str().unwrap()]);
+    assert_eq!(d.state, "ready");
+    let mut c = connect(&Target::Socket(d.socket.clone()), Duration::from_secs(2)).unwrap();
+    let f = c.call(&Request::Status).unwrap();
+    let Response::Status(st) = f.decode().unwrap().body else {
+        panic!()
+    };
+    assert_eq!(
+        st.slot, "a (trial)",
+        "first boot of a new slot is its trial"
+    );
+    assert!(
+        st.provisioning.contains("mark-good ok"),
+        "{}",
+        st.provisioning
+    );
+    drop(c);
+    drop(d);
+    // Second boot: the slot is proven now.
+    let d = start(&["--state-dir", state.path().to_str().unwrap()]);
+    let mut c = connect(&Target::Socket(d.socket.clone()), Duration::from_secs(2)).unwrap();
+    let f = c.call(&Request::Status).unwrap();
+    let Response::Status(st) = f.decode().unwrap().body else {
+        panic!()
+    };
+    assert_eq!(st.slot, "a");
+}

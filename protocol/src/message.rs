@@ -326,6 +326,11 @@ pub struct StatusReport<'a> {
     pub providers: Vec<StageProvider, MAX_STAGES>,
     /// Latency per stage.
     pub latency: Vec<StageLatency, MAX_STAGES>,
+    /// A/B slot served (`a`, `b (trial)`), or empty when serving a bundle file.
+    pub slot: &'a str,
+    /// The newest provisioning decision from the audit log (time, action, result,
+    /// bundle, reason), or empty.
+    pub provisioning: &'a str,
 }
 
 /// Errors that travel on the wire. Each names what was wrong and what was expected.

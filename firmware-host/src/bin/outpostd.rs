@@ -20,8 +20,12 @@ use outpost_runtime::scheduler::SchedulerConfig;
 #[command(version)]
 struct Args {
     /// Signed model bundle to serve.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "state_dir")]
     bundle: Option<PathBuf>,
+    /// A/B slot state directory written by `outpost-provision install`: boot the
+    /// selected slot, self-test it, mark it good or fall back.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
     /// Development mode: trust the embedded development key and, without --bundle,
     /// serve the dev bundle (.outpost/dev.bundle). Never on a production device.
     #[arg(long)]
@@ -97,13 +101,16 @@ fn main() -> Result<()> {
         },
         scheduler: SchedulerConfig::default(),
         warmup_frames: a.warmup_frames,
+        state_dir: a.state_dir.clone(),
     };
     if a.dev {
         log::warn!(
             "DEVELOPMENT MODE: the development key is trusted; never run this on a fielded device"
         );
     }
-    let daemon = Arc::new(boot(&opts, started));
+    let mut daemon = boot(&opts, started);
+    daemon.state_dir = a.state_dir.clone();
+    let daemon = Arc::new(daemon);
 
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;

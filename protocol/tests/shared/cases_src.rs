@@ -134,6 +134,8 @@ fn responses() -> Vec<(&'static str, u32, Response<'static>)> {
                 errors: 0,
                 providers,
                 latency,
+                slot: "a",
+                provisioning: "2026-11-21T12:00:00Z install ok ref@3",
             }),
         ),
         ("error_crc", 0, Response::Error(WireError::BadCrc { received: 1, computed: 2 })),
