@@ -17,6 +17,7 @@ use outpost_protocol::{
     MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, SAMPLE_RATE_HZ,
 };
 use outpost_runtime::pipeline::{StreamState, MODEL_STAGES};
+use outpost_runtime::rt::{apply_to_current_thread, Role, RtConfig};
 use outpost_runtime::scheduler::{FrameJob, OpenError, ResponseSink, Scheduler, StreamKey};
 use outpost_runtime::stats::LatencyStats;
 
@@ -102,6 +103,8 @@ pub struct Daemon {
     pub stopping: AtomicBool,
     /// A/B slot state directory, for the provisioning audit in status.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Real-time settings for connection threads.
+    pub rt: RtConfig,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -142,6 +145,7 @@ impl Daemon {
             errors: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             state_dir: None,
+            rt: RtConfig::off(),
         }
     }
 
@@ -282,9 +286,11 @@ pub fn serve_connection(
     let (tx, rx) = sync_channel::<(Instant, Vec<u8>)>(daemon.limits.writer_queue);
     let stats = Arc::clone(&daemon.stats);
     let wbroken = Arc::clone(&broken);
+    let rt = daemon.rt.clone();
     let writer_thread = std::thread::Builder::new()
         .name(format!("outpost-write-{conn}"))
         .spawn(move || {
+            apply_to_current_thread(&rt, Role::Io);
             for (queued, bytes) in rx {
                 if let Err(e) = writer.write_all(&bytes).and_then(|_| writer.flush()) {
                     log::info!("connection {conn}: write failed: {e}");
@@ -301,6 +307,7 @@ pub fn serve_connection(
         encode: Mutex::new((vec![0; MAX_PAYLOAD_BYTES], vec![0; MAX_FRAME_BYTES])),
     });
     log::info!("connection {conn} open ({transport:?}, {peer})");
+    apply_to_current_thread(&daemon.rt, Role::Io);
 
     let mut decoder = FrameDecoder::<MAX_FRAME_BYTES>::new();
     let mut streams: HashMap<u16, ConnStream> = HashMap::new();

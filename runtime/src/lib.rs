@@ -1,11 +1,12 @@
 //! Outpost runtime: ONNX Runtime sessions and execution providers
 //! ([`ort_env`]), the streaming voice-command pipeline ([`pipeline`]), the decision
-//! logic ([`decision`]), the deadline scheduler ([`scheduler`]) and latency
-//! accounting ([`stats`]).
+//! logic ([`decision`]), the deadline scheduler ([`scheduler`]), real-time setup
+//! ([`rt`]) and latency accounting ([`stats`]).
 
 pub mod decision;
 pub mod ort_env;
 pub mod pipeline;
+pub mod rt;
 pub mod scheduler;
 pub mod stats;
 

@@ -28,6 +28,7 @@ use ort::session::RunOptions;
 use outpost_protocol::{Detection, FrameResult, RejectReason, Response, Stage, Timing, WireError};
 
 use crate::pipeline::{Engine, FrameOutput, StreamState, MODEL_STAGES};
+use crate::rt::{apply_to_current_thread, Role, RtConfig};
 use crate::stats::LatencyStats;
 use crate::RuntimeError;
 
@@ -146,6 +147,8 @@ pub struct SchedulerConfig {
     pub guard_us: u32,
     /// Worst-case compute per frame assumed before any measurement, in µs.
     pub initial_wcet_us: u32,
+    /// Real-time scheduling of the timer and worker threads.
+    pub rt: RtConfig,
 }
 
 impl Default for SchedulerConfig {
@@ -155,6 +158,7 @@ impl Default for SchedulerConfig {
             max_streams: 64,
             guard_us: 500,
             initial_wcet_us: 10_000,
+            rt: RtConfig::off(),
         }
     }
 }
@@ -635,6 +639,7 @@ impl<S: Send + 'static> Drop for Scheduler<S> {
 }
 
 fn timer_loop<S>(sh: Arc<Shared<S>>) {
+    apply_to_current_thread(&sh.cfg.rt, Role::DeadlineTimer);
     let mut guard = sh.timer.heap.lock().expect("timer lock");
     loop {
         if guard.1 {
@@ -713,6 +718,7 @@ fn failed_stage(e: &RuntimeError) -> Stage {
 }
 
 fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
+    apply_to_current_thread(&sh.cfg.rt, Role::Worker);
     loop {
         let (key, slot, state, started) = {
             let mut q = sh.queue.lock().expect("scheduler lock");

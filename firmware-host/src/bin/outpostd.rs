@@ -11,6 +11,7 @@ use outpost_host::boot::{boot, BootOptions};
 use outpost_host::server::Limits;
 use outpost_host::transport::{spawn_pty, spawn_serial, spawn_socket};
 use outpost_runtime::ort_env::{ProviderChoice, SessionConfig};
+use outpost_runtime::rt::RtConfig;
 use outpost_runtime::scheduler::SchedulerConfig;
 
 /// Offline voice-command daemon: verifies a signed model bundle, then answers audio
@@ -69,6 +70,16 @@ struct Args {
     /// Warm-up frames per worker before ready.
     #[arg(long, default_value_t = 50)]
     warmup_frames: usize,
+    /// Base SCHED_FIFO priority (workers; I/O +1, deadline timer +2). Without the
+    /// privilege the daemon warns once and runs with normal scheduling.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=96))]
+    rt_priority: u8,
+    /// No real-time setup: normal scheduling and no mlockall.
+    #[arg(long)]
+    no_rt: bool,
+    /// Pin inference workers to these CPUs, e.g. `2,3`.
+    #[arg(long, value_delimiter = ',')]
+    worker_cpus: Option<Vec<usize>>,
 }
 
 fn main() -> Result<()> {
@@ -82,6 +93,15 @@ fn main() -> Result<()> {
         .max_deadline_ms
         .unwrap_or(a.deadline_ms)
         .max(a.deadline_ms);
+    let rt = if a.no_rt {
+        RtConfig::off()
+    } else {
+        RtConfig {
+            fifo_base: Some(a.rt_priority),
+            lock_memory: true,
+            worker_cpus: a.worker_cpus.clone(),
+        }
+    };
     let opts = BootOptions {
         bundle: a.bundle.clone(),
         dev: a.dev,
@@ -99,7 +119,10 @@ fn main() -> Result<()> {
             max_clients: a.max_clients,
             ..Limits::default()
         },
-        scheduler: SchedulerConfig::default(),
+        scheduler: SchedulerConfig {
+            rt: rt.clone(),
+            ..SchedulerConfig::default()
+        },
         warmup_frames: a.warmup_frames,
         state_dir: a.state_dir.clone(),
     };
@@ -110,6 +133,8 @@ fn main() -> Result<()> {
     }
     let mut daemon = boot(&opts, started);
     daemon.state_dir = a.state_dir.clone();
+    daemon.rt = rt.clone();
+    outpost_runtime::rt::lock_memory(&rt);
     let daemon = Arc::new(daemon);
 
     let stop = Arc::new(AtomicBool::new(false));

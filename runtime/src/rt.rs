@@ -1,0 +1,157 @@
+//! Real-time setup where the system permits it (DESIGN.md §4): `SCHED_FIFO` priorities
+//! for the deadline timer (highest), connection I/O, and inference workers; locking the
+//! process's memory (`mlockall`) so no page fault lands on the hot path; optional CPU
+//! pinning of the inference workers. Without the privilege (`CAP_SYS_NICE`,
+//! `CAP_IPC_LOCK` or a matching `RLIMIT_RTPRIO`) the daemon logs one warning per kind of
+//! setting and runs with normal scheduling.
+//!
+//! Linux's real-time throttling (`/proc/sys/kernel/sched_rt_runtime_us`, 95 % by
+//! default) keeps a runaway FIFO thread from locking the machine up.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Which thread asks for real-time scheduling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The deadline timer: it must run at the deadline even when workers are busy.
+    DeadlineTimer,
+    /// Transport readers and writers: they timestamp arrivals and write answers.
+    Io,
+    /// Inference workers.
+    Worker,
+}
+
+/// Real-time settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtConfig {
+    /// Base `SCHED_FIFO` priority (1..=98); `None` keeps normal scheduling. The timer
+    /// runs at base + 2, I/O at base + 1, workers at base.
+    pub fifo_base: Option<u8>,
+    /// Lock all current and future pages in memory.
+    pub lock_memory: bool,
+    /// CPUs the inference workers may run on (`None`: any).
+    pub worker_cpus: Option<Vec<usize>>,
+}
+
+impl Default for RtConfig {
+    /// FIFO base priority 10, memory locked, no pinning.
+    fn default() -> Self {
+        Self {
+            fifo_base: Some(10),
+            lock_memory: true,
+            worker_cpus: None,
+        }
+    }
+}
+
+impl RtConfig {
+    /// No real-time setup at all.
+    pub fn off() -> Self {
+        Self {
+            fifo_base: None,
+            lock_memory: false,
+            worker_cpus: None,
+        }
+    }
+
+    fn priority(&self, role: Role) -> Option<i32> {
+        let base = i32::from(self.fifo_base?.clamp(1, 96));
+        Some(match role {
+            Role::DeadlineTimer => base + 2,
+            Role::Io => base + 1,
+            Role::Worker => base,
+        })
+    }
+}
+
+static WARNED_FIFO: AtomicBool = AtomicBool::new(false);
+static WARNED_AFFINITY: AtomicBool = AtomicBool::new(false);
+
+/// Applies the scheduling policy for `role` to the calling thread. Returns `false` (after
+/// one warning per process) when the system refuses it.
+pub fn apply_to_current_thread(cfg: &RtConfig, role: Role) -> bool {
+    let mut ok = true;
+    if let Some(prio) = cfg.priority(role) {
+        let param = libc::sched_param {
+            sched_priority: prio,
+        };
+        // SAFETY: pthread_self() is the calling thread; `param` is a valid sched_param.
+        let rc =
+            unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+        if rc != 0 {
+            ok = false;
+            if !WARNED_FIFO.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "real-time scheduling refused ({}); running with normal scheduling, tails will be longer under load \
+                     (grant CAP_SYS_NICE or RLIMIT_RTPRIO >= {prio} to enable SCHED_FIFO)",
+                    std::io::Error::from_raw_os_error(rc)
+                );
+            }
+        }
+    }
+    if role == Role::Worker {
+        if let Some(cpus) = &cfg.worker_cpus {
+            // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within its size for
+            // indices below CPU_SETSIZE, which is checked.
+            let rc = unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                for &c in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+                    libc::CPU_SET(c, &mut set);
+                }
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+            };
+            if rc != 0 {
+                ok = false;
+                if !WARNED_AFFINITY.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "CPU pinning to {cpus:?} refused ({}); workers float",
+                        std::io::Error::last_os_error()
+                    );
+                }
+            }
+        }
+    }
+    ok
+}
+
+/// Locks the process's memory if configured. Returns `false` (with one warning) when
+/// refused.
+pub fn lock_memory(cfg: &RtConfig) -> bool {
+    if !cfg.lock_memory {
+        return true;
+    }
+    // SAFETY: mlockall has no memory-safety preconditions.
+    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+    if rc != 0 {
+        log::warn!(
+            "mlockall refused ({}); pages may be swapped or faulted in on the hot path (grant CAP_IPC_LOCK)",
+            std::io::Error::last_os_error()
+        );
+        return false;
+    }
+    log::info!("memory locked (mlockall)");
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priorities_order_timer_above_io_above_workers() {
+        let c = RtConfig::default();
+        let (t, i, w) = (
+            c.priority(Role::DeadlineTimer),
+            c.priority(Role::Io),
+            c.priority(Role::Worker),
+        );
+        assert!(t > i && i > w, "{t:?} {i:?} {w:?}");
+        assert_eq!(RtConfig::off().priority(Role::DeadlineTimer), None);
+    }
+
+    #[test]
+    fn applying_off_changes_nothing_and_succeeds() {
+        assert!(apply_to_current_thread(&RtConfig::off(), Role::Worker));
+        assert!(lock_memory(&RtConfig::off()));
+    }
+}
