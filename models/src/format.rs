@@ -355,6 +355,28 @@ pub fn from_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn trt_cache_key_changes_with_every_input() {
+        let a = [1u8; 32];
+        let b = [2u8; 32];
+        let base = trt_cache_key(&a, "ort 1.24.1", "10.3", "fp16");
+        assert!(base.starts_with("trt-") && base.len() == 4 + 32, "{base}");
+        assert_eq!(
+            base,
+            trt_cache_key(&a, "ort 1.24.1", "10.3", "fp16"),
+            "deterministic"
+        );
+        for other in [
+            trt_cache_key(&b, "ort 1.24.1", "10.3", "fp16"),
+            trt_cache_key(&a, "ort 1.21.0", "10.3", "fp16"),
+            trt_cache_key(&a, "ort 1.24.1", "8.6", "fp16"),
+            trt_cache_key(&a, "ort 1.24.1", "10.3", "fp32"),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
+
     use super::*;
 
     /// Golden bytes: the v1 header layout is part of the format.
@@ -407,4 +429,23 @@ mod tests {
             assert!(validate_file_name(bad).is_err(), "{bad:?} accepted");
         }
     }
+}
+
+/// Name of a TensorRT engine-cache directory for one model: `trt-` + 32 hex characters
+/// of SHA-256 over a domain tag, the model's SHA-256, the ONNX Runtime build, the
+/// TensorRT version and the precision (e.g. `fp16`). A new model, runtime or precision
+/// therefore never reuses a stale engine.
+pub fn trt_cache_key(
+    model_sha256: &[u8; 32],
+    ort_build: &str,
+    trt_version: &str,
+    precision: &str,
+) -> String {
+    let mut input = b"outpost-trt-cache-v1\0".to_vec();
+    input.extend_from_slice(model_sha256);
+    for part in [ort_build, trt_version, precision] {
+        input.extend_from_slice(part.as_bytes());
+        input.push(0);
+    }
+    format!("trt-{}", to_hex(&sha256(&input)[..16]))
 }

@@ -718,16 +718,12 @@ pub fn trt_cache_dir(
     trt_version: &str,
     precision: &str,
 ) -> PathBuf {
-    let mut input = b"outpost-trt-cache-v1\0".to_vec();
-    input.extend_from_slice(model_sha256);
-    for part in [ort_version, trt_version, precision] {
-        input.extend_from_slice(part.as_bytes());
-        input.push(0);
-    }
-    let digest = format::sha256(&input);
-    slot_dir
-        .join("cache")
-        .join(format!("trt-{}", to_hex(&digest[..16])))
+    slot_dir.join("cache").join(format::trt_cache_key(
+        model_sha256,
+        ort_version,
+        trt_version,
+        precision,
+    ))
 }
 
 #[cfg(test)]

@@ -121,8 +121,8 @@ impl std::str::FromStr for ProviderChoice {
 pub struct SessionConfig {
     /// Provider policy.
     pub providers: ProviderChoice,
-    /// TensorRT engine and timing cache directory (the slot's cache dir). `None`
-    /// disables the caches.
+    /// Root of the TensorRT engine and timing caches (the slot's cache dir); each model
+    /// gets its own subdirectory ([`trt_model_cache_dir`]). `None` disables the caches.
     pub trt_cache_dir: Option<PathBuf>,
 }
 
@@ -135,11 +135,28 @@ pub fn provider_name(p: Provider) -> &'static str {
     }
 }
 
-fn dispatch(p: Provider, cfg: &SessionConfig) -> ep::ExecutionProviderDispatch {
+/// The TensorRT engine cache directory for one model under the slot's cache root:
+/// keyed by the model's SHA-256, the ONNX Runtime build (which pins the TensorRT it was
+/// built with) and the precision, so no stale engine is ever reused.
+pub fn trt_model_cache_dir(root: &std::path::Path, model: &[u8]) -> PathBuf {
+    let sha = outpost_models::format::sha256(model);
+    root.join(outpost_models::format::trt_cache_key(
+        &sha,
+        ort::info(),
+        "ort-build",
+        "fp16",
+    ))
+}
+
+fn dispatch(p: Provider, cfg: &SessionConfig, model: &[u8]) -> ep::ExecutionProviderDispatch {
     match p {
         Provider::TensorRt => {
             let mut trt = ep::TensorRT::default().with_fp16(true);
-            if let Some(dir) = &cfg.trt_cache_dir {
+            if let Some(root) = &cfg.trt_cache_dir {
+                let dir = trt_model_cache_dir(root, model);
+                if let Err(e) = std::fs::create_dir_all(&dir) {
+                    log::warn!("cannot create TensorRT cache {}: {e}", dir.display());
+                }
                 let d = dir.display().to_string();
                 trt = trt
                     .with_engine_cache(true)
@@ -199,7 +216,7 @@ pub fn build_session(
                 .with_optimization_level(GraphOptimizationLevel::Level3)?
                 .with_intra_threads(1)?
                 .with_inter_threads(1)?
-                .with_execution_providers([dispatch(p, cfg)])?
+                .with_execution_providers([dispatch(p, cfg, model)])?
                 .commit_from_memory(model)
         })();
         match attempt {
