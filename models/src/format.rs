@@ -353,6 +353,25 @@ pub fn from_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// Name of a TensorRT engine-cache directory for one model: `trt-` + 32 hex characters
+/// of SHA-256 over a domain tag, the model's SHA-256, the ONNX Runtime build, the
+/// TensorRT version and the precision (e.g. `fp16`). A new model, runtime or precision
+/// therefore never reuses a stale engine.
+pub fn trt_cache_key(
+    model_sha256: &[u8; 32],
+    ort_build: &str,
+    trt_version: &str,
+    precision: &str,
+) -> String {
+    let mut input = b"outpost-trt-cache-v1\0".to_vec();
+    input.extend_from_slice(model_sha256);
+    for part in [ort_build, trt_version, precision] {
+        input.extend_from_slice(part.as_bytes());
+        input.push(0);
+    }
+    format!("trt-{}", to_hex(&sha256(&input)[..16]))
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -429,23 +448,4 @@ mod tests {
             assert!(validate_file_name(bad).is_err(), "{bad:?} accepted");
         }
     }
-}
-
-/// Name of a TensorRT engine-cache directory for one model: `trt-` + 32 hex characters
-/// of SHA-256 over a domain tag, the model's SHA-256, the ONNX Runtime build, the
-/// TensorRT version and the precision (e.g. `fp16`). A new model, runtime or precision
-/// therefore never reuses a stale engine.
-pub fn trt_cache_key(
-    model_sha256: &[u8; 32],
-    ort_build: &str,
-    trt_version: &str,
-    precision: &str,
-) -> String {
-    let mut input = b"outpost-trt-cache-v1\0".to_vec();
-    input.extend_from_slice(model_sha256);
-    for part in [ort_build, trt_version, precision] {
-        input.extend_from_slice(part.as_bytes());
-        input.push(0);
-    }
-    format!("trt-{}", to_hex(&sha256(&input)[..16]))
 }
