@@ -159,6 +159,8 @@ fn answer<'a>(
             errors: 0,
             providers: heapless::Vec::new(),
             latency: heapless::Vec::new(),
+            slot: "",
+            provisioning: "",
         }),
     }
 }
