@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use outpost_models::manifest::SelfTest;
@@ -13,10 +12,10 @@ use outpost_models::{verify_path, PublicKey, TrustedKeys, VerifiedBundle, Verify
 use outpost_protocol::Stage;
 use outpost_runtime::ort_env::{provider_name, SessionConfig};
 use outpost_runtime::pipeline::{Engine, FRAME_SAMPLES, MODEL_STAGES};
-use outpost_runtime::scheduler::{Scheduler, SchedulerConfig};
+use outpost_runtime::scheduler::{Counters, Scheduler, SchedulerConfig};
 use outpost_runtime::stats::LatencyStats;
 
-use crate::server::{stage_providers, BundleInfo, Daemon, Limits};
+use crate::server::{stage_providers, BundleInfo, Daemon, Limits, Serving};
 
 /// The development public key, compiled in. Trusted only with `--dev`.
 pub const DEV_PUBLIC_KEY: &str =
@@ -209,43 +208,68 @@ pub fn run_self_test(engine: &mut Engine, bundle: &VerifiedBundle, t: &SelfTest)
     Ok(worst)
 }
 
-/// Boots: returns a serving daemon, or a safe-mode daemon with the reason.
-pub fn boot(opts: &BootOptions, started: Instant) -> Daemon {
-    let mut stats = LatencyStats::new();
-    match boot_inner(opts, &mut stats) {
-        Ok((info, scheduler, stats)) => Daemon::new(
-            opts.limits.clone(),
-            info,
-            Some(scheduler),
-            stats,
-            String::new(),
-            started,
-        ),
+/// Boots: what to serve, or safe mode with the reason. Latency and counters go to
+/// `stats` / `counters`, which outlive reloads.
+pub fn boot(opts: &BootOptions, stats: &Arc<LatencyStats>, counters: &Arc<Counters>) -> Serving {
+    match boot_inner(opts, stats, counters) {
+        Ok((info, scheduler)) => Serving::ready(info, scheduler),
         Err(e) => {
             let detail = format!("{e:#}");
             log::error!("SAFE MODE: {detail}");
-            Daemon::new(
-                opts.limits.clone(),
-                BundleInfo::default(),
-                None,
-                Arc::new(stats),
-                detail,
-                started,
-            )
+            Serving::safe_mode(detail)
         }
     }
+}
+
+/// Boots again with the daemon's boot options (the newly selected A/B slot, or the
+/// bundle file) beside the running bundle, and switches to it once it has passed its
+/// self-test; connections stay open and their streams restart on the new bundle. On
+/// failure the running bundle keeps serving.
+///
+/// # Errors
+/// A reload already running, or why the new bundle could not be served.
+pub fn reload(d: &Daemon) -> Result<()> {
+    let Ok(_one_at_a_time) = d.reload_lock.try_lock() else {
+        bail!("a reload is already running");
+    };
+    let opts = d
+        .boot_opts
+        .as_ref()
+        .context("this daemon has no boot options to reload with")?;
+    log::info!("reload requested");
+    let (info, scheduler) = boot_inner(opts, &d.stats, &d.counters)?;
+    let id = info.id.clone();
+    let old = d.replace_serving(Serving::ready(info, scheduler));
+    if let Some(s) = &old.scheduler {
+        // Frames admitted before the switch are answered by the old engines.
+        s.drain(std::time::Duration::from_micros(
+            d.limits.max_deadline_us as u64 + 5_000,
+        ));
+    }
+    log::info!("reloaded: now serving {id} (was {})", old.bundle.id);
+    Ok(())
 }
 
 type Booted = (
     BundleInfo,
     Scheduler<outpost_runtime::pipeline::StreamState>,
-    Arc<LatencyStats>,
 );
 
-fn boot_inner(opts: &BootOptions, stats: &mut LatencyStats) -> Result<Booted> {
+fn boot_inner(
+    opts: &BootOptions,
+    stats: &Arc<LatencyStats>,
+    counters: &Arc<Counters>,
+) -> Result<Booted> {
     let Some(dir) = &opts.state_dir else {
         let bundle = load_bundle(opts)?;
-        return serve_bundle(opts, &bundle, opts.session.clone(), stats, String::new());
+        return serve_bundle(
+            opts,
+            &bundle,
+            opts.session.clone(),
+            stats,
+            counters,
+            String::new(),
+        );
     };
     // A/B slots: at most one fall-back (a trial slot that fails its self-test).
     let keys = trusted_keys(opts.trusted_keys.as_deref(), opts.dev)?;
@@ -271,7 +295,7 @@ fn boot_inner(opts: &BootOptions, stats: &mut LatencyStats) -> Result<Booted> {
             choice.slot,
             if choice.trial { " (trial)" } else { "" }
         );
-        match serve_bundle(opts, &choice.bundle, session, stats, slot) {
+        match serve_bundle(opts, &choice.bundle, session, stats, counters, slot) {
             Ok(booted) => {
                 outpost_provision::mark_good(dir, choice.slot)
                     .with_context(|| format!("cannot mark slot {} good", choice.slot))?;
@@ -286,7 +310,6 @@ fn boot_inner(opts: &BootOptions, stats: &mut LatencyStats) -> Result<Booted> {
                 );
                 outpost_provision::mark_bad(dir, choice.slot, &reason)
                     .with_context(|| format!("cannot mark slot {} bad", choice.slot))?;
-                *stats = LatencyStats::new();
             }
             Err(e) => return Err(e),
         }
@@ -300,7 +323,8 @@ fn serve_bundle(
     opts: &BootOptions,
     bundle: &VerifiedBundle,
     session: SessionConfig,
-    stats: &mut LatencyStats,
+    stats: &Arc<LatencyStats>,
+    counters: &Arc<Counters>,
     slot: String,
 ) -> Result<Booted> {
     log::info!(
@@ -356,14 +380,14 @@ fn serve_bundle(
             t.expect_label
         );
     }
-    let stats = Arc::new(std::mem::take(stats));
     let mut cfg = opts.scheduler.clone();
     cfg.initial_wcet_us = (worst as u64 * 3 / 2).clamp(500, 20_000) as u32;
     log::info!(
         "warm-up worst frame {worst} µs; admission starts at {} µs per frame",
         cfg.initial_wcet_us
     );
-    let scheduler = Scheduler::start(engines, cfg, Arc::clone(&stats));
+    let scheduler =
+        Scheduler::start_with_counters(engines, cfg, Arc::clone(stats), Arc::clone(counters));
     let m = &bundle.manifest;
     let info = BundleInfo {
         name: m.name.clone(),
@@ -375,5 +399,5 @@ fn serve_bundle(
         id: bundle.bundle_id(),
         slot,
     };
-    Ok((info, scheduler, stats))
+    Ok((info, scheduler))
 }

@@ -502,3 +502,42 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
     }
     Ok(())
 }
+
+/// Asks the daemon to boot the newly installed slot and switch to it (admin peers on
+/// the Unix socket only); prints what is served afterwards.
+///
+/// # Errors
+/// Transport errors, a refusal (not an admin peer), or a failed reload (the previous
+/// bundle keeps serving).
+pub fn reload(client: &mut AnyClient, out: &mut dyn Write) -> Result<()> {
+    client.call_timeout = Duration::from_secs(120);
+    let f = client.call(&Request::Reload)?;
+    let env = f
+        .decode()
+        .map_err(|e| anyhow::anyhow!("undecodable answer: {}", e.error))?;
+    match env.body {
+        Response::Reloaded {
+            ok: true,
+            bundle_name,
+            bundle_version,
+            slot,
+            ..
+        } => {
+            writeln!(
+                out,
+                "reloaded: serving {bundle_name} v{bundle_version} (slot {slot})"
+            )?;
+            Ok(())
+        }
+        Response::Reloaded {
+            bundle_name,
+            bundle_version,
+            detail,
+            ..
+        } => {
+            bail!("reload failed, still serving {bundle_name} v{bundle_version}: {detail}")
+        }
+        Response::Error(e) => bail!("reload refused: {e}"),
+        other => bail!("unexpected answer to Reload: {other:?}"),
+    }
+}

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use outpost_protocol::{
@@ -18,7 +18,9 @@ use outpost_protocol::{
 };
 use outpost_runtime::pipeline::{StreamState, MODEL_STAGES};
 use outpost_runtime::rt::{apply_to_current_thread, Role, RtConfig};
-use outpost_runtime::scheduler::{FrameJob, OpenError, ResponseSink, Scheduler, StreamKey};
+use outpost_runtime::scheduler::{
+    Counters, FrameJob, OpenError, ResponseSink, Scheduler, StreamKey,
+};
 use outpost_runtime::stats::LatencyStats;
 
 /// Transport a connection arrived on. Admin operations are refused on serial.
@@ -78,20 +80,59 @@ pub struct BundleInfo {
     pub slot: String,
 }
 
-/// Shared daemon state, one per process.
-pub struct Daemon {
-    /// Limits.
-    pub limits: Limits,
+/// What is being served: one verified bundle and its scheduler, or safe mode. Replaced
+/// whole by a reload; connections take a snapshot per request.
+pub struct Serving {
     /// Loaded bundle (empty in safe mode).
     pub bundle: BundleInfo,
     /// The scheduler; `None` in safe mode.
     pub scheduler: Option<Scheduler<StreamState>>,
-    /// Latency histograms.
-    pub stats: Arc<LatencyStats>,
     /// Serving state.
     pub state: DeviceState,
     /// Why the daemon is in safe mode, or empty.
     pub detail: String,
+}
+
+impl Serving {
+    /// Serving `bundle` with `scheduler`.
+    pub fn ready(bundle: BundleInfo, scheduler: Scheduler<StreamState>) -> Self {
+        Self {
+            bundle,
+            scheduler: Some(scheduler),
+            state: DeviceState::Ready,
+            detail: String::new(),
+        }
+    }
+
+    /// Safe mode: status answers with `detail`, inference is refused.
+    pub fn safe_mode(detail: String) -> Self {
+        Self {
+            bundle: BundleInfo::default(),
+            scheduler: None,
+            state: DeviceState::SafeMode,
+            detail,
+        }
+    }
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serving")
+            .field("bundle", &self.bundle.id)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shared daemon state, one per process.
+pub struct Daemon {
+    /// Limits.
+    pub limits: Limits,
+    serving: RwLock<Arc<Serving>>,
+    /// Latency histograms, cumulative since start (across reloads).
+    pub stats: Arc<LatencyStats>,
+    /// Frame counters, cumulative since start (across reloads).
+    pub counters: Arc<Counters>,
     /// Process start.
     pub started: Instant,
     /// Start to ready, in ms.
@@ -105,39 +146,34 @@ pub struct Daemon {
     pub state_dir: Option<std::path::PathBuf>,
     /// Real-time settings for connection threads.
     pub rt: RtConfig,
+    /// How the daemon booted; a reload boots again with these.
+    pub boot_opts: Option<crate::boot::BootOptions>,
+    /// Held while a reload runs (one at a time).
+    pub reload_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon")
-            .field("bundle", &self.bundle.id)
-            .field("state", &self.state)
+            .field("serving", &self.serving())
             .finish_non_exhaustive()
     }
 }
 
 impl Daemon {
-    /// A daemon serving `scheduler` (or in safe mode when `None`, with `detail`).
+    /// A daemon serving `serving`.
     pub fn new(
         limits: Limits,
-        bundle: BundleInfo,
-        scheduler: Option<Scheduler<StreamState>>,
+        serving: Serving,
         stats: Arc<LatencyStats>,
-        detail: String,
+        counters: Arc<Counters>,
         started: Instant,
     ) -> Self {
-        let state = if scheduler.is_some() {
-            DeviceState::Ready
-        } else {
-            DeviceState::SafeMode
-        };
         Self {
             limits,
-            bundle,
-            scheduler,
+            serving: RwLock::new(Arc::new(serving)),
             stats,
-            state,
-            detail,
+            counters,
             started,
             boot_to_ready_ms: AtomicU32::new(0),
             clients: AtomicUsize::new(0),
@@ -146,7 +182,20 @@ impl Daemon {
             stopping: AtomicBool::new(false),
             state_dir: None,
             rt: RtConfig::off(),
+            boot_opts: None,
+            reload_lock: Mutex::new(()),
         }
+    }
+
+    /// The current serving snapshot.
+    pub fn serving(&self) -> Arc<Serving> {
+        Arc::clone(&self.serving.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Switches to `new`; returns the previous snapshot (drain it before dropping).
+    pub fn replace_serving(&self, new: Serving) -> Arc<Serving> {
+        let mut g = self.serving.write().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *g, Arc::new(new))
     }
 
     /// One line about the newest provisioning decision (audit log), or empty.
@@ -188,44 +237,35 @@ impl Daemon {
             .is_ok()
     }
 
-    fn status<'a>(&'a self, provisioning: &'a str) -> StatusReport<'a> {
+    fn status<'a>(&'a self, sv: &'a Serving, provisioning: &'a str) -> StatusReport<'a> {
         let mut providers = heapless::Vec::new();
-        for p in &self.bundle.providers {
+        for p in &sv.bundle.providers {
             let _ = providers.push(*p);
         }
         let mut latency = heapless::Vec::new();
         for l in self.stats.snapshot() {
             let _ = latency.push(l);
         }
-        let (frames, detections, misses, rejections) =
-            self.scheduler.as_ref().map_or((0, 0, 0, 0), |s| {
-                let c = s.counters();
-                (
-                    c.frames.load(Ordering::Relaxed),
-                    c.detections.load(Ordering::Relaxed),
-                    c.deadline_misses.load(Ordering::Relaxed),
-                    c.rejections.load(Ordering::Relaxed),
-                )
-            });
+        let c = &self.counters;
         StatusReport {
-            state: self.state,
-            detail: &self.detail,
-            bundle_name: &self.bundle.name,
-            bundle_version: self.bundle.version,
-            key_id: self.bundle.key_id,
-            development: self.bundle.development,
+            state: sv.state,
+            detail: &sv.detail,
+            bundle_name: &sv.bundle.name,
+            bundle_version: sv.bundle.version,
+            key_id: sv.bundle.key_id,
+            development: sv.bundle.development,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             boot_to_ready_ms: self.boot_to_ready_ms.load(Ordering::Relaxed),
             clients: self.clients() as u16,
-            streams: self.scheduler.as_ref().map_or(0, |s| s.open_streams()) as u16,
-            frames,
-            detections,
-            deadline_misses: misses,
-            rejections,
+            streams: sv.scheduler.as_ref().map_or(0, |s| s.open_streams()) as u16,
+            frames: c.frames.load(Ordering::Relaxed),
+            detections: c.detections.load(Ordering::Relaxed),
+            deadline_misses: c.deadline_misses.load(Ordering::Relaxed),
+            rejections: c.rejections.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             providers,
             latency,
-            slot: &self.bundle.slot,
+            slot: &sv.bundle.slot,
             provisioning,
         }
     }
@@ -274,12 +314,15 @@ struct ConnStream {
 /// Serves one connection until EOF, a fatal read error, or shutdown. `reader` should
 /// time out periodically (serial: port timeout; socket: read timeout) so shutdown is
 /// noticed.
+/// `admin` is true only for a Unix-socket peer that passed the credential check
+/// (`SO_PEERCRED`: root or the daemon's own uid); never on serial.
 pub fn serve_connection(
     daemon: &Arc<Daemon>,
     mut reader: Box<dyn Read + Send>,
     mut writer: Box<dyn Write + Send>,
     transport: TransportKind,
     peer: &str,
+    admin: bool,
 ) {
     let conn = daemon.next_conn.fetch_add(1, Ordering::Relaxed);
     let broken = Arc::new(AtomicBool::new(false));
@@ -351,7 +394,7 @@ pub fn serve_connection(
                         let ctx = Ctx {
                             daemon,
                             conn,
-                            transport,
+                            admin: admin && transport == TransportKind::UnixSocket,
                             sink: &sink,
                             arrived,
                         };
@@ -363,7 +406,7 @@ pub fn serve_connection(
             }
         }
     }
-    if let Some(s) = &daemon.scheduler {
+    if let Some(s) = &daemon.serving().scheduler {
         s.drop_connection(conn);
     }
     drop(sink);
@@ -374,7 +417,7 @@ pub fn serve_connection(
 struct Ctx<'a> {
     daemon: &'a Arc<Daemon>,
     conn: u64,
-    transport: TransportKind,
+    admin: bool,
     sink: &'a Arc<ConnSink>,
     arrived: Instant,
 }
@@ -388,7 +431,7 @@ impl Ctx<'_> {
     /// Handles one request; `false` closes the connection.
     fn handle(&self, id: u32, req: Request<'_>, streams: &mut HashMap<u16, ConnStream>) -> bool {
         let d = self.daemon;
-        let _ = self.transport; // admin operations (reload) arrive with the provisioning work
+        let sv = d.serving();
         match req {
             Request::Hello(h) => {
                 log::info!("connection {}: hello from '{}'", self.conn, h.client);
@@ -401,7 +444,7 @@ impl Ctx<'_> {
                         streams.len()
                     );
                     for id in streams.drain().map(|(id, _)| id) {
-                        if let Some(s) = &d.scheduler {
+                        if let Some(s) = &sv.scheduler {
                             s.close_stream(StreamKey {
                                 conn: self.conn,
                                 stream: id,
@@ -410,16 +453,16 @@ impl Ctx<'_> {
                     }
                 }
                 let mut labels = heapless::Vec::new();
-                for l in &d.bundle.labels {
+                for l in &sv.bundle.labels {
                     let _ = labels.push(l.as_str());
                 }
                 self.sink.send(
                     id,
                     &Response::Hello(HelloAck {
                         protocol_version: PROTOCOL_VERSION,
-                        bundle_name: &d.bundle.name,
-                        bundle_version: d.bundle.version,
-                        key_id: d.bundle.key_id,
+                        bundle_name: &sv.bundle.name,
+                        bundle_version: sv.bundle.version,
+                        key_id: sv.bundle.key_id,
                         labels,
                         sample_rate_hz: SAMPLE_RATE_HZ,
                         frame_samples: FRAME_SAMPLES as u16,
@@ -434,7 +477,7 @@ impl Ctx<'_> {
             Request::Status => {
                 let provisioning = d.last_provisioning();
                 self.sink
-                    .send(id, &Response::Status(d.status(&provisioning)));
+                    .send(id, &Response::Status(d.status(&sv, &provisioning)));
             }
             Request::OpenStream(o) => {
                 if o.sample_rate_hz != SAMPLE_RATE_HZ || o.frame_samples as usize != FRAME_SAMPLES {
@@ -475,7 +518,7 @@ impl Ctx<'_> {
                     );
                     return true;
                 }
-                if let Some(s) = &d.scheduler {
+                if let Some(s) = &sv.scheduler {
                     match s.open_stream(StreamKey {
                         conn: self.conn,
                         stream: o.stream_id,
@@ -560,7 +603,7 @@ impl Ctx<'_> {
                 }
                 st.lost += a.seq - st.next_seq;
                 st.next_seq = a.seq.wrapping_add(1);
-                let Some(s) = &d.scheduler else {
+                let Some(s) = &sv.scheduler else {
                     self.sink.send(
                         id,
                         &Response::Rejected {
@@ -585,11 +628,22 @@ impl Ctx<'_> {
                 d.stats
                     .record(Stage::Transport, self.arrived.elapsed().as_micros() as u64);
                 let sink: Arc<dyn ResponseSink> = Arc::clone(self.sink) as Arc<dyn ResponseSink>;
+                let key = StreamKey {
+                    conn: self.conn,
+                    stream: a.stream_id,
+                };
+                if !s.is_open(key) {
+                    // Opened before a reload: the new bundle starts the stream afresh.
+                    if let Err(e) = s.open_stream(key) {
+                        log::warn!(
+                            "connection {}: cannot reopen stream {} after a reload: {e:?}",
+                            self.conn,
+                            a.stream_id
+                        );
+                    }
+                }
                 s.submit(FrameJob {
-                    key: StreamKey {
-                        conn: self.conn,
-                        stream: a.stream_id,
-                    },
+                    key,
                     request_id: id,
                     seq: a.seq,
                     pcm,
@@ -597,6 +651,32 @@ impl Ctx<'_> {
                     deadline_us,
                     sink,
                 });
+            }
+            Request::Reload => {
+                if !self.admin {
+                    log::warn!(
+                        "connection {}: reload refused (not an admin peer)",
+                        self.conn
+                    );
+                    self.error(id, WireError::NotPermitted);
+                    return true;
+                }
+                let result = crate::boot::reload(d);
+                let now = d.serving();
+                let detail = match &result {
+                    Ok(()) => String::new(),
+                    Err(e) => format!("{e:#}"),
+                };
+                self.sink.send(
+                    id,
+                    &Response::Reloaded {
+                        ok: result.is_ok(),
+                        bundle_name: &now.bundle.name,
+                        bundle_version: now.bundle.version,
+                        slot: &now.bundle.slot,
+                        detail: &detail,
+                    },
+                );
             }
             Request::CloseStream { stream_id } => {
                 let Some(st) = streams.remove(&stream_id) else {
@@ -610,7 +690,7 @@ impl Ctx<'_> {
                         st.lost
                     );
                 }
-                let (frames, detections) = d
+                let (frames, detections) = sv
                     .scheduler
                     .as_ref()
                     .and_then(|s| {

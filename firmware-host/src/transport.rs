@@ -54,6 +54,7 @@ fn spawn_tty(
                 Box::new(writer),
                 TransportKind::Serial,
                 &name,
+                false,
             );
         })?)
 }
@@ -164,7 +165,14 @@ fn accept_loop(d: &Arc<Daemon>, listener: &UnixListener) {
             continue;
         }
         let _ = stream.set_read_timeout(Some(POLL));
-        let peer = "unix socket client".to_string();
+        let (peer, admin) = match peer_credentials(&stream) {
+            Some((pid, uid)) => {
+                // SAFETY: geteuid has no preconditions.
+                let me = unsafe { libc::geteuid() };
+                (format!("pid {pid} uid {uid}"), uid == 0 || uid == me)
+            }
+            None => ("unknown peer".to_string(), false),
+        };
         let writer = match stream.try_clone() {
             Ok(w) => w,
             Err(e) => {
@@ -183,6 +191,7 @@ fn accept_loop(d: &Arc<Daemon>, listener: &UnixListener) {
                     Box::new(writer),
                     TransportKind::UnixSocket,
                     &peer,
+                    admin,
                 );
                 dd.release_client();
             });
@@ -191,4 +200,26 @@ fn accept_loop(d: &Arc<Daemon>, listener: &UnixListener) {
             d.release_client();
         }
     }
+}
+
+/// The peer's `(pid, uid)` from `SO_PEERCRED`, or `None` if the kernel does not say.
+fn peer_credentials(stream: &std::os::unix::net::UnixStream) -> Option<(i32, u32)> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes passed; the fd is open.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some((cred.pid, cred.uid))
 }

@@ -515,3 +515,105 @@ fn boots_the_installed_slot_marks_it_good_and_reports_it() {
     };
     assert_eq!(st.slot, "a");
 }
+
+/// The dev bundle re-signed (dev key) with another version.
+fn dev_bundle_version(version: u32, dir: &Path) -> PathBuf {
+    use outpost_models::{build_bundle, SigningKey};
+    let dev = outpost_models::verify_path(
+        &repo().join(".outpost/dev.bundle"),
+        &outpost_host::boot::trusted_keys(None, true).unwrap(),
+        &outpost_models::VerifyOptions {
+            allow_development: true,
+            expected_compatible: None,
+        },
+    )
+    .unwrap();
+    let key =
+        SigningKey::load(&repo().join("models/reference/dev-keys/outpost-dev-DO-NOT-DEPLOY.pk8"))
+            .unwrap();
+    let files: Vec<(String, Vec<u8>)> = dev
+        .manifest
+        .files
+        .iter()
+        .map(|f| (f.name.clone(), dev.file(&f.name).unwrap().to_vec()))
+        .collect();
+    let mut m = dev.manifest.clone();
+    m.version = version;
+    let p = dir.join(format!("v{version}.bundle"));
+    std::fs::write(&p, build_bundle(&m, &files, &key).unwrap()).unwrap();
+    p
+}
+
+#[test]
+fn reload_switches_to_the_new_slot_without_dropping_connections() {
+    let keys =
+        outpost_models::TrustedKeys::load_dir(&repo().join("models/reference/dev-keys")).unwrap();
+    let opts = outpost_models::VerifyOptions {
+        allow_development: true,
+        expected_compatible: None,
+    };
+    let state = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    outpost_provision::install(
+        &dev_bundle_version(1, work.path()),
+        state.path(),
+        &keys,
+        &opts,
+    )
+    .unwrap();
+    let d = start(&["--state-dir", state.path().to_str().unwrap()]);
+    let voice = test_voice();
+    let (clip, expected) = clips(&voice)
+        .into_iter()
+        .find(|(_, l)| l == "volume up")
+        .unwrap();
+    let pcm = read_wav(&clip);
+    // A client that stays connected across the reload.
+    let mut stay = connect(&Target::Socket(d.socket.clone()), Duration::from_millis(10)).unwrap();
+    assert_eq!(recognise(&mut stay, &pcm), std::slice::from_ref(&expected));
+
+    // Over serial, reload is refused.
+    let mut pty = connect(
+        &Target::Serial(d.pty.clone().unwrap(), 921_600),
+        Duration::from_millis(10),
+    )
+    .unwrap();
+    let f = pty.call(&Request::Reload).unwrap();
+    assert!(matches!(
+        f.decode().unwrap().body,
+        Response::Error(WireError::NotPermitted)
+    ));
+
+    // Install v2, reload over the socket (this test runs as the daemon's user).
+    outpost_provision::install(
+        &dev_bundle_version(2, work.path()),
+        state.path(),
+        &keys,
+        &opts,
+    )
+    .unwrap();
+    let mut admin = connect(&Target::Socket(d.socket.clone()), Duration::from_millis(10)).unwrap();
+    admin.call_timeout = Duration::from_secs(120);
+    let f = admin.call(&Request::Reload).unwrap();
+    match f.decode().unwrap().body {
+        Response::Reloaded {
+            ok,
+            bundle_version,
+            slot,
+            detail,
+            ..
+        } => {
+            assert!(ok, "{detail}");
+            assert_eq!(bundle_version, 2);
+            assert_eq!(slot, "b (trial)");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The connection that stayed open is served by the new bundle.
+    assert_eq!(recognise(&mut stay, &pcm), [expected]);
+    let f = stay.call(&Request::Status).unwrap();
+    let Response::Status(st) = f.decode().unwrap().body else {
+        panic!()
+    };
+    assert_eq!(st.bundle_version, 2);
+}

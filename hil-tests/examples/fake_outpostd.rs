@@ -141,6 +141,7 @@ fn answer<'a>(
             },
             None => Response::Error(WireError::UnknownStream { stream_id }),
         },
+        Request::Reload => Response::Error(WireError::NotPermitted),
         Request::Status => Response::Status(StatusReport {
             state: DeviceState::Ready,
             detail: "",

@@ -112,6 +112,15 @@ pub enum AnswerKind {
     },
     /// [`Response::Status`].
     Status(Box<StatusInfo>),
+    /// [`Response::Reloaded`].
+    Reloaded {
+        /// The new bundle serves.
+        ok: bool,
+        /// Bundle version served afterwards.
+        bundle_version: u32,
+        /// Why it failed, or empty.
+        detail: String,
+    },
     /// [`Response::Error`].
     Error(WireError),
     /// A frame from the device that failed its CRC (or COBS) on the way to the rig.
@@ -305,6 +314,16 @@ impl AnswerKind {
                     .collect(),
             })),
             Response::Error(e) => AnswerKind::Error(*e),
+            Response::Reloaded {
+                ok,
+                bundle_version,
+                detail,
+                ..
+            } => AnswerKind::Reloaded {
+                ok: *ok,
+                bundle_version: *bundle_version,
+                detail: (*detail).to_owned(),
+            },
         }
     }
 
@@ -673,5 +692,6 @@ pub fn request_name(r: &Request<'_>) -> &'static str {
         Request::Audio(_) => "Audio",
         Request::CloseStream { .. } => "CloseStream",
         Request::Status => "Status",
+        Request::Reload => "Reload",
     }
 }

@@ -42,6 +42,11 @@ pub enum Request<'a> {
     },
     /// Asks for the appliance's status; answered with [`Response::Status`].
     Status,
+    /// Admin only (Unix socket, a peer with the daemon's uid or root): boot the newly
+    /// selected A/B slot beside the running one and switch to it without dropping
+    /// connections; answered with [`Response::Reloaded`] or
+    /// `Error(WireError::NotPermitted)`.
+    Reload,
 }
 
 /// Handshake request.
@@ -137,6 +142,20 @@ pub enum Response<'a> {
     Status(#[serde(borrow)] StatusReport<'a>),
     /// The request (or frame) was bad; the connection continues at the next frame.
     Error(WireError),
+    /// Answer to [`Request::Reload`]: what is served now. On failure (`ok == false`) the
+    /// previous bundle keeps serving and `detail` says why.
+    Reloaded {
+        /// The new bundle is serving.
+        ok: bool,
+        /// Bundle served after the reload.
+        bundle_name: &'a str,
+        /// Its version.
+        bundle_version: u32,
+        /// Its A/B slot, or empty.
+        slot: &'a str,
+        /// Why the reload failed, or empty.
+        detail: &'a str,
+    },
 }
 
 /// Handshake answer: what the appliance runs and its limits.

@@ -312,7 +312,7 @@ struct Shared<S> {
     cfg: SchedulerConfig,
     workers: usize,
     stats: Arc<LatencyStats>,
-    counters: Counters,
+    counters: Arc<Counters>,
     /// Current worst-case compute estimate per frame, in µs.
     wcet_us: AtomicU64,
     /// Measured compute per frame (all model stages), µs: the WCET source.
@@ -369,6 +369,17 @@ impl<S: Send + 'static> Scheduler<S> {
         cfg: SchedulerConfig,
         stats: Arc<LatencyStats>,
     ) -> Self {
+        Self::start_with_counters(processors, cfg, stats, Arc::new(Counters::default()))
+    }
+
+    /// As [`Scheduler::start`], counting into `counters` (shared with a previous
+    /// scheduler across a reload, so status stays cumulative).
+    pub fn start_with_counters<P: FrameProcessor<State = S>>(
+        processors: Vec<P>,
+        cfg: SchedulerConfig,
+        stats: Arc<LatencyStats>,
+        counters: Arc<Counters>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 streams: HashMap::new(),
@@ -388,7 +399,7 @@ impl<S: Send + 'static> Scheduler<S> {
             ),
             cfg,
             stats,
-            counters: Counters::default(),
+            counters,
         });
         let mut threads = Vec::new();
         for (i, p) in processors.into_iter().enumerate() {
@@ -432,6 +443,33 @@ impl<S: Send + 'static> Scheduler<S> {
             .lock()
             .map(|q| q.streams.len())
             .unwrap_or(0)
+    }
+
+    /// Whether a stream is open.
+    pub fn is_open(&self, key: StreamKey) -> bool {
+        self.shared
+            .queue
+            .lock()
+            .map(|q| q.streams.get(&key).is_some_and(|e| !e.closed))
+            .unwrap_or(false)
+    }
+
+    /// Waits until no frame is queued or running, at most `timeout` (used before a
+    /// replaced scheduler is dropped, so its frames are answered, not refused).
+    pub fn drain(&self, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            let idle = self
+                .shared
+                .queue
+                .lock()
+                .map(|q| q.queued == 0 && q.busy_workers == 0)
+                .unwrap_or(true);
+            if idle {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Opens a stream.

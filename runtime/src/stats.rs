@@ -1,6 +1,7 @@
 //! Latency accounting: one HDR histogram per stage (µs, 3 significant digits), the
 //! source of status reports and of the worst-case estimates admission control uses.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
@@ -40,7 +41,7 @@ fn index(stage: Stage) -> usize {
 #[derive(Debug)]
 pub struct LatencyStats {
     hist: Vec<Mutex<Histogram<u64>>>,
-    budgets_us: [u32; 8],
+    budgets_us: [AtomicU32; 8],
 }
 
 impl Default for LatencyStats {
@@ -52,10 +53,7 @@ impl Default for LatencyStats {
 impl LatencyStats {
     /// Empty histograms tracking 1 µs .. 60 s; budgets from DESIGN.md §4.
     pub fn new() -> Self {
-        let mut budgets_us = [0; 8];
-        for (b, s) in budgets_us.iter_mut().zip(STAGES) {
-            *b = design_budget_us(s);
-        }
+        let budgets_us = STAGES.map(|s| AtomicU32::new(design_budget_us(s)));
         Self {
             hist: STAGES
                 .iter()
@@ -71,8 +69,8 @@ impl LatencyStats {
     }
 
     /// Replaces the budget of a stage (e.g. from the bundle manifest), in µs.
-    pub fn set_budget_us(&mut self, stage: Stage, budget_us: u32) {
-        self.budgets_us[index(stage)] = budget_us;
+    pub fn set_budget_us(&self, stage: Stage, budget_us: u32) {
+        self.budgets_us[index(stage)].store(budget_us, Ordering::Relaxed);
     }
 
     /// Records one sample in µs (clamped into the histogram's range).
@@ -113,7 +111,7 @@ impl LatencyStats {
             } else {
                 h.max().min(u32::MAX as u64) as u32
             },
-            budget_us: self.budgets_us[i],
+            budget_us: self.budgets_us[i].load(Ordering::Relaxed),
         }
     }
 

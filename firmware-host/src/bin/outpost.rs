@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use outpost_host::cli::{connect, print_summary, read_audio, send, status, SendOptions, Target};
+use outpost_host::cli::{
+    connect, print_summary, read_audio, reload, send, status, SendOptions, Target,
+};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Client of an Outpost voice-command device")]
@@ -50,6 +52,13 @@ enum Cmd {
         /// Silence appended after the audio, in ms.
         #[arg(long, default_value_t = 1000)]
         tail_ms: u32,
+    },
+    /// Boot the newly installed A/B slot and switch to it without dropping connections
+    /// (Unix socket, root or the daemon's user only).
+    Reload {
+        /// Unix socket of the local outpostd.
+        #[arg(long)]
+        socket: PathBuf,
     },
     /// Print the device's status: bundle, providers, traffic, per-stage latency vs budget.
     Status {
@@ -101,6 +110,10 @@ fn main() -> Result<()> {
             } else {
                 print_summary(&s, &mut out)?;
             }
+        }
+        Cmd::Reload { socket } => {
+            let mut client = connect(&Target::Socket(socket), Duration::from_secs(2))?;
+            reload(&mut client, &mut out)?;
         }
         Cmd::Status { conn, baud, json } => {
             let mut client = connect(&target(conn, baud), Duration::from_secs(2))?;

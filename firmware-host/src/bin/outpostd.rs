@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::Parser;
 use outpost_host::boot::{boot, BootOptions};
+use outpost_host::server::Daemon;
 use outpost_host::server::Limits;
 use outpost_host::transport::{spawn_pty, spawn_serial, spawn_socket};
 use outpost_runtime::ort_env::{ProviderChoice, SessionConfig};
 use outpost_runtime::rt::RtConfig;
-use outpost_runtime::scheduler::SchedulerConfig;
+use outpost_runtime::scheduler::{Counters, SchedulerConfig};
+use outpost_runtime::stats::LatencyStats;
 
 /// Offline voice-command daemon: verifies a signed model bundle, then answers audio
 /// frames over serial, a simulated serial port (PTY) and a Unix socket within a hard
@@ -131,9 +133,16 @@ fn main() -> Result<()> {
             "DEVELOPMENT MODE: the development key is trusted; never run this on a fielded device"
         );
     }
-    let mut daemon = boot(&opts, started);
+    let stats = Arc::new(LatencyStats::new());
+    let counters = Arc::new(Counters::default());
+    let serving = boot(&opts, &stats, &counters);
+    let serving_ok = serving.scheduler.is_some();
+    let bundle_tag = format!("{}@{}", serving.bundle.name, serving.bundle.version);
+    let slot = serving.bundle.slot.replace(' ', "");
+    let mut daemon = Daemon::new(opts.limits.clone(), serving, stats, counters, started);
     daemon.state_dir = a.state_dir.clone();
     daemon.rt = rt.clone();
+    daemon.boot_opts = Some(opts);
     outpost_runtime::rt::lock_memory(&rt);
     let daemon = Arc::new(daemon);
 
@@ -143,11 +152,7 @@ fn main() -> Result<()> {
 
     let mut ready = vec![format!(
         "state={}",
-        if daemon.scheduler.is_some() {
-            "ready"
-        } else {
-            "safe-mode"
-        }
+        if serving_ok { "ready" } else { "safe-mode" }
     )];
     let _pty = if a.pty {
         let (pty, _) = spawn_pty(&daemon, a.pty_link.as_deref())?;
@@ -166,10 +171,10 @@ fn main() -> Result<()> {
     }
     let boot_ms = started.elapsed().as_millis() as u32;
     daemon.boot_to_ready_ms.store(boot_ms, Ordering::Relaxed);
-    ready.push(format!(
-        "bundle={}@{}",
-        daemon.bundle.name, daemon.bundle.version
-    ));
+    ready.push(format!("bundle={bundle_tag}"));
+    if !slot.is_empty() {
+        ready.push(format!("slot={slot}"));
+    }
     ready.push(format!("boot_ms={boot_ms}"));
     ready.push(format!("pid={}", std::process::id()));
     println!("READY {}", ready.join(" "));
