@@ -51,6 +51,11 @@ pub struct FrameOutput {
     pub audio_ms: u32,
     /// Compute per stage in µs: VAD, mel, embedding, head+decision.
     pub stage_us: [u32; 4],
+    /// The head's scores for this frame (softmax, label order); the first
+    /// `scores_len` entries are meaningful.
+    pub scores: [f32; crate::decision::MAX_LABELS],
+    /// Number of labels in `scores`.
+    pub scores_len: usize,
 }
 
 /// The model stages in [`FrameOutput::stage_us`] order.
@@ -397,6 +402,8 @@ impl Engine {
             detection,
             audio_ms: st.frames * 80,
             stage_us,
+            scores,
+            scores_len: n,
         })
     }
 }

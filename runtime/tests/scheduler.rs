@@ -93,6 +93,8 @@ impl FrameProcessor for Fake {
             detection: None,
             audio_ms: *st * 80,
             stage_us: [100, 100, 600, 50],
+            scores: [0.0; 32],
+            scores_len: 0,
         })
     }
 }
