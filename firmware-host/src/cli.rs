@@ -44,7 +44,11 @@ pub fn connect(target: &Target, poll: Duration) -> Result<AnyClient> {
             let w = port
                 .try_clone_native()
                 .with_context(|| format!("cannot clone {dev}"))?;
-            Ok(Client::new(Box::new(port), Box::new(w)))
+            let mut c: AnyClient = Client::new(Box::new(port), Box::new(w));
+            // A previous user of the line may have left half a frame behind.
+            c.resync()
+                .with_context(|| format!("cannot write to {dev}"))?;
+            Ok(c)
         }
         Target::Socket(p) => {
             let s = UnixStream::connect(p)

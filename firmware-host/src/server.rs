@@ -376,6 +376,10 @@ pub fn serve_connection(
             }
         };
         let arrived = Instant::now();
+        log::trace!(
+            "connection {conn}: read {n} bytes: {:02x?}",
+            &buf[..n.min(64)]
+        );
         for &b in &buf[..n] {
             let Some(r) = decoder.push(b) else { continue };
             match r {
@@ -432,6 +436,9 @@ impl Ctx<'_> {
     fn handle(&self, id: u32, req: Request<'_>, streams: &mut HashMap<u16, ConnStream>) -> bool {
         let d = self.daemon;
         let sv = d.serving();
+        if !matches!(req, Request::Audio(_)) {
+            log::debug!("connection {}: request {id}: {req:?}", self.conn);
+        }
         match req {
             Request::Hello(h) => {
                 log::info!("connection {}: hello from '{}'", self.conn, h.client);

@@ -30,9 +30,15 @@ fn need(path: &Path) {
     );
 }
 
+/// One daemon at a time: each runs 2 inference workers on this 2-core machine, and
+/// parallel daemons would make admission control refuse frames (correctly), which is
+/// not what these tests are about.
+static ONE_DAEMON: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A running `outpostd`, killed on drop.
 struct Daemon {
     child: Child,
+    _one: std::sync::MutexGuard<'static, ()>,
     pty: Option<String>,
     socket: PathBuf,
     state: String,
@@ -48,6 +54,7 @@ impl Drop for Daemon {
 
 fn start(extra: &[&str]) -> Daemon {
     need(&repo().join(".outpost/dev.bundle"));
+    let one = ONE_DAEMON.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("outpostd.sock");
     let mut child = Command::new(env!("CARGO_BIN_EXE_outpostd"))
@@ -76,6 +83,7 @@ fn start(extra: &[&str]) -> Daemon {
     };
     Daemon {
         child,
+        _one: one,
         pty: kv("pty"),
         socket,
         state: kv("state").unwrap(),

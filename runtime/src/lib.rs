@@ -4,6 +4,7 @@
 //! ([`rt`]) and latency accounting ([`stats`]).
 
 pub mod decision;
+pub mod edf;
 pub mod ort_env;
 pub mod pipeline;
 pub mod rt;

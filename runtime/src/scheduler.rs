@@ -18,15 +18,18 @@
 //!   stays silent. A worker that finishes after the deadline answers `DeadlineMissed`,
 //!   never a late result.
 
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+
+use embassy_time::{Duration, Instant};
 
 use ort::session::RunOptions;
 use outpost_protocol::{Detection, FrameResult, RejectReason, Response, Stage, Timing, WireError};
 
+use crate::edf::{Admission, Edf, EdfConfig};
+pub use crate::edf::{OpenError, StreamKey};
 use crate::pipeline::{Engine, FrameOutput, StreamState, MODEL_STAGES};
 use crate::rt::{apply_to_current_thread, Role, RtConfig};
 use crate::stats::LatencyStats;
@@ -163,15 +166,6 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// Identifies a stream across connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamKey {
-    /// Connection id (unique per daemon run).
-    pub conn: u64,
-    /// Stream id chosen by the client.
-    pub stream: u16,
-}
-
 /// One frame to process.
 pub struct FrameJob {
     /// Stream.
@@ -183,7 +177,7 @@ pub struct FrameJob {
     /// 1280 samples.
     pub pcm: Vec<i16>,
     /// When the transport read the frame's last byte.
-    pub arrived: Instant,
+    pub arrived: std::time::Instant,
     /// Deadline relative to `arrived`, in µs.
     pub deadline_us: u32,
     /// Where the answer goes.
@@ -200,9 +194,26 @@ impl std::fmt::Debug for FrameJob {
     }
 }
 
+/// A std clock reading expressed on the embassy-time clock.
+fn to_embassy(t: std::time::Instant) -> Instant {
+    let age = std::time::Instant::now().saturating_duration_since(t);
+    Instant::now()
+        .checked_sub(Duration::from_micros(age.as_micros() as u64))
+        .unwrap_or(Instant::from_ticks(0))
+}
+
+fn to_std(d: Duration) -> std::time::Duration {
+    std::time::Duration::from_micros(d.as_micros())
+}
+
+fn us(d: Duration) -> u32 {
+    d.as_micros().min(u32::MAX as u64) as u32
+}
+
 /// A frame in flight: shared by the queue, the worker and the deadline timer.
 struct Slot {
     job: FrameJob,
+    arrived: Instant,
     deadline: Instant,
     answered: AtomicBool,
     /// The running frame's cancel token, published by the worker when it starts.
@@ -222,25 +233,20 @@ impl Slot {
         }
     }
 
-    fn elapsed_us(&self, now: Instant) -> u32 {
-        us(now.saturating_duration_since(self.job.arrived))
-    }
-
-    fn miss(&self, now: Instant) {
+    fn miss(&self) {
+        let elapsed = Instant::now()
+            .checked_duration_since(self.arrived)
+            .unwrap_or_default();
         self.job.sink.send(
             self.job.request_id,
             &Response::DeadlineMissed {
                 stream_id: self.job.key.stream,
                 seq: self.job.seq,
                 deadline_us: self.job.deadline_us,
-                elapsed_us: self.elapsed_us(now),
+                elapsed_us: us(elapsed),
             },
         );
     }
-}
-
-fn us(d: Duration) -> u32 {
-    d.as_micros().min(u32::MAX as u128) as u32
 }
 
 /// Counters for status, all monotonic.
@@ -260,57 +266,20 @@ pub struct Counters {
     pub failures: AtomicU64,
 }
 
-struct StreamEntry<S> {
-    pending: VecDeque<Arc<Slot>>,
-    /// `None` while a worker holds it, or when it must be (re)created.
-    state: Option<Box<S>>,
-    /// When a worker started this stream's current frame; `None` when idle.
-    running_since: Option<Instant>,
-    closed: bool,
-    frames: u32,
-    detections: u32,
-}
-
+/// Everything behind the scheduler lock: the policy and the streams' states.
 struct Queue<S> {
-    streams: HashMap<StreamKey, StreamEntry<S>>,
-    queued: usize,
-    busy_workers: usize,
+    edf: Edf<Arc<Slot>>,
+    states: HashMap<StreamKey, Box<S>>,
     shutdown: bool,
-}
-
-struct TimerEntry {
-    fire_at: Instant,
-    slot: Arc<Slot>,
-}
-
-impl PartialEq for TimerEntry {
-    fn eq(&self, o: &Self) -> bool {
-        self.fire_at == o.fire_at
-    }
-}
-impl Eq for TimerEntry {}
-impl PartialOrd for TimerEntry {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for TimerEntry {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        o.fire_at.cmp(&self.fire_at) // min-heap
-    }
-}
-
-struct Timer {
-    heap: Mutex<(BinaryHeap<TimerEntry>, bool)>,
-    cv: Condvar,
 }
 
 struct Shared<S> {
     queue: Mutex<Queue<S>>,
-    cv: Condvar,
-    timer: Timer,
+    /// Workers wait here for frames.
+    work: Condvar,
+    /// The deadline timer waits here for an earlier expiry or shutdown.
+    timer: Condvar,
     cfg: SchedulerConfig,
-    workers: usize,
     stats: Arc<LatencyStats>,
     counters: Arc<Counters>,
     /// Current worst-case compute estimate per frame, in µs.
@@ -334,18 +303,10 @@ impl<S> Shared<S> {
                 .store(h.value_at_quantile(0.999), Ordering::Relaxed);
         }
     }
-}
 
-/// Why a stream could not be opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenError {
-    /// The stream id is already open on this connection.
-    Exists,
-    /// The daemon-wide stream bound is reached.
-    TooMany {
-        /// The bound.
-        max: usize,
-    },
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue<S>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Handle to the running scheduler. Dropping it stops the threads.
@@ -356,9 +317,7 @@ pub struct Scheduler<S: Send + 'static> {
 
 impl<S: Send + 'static> std::fmt::Debug for Scheduler<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scheduler")
-            .field("workers", &self.shared.workers)
-            .finish_non_exhaustive()
+        f.debug_struct("Scheduler").finish_non_exhaustive()
     }
 }
 
@@ -380,19 +339,20 @@ impl<S: Send + 'static> Scheduler<S> {
         stats: Arc<LatencyStats>,
         counters: Arc<Counters>,
     ) -> Self {
+        let edf = Edf::new(EdfConfig {
+            queue_capacity: cfg.queue_capacity,
+            max_streams: cfg.max_streams,
+            workers: processors.len().max(1),
+            guard: Duration::from_micros(cfg.guard_us as u64),
+        });
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
-                streams: HashMap::new(),
-                queued: 0,
-                busy_workers: 0,
+                edf,
+                states: HashMap::new(),
                 shutdown: false,
             }),
-            cv: Condvar::new(),
-            timer: Timer {
-                heap: Mutex::new((BinaryHeap::new(), false)),
-                cv: Condvar::new(),
-            },
-            workers: processors.len().max(1),
+            work: Condvar::new(),
+            timer: Condvar::new(),
             wcet_us: AtomicU64::new(cfg.initial_wcet_us as u64),
             compute: Mutex::new(
                 hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds"),
@@ -438,37 +398,25 @@ impl<S: Send + 'static> Scheduler<S> {
 
     /// Open streams over all connections.
     pub fn open_streams(&self) -> usize {
-        self.shared
-            .queue
-            .lock()
-            .map(|q| q.streams.len())
-            .unwrap_or(0)
+        self.shared.lock().edf.open_streams()
     }
 
     /// Whether a stream is open.
     pub fn is_open(&self, key: StreamKey) -> bool {
-        self.shared
-            .queue
-            .lock()
-            .map(|q| q.streams.get(&key).is_some_and(|e| !e.closed))
-            .unwrap_or(false)
+        self.shared.lock().edf.is_open(key)
     }
 
     /// Waits until no frame is queued or running, at most `timeout` (used before a
     /// replaced scheduler is dropped, so its frames are answered, not refused).
-    pub fn drain(&self, timeout: Duration) {
-        let until = Instant::now() + timeout;
-        while Instant::now() < until {
-            let idle = self
-                .shared
-                .queue
-                .lock()
-                .map(|q| q.queued == 0 && q.busy_workers == 0)
-                .unwrap_or(true);
-            if idle {
+    pub fn drain(&self, timeout: std::time::Duration) {
+        let until = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < until {
+            let q = self.shared.lock();
+            if q.edf.queued() == 0 && q.edf.running() == 0 {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            drop(q);
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 
@@ -477,43 +425,19 @@ impl<S: Send + 'static> Scheduler<S> {
     /// # Errors
     /// [`OpenError`] when the id is in use or the stream bound is reached.
     pub fn open_stream(&self, key: StreamKey) -> Result<(), OpenError> {
-        let mut q = self.shared.queue.lock().expect("scheduler lock");
-        if q.streams.get(&key).is_some_and(|e| !e.closed) {
-            return Err(OpenError::Exists);
-        }
-        if q.streams.len() >= self.shared.cfg.max_streams {
-            return Err(OpenError::TooMany {
-                max: self.shared.cfg.max_streams,
-            });
-        }
-        q.streams.insert(
-            key,
-            StreamEntry {
-                pending: VecDeque::new(),
-                state: None,
-                running_since: None,
-                closed: false,
-                frames: 0,
-                detections: 0,
-            },
-        );
+        let mut q = self.shared.lock();
+        q.edf.open(key)?;
+        q.states.remove(&key);
         Ok(())
     }
 
     /// Closes a stream; returns `(frames, detections)`, or `None` if it was not open.
     /// Frames already queued are still processed and answered.
     pub fn close_stream(&self, key: StreamKey) -> Option<(u32, u32)> {
-        let mut q = self.shared.queue.lock().expect("scheduler lock");
-        let e = q.streams.get_mut(&key)?;
-        if e.closed {
-            return None;
-        }
-        let counts = (e.frames, e.detections);
-        if e.running_since.is_some() || !e.pending.is_empty() {
-            // Let queued frames finish (they are answered); the last worker removes it.
-            e.closed = true;
-        } else {
-            q.streams.remove(&key);
+        let mut q = self.shared.lock();
+        let counts = q.edf.close(key)?;
+        if !q.edf.is_open(key) {
+            q.states.remove(&key);
         }
         Some(counts)
     }
@@ -521,36 +445,19 @@ impl<S: Send + 'static> Scheduler<S> {
     /// Drops every stream of a connection that went away; queued frames are discarded
     /// unanswered (there is no one to answer).
     pub fn drop_connection(&self, conn: u64) {
-        let mut q = self.shared.queue.lock().expect("scheduler lock");
-        let keys: Vec<StreamKey> = q
-            .streams
-            .keys()
-            .filter(|k| k.conn == conn)
-            .copied()
-            .collect();
-        for k in keys {
-            let Some(e) = q.streams.get_mut(&k) else {
-                continue;
-            };
-            let dropped = e.pending.len();
-            for s in e.pending.drain(..) {
-                s.answered.store(true, Ordering::SeqCst);
-            }
-            let busy = e.running_since.is_some();
-            e.closed = true;
-            q.queued -= dropped;
-            if !busy {
-                q.streams.remove(&k);
-            }
+        let mut q = self.shared.lock();
+        for s in q.edf.drop_connection(conn) {
+            s.answered.store(true, Ordering::SeqCst);
         }
+        q.states.retain(|k, _| k.conn != conn);
     }
 
     /// Submits a frame. Exactly one answer goes to `job.sink`: a result, or
     /// `Rejected` (now), or `DeadlineMissed` (by the deadline), or an error.
     pub fn submit(&self, job: FrameJob) {
         let sh = &self.shared;
-        let now = Instant::now();
-        let deadline = job.arrived + Duration::from_micros(job.deadline_us as u64);
+        let arrived = to_embassy(job.arrived);
+        let deadline = arrived + Duration::from_micros(job.deadline_us as u64);
         let reject = |job: &FrameJob, reason, retry_after_us| {
             sh.counters.rejections.fetch_add(1, Ordering::Relaxed);
             job.sink.send(
@@ -563,12 +470,12 @@ impl<S: Send + 'static> Scheduler<S> {
                 },
             );
         };
-        let mut q = sh.queue.lock().expect("scheduler lock");
+        let mut q = sh.lock();
         if q.shutdown {
             drop(q);
             return reject(&job, RejectReason::ShuttingDown, 0);
         }
-        if q.streams.get(&job.key).is_none_or(|e| e.closed) {
+        if !q.edf.is_open(job.key) {
             drop(q);
             return job.sink.send(
                 job.request_id,
@@ -577,91 +484,52 @@ impl<S: Send + 'static> Scheduler<S> {
                 }),
             );
         }
-        if q.queued >= sh.cfg.queue_capacity {
+        let wcet = Duration::from_micros(sh.wcet_us.load(Ordering::Relaxed));
+        if let Admission::Reject {
+            reason,
+            retry_after,
+        } = q.edf.admit(job.key, deadline, wcet)
+        {
             drop(q);
-            let wcet = sh.wcet_us.load(Ordering::Relaxed) as u32;
-            return reject(&job, RejectReason::QueueFull, wcet);
+            return reject(&job, reason, us(retry_after));
         }
-        // Work that runs before this frame, at the worst-case compute per frame: the
-        // rest of the frames in progress and the queued frames with an earlier or equal
-        // deadline, shared by the workers; and, serially, what is ahead of it in its own
-        // stream (one stream's frames never run in parallel).
-        let wcet = sh.wcet_us.load(Ordering::Relaxed);
-        let remaining = |since: Option<Instant>| {
-            since.map_or(0, |t| {
-                wcet.saturating_sub(now.saturating_duration_since(t).as_micros() as u64)
-            })
-        };
-        let mut shared_work = 0u64;
-        let mut own_work = 0u64;
-        for (k, e) in &q.streams {
-            let running = remaining(e.running_since);
-            shared_work += running;
-            if *k == job.key {
-                own_work = running + e.pending.len() as u64 * wcet;
-                shared_work += e.pending.len() as u64 * wcet;
-            } else {
-                shared_work +=
-                    e.pending.iter().filter(|s| s.deadline <= deadline).count() as u64 * wcet;
-            }
-        }
-        let predicted_us = (shared_work / sh.workers as u64).max(own_work) + wcet;
-        let finish = now + Duration::from_micros(predicted_us);
-        let cutoff = deadline.checked_sub(Duration::from_micros(sh.cfg.guard_us as u64));
-        if cutoff.is_none_or(|c| finish > c) {
-            drop(q);
-            let retry =
-                (predicted_us.saturating_sub(job.deadline_us as u64)).min(u32::MAX as u64) as u32;
-            return reject(&job, RejectReason::WouldMissDeadline, retry.max(1));
-        }
+        let key = job.key;
         let slot = Arc::new(Slot {
-            cancel: Mutex::new(None),
             job,
+            arrived,
             deadline,
             answered: AtomicBool::new(false),
+            cancel: Mutex::new(None),
         });
-        q.streams
-            .get_mut(&slot.job.key)
-            .expect("checked above")
-            .pending
-            .push_back(Arc::clone(&slot));
-        q.queued += 1;
+        let pushed = q.edf.push(key, deadline, slot).is_ok();
         drop(q);
-        sh.cv.notify_one();
-        let fire_at = deadline
-            .checked_sub(Duration::from_micros(sh.cfg.guard_us as u64))
-            .unwrap_or(deadline);
-        let mut t = sh.timer.heap.lock().expect("timer lock");
-        t.0.push(TimerEntry { fire_at, slot });
-        drop(t);
-        sh.timer.cv.notify_one();
+        debug_assert!(pushed, "stream checked open under the same lock");
+        sh.work.notify_one();
+        sh.timer.notify_one();
     }
 
     /// Stops the threads (queued frames are answered `Rejected { ShuttingDown }`).
     pub fn shutdown(&mut self) {
-        {
-            let mut q = self.shared.queue.lock().expect("scheduler lock");
+        let queued = {
+            let mut q = self.shared.lock();
             q.shutdown = true;
-            for e in q.streams.values_mut() {
-                for s in e.pending.drain(..) {
-                    if s.claim() {
-                        s.job.sink.send(
-                            s.job.request_id,
-                            &Response::Rejected {
-                                stream_id: s.job.key.stream,
-                                seq: s.job.seq,
-                                reason: RejectReason::ShuttingDown,
-                                retry_after_us: 0,
-                            },
-                        );
-                    }
-                }
+            q.edf.drain_queued()
+        };
+        for (_, s) in queued {
+            if s.claim() {
+                s.job.sink.send(
+                    s.job.request_id,
+                    &Response::Rejected {
+                        stream_id: s.job.key.stream,
+                        seq: s.job.seq,
+                        reason: RejectReason::ShuttingDown,
+                        retry_after_us: 0,
+                    },
+                );
             }
-            q.queued = 0;
         }
-        self.shared.cv.notify_all();
-        self.shared.timer.heap.lock().expect("timer lock").1 = true;
-        self.shared.timer.cv.notify_all();
+        self.shared.work.notify_all();
+        self.shared.timer.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -676,59 +544,51 @@ impl<S: Send + 'static> Drop for Scheduler<S> {
     }
 }
 
+/// The deadline timer: at each frame's deadline minus the guard, answers frames still
+/// queued or running `DeadlineMissed` and cancels the running ones.
 fn timer_loop<S>(sh: Arc<Shared<S>>) {
     apply_to_current_thread(&sh.cfg.rt, Role::DeadlineTimer);
-    let mut guard = sh.timer.heap.lock().expect("timer lock");
+    let mut q = sh.lock();
     loop {
-        if guard.1 {
+        if q.shutdown {
             return;
         }
-        let now = Instant::now();
-        // Drop entries already answered.
-        while guard
-            .0
-            .peek()
-            .is_some_and(|e| e.slot.answered.load(Ordering::SeqCst))
-        {
-            guard.0.pop();
-        }
-        match guard.0.peek() {
-            None => {
-                guard = sh.timer.cv.wait(guard).expect("timer lock");
-            }
-            Some(e) if e.fire_at <= now => {
-                let e = guard.0.pop().expect("peeked");
-                drop(guard);
-                if e.slot.claim() {
-                    e.slot.cancel();
-                    sh.counters.deadline_misses.fetch_add(1, Ordering::Relaxed);
-                    sh.counters.cancellations.fetch_add(1, Ordering::Relaxed);
-                    e.slot.miss(Instant::now());
-                    log::debug!(
-                        "deadline miss: stream {:?} seq {} ({} µs deadline)",
-                        e.slot.job.key,
-                        e.slot.job.seq,
-                        e.slot.job.deadline_us
-                    );
+        let expired = q.edf.take_expired();
+        let overrun = q.edf.take_overrunning();
+        if expired.is_empty() && overrun.is_empty() {
+            q = match q.edf.next_expiry() {
+                None => sh.timer.wait(q).unwrap_or_else(|p| p.into_inner()),
+                Some(at) => {
+                    let wait = at
+                        .checked_duration_since(Instant::now())
+                        .unwrap_or_default();
+                    sh.timer
+                        .wait_timeout(q, to_std(wait))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
                 }
-                guard = sh.timer.heap.lock().expect("timer lock");
-            }
-            Some(e) => {
-                let wait = e.fire_at - now;
-                guard = sh.timer.cv.wait_timeout(guard, wait).expect("timer lock").0;
+            };
+            continue;
+        }
+        drop(q);
+        for (_, slot) in expired.iter().chain(&overrun) {
+            if slot.claim() {
+                slot.cancel();
+                sh.counters.deadline_misses.fetch_add(1, Ordering::Relaxed);
+                sh.counters.cancellations.fetch_add(1, Ordering::Relaxed);
+                slot.miss();
+                log::debug!(
+                    "deadline miss: stream {:?} seq {}",
+                    slot.job.key,
+                    slot.job.seq
+                );
             }
         }
+        // Expired frames never reached a worker: wake workers in case a stream is now
+        // idle with nothing queued, and let the next queued frames run.
+        sh.work.notify_all();
+        q = sh.lock();
     }
-}
-
-/// Picks the stream to serve next: not busy, has frames, earliest deadline among its
-/// queued frames (a later frame's shorter deadline raises the whole stream).
-fn pick<S>(q: &Queue<S>) -> Option<StreamKey> {
-    q.streams
-        .iter()
-        .filter(|(_, e)| e.running_since.is_none() && !e.pending.is_empty())
-        .min_by_key(|(k, e)| (e.pending.iter().map(|s| s.deadline).min(), **k))
-        .map(|(k, _)| *k)
 }
 
 /// What a worker answers once the stream is released.
@@ -758,35 +618,38 @@ fn failed_stage(e: &RuntimeError) -> Stage {
 fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
     apply_to_current_thread(&sh.cfg.rt, Role::Worker);
     loop {
-        let (key, slot, state, started) = {
-            let mut q = sh.queue.lock().expect("scheduler lock");
+        let (picked, state) = {
+            let mut q = sh.lock();
             loop {
                 if q.shutdown {
                     return;
                 }
-                if let Some(k) = pick(&q) {
-                    let started = Instant::now();
-                    let e = q.streams.get_mut(&k).expect("picked");
-                    let slot = e.pending.pop_front().expect("non-empty");
-                    e.running_since = Some(started);
-                    let state = e.state.take();
-                    q.queued -= 1;
-                    q.busy_workers += 1;
-                    break (k, slot, state, started);
+                if let Some(p) = q.edf.pick() {
+                    let state = if p.reset_state {
+                        q.states.remove(&p.key);
+                        None
+                    } else {
+                        q.states.remove(&p.key)
+                    };
+                    break (p, state);
                 }
-                q = sh.cv.wait(q).expect("scheduler lock");
+                q = sh.work.wait(q).unwrap_or_else(|p| p.into_inner());
             }
         };
+        let started = Instant::now();
+        let slot = &picked.job;
         let mut state = state.unwrap_or_else(|| Box::new(proc_.new_stream()));
-        let queue_us = us(started.saturating_duration_since(slot.job.arrived));
+        let queue_us = us(started
+            .checked_duration_since(slot.arrived)
+            .unwrap_or_default());
 
-        // Compute, then claim the right to answer. State is kept when the frame ran to
-        // completion (late or not); it is reset when the run was cancelled, failed, or
-        // never ran (missed while queued), so the next frame starts consistent.
-        let (answer, keep_state) = if slot.answered.load(Ordering::SeqCst) {
+        // Compute, then claim the right to answer. State stays consistent when the
+        // frame ran to completion (late or not); it restarts when the run was
+        // cancelled, failed, or never ran (answered by the timer while queued).
+        let (answer, consistent) = if slot.answered.load(Ordering::SeqCst) {
             (Answer::None, false)
         } else {
-            match run_frame(&mut proc_, &mut state, &slot) {
+            match run_frame(&mut proc_, &mut state, slot) {
                 Ok(out) => {
                     let compute_us: u64 = out.stage_us.iter().map(|&v| v as u64).sum();
                     sh.record_compute(compute_us);
@@ -813,25 +676,21 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
         // client may send the moment it reads this answer) finds it idle.
         let detected = matches!(&answer, Answer::Frame(o) if o.detection.is_some());
         {
-            let mut q = sh.queue.lock().expect("scheduler lock");
-            q.busy_workers -= 1;
-            if let Some(e) = q.streams.get_mut(&key) {
-                e.running_since = None;
-                e.frames += 1;
-                e.detections += u32::from(detected);
-                e.state = keep_state.then_some(state);
-                if e.closed && e.pending.is_empty() {
-                    q.streams.remove(&key);
-                }
+            let mut q = sh.lock();
+            q.edf.finish(picked.key, consistent, detected);
+            if consistent && q.edf.is_open(picked.key) {
+                q.states.insert(picked.key, state);
             }
         }
-        sh.cv.notify_one();
+        sh.work.notify_one();
 
         let job = &slot.job;
         match answer {
             Answer::None => {}
             Answer::Frame(out) => {
-                let total_us = us(Instant::now().saturating_duration_since(job.arrived));
+                let total_us = us(Instant::now()
+                    .checked_duration_since(slot.arrived)
+                    .unwrap_or_default());
                 let compute_us = out.stage_us.iter().sum();
                 job.sink.send(
                     job.request_id,
@@ -863,7 +722,7 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
             }
             Answer::Late => {
                 sh.counters.deadline_misses.fetch_add(1, Ordering::Relaxed);
-                slot.miss(Instant::now());
+                slot.miss();
             }
             Answer::Failed(stage) => {
                 sh.counters.failures.fetch_add(1, Ordering::Relaxed);

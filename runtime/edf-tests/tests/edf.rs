@@ -1,0 +1,247 @@
+//! The scheduling policy (`outpost_runtime::edf`) on embassy-time's mock driver: time
+//! moves only when a test advances it, so ordering, admission, expiry, cancellation and
+//! state resets are checked exactly, with no sleeps and no flakiness.
+//!
+//! The mock clock is global, so tests take a lock and reset it first.
+
+use std::sync::Mutex;
+
+use embassy_time::{Duration, Instant, MockDriver};
+use outpost_protocol::RejectReason;
+use outpost_runtime::edf::{Admission, Edf, EdfConfig, OpenError, StreamKey};
+
+static CLOCK: Mutex<()> = Mutex::new(());
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn us(v: u64) -> Duration {
+    Duration::from_micros(v)
+}
+
+fn key(conn: u64, stream: u16) -> StreamKey {
+    StreamKey { conn, stream }
+}
+
+/// Fresh clock at 0 and a policy with `workers` workers, capacity 8, guard 0.5 ms.
+fn setup(workers: usize) -> (std::sync::MutexGuard<'static, ()>, Edf<&'static str>) {
+    let guard = CLOCK.lock().unwrap_or_else(|p| p.into_inner());
+    MockDriver::get().reset();
+    let edf = Edf::new(EdfConfig {
+        queue_capacity: 8,
+        max_streams: 4,
+        workers,
+        guard: us(500),
+    });
+    (guard, edf)
+}
+
+fn advance(d: Duration) {
+    MockDriver::get().advance(d);
+}
+
+fn at(d: Duration) -> Instant {
+    Instant::from_ticks(0) + d
+}
+
+#[test]
+fn earliest_deadline_first_across_streams() {
+    let (_g, mut e) = setup(1);
+    for s in 1..=3 {
+        e.open(key(1, s)).unwrap();
+    }
+    e.push(key(1, 1), at(ms(30)), "a").unwrap();
+    e.push(key(1, 2), at(ms(10)), "b").unwrap();
+    e.push(key(1, 3), at(ms(20)), "c").unwrap();
+    let mut order = Vec::new();
+    while let Some(p) = e.pick() {
+        order.push(p.job);
+        e.finish(p.key, true, false);
+    }
+    assert_eq!(order, ["b", "c", "a"]);
+}
+
+#[test]
+fn order_is_kept_within_a_stream_and_a_later_shorter_deadline_raises_it() {
+    let (_g, mut e) = setup(1);
+    e.open(key(1, 1)).unwrap();
+    e.open(key(1, 2)).unwrap();
+    e.push(key(1, 1), at(ms(30)), "a1").unwrap();
+    e.push(key(1, 1), at(ms(5)), "a2").unwrap(); // urgent, but behind a1 in its stream
+    e.push(key(1, 2), at(ms(10)), "b1").unwrap();
+    let p = e.pick().unwrap();
+    assert_eq!(
+        p.job, "a1",
+        "stream 1 holds the earliest deadline; its oldest frame goes first"
+    );
+    // While stream 1 runs, its next frame waits; stream 2 goes to the next worker.
+    assert_eq!(e.pick().unwrap().job, "b1");
+    assert!(e.pick().is_none());
+    e.finish(key(1, 1), true, false);
+    assert_eq!(e.pick().unwrap().job, "a2");
+}
+
+#[test]
+fn ties_go_to_the_lower_stream_key() {
+    let (_g, mut e) = setup(1);
+    e.open(key(2, 1)).unwrap();
+    e.open(key(1, 9)).unwrap();
+    e.push(key(2, 1), at(ms(10)), "late-key").unwrap();
+    e.push(key(1, 9), at(ms(10)), "early-key").unwrap();
+    assert_eq!(e.pick().unwrap().job, "early-key");
+}
+
+#[test]
+fn admission_charges_queued_work_and_the_remaining_time_of_running_frames() {
+    let (_g, mut e) = setup(1);
+    let wcet = ms(10);
+    e.open(key(1, 1)).unwrap();
+    e.open(key(1, 2)).unwrap();
+    // Two frames of other streams: 10 + 10 + own 10 = 30 ms > 29.5 ms.
+    e.push(key(1, 1), at(ms(30)), "x").unwrap();
+    e.push(key(1, 1), at(ms(30)), "y").unwrap();
+    assert!(matches!(
+        e.admit(key(1, 2), at(ms(30)), wcet),
+        Admission::Reject {
+            reason: RejectReason::WouldMissDeadline,
+            ..
+        }
+    ));
+    // One starts running; 6 ms later it has at most 4 ms left: 4 + 10 + 10 = 24 ms,
+    // ending at 30 ms absolute, which is after the 29.5 ms cutoff of a deadline at 30.
+    e.pick().unwrap();
+    advance(ms(6));
+    assert!(matches!(
+        e.admit(key(1, 2), at(ms(30)), wcet),
+        Admission::Reject { .. }
+    ));
+    // A deadline at 36 ms: 6 + 24 = 30 <= 35.5: admitted.
+    assert_eq!(e.admit(key(1, 2), at(ms(36)), wcet), Admission::Admit);
+}
+
+#[test]
+fn frames_later_than_the_arrival_do_not_count_against_it() {
+    let (_g, mut e) = setup(1);
+    e.open(key(1, 1)).unwrap();
+    e.open(key(1, 2)).unwrap();
+    for _ in 0..5 {
+        e.push(key(1, 1), at(ms(100)), "later").unwrap();
+    }
+    // Only its own 10 ms: the queued frames of stream 1 have later deadlines.
+    assert_eq!(e.admit(key(1, 2), at(ms(30)), ms(10)), Admission::Admit);
+}
+
+#[test]
+fn one_streams_frames_are_serial_even_with_idle_workers() {
+    let (_g, mut e) = setup(4);
+    e.open(key(1, 1)).unwrap();
+    e.push(key(1, 1), at(ms(30)), "1").unwrap();
+    e.push(key(1, 1), at(ms(30)), "2").unwrap();
+    // 10 + 10 ahead in its own stream + 10 = 30 > 29.5, although 4 workers are idle.
+    assert!(matches!(
+        e.admit(key(1, 1), at(ms(30)), ms(10)),
+        Admission::Reject { .. }
+    ));
+    assert_eq!(e.admit(key(1, 1), at(ms(31)), ms(10)), Admission::Admit);
+}
+
+#[test]
+fn a_full_queue_refuses_with_queue_full() {
+    let (_g, mut e) = setup(1);
+    e.open(key(1, 1)).unwrap();
+    for _ in 0..8 {
+        e.push(key(1, 1), at(ms(1000)), "f").unwrap();
+    }
+    assert_eq!(
+        e.admit(key(1, 1), at(ms(1000)), us(1)),
+        Admission::Reject {
+            reason: RejectReason::QueueFull,
+            retry_after: us(1)
+        }
+    );
+}
+
+#[test]
+fn a_queued_frame_expires_at_its_deadline_minus_the_guard_and_resets_its_stream() {
+    let (_g, mut e) = setup(1);
+    e.open(key(1, 1)).unwrap();
+    let first = e.push(key(1, 1), at(ms(30)), "first");
+    assert!(first.is_ok());
+    // A fresh stream starts with fresh state.
+    // (Consume that flag with a frame that completes.)
+    e.push(key(1, 1), at(ms(60)), "second").unwrap();
+    assert_eq!(e.next_expiry(), Some(at(ms(30) - us(500))));
+    advance(ms(29));
+    assert!(e.take_expired().is_empty());
+    advance(us(600)); // 29.6 ms: past 29.5
+    assert_eq!(e.take_expired(), vec![(key(1, 1), "first")]);
+    assert!(e.take_expired().is_empty(), "reported once");
+    let p = e.pick().unwrap();
+    assert_eq!(p.job, "second");
+    assert!(
+        p.reset_state,
+        "the stream missed a frame: its state restarts"
+    );
+}
+
+#[test]
+fn an_overrunning_frame_is_reported_once_and_its_stream_restarts() {
+    let (_g, mut e) = setup(1);
+    e.open(key(1, 1)).unwrap();
+    e.push(key(1, 1), at(ms(30)), "slow").unwrap();
+    let p = e.pick().unwrap();
+    assert!(p.reset_state, "first frame of a stream starts fresh");
+    e.push(key(1, 1), at(ms(110)), "next").unwrap();
+    advance(ms(29) + us(499));
+    assert!(e.take_overrunning().is_empty());
+    advance(us(1));
+    assert_eq!(
+        e.take_overrunning(),
+        vec![(key(1, 1), "slow")],
+        "cancel at 29.5 ms"
+    );
+    assert!(e.take_overrunning().is_empty(), "reported once");
+    // The worker comes back with a cancelled (inconsistent) run.
+    e.finish(key(1, 1), false, false);
+    let p = e.pick().unwrap();
+    assert_eq!(p.job, "next");
+    assert!(p.reset_state);
+    // A frame that completes keeps the state for the one after.
+    e.finish(key(1, 1), true, false);
+    e.push(key(1, 1), at(ms(200)), "after").unwrap();
+    assert!(!e.pick().unwrap().reset_state);
+}
+
+#[test]
+fn streams_are_bounded_and_ids_unique() {
+    let (_g, mut e) = setup(1);
+    for s in 1..=4 {
+        e.open(key(1, s)).unwrap();
+    }
+    assert_eq!(e.open(key(1, 1)), Err(OpenError::Exists));
+    assert_eq!(e.open(key(2, 1)), Err(OpenError::TooMany { max: 4 }));
+    assert!(e.push(key(9, 9), at(ms(30)), "nobody").is_err());
+}
+
+#[test]
+fn a_closed_stream_finishes_its_queue_and_a_dropped_connection_returns_its_frames() {
+    let (_g, mut e) = setup(1);
+    e.open(key(1, 1)).unwrap();
+    e.open(key(2, 1)).unwrap();
+    e.push(key(1, 1), at(ms(30)), "closing").unwrap();
+    e.push(key(2, 1), at(ms(30)), "gone-1").unwrap();
+    e.push(key(2, 1), at(ms(40)), "gone-2").unwrap();
+    assert_eq!(e.close(key(1, 1)), Some((0, 0)));
+    assert!(!e.is_open(key(1, 1)));
+    assert_eq!(e.drop_connection(2), vec!["gone-1", "gone-2"]);
+    assert_eq!(e.queued(), 1);
+    let p = e.pick().unwrap();
+    assert_eq!(
+        p.job, "closing",
+        "queued frames of a closed stream still run"
+    );
+    e.finish(p.key, true, true);
+    assert_eq!(e.open_streams(), 0);
+    assert_eq!(e.open(key(1, 1)), Ok(()), "the id is free again");
+}

@@ -1,0 +1,400 @@
+//! The scheduling policy, without threads: earliest-deadline-first across streams with
+//! order kept within a stream, admission control from worst-case compute estimates,
+//! deadline expiry of queued and running frames, and stream-state resets.
+//!
+//! Time is read only through [`embassy_time::Instant::now`], so the policy is tested
+//! deterministically on embassy-time's mock driver (crate `outpost-edf-tests`), while
+//! the daemon links the `std` driver. Only one driver may be linked into a binary.
+//!
+//! Like embassy's executor, this is cooperative, not pre-emptive: a frame that is
+//! running cannot be interrupted by a more urgent one. Admission therefore counts the
+//! remaining worst-case time of running frames, and an overrunning frame is cut at its
+//! deadline by the caller (ONNX Runtime `RunOptions::terminate`).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use embassy_time::{Duration, Instant};
+use outpost_protocol::RejectReason;
+
+/// Identifies a stream across connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamKey {
+    /// Connection id (unique per daemon run).
+    pub conn: u64,
+    /// Stream id chosen by the client.
+    pub stream: u16,
+}
+
+/// Policy limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdfConfig {
+    /// Frames queued (not yet running) over all streams; beyond it, `QueueFull`.
+    pub queue_capacity: usize,
+    /// Streams open over all connections.
+    pub max_streams: usize,
+    /// Workers running frames in parallel.
+    pub workers: usize,
+    /// How long before its deadline a frame is declared missed, leaving room to encode
+    /// and write the answer.
+    pub guard: Duration,
+}
+
+/// Admission decision for an arriving frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Queue it.
+    Admit,
+    /// Answer `Rejected` now.
+    Reject {
+        /// Why.
+        reason: RejectReason,
+        /// Suggested wait before retrying.
+        retry_after: Duration,
+    },
+}
+
+/// Why a stream could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// The stream id is already open on this connection.
+    Exists,
+    /// The daemon-wide stream bound is reached.
+    TooMany {
+        /// The bound.
+        max: usize,
+    },
+}
+
+/// A frame handed to a worker by [`Edf::pick`].
+#[derive(Debug)]
+pub struct Picked<J> {
+    /// Its stream.
+    pub key: StreamKey,
+    /// Its deadline.
+    pub deadline: Instant,
+    /// The frame.
+    pub job: J,
+    /// The stream's state must start afresh (a frame of it was missed or failed).
+    pub reset_state: bool,
+}
+
+#[derive(Debug)]
+struct Queued<J> {
+    deadline: Instant,
+    job: J,
+}
+
+#[derive(Debug)]
+struct Running<J> {
+    since: Instant,
+    deadline: Instant,
+    job: J,
+    overrun_reported: bool,
+}
+
+#[derive(Debug)]
+struct StreamQ<J> {
+    pending: VecDeque<Queued<J>>,
+    running: Option<Running<J>>,
+    closed: bool,
+    reset: bool,
+    frames: u32,
+    detections: u32,
+}
+
+/// The EDF queue over all streams. `J` is the caller's frame handle.
+#[derive(Debug)]
+pub struct Edf<J> {
+    cfg: EdfConfig,
+    streams: BTreeMap<StreamKey, StreamQ<J>>,
+    queued: usize,
+    running: usize,
+}
+
+impl<J: Clone> Edf<J> {
+    /// An empty queue.
+    pub fn new(cfg: EdfConfig) -> Self {
+        Self {
+            cfg: EdfConfig {
+                workers: cfg.workers.max(1),
+                ..cfg
+            },
+            streams: BTreeMap::new(),
+            queued: 0,
+            running: 0,
+        }
+    }
+
+    /// Frames queued, not running.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Frames running.
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    /// Open streams.
+    pub fn open_streams(&self) -> usize {
+        self.streams.values().filter(|s| !s.closed).count()
+    }
+
+    /// Whether `key` is open.
+    pub fn is_open(&self, key: StreamKey) -> bool {
+        self.streams.get(&key).is_some_and(|s| !s.closed)
+    }
+
+    /// Opens a stream.
+    ///
+    /// # Errors
+    /// [`OpenError`] when the id is in use or the bound is reached.
+    pub fn open(&mut self, key: StreamKey) -> Result<(), OpenError> {
+        if self.is_open(key) {
+            return Err(OpenError::Exists);
+        }
+        if self.streams.len() >= self.cfg.max_streams {
+            return Err(OpenError::TooMany {
+                max: self.cfg.max_streams,
+            });
+        }
+        self.streams.insert(
+            key,
+            StreamQ {
+                pending: VecDeque::new(),
+                running: None,
+                closed: false,
+                reset: true,
+                frames: 0,
+                detections: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Closes a stream: its queued frames still run; it disappears when idle. Returns
+    /// `(frames, detections)` so far, or `None` if it was not open.
+    pub fn close(&mut self, key: StreamKey) -> Option<(u32, u32)> {
+        let s = self.streams.get_mut(&key).filter(|s| !s.closed)?;
+        let counts = (s.frames, s.detections);
+        s.closed = true;
+        self.remove_if_done(key);
+        Some(counts)
+    }
+
+    /// Forgets every stream of a connection that went away; returns its queued frames
+    /// (nobody is left to answer).
+    pub fn drop_connection(&mut self, conn: u64) -> Vec<J> {
+        let keys: Vec<StreamKey> = self
+            .streams
+            .keys()
+            .filter(|k| k.conn == conn)
+            .copied()
+            .collect();
+        let mut dropped = Vec::new();
+        for k in keys {
+            if let Some(s) = self.streams.get_mut(&k) {
+                self.queued -= s.pending.len();
+                dropped.extend(s.pending.drain(..).map(|q| q.job));
+                s.closed = true;
+            }
+            self.remove_if_done(k);
+        }
+        dropped
+    }
+
+    fn remove_if_done(&mut self, key: StreamKey) {
+        if self
+            .streams
+            .get(&key)
+            .is_some_and(|s| s.closed && s.pending.is_empty() && s.running.is_none())
+        {
+            self.streams.remove(&key);
+        }
+    }
+
+    /// Decides at arrival whether a frame of `key` with `deadline` can finish in time,
+    /// assuming every frame takes `wcet`: the remaining time of running frames and the
+    /// queued frames with an earlier or equal deadline, shared by the workers, plus what
+    /// is ahead of it in its own stream (serial), plus its own `wcet`, must end by
+    /// `deadline - guard`.
+    pub fn admit(&self, key: StreamKey, deadline: Instant, wcet: Duration) -> Admission {
+        let now = Instant::now();
+        if self.queued >= self.cfg.queue_capacity {
+            return Admission::Reject {
+                reason: RejectReason::QueueFull,
+                retry_after: wcet,
+            };
+        }
+        let remaining = |r: &Option<Running<J>>| {
+            r.as_ref().map_or(Duration::from_ticks(0), |r| {
+                let spent = now.checked_duration_since(r.since).unwrap_or_default();
+                wcet.checked_sub(spent).unwrap_or_default()
+            })
+        };
+        let mut shared = Duration::from_ticks(0);
+        let mut own = Duration::from_ticks(0);
+        for (k, s) in &self.streams {
+            let running = remaining(&s.running);
+            shared += running;
+            if *k == key {
+                let ahead = wcet * s.pending.len() as u32;
+                own = running + ahead;
+                shared += ahead;
+            } else {
+                shared += wcet * s.pending.iter().filter(|q| q.deadline <= deadline).count() as u32;
+            }
+        }
+        let predicted = (shared / self.cfg.workers as u32).max(own) + wcet;
+        let finish = now + predicted;
+        let cutoff = deadline.checked_sub(self.cfg.guard);
+        match cutoff {
+            Some(c) if finish <= c => Admission::Admit,
+            _ => Admission::Reject {
+                reason: RejectReason::WouldMissDeadline,
+                retry_after: finish
+                    .checked_duration_since(deadline)
+                    .unwrap_or_default()
+                    .max(Duration::from_micros(1)),
+            },
+        }
+    }
+
+    /// Queues a frame (after [`Edf::admit`]).
+    ///
+    /// # Errors
+    /// Gives the frame back when the stream is not open.
+    pub fn push(&mut self, key: StreamKey, deadline: Instant, job: J) -> Result<(), J> {
+        match self.streams.get_mut(&key).filter(|s| !s.closed) {
+            Some(s) => {
+                s.pending.push_back(Queued { deadline, job });
+                self.queued += 1;
+                Ok(())
+            }
+            None => Err(job),
+        }
+    }
+
+    /// The next frame to run: among streams with nothing running, the one whose queued
+    /// frames hold the earliest deadline (a later frame's shorter deadline raises its
+    /// whole stream), its oldest frame. Ties go to the lower stream key.
+    pub fn pick(&mut self) -> Option<Picked<J>> {
+        let key = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.running.is_none() && !s.pending.is_empty())
+            .min_by_key(|(k, s)| (s.pending.iter().map(|q| q.deadline).min(), **k))
+            .map(|(k, _)| *k)?;
+        let s = self.streams.get_mut(&key)?;
+        let q = s.pending.pop_front()?;
+        let reset_state = std::mem::replace(&mut s.reset, false);
+        s.running = Some(Running {
+            since: Instant::now(),
+            deadline: q.deadline,
+            job: q.job.clone(),
+            overrun_reported: false,
+        });
+        self.queued -= 1;
+        self.running += 1;
+        Some(Picked {
+            key,
+            deadline: q.deadline,
+            job: q.job,
+            reset_state,
+        })
+    }
+
+    /// A worker finished the running frame of `key`. `consistent` is false when the
+    /// frame was cancelled, failed or answered by the deadline timer: the stream's state
+    /// then restarts with its next frame.
+    pub fn finish(&mut self, key: StreamKey, consistent: bool, detected: bool) {
+        if let Some(s) = self.streams.get_mut(&key) {
+            if s.running.take().is_some() {
+                self.running -= 1;
+            }
+            s.frames += 1;
+            s.detections += u32::from(detected);
+            if !consistent {
+                s.reset = true;
+            }
+        }
+        self.remove_if_done(key);
+    }
+
+    /// Removes and returns the queued frames whose deadline minus the guard has passed:
+    /// the caller answers them `DeadlineMissed`. Their streams restart their state.
+    pub fn take_expired(&mut self) -> Vec<(StreamKey, J)> {
+        let now = Instant::now();
+        let guard = self.cfg.guard;
+        let mut out = Vec::new();
+        for (k, s) in &mut self.streams {
+            let before = s.pending.len();
+            let mut kept = VecDeque::with_capacity(before);
+            for q in s.pending.drain(..) {
+                if fire_at(q.deadline, guard) <= now {
+                    out.push((*k, q.job));
+                } else {
+                    kept.push_back(q);
+                }
+            }
+            if kept.len() != before {
+                s.reset = true;
+            }
+            s.pending = kept;
+        }
+        self.queued -= out.len();
+        let keys: Vec<StreamKey> = out.iter().map(|(k, _)| *k).collect();
+        for k in keys {
+            self.remove_if_done(k);
+        }
+        out
+    }
+
+    /// Running frames past their deadline minus the guard, each reported once: the
+    /// caller answers `DeadlineMissed` and cancels the run.
+    pub fn take_overrunning(&mut self) -> Vec<(StreamKey, J)> {
+        let now = Instant::now();
+        let guard = self.cfg.guard;
+        let mut out = Vec::new();
+        for (k, s) in &mut self.streams {
+            if let Some(r) = &mut s.running {
+                if !r.overrun_reported && fire_at(r.deadline, guard) <= now {
+                    r.overrun_reported = true;
+                    out.push((*k, r.job.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// When the next queued or running frame reaches its deadline minus the guard.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        let guard = self.cfg.guard;
+        self.streams
+            .values()
+            .flat_map(|s| {
+                s.pending.iter().map(|q| q.deadline).chain(
+                    s.running
+                        .iter()
+                        .filter(|r| !r.overrun_reported)
+                        .map(|r| r.deadline),
+                )
+            })
+            .map(|d| fire_at(d, guard))
+            .min()
+    }
+
+    /// Empties the queue (shutdown): every queued frame, for the caller to answer.
+    pub fn drain_queued(&mut self) -> Vec<(StreamKey, J)> {
+        let mut out = Vec::new();
+        for (k, s) in &mut self.streams {
+            out.extend(s.pending.drain(..).map(|q| (*k, q.job)));
+        }
+        self.queued = 0;
+        out
+    }
+}
+
+fn fire_at(deadline: Instant, guard: Duration) -> Instant {
+    deadline.checked_sub(guard).unwrap_or(deadline)
+}
