@@ -446,7 +446,8 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
                    "boot_to_ready_ms": st.boot_to_ready_ms, "clients": st.clients, "streams": st.streams,
                    "frames": st.frames, "detections": st.detections, "deadline_misses": st.deadline_misses,
                    "rejections": st.rejections, "errors": st.errors, "providers": providers, "latency": stages,
-                   "slot": st.slot, "provisioning": st.provisioning})
+                   "slot": st.slot, "provisioning": st.provisioning,
+                   "cancellations": st.cancellations, "wcet_us": st.wcet_us})
         )?;
         return Ok(());
     }
@@ -474,8 +475,13 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
     )?;
     writeln!(
         out,
-        "traffic    {} client(s), {} stream(s), {} frames, {} detections, {} deadline misses, {} rejections, {} errors",
-        st.clients, st.streams, st.frames, st.detections, st.deadline_misses, st.rejections, st.errors
+        "traffic    {} client(s), {} stream(s), {} frames, {} detections, {} deadline misses ({} runs cancelled), {} rejections, {} errors",
+        st.clients, st.streams, st.frames, st.detections, st.deadline_misses, st.cancellations, st.rejections, st.errors
+    )?;
+    writeln!(
+        out,
+        "admission  worst-case compute per frame {} µs (online p99.9)",
+        st.wcet_us
     )?;
     writeln!(out, "\nstage            provider   count     p50 µs   p99 µs   p99.9 µs  max µs   budget µs  p99 within budget")?;
     for l in &st.latency {

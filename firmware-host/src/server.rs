@@ -267,6 +267,11 @@ impl Daemon {
             latency,
             slot: &sv.bundle.slot,
             provisioning,
+            cancellations: c.cancellations.load(Ordering::Relaxed),
+            wcet_us: sv
+                .scheduler
+                .as_ref()
+                .map_or(0, |s| s.wcet_us().min(u32::MAX as u64) as u32),
         }
     }
 }

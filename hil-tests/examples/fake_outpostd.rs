@@ -162,6 +162,8 @@ fn answer<'a>(
             latency: heapless::Vec::new(),
             slot: "",
             provisioning: "",
+            cancellations: 0,
+            wcet_us: 0,
         }),
     }
 }

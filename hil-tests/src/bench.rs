@@ -105,7 +105,9 @@ pub fn parse_proc_status_kb(text: &str) -> (Option<u64>, Option<u64>) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn bench_audio(clips: &[Clip]) -> (Vec<Vec<u8>>, String) {
+/// Frames of the clips, concatenated (with their silence tails), and a description;
+/// a synthetic tone + noise when there are no clips.
+pub(crate) fn bench_audio(clips: &[Clip]) -> (Vec<Vec<u8>>, String) {
     let mut frames = Vec::new();
     let mut used = 0;
     for c in clips {

@@ -13,6 +13,7 @@
 //! * [`scenario`]: `handshake`, `commands`, `faults`, `concurrency`.
 //! * [`report`], [`stats`]: JSON / Markdown reports, latency percentiles, PNG plots.
 //! * [`bench`]: closed-loop latency per path.
+//! * [`load`]: `bench-load`: real-time streams under load, capacity, overload, CPU hog.
 //! * [`runner`]: `outpost-hil run`.
 //!
 //! See `hil-tests/README.md` for how to run it.
@@ -23,6 +24,7 @@ pub mod clips;
 pub mod device;
 pub mod faults;
 pub mod link;
+pub mod load;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use outpost_hil::{bench, clips, runner, sim};
+use outpost_hil::{bench, clips, load, runner, sim};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,6 +63,71 @@ enum Command {
         #[arg(long)]
         clips: Option<PathBuf>,
     },
+    /// Real-time streams against the simulated device: latency under load, capacity,
+    /// overload at 2× capacity, and beside a CPU hog. Exits 1 only if a frame went
+    /// unanswered (or twice) or an answer came late.
+    BenchLoad {
+        /// Scenario (repeatable): load, capacity, overload, hog. Default: all.
+        #[arg(long = "scenario", value_name = "NAME", value_parser = load::LoadScenario::parse)]
+        scenarios: Vec<load::LoadScenario>,
+        /// About a minute in all: 3 s runs, 2 s probes, 8 s capacity confirmation
+        /// (explicit durations still win).
+        #[arg(long)]
+        quick: bool,
+        /// Stream counts of the load scenario.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        streams: Vec<usize>,
+        /// Length of each load, overload and hog run in s [default: 20; quick: 3].
+        #[arg(long)]
+        duration_s: Option<f64>,
+        /// Length of the run confirming the capacity in s [default: 60; quick: 8].
+        #[arg(long)]
+        capacity_duration_s: Option<f64>,
+        /// Length of each capacity search probe in s [default: 8; quick: 2].
+        #[arg(long)]
+        probe_s: Option<f64>,
+        /// Capacity for the overload scenario when capacity is not run.
+        #[arg(long)]
+        capacity: Option<usize>,
+        /// CPU hog: auto (stress-ng if installed, else spinning threads), stress-ng, spin.
+        #[arg(long, default_value = "auto")]
+        hog: String,
+        /// Busy loops in the hog [default: logical CPUs].
+        #[arg(long)]
+        hog_workers: Option<usize>,
+        /// Streams in the hog runs.
+        #[arg(long, default_value_t = 8)]
+        hog_streams: usize,
+        /// Skip the hog row against a daemon started with --no-rt.
+        #[arg(long)]
+        no_hog_no_rt: bool,
+        /// Late allowance in ms beyond the deadline (transport + rig wake-up).
+        #[arg(long, default_value_t = 2.0)]
+        late_allowance_ms: f64,
+        /// SCHED_FIFO priority of the rig's I/O threads; 0 = normal scheduling.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(0..=99))]
+        rig_rt_priority: u8,
+        /// outpostd binary (else $OUTPOSTD, else next to this executable).
+        #[arg(long)]
+        outpostd: Option<PathBuf>,
+        /// Extra outpostd argument (repeatable), e.g. --daemon-arg=--workers=2.
+        #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+        daemon_args: Vec<String>,
+        /// Where to write bench-load.md, bench-load.json, outpostd-<scenario>.log.
+        #[arg(long, default_value = "target/hil-report")]
+        report_dir: PathBuf,
+        /// clips.tsv (as for `run`).
+        #[arg(long)]
+        clips: Option<PathBuf>,
+    },
+}
+
+fn secs(s: f64) -> anyhow::Result<Duration> {
+    anyhow::ensure!(
+        s.is_finite() && s > 0.0 && s <= 3600.0,
+        "durations must be in (0, 3600] s, got {s}"
+    );
+    Ok(Duration::from_secs_f64(s))
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -121,6 +186,84 @@ fn main() -> anyhow::Result<ExitCode> {
                 answer_timeout: Duration::from_secs(5),
             };
             let mut rep = bench::run_bench(&opts)?;
+            rep.write(&report_dir)?;
+            println!("{}", rep.markdown());
+            println!("reports: {}", report_dir.display());
+            Ok(if rep.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::BenchLoad {
+            scenarios,
+            quick,
+            streams,
+            duration_s,
+            capacity_duration_s,
+            probe_s,
+            capacity,
+            hog,
+            hog_workers,
+            hog_streams,
+            no_hog_no_rt,
+            late_allowance_ms,
+            rig_rt_priority,
+            outpostd,
+            daemon_args,
+            report_dir,
+            clips: clips_tsv,
+        } => {
+            let hog_kind = match hog.as_str() {
+                "auto" => load::HogKind::Auto,
+                "stress-ng" => load::HogKind::StressNg,
+                "spin" => load::HogKind::Spin,
+                other => anyhow::bail!("--hog {other:?}: expected auto, stress-ng or spin"),
+            };
+            anyhow::ensure!(
+                streams
+                    .iter()
+                    .all(|&n| (1..=load::DAEMON_MAX_STREAMS).contains(&n)),
+                "--streams: each count must be 1..={}",
+                load::DAEMON_MAX_STREAMS
+            );
+            anyhow::ensure!(
+                (1..=load::DAEMON_MAX_STREAMS).contains(&hog_streams),
+                "--hog-streams must be 1..={}",
+                load::DAEMON_MAX_STREAMS
+            );
+            anyhow::ensure!(
+                late_allowance_ms.is_finite() && late_allowance_ms >= 0.0,
+                "--late-allowance-ms must be ≥ 0"
+            );
+            let pick =
+                |v: Option<f64>, full: f64, q: f64| secs(v.unwrap_or(if quick { q } else { full }));
+            let mut sim = sim::SimOptions::new(sim::find_outpostd(outpostd.as_deref()));
+            sim.extra_args = daemon_args;
+            let (clips, _) =
+                runner::load_clips(&clips_tsv.unwrap_or_else(clips::default_clips_tsv));
+            let opts = load::LoadOptions {
+                sim,
+                clips,
+                scenarios: if scenarios.is_empty() {
+                    load::LoadScenario::ALL.to_vec()
+                } else {
+                    scenarios
+                },
+                stream_counts: streams,
+                duration: pick(duration_s, 20.0, 3.0)?,
+                capacity_duration: pick(capacity_duration_s, 60.0, 8.0)?,
+                probe_duration: pick(probe_s, 8.0, 2.0)?,
+                capacity_hint: capacity,
+                hog_streams,
+                hog_workers: hog_workers.unwrap_or_else(load::cores),
+                hog_kind,
+                hog_no_rt: !no_hog_no_rt,
+                late_allowance_us: (late_allowance_ms * 1000.0).round() as u64,
+                rig_rt_priority: (rig_rt_priority > 0).then_some(rig_rt_priority),
+                log_dir: Some(report_dir.clone()),
+            };
+            let rep = load::run_bench_load(&opts)?;
             rep.write(&report_dir)?;
             println!("{}", rep.markdown());
             println!("reports: {}", report_dir.display());

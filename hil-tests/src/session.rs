@@ -221,7 +221,8 @@ fn provider_name(p: Provider) -> String {
 }
 
 impl AnswerKind {
-    fn from_response(r: &Response<'_>) -> Self {
+    /// Owned summary of a decoded response.
+    pub(crate) fn from_response(r: &Response<'_>) -> Self {
         match r {
             Response::Hello(h) => AnswerKind::Hello(HelloInfo {
                 protocol_version: h.protocol_version,

@@ -350,6 +350,10 @@ pub struct StatusReport<'a> {
     /// The newest provisioning decision from the audit log (time, action, result,
     /// bundle, reason), or empty.
     pub provisioning: &'a str,
+    /// Runs cut at their deadline (ONNX Runtime `RunOptions::terminate`).
+    pub cancellations: u64,
+    /// Current worst-case compute per frame used by admission control, in µs.
+    pub wcet_us: u32,
 }
 
 /// Errors that travel on the wire. Each names what was wrong and what was expected.
