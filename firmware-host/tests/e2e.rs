@@ -427,26 +427,10 @@ fn a_bundle_with_a_flipped_byte_is_refused_with_the_reason() {
 
 #[test]
 fn a_bundle_signed_by_an_unknown_key_is_refused_with_the_key_id() {
-    use outpost_models::{build_bundle, verify_path, SigningKey, VerifyOptions};
-    let dev = verify_path(
-        &repo().join(".outpost/dev.bundle"),
-        &outpost_host::boot::trusted_keys(None, true).unwrap(),
-        &VerifyOptions {
-            allow_development: true,
-            expected_compatible: None,
-        },
-    )
-    .unwrap();
-    let key = SigningKey::from_pkcs8(&SigningKey::generate().unwrap()).unwrap();
-    let files: Vec<(String, Vec<u8>)> = dev
-        .manifest
-        .files
-        .iter()
-        .map(|f| (f.name.clone(), dev.file(&f.name).unwrap().to_vec()))
-        .collect();
-    let mut m = dev.manifest.clone();
-    m.development = false;
-    let bytes = build_bundle(&m, &files, &key).unwrap();
+    let key =
+        outpost_models::SigningKey::from_pkcs8(&outpost_models::SigningKey::generate().unwrap())
+            .unwrap();
+    let bytes = resigned(&key, |m| m.development = false);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("stranger.bundle");
     std::fs::write(&p, bytes).unwrap();
@@ -524,9 +508,11 @@ fn boots_the_installed_slot_marks_it_good_and_reports_it() {
     assert_eq!(st.slot, "a");
 }
 
-/// The dev bundle re-signed (dev key) with another version.
-fn dev_bundle_version(version: u32, dir: &Path) -> PathBuf {
-    use outpost_models::{build_bundle, SigningKey};
+/// The dev bundle's files under an edited manifest, signed by `key`.
+fn resigned(
+    key: &outpost_models::SigningKey,
+    edit: impl FnOnce(&mut outpost_models::Manifest),
+) -> Vec<u8> {
     let dev = outpost_models::verify_path(
         &repo().join(".outpost/dev.bundle"),
         &outpost_host::boot::trusted_keys(None, true).unwrap(),
@@ -536,9 +522,6 @@ fn dev_bundle_version(version: u32, dir: &Path) -> PathBuf {
         },
     )
     .unwrap();
-    let key =
-        SigningKey::load(&repo().join("models/reference/dev-keys/outpost-dev-DO-NOT-DEPLOY.pk8"))
-            .unwrap();
     let files: Vec<(String, Vec<u8>)> = dev
         .manifest
         .files
@@ -546,9 +529,19 @@ fn dev_bundle_version(version: u32, dir: &Path) -> PathBuf {
         .map(|f| (f.name.clone(), dev.file(&f.name).unwrap().to_vec()))
         .collect();
     let mut m = dev.manifest.clone();
-    m.version = version;
+    edit(&mut m);
+    outpost_models::build_bundle(&m, &files, key).unwrap()
+}
+
+/// The dev bundle re-signed (dev key) with another version.
+fn dev_bundle_version(version: u32, dir: &Path) -> PathBuf {
+    let key = outpost_models::SigningKey::load(
+        &repo().join("models/reference/dev-keys/outpost-dev-DO-NOT-DEPLOY.pk8"),
+    )
+    .unwrap();
+    let bytes = resigned(&key, |m| m.version = version);
     let p = dir.join(format!("v{version}.bundle"));
-    std::fs::write(&p, build_bundle(&m, &files, &key).unwrap()).unwrap();
+    std::fs::write(&p, bytes).unwrap();
     p
 }
 

@@ -734,6 +734,10 @@ pub struct CounterDelta {
     pub rejections: u64,
     /// Errors.
     pub errors: u64,
+    /// Runs cancelled at their deadline.
+    pub cancellations: u64,
+    /// Admission control's worst-case compute per frame after the run, in µs.
+    pub wcet_us: u32,
 }
 
 /// One run's results.
@@ -1103,6 +1107,8 @@ fn run_once(
             deadline_misses: a.deadline_misses.saturating_sub(b.deadline_misses),
             rejections: a.rejections.saturating_sub(b.rejections),
             errors: a.errors.saturating_sub(b.errors),
+            cancellations: a.cancellations.saturating_sub(b.cancellations),
+            wcet_us: a.wcet_us,
         });
     }
     if !errors.is_empty() {
@@ -1252,6 +1258,10 @@ pub struct CapacityResult {
     pub capacity: Option<usize>,
     /// The search found the daemon's stream limit, not a compute limit.
     pub at_stream_limit: bool,
+    /// Largest count that passed a search probe.
+    pub search_found: usize,
+    /// Admission control's worst-case compute per frame after the search, in µs.
+    pub wcet_us: Option<u32>,
     /// `(streams, passed, stopped early)` of each search probe.
     pub probes: Vec<(usize, bool, bool)>,
     /// Probe length in s.
@@ -1262,6 +1272,8 @@ pub struct CapacityResult {
     pub cores: usize,
     /// Per-stage p50 (µs) from `Status` after the search: vad, mel, embedding, head.
     pub stage_p50_us: Vec<(String, u32)>,
+    /// Per-stage p99.9 (µs) from the same `Status`.
+    pub stage_p999_us: Vec<(String, u32)>,
     /// Sum of the stage p50s in µs.
     pub compute_p50_us: u64,
     /// cores × 80 ms ÷ `compute_p50_us`.
@@ -1291,10 +1303,10 @@ pub struct LoadReport {
     pub load: Vec<RunResult>,
     /// `capacity`.
     pub capacity: Option<CapacityResult>,
-    /// `overload` run.
-    pub overload: Option<RunResult>,
-    /// Capacity the overload was based on, and where it came from.
-    pub overload_basis: Option<String>,
+    /// `overload` runs: 2× capacity, then 2× the compute bound when that is more.
+    pub overload: Vec<RunResult>,
+    /// What each overload run's stream count is based on.
+    pub overload_basis: Vec<String>,
     /// `hog` runs.
     pub hog: Vec<RunResult>,
     /// Total wall time in s.
@@ -1377,16 +1389,22 @@ pub fn run_bench_load(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
         }
     }
 
-    let mut capacity_found: Option<usize> = None;
+    let mut capacity_found: Option<(usize, &str)> = None;
     if opts.scenarios.contains(&LoadScenario::Capacity) {
         let c = run_capacity(opts, &audio, true)?;
-        capacity_found = c.capacity;
+        capacity_found = match c.capacity {
+            Some(n) => Some((n, "measured above")),
+            None if c.search_found > 0 => {
+                Some((c.search_found, "found by the search above, not confirmed"))
+            }
+            None => None,
+        };
         rep.capacity = Some(c);
     }
 
     if opts.scenarios.contains(&LoadScenario::Overload) {
         let (cap, basis) = match (capacity_found, opts.capacity_hint) {
-            (Some(c), _) => (c, format!("capacity {c} measured above")),
+            (Some((c, how)), _) => (c, format!("capacity {c} {how}")),
             (None, Some(c)) => (c, format!("capacity {c} given with --capacity")),
             (None, None) => {
                 let c = run_capacity(opts, &audio, false)?;
@@ -1394,30 +1412,46 @@ pub fn run_bench_load(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
                 (cap, format!("capacity {cap} from a probe-only search"))
             }
         };
-        let want = (2 * cap).max(2);
-        let n = want.min(DAEMON_MAX_STREAMS);
-        let basis = if n < want {
-            format!("{basis}; 2× = {want} capped at the daemon's {DAEMON_MAX_STREAMS}-stream limit")
-        } else {
-            basis
+        let capped = |want: usize, basis: String| {
+            let n = want.clamp(2, DAEMON_MAX_STREAMS);
+            if n < want {
+                (n, format!("{basis}; {want} capped at the daemon's {DAEMON_MAX_STREAMS}-stream limit"))
+            } else {
+                (n, basis)
+            }
         };
-        let d = Daemon::start(opts, "overload", &[])?;
-        // A short unmeasured run first, so per-stream and per-connection allocations do
-        // not count as growth.
-        let warm = run_once(
-            &d,
-            &spec("overload", n, false, Duration::from_secs(2)),
-            &audio,
-            opts,
-        );
-        if let Some(e) = &warm.error {
-            log::warn!("overload warm-up: {e}");
+        let mut plan = vec![capped(2 * cap, format!("2 × {basis}"))];
+        // Admission may hold the capacity far below what the CPUs could do; 2× the
+        // compute bound is an overload of the CPUs themselves.
+        if let Some(b) = rep.capacity.as_ref().and_then(|c| c.compute_bound) {
+            let (n, why) = capped(
+                (2.0 * b).ceil() as usize,
+                format!("2 × the compute bound {b:.1}"),
+            );
+            if n > plan[0].0 {
+                plan.push((n, why));
+            }
         }
-        gap();
-        let r = run_once(&d, &spec("overload", n, false, opts.duration), &audio, opts);
-        progress(&r);
-        rep.overload = Some(r);
-        rep.overload_basis = Some(basis);
+        let d = Daemon::start(opts, "overload", &[])?;
+        for (n, basis) in plan {
+            // A short unmeasured run first, so per-stream and per-connection allocations
+            // do not count as growth.
+            let warm = run_once(
+                &d,
+                &spec("overload", n, false, Duration::from_secs(2)),
+                &audio,
+                opts,
+            );
+            if let Some(e) = &warm.error {
+                log::warn!("overload warm-up: {e}");
+            }
+            gap();
+            let r = run_once(&d, &spec("overload", n, false, opts.duration), &audio, opts);
+            progress(&r);
+            rep.overload.push(r);
+            rep.overload_basis.push(basis);
+            gap();
+        }
     }
 
     if opts.scenarios.contains(&LoadScenario::Hog) {
@@ -1487,15 +1521,16 @@ fn run_capacity(
             .map(|&(n, ok)| (n, ok, stopped.get(&n).copied().unwrap_or(false)))
             .collect(),
         probe_s: opts.probe_duration.as_secs_f64(),
+        search_found: found,
         cores: cores(),
         ..Default::default()
     };
     if !confirm {
         c.capacity = (found > 0).then_some(found);
     } else {
-        // Confirm over the full duration; step down on failure (at most 3 runs).
+        // Confirm over the full duration; step down on failure (at most 2 runs).
         let mut n = found;
-        for _ in 0..3 {
+        for _ in 0..2 {
             if n == 0 {
                 break;
             }
@@ -1527,13 +1562,18 @@ fn run_capacity(
         }
     }
     c.at_stream_limit = c.capacity == Some(max);
-    if let Ok(st) = status(&d.dev) {
-        for stage in ["Vad", "Mel", "Embedding", "Head"] {
-            if let Some(l) = st.latency.iter().find(|l| l.stage == stage) {
-                c.stage_p50_us.push((stage.to_lowercase(), l.p50_us));
+    match status(&d.dev) {
+        Err(e) => log::warn!("capacity: no status: {e:#}"),
+        Ok(st) => {
+            c.wcet_us = Some(st.wcet_us);
+            for stage in ["Vad", "Mel", "Embedding", "Head"] {
+                if let Some(l) = st.latency.iter().find(|l| l.stage == stage) {
+                    c.stage_p50_us.push((stage.to_lowercase(), l.p50_us));
+                    c.stage_p999_us.push((stage.to_lowercase(), l.p999_us));
+                }
             }
+            c.compute_p50_us = c.stage_p50_us.iter().map(|s| u64::from(s.1)).sum();
         }
-        c.compute_p50_us = c.stage_p50_us.iter().map(|s| u64::from(s.1)).sum();
     }
     let period_us = FRAME_PERIOD.as_micros() as f64;
     if c.compute_p50_us > 0 {
@@ -1620,6 +1660,12 @@ fn notes(runs: &[&RunResult]) -> String {
         }
         if let Some(d) = &r.daemon {
             let t = &r.total;
+            if t.misses + t.rejections() > 0 || d.cancellations > 0 {
+                md.push_str(&format!(
+                    "\n- {label}: daemon admission WCET after the run {} µs; {} runs cancelled at the deadline.",
+                    d.wcet_us, d.cancellations
+                ));
+            }
             if d.deadline_misses != t.misses || d.rejections != t.rejections() {
                 md.push_str(&format!(
                     "\n- {label}: the daemon counted {} misses / {} rejections, the rig {} / {}.",
@@ -1676,9 +1722,9 @@ impl LoadReport {
                 }
             });
             let confirm_s = c.confirms.last().map_or(0.0, |r| r.duration_s);
-            md.push_str("| capacity: streams with 0 misses, 0 rejections | over | compute bound (cores × 80 ms ÷ Σ stage p50) | Σ stage p50 (vad+mel+embedding+head) | bound from mean server compute |\n|---:|---:|---:|---:|---:|\n");
+            md.push_str("| capacity: streams with 0 misses, 0 rejections | over | compute bound (cores × 80 ms ÷ Σ stage p50) | Σ stage p50 (vad+mel+embedding+head) | bound from mean server compute | Σ stage p99.9 | admission WCET (daemon) |\n|---:|---:|---:|---:|---:|---:|---:|\n");
             md.push_str(&format!(
-                "| **{cap}** | {confirm_s} s | {} | {} µs ({}) | {} |\n\n",
+                "| **{cap}** | {confirm_s} s | {} | {} µs ({}) | {} | {} µs | {} |\n\n",
                 c.compute_bound
                     .map_or("?".into(), |b| format!("{:.1} ({} cores)", b, c.cores)),
                 c.compute_p50_us,
@@ -1690,7 +1736,9 @@ impl LoadReport {
                 match (c.compute_bound_mean, c.compute_mean_us) {
                     (Some(b), Some(m)) => format!("{b:.1} (mean {m:.0} µs)"),
                     _ => "?".into(),
-                }
+                },
+                c.stage_p999_us.iter().map(|s| u64::from(s.1)).sum::<u64>(),
+                c.wcet_us.map_or("?".into(), |w| format!("{w} µs")),
             ));
             md.push_str(&format!(
                 "Search probes ({} s each, stopped at the first miss or rejection): {}.\n\n",
@@ -1720,17 +1768,26 @@ impl LoadReport {
                 md.push('\n');
             }
         }
-        if let Some(r) = &self.overload {
+        if !self.overload.is_empty() {
             md.push_str(&format!(
-                "## Overload ({}; {} s)\n\n",
-                self.overload_basis.as_deref().unwrap_or(""),
-                r.duration_s
+                "## Overload ({} s per row)\n\n",
+                self.overload[0].duration_s
             ));
+            for (r, b) in self.overload.iter().zip(&self.overload_basis) {
+                md.push_str(&format!("- {} streams: {b}\n", r.streams));
+            }
+            md.push('\n');
             md.push_str(RUN_HEADER);
-            md.push_str(&run_rows(r));
+            for r in &self.overload {
+                md.push_str(&run_rows(r));
+            }
+            md.push_str("\n| streams | frames | answered exactly once | late | daemon VmRSS first / max / last MiB | growth | VmHWM MiB |\n|---:|---:|---:|---:|---|---:|---:|\n");
+        }
+        for r in &self.overload {
             let t = &r.total;
             md.push_str(&format!(
-                "\n| frames | answered exactly once | late | daemon VmRSS first / max / last MiB | growth | VmHWM MiB |\n|---:|---:|---:|---|---:|---:|\n| {} | {} | {} | {} / {} / {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} / {} / {} | {} | {} |\n",
+                r.streams,
                 t.frames,
                 t.answered_once,
                 t.late,
@@ -1744,12 +1801,13 @@ impl LoadReport {
                 )),
                 mib(r.memory.hwm_kb),
             ));
+        }
+        if !self.overload.is_empty() {
             md.push_str(&format!(
-                "\nMemory sampled every second ({} samples) after a 2 s unmeasured warm-up at the same load; “flat” = |last − first| ≤ {} MiB.\n",
-                r.memory.samples.len(),
+                "\nMemory sampled every second after a 2 s unmeasured warm-up at the same load; “flat” = |last − first| ≤ {} MiB.\n",
                 MEMORY_FLAT_KB / 1024
             ));
-            md.push_str(&notes(&[r]));
+            md.push_str(&notes(&self.overload.iter().collect::<Vec<_>>()));
             md.push('\n');
         }
         if !self.hog.is_empty() {

@@ -83,7 +83,7 @@ enum Command {
         /// Length of the run confirming the capacity in s [default: 60; quick: 8].
         #[arg(long)]
         capacity_duration_s: Option<f64>,
-        /// Length of each capacity search probe in s [default: 8; quick: 2].
+        /// Length of each capacity search probe in s [default: 6; quick: 2].
         #[arg(long)]
         probe_s: Option<f64>,
         /// Capacity for the overload scenario when capacity is not run.
@@ -253,7 +253,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 stream_counts: streams,
                 duration: pick(duration_s, 20.0, 3.0)?,
                 capacity_duration: pick(capacity_duration_s, 60.0, 8.0)?,
-                probe_duration: pick(probe_s, 8.0, 2.0)?,
+                probe_duration: pick(probe_s, 6.0, 2.0)?,
                 capacity_hint: capacity,
                 hog_streams,
                 hog_workers: hog_workers.unwrap_or_else(load::cores),

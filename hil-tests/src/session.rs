@@ -191,6 +191,10 @@ pub struct StatusInfo {
     pub providers: Vec<(String, String)>,
     /// Latency per stage.
     pub latency: Vec<StageLatencyInfo>,
+    /// Runs cut at their deadline.
+    pub cancellations: u64,
+    /// Worst-case compute per frame admission control currently assumes, in µs.
+    pub wcet_us: u32,
 }
 
 /// Owned copy of [`outpost_protocol::StageLatency`], all in µs.
@@ -313,6 +317,8 @@ impl AnswerKind {
                         budget_us: l.budget_us,
                     })
                     .collect(),
+                cancellations: s.cancellations,
+                wcet_us: s.wcet_us,
             })),
             Response::Error(e) => AnswerKind::Error(*e),
             Response::Reloaded {

@@ -147,3 +147,54 @@ fn absent_serial_device_is_skipped_not_passed() {
     let e = Device::bring_up(cfg, &SimOptions::new(fake_outpostd())).unwrap_err();
     assert!(e.to_string().contains("skipped"), "{e}");
 }
+
+#[test]
+fn bench_load_against_the_fake() {
+    use outpost_hil::load::{run_bench_load, HogKind, LoadOptions, LoadScenario};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LoadOptions {
+        sim: SimOptions::new(fake_outpostd()),
+        clips: Vec::new(),
+        scenarios: vec![LoadScenario::Load, LoadScenario::Overload, LoadScenario::Hog],
+        // The fake announces 4 streams per connection: 5 streams take 2 socket
+        // connections, or the PTY line (4) plus one socket connection.
+        stream_counts: vec![1, 5],
+        duration: Duration::from_millis(480),
+        capacity_duration: Duration::from_millis(480),
+        probe_duration: Duration::from_millis(240),
+        capacity_hint: Some(2),
+        hog_streams: 2,
+        hog_workers: 1,
+        hog_kind: HogKind::Spin,
+        hog_no_rt: false,
+        late_allowance_us: 2_000,
+        rig_rt_priority: None,
+        log_dir: Some(dir.path().to_owned()),
+    };
+    let rep = run_bench_load(&opts).expect("bench-load runs");
+    assert_eq!(rep.load.len(), 4);
+    for r in rep.load.iter().chain(&rep.overload).chain(&rep.hog) {
+        assert!(r.error.is_none(), "{:?}", r.error);
+        let t = &r.total;
+        // 480 ms = 6 frames per stream, each answered once with a result.
+        assert_eq!(t.frames, 6 * r.streams as u64, "{r:?}");
+        assert_eq!(t.results, t.frames);
+        assert_eq!(t.answered_once, t.frames);
+        assert_eq!((t.unanswered, t.duplicates, t.stray, t.late), (0, 0, 0, 0));
+        assert_eq!(t.client.count, t.frames);
+    }
+    let pty5 = &rep.load[3];
+    assert_eq!((pty5.path.as_str(), pty5.streams, pty5.conns), ("pty", 5, 2));
+    assert_eq!(pty5.groups.len(), 2);
+    assert_eq!(rep.overload.len(), 1);
+    assert_eq!(rep.overload[0].streams, 4);
+    assert_eq!(rep.hog.len(), 2);
+    assert!(rep.ok());
+    let files = rep.write(dir.path()).unwrap();
+    let md = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(md.contains("## Latency under load"), "{md}");
+    assert!(md.contains("↳ pty part"), "{md}");
+    assert!(md.contains("4 streams: 2 × capacity 2 given with --capacity"), "{md}");
+    assert!(md.contains("## CPU hog"), "{md}");
+    assert!(dir.path().join("outpostd-load.log").is_file());
+}
