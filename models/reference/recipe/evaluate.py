@@ -1,0 +1,247 @@
+"""Streaming evaluation through the full frame pipeline (StreamingPipeline: per-frame mel on
+the last 1760 samples, embedding, head, silero VAD with carried state) and the decision logic.
+
+Held-out voices only (split "val": held-out espeak-ng languages/variants, flite slt, all of
+festival; split "demo": the holdout_voices.txt voices).
+
+1. Per condition (clean, 20, 10, 5 dB SNR) the utterances are concatenated into long streams
+   with 1.2-2.2 s gaps, noise is added over the whole stream, and every frame's head scores and
+   VAD probability are recorded (CACHE/eval/*.npz).
+2. Negative speech streams (held-out voices, random sentences, near-miss words) for false
+   accepts per hour, clean and at 10 dB.
+3. Decision parameters are swept on the recorded scores (the decision logic is cheap); the
+   operating point is chosen to satisfy FA/h <= 0.5 and maximise the accuracy (see report).
+"""
+import hashlib
+import itertools
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+import augment as A
+import common as C
+
+CONDITIONS = [("clean", None), ("snr20", 20.0), ("snr10", 10.0), ("snr5", 5.0)]
+NOISE_CYCLE = ["pink", "babble", "white", "brown", "tones", "hum", "babble", "pink"]
+ASSIGN_AFTER_S = 1.1     # a detection belongs to an utterance if it falls in [start, end + this]
+
+
+def seed_of(*parts):
+    return int(hashlib.sha1("/".join(map(str, parts)).encode()).hexdigest()[:8], 16)
+
+
+def build_stream(clips, labels, rng, bank, snr, gap=(1.2, 2.2), noise_kind=None):
+    """Concatenate clips (int16 clean) with gaps; returns int16 stream and utterance list."""
+    parts, utts, pos = [], [], 0
+    lead = int(rng.uniform(0.5, 1.0) * C.SR) + int(rng.integers(0, C.FRAME))
+    parts.append(np.zeros(lead, np.float32))
+    pos = lead
+    for x, lab in zip(clips, labels):
+        x = x.astype(np.float32)
+        s, e = A.speech_bounds(x)
+        x = x[s:e] * 10 ** (rng.uniform(-14, 0) / 20)        # level varies per utterance
+        parts.append(x)
+        utts.append((pos, pos + len(x), lab))
+        pos += len(x)
+        g = int(rng.uniform(*gap) * C.SR)
+        parts.append(np.zeros(g, np.float32))
+        pos += g
+    y = np.concatenate(parts)
+    y = np.concatenate([y, np.zeros((-len(y)) % C.FRAME, np.float32)])
+    sp = np.concatenate([y[s:e] for s, e, _ in utts])
+    p_speech = np.mean(sp.astype(np.float64) ** 2)
+    if snr is None:
+        y = y + rng.normal(0, 1.0, len(y))        # "clean": 1 LSB noise floor (a real ADC), no added noise
+    else:
+        nz, kind = bank.noise(rng, len(y), noise_kind)
+        y = y + nz * np.sqrt(p_speech / 10 ** (snr / 10))
+    peak = np.abs(y).max()
+    if peak > 32000:
+        y *= 32000 / peak
+    return np.clip(np.round(y), -32768, 32767).astype(np.int16), utts
+
+
+def run_stream(audio, head):
+    p = C.StreamingPipeline(head)
+    n = len(audio) // C.FRAME
+    scores = np.zeros((n, len(C.LABELS)), np.float32)
+    vad = np.zeros(n, np.float32)
+    for k in range(n):
+        _, sc, v = p.push(audio[k * C.FRAME:(k + 1) * C.FRAME])
+        scores[k], vad[k] = sc, v
+    return scores, vad
+
+
+def decide(scores, vad, T, K, R, V, H):
+    d = C.Decision(T, K, R, V, H)
+    dets = []
+    for k in range(len(scores)):
+        r = d.push(scores[k], vad[k])
+        if r:
+            dets.append((k, r[0], r[1]))
+    return dets
+
+
+def decide_fast(scores, vad, T, K, R, V, H):
+    """Same result as C.Decision (checked in report.py), vectorised: only frames where a
+    detection is possible are visited."""
+    n = len(scores)
+    if n == 0:
+        return []
+    cs = np.cumsum(np.vstack([np.zeros((1, C.NONE)), scores[:, :C.NONE].astype(np.float64)]), axis=0)
+    k = np.arange(n)
+    lo = np.maximum(0, k - K + 1)
+    s = (cs[k + 1] - cs[lo]) / (k + 1 - lo)[:, None]
+    nh = max(1, H // 80 + 1)
+    vp = np.concatenate([np.full(nh - 1, -1.0), vad])
+    vr = np.lib.stride_tricks.sliding_window_view(vp, nh).max(1) >= V
+    c = s.argmax(1)
+    smax = s[k, c]
+    below = smax < T
+    nb = np.where(below, k, n)
+    next_below = np.minimum.accumulate(nb[::-1])[::-1]     # first j >= i with smax[j] < T
+    armed_from, t_last, dets = 0, None, []
+    for i in np.nonzero(~below & vr)[0]:
+        if i >= armed_from and (t_last is None or i * 80 - t_last >= R):
+            dets.append((int(i), int(c[i]), float(smax[i])))
+            t_last = i * 80
+            armed_from = next_below[i + 1] + 1 if i + 1 < n else n + 1
+    return dets
+
+
+def score_utts(dets, utts, n_frames):
+    """Per utterance: first detection in [start, end + ASSIGN_AFTER_S] -> label or miss.
+    Detections outside every utterance window or extra ones inside count as false accepts."""
+    res = []
+    used = set()
+    for (s, e, lab) in utts:
+        lo, hi = s // C.FRAME, (e + int(ASSIGN_AFTER_S * C.SR)) // C.FRAME
+        ds = [d for d in dets if lo <= d[0] <= hi]
+        for d in ds:
+            used.add(d[0])
+        first = ds[0][1] if ds else None
+        lat = (ds[0][0] * C.FRAME + C.FRAME - e) / C.SR if ds else None
+        res.append((lab, first, len(ds), lat))
+    extra = [d for d in dets if d[0] not in used]
+    return res, extra
+
+
+def load_clips(split_filter):
+    jobs = json.loads((C.CACHE / "tts_manifest.json").read_text())
+    out = []
+    for j in jobs:
+        if split_filter(j):
+            out.append((j, C.read_wav(C.CACHE / "tts" / f"{j['key']}.wav")))
+    return out
+
+
+def record(head):
+    d = C.CACHE / "eval"
+    d.mkdir(parents=True, exist_ok=True)
+    pos = load_clips(lambda j: j["split"] in ("val", "demo") and j["label"] != C.NONE)
+    neg = load_clips(lambda j: j["split"] == "val" and j["label"] == C.NONE)
+    frac = float(os.environ.get("OUTPOST_EVAL_FRACTION", "1"))   # < 1: quick look (not for the report)
+    if frac < 1:
+        pos, neg = pos[::int(round(1 / frac))], neg[::int(round(1 / frac))]
+    bab = []
+    for j, x in neg[::3]:
+        s, e = A.speech_bounds(x)
+        bab.append(x[s:e])
+    bank = A.NoiseBank(bab)
+    t0 = time.time()
+    recs = {}
+    for cname, snr in CONDITIONS:
+        rng = np.random.default_rng(seed_of("eval", cname))
+        order = rng.permutation(len(pos))
+        chunks = [order[i:i + 40] for i in range(0, len(order), 40)]
+        all_scores, all_vad, all_utts, meta = [], [], [], []
+        for ci, ch in enumerate(chunks):
+            clips = [pos[i][1] for i in ch]
+            labs = [pos[i][0]["label"] for i in ch]
+            audio, utts = build_stream(clips, labs, rng, bank, snr, noise_kind=NOISE_CYCLE[ci % len(NOISE_CYCLE)])
+            sc, vd = run_stream(audio, head)
+            all_scores.append(sc)
+            all_vad.append(vd)
+            all_utts.append(utts)
+            meta.append([(pos[i][0]["split"], pos[i][0]["engine"], pos[i][0]["voice"], pos[i][0]["text"]) for i in ch])
+        recs[cname] = (all_scores, all_vad, all_utts, meta)
+        print(f"eval {cname}: {len(pos)} utterances, {sum(len(s) for s in all_scores)} frames, "
+              f"{time.time() - t0:.0f}s", flush=True)
+    # negative speech streams (FA/h)
+    negrec = {}
+    for cname, snr in [("clean", None), ("snr10", 10.0)]:
+        rng = np.random.default_rng(seed_of("evalneg", cname))
+        order = rng.permutation(len(neg))
+        scs, vds, uts, txts = [], [], [], []
+        for r in range(1):
+            order = rng.permutation(len(neg))
+            for i in range(0, len(order), 60):
+                ch = order[i:i + 60]
+                audio, ut = build_stream([neg[k][1] for k in ch], [C.NONE] * len(ch), rng, bank, snr,
+                                         gap=(0.2, 1.2), noise_kind=NOISE_CYCLE[(i // 60) % len(NOISE_CYCLE)])
+                sc, vd = run_stream(audio, head)
+                scs.append(sc)
+                vds.append(vd)
+                uts.append(ut)
+                txts.append([neg[k][0]["text"] for k in ch])
+        negrec[cname] = (scs, vds, uts, txts)
+        print(f"eval negatives {cname}: {sum(len(s) for s in scs) * 0.08 / 3600:.2f} h, {time.time() - t0:.0f}s", flush=True)
+    return recs, negrec
+
+
+def evaluate(recs, negrec, params):
+    T, K, R, V, H = params
+    out = {}
+    for cname, (scs, vds, utts, meta) in recs.items():
+        rows, extras, frames = [], 0, 0
+        for sc, vd, ut, me in zip(scs, vds, utts, meta):
+            dets = decide_fast(sc, vd, T, K, R, V, H)
+            res, extra = score_utts(dets, ut, len(sc))
+            rows += [r + m for r, m in zip(res, me)]
+            extras += len(extra)
+            frames += len(sc)
+        out[cname] = (rows, extras, frames)
+    fa = {}
+    for cname, v in negrec.items():
+        scs, vds = v[0], v[1]
+        n = sum(len(decide_fast(sc, vd, T, K, R, V, H)) for sc, vd in zip(scs, vds))
+        hours = sum(len(s) for s in scs) * 0.08 / 3600
+        fa[cname] = (n, hours)
+    return out, fa
+
+
+def summarize(out, fa):
+    s = {}
+    for cname, (rows, extras, frames) in out.items():
+        acc = np.mean([r[1] == r[0] for r in rows])
+        s[cname] = dict(accuracy=float(acc), n=len(rows), extra_detections=int(extras))
+    tot = sum(v[0] for v in fa.values())
+    hrs = sum(v[1] for v in fa.values())
+    s["fa_per_hour"] = tot / hrs
+    s["fa"] = {k: dict(false_accepts=v[0], hours=v[1]) for k, v in fa.items()}
+    return s
+
+
+def sweep(recs, negrec):
+    grid = []
+    for T, K, R, V, H in itertools.product([0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95], [1, 2, 3, 4], [1000],
+                                           [0.3, 0.5], [400, 800]):
+        out, fa = evaluate(recs, negrec, (T, K, R, V, H))
+        sm = summarize(out, fa)
+        grid.append(((T, K, R, V, H), sm))
+    return grid
+
+
+def main():
+    head = C.REF / "command_head.onnx"
+    recs, negrec = record(head)
+    import pickle
+    with open(C.CACHE / "eval" / "recorded.pkl", "wb") as f:
+        pickle.dump((recs, negrec), f)
+
+
+if __name__ == "__main__":
+    main()

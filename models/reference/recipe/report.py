@@ -1,0 +1,273 @@
+"""Choose the decision parameters on the recorded streaming runs and write
+models/reference/training_report.{md,json}."""
+import itertools
+import json
+import pickle
+from collections import Counter, defaultdict
+
+import numpy as np
+
+import common as C
+import evaluate as E
+
+FA_TARGET = 0.5
+GRID = dict(T=[0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97], K=[1, 2, 3, 4], R=[1000],
+            V=[0.2, 0.35, 0.5], H=[400, 800, 1200])
+
+
+def subset(recs, parity):
+    return {c: tuple([x[i] for i in range(len(v[0])) if i % 2 == parity] for x in v) for c, v in recs.items()}
+
+
+def objective(sm):
+    return 0.4 * sm["clean"]["accuracy"] + 0.2 * sm["snr20"]["accuracy"] + 0.2 * sm["snr10"]["accuracy"] + 0.2 * sm["snr5"]["accuracy"]
+
+
+def choose(recs, negrec):
+    """Best objective with FA/h <= FA_TARGET; if no grid point reaches the target, best
+    objective among the points whose FA/h is at most 1.5x the lowest FA/h of the grid."""
+    rows = []
+    for T, K, R, V, H in itertools.product(*GRID.values()):
+        out, fa = E.evaluate(recs, negrec, (T, K, R, V, H))
+        rows.append(((T, K, R, V, H), E.summarize(out, fa)))
+    ok = [r for r in rows if r[1]["fa_per_hour"] <= FA_TARGET]
+    met = bool(ok)
+    if not ok:
+        fmin = min(r[1]["fa_per_hour"] for r in rows)
+        ok = [r for r in rows if r[1]["fa_per_hour"] <= 1.5 * fmin + 1e-9]
+    p, sm = max(ok, key=lambda r: (objective(r[1]), -r[1]["fa_per_hour"]))
+    return ((met, objective(sm)), p, sm), rows
+
+
+def details(out):
+    d = {}
+    for cname, (rows, extras, frames) in out.items():
+        per = defaultdict(lambda: [0, 0])
+        conf = Counter()
+        by_set = defaultdict(lambda: [0, 0])
+        lats = []
+        for lab, got, ndet, lat, split, engine, voice, text in rows:
+            per[C.LABELS[lab]][0] += got == lab
+            per[C.LABELS[lab]][1] += 1
+            conf[(C.LABELS[lab], C.LABELS[got] if got is not None else "(miss)")] += 1
+            setname = "demo voices" if split == "demo" else {"espeak": "espeak-ng held-out", "flite": "flite slt",
+                                                               "festival": "festival (unseen engine)"}[engine]
+            by_set[setname][0] += got == lab
+            by_set[setname][1] += 1
+            if lat is not None and got == lab:
+                lats.append(lat)
+        d[cname] = dict(
+            accuracy=float(np.mean([r[1] == r[0] for r in rows])), n=len(rows),
+            misses=int(sum(r[1] is None for r in rows)), wrong=int(sum(r[1] is not None and r[1] != r[0] for r in rows)),
+            extra_detections=int(extras),
+            per_command={k: dict(correct=v[0], n=v[1], accuracy=v[0] / v[1]) for k, v in per.items()},
+            per_set={k: dict(correct=v[0], n=v[1], accuracy=v[0] / v[1]) for k, v in by_set.items()},
+            confusion={f"{a} -> {b}": n for (a, b), n in sorted(conf.items()) if a != b},
+            latency_after_speech_end_s=dict(median=float(np.median(lats)) if lats else None,
+                                            p90=float(np.percentile(lats, 90)) if lats else None))
+    return d
+
+
+def text_category(t):
+    import texts as TX
+    if t in TX.HARD_NEGATIVES:
+        return "near-miss / partial command"
+    if t in TX.NUMBERS:
+        return "number"
+    if t in TX.SENTENCES:
+        return "sentence"
+    return "random words"
+
+
+def fa_breakdown(negrec, params):
+    by_cat, by_text, by_label = Counter(), Counter(), Counter()
+    n_cat = Counter()
+    for cname, v in negrec.items():
+        scs, vds, uts, txts = v
+        for sc, vd, ut, tx in zip(scs, vds, uts, txts):
+            for t in tx:
+                n_cat[text_category(t)] += 1
+            starts = np.array([u[0] for u in ut])
+            for k, c, _ in E.decide_fast(sc, vd, *params):
+                j = int(np.searchsorted(starts, C.frame_audio_end(k), side="right")) - 1
+                t = tx[j] if j >= 0 else "(before first utterance)"
+                by_cat[text_category(t)] += 1
+                by_text[f"{t!r} -> {C.LABELS[c]}"] += 1
+                by_label[C.LABELS[c]] += 1
+    return dict(by_category={k: dict(false_accepts=by_cat[k], utterances=n_cat[k]) for k in n_cat},
+                by_label=dict(by_label), examples=dict(by_text.most_common(25)))
+
+
+PAIRS = [("lights on", "lights off"), ("volume up", "volume down"), ("start recording", "end recording")]
+
+
+def main():
+    with open(C.CACHE / "eval" / "recorded.pkl", "rb") as f:
+        recs, negrec = pickle.load(f)
+    # tune on even stream chunks, check on odd ones, then report all with the chosen point
+    (key_a, params_a, sm_a), _ = choose(subset(recs, 0), negrec)
+    out_b, fa_b = E.evaluate(subset(recs, 1), negrec, params_a)
+    sm_b = E.summarize(out_b, fa_b)
+    params = params_a
+    out, fa = E.evaluate(recs, negrec, params)
+    sm = E.summarize(out, fa)
+    det = details(out)
+    # sequential decision == vectorised decision (sanity)
+    sc, vd = recs["snr10"][0][0], recs["snr10"][1][0]
+    for c_ in recs:
+        for sc, vd in zip(recs[c_][0][:4], recs[c_][1][:4]):
+            a, b = E.decide(sc, vd, *params), E.decide_fast(sc, vd, *params)
+            assert [x[:2] for x in a] == [x[:2] for x in b] and all(abs(x[2] - y[2]) < 1e-5 for x, y in zip(a, b))
+    # threshold curve at the chosen K/R/V/H
+    curve = []
+    for T in GRID["T"]:
+        o, f = E.evaluate(recs, negrec, (T,) + params[1:])
+        s = E.summarize(o, f)
+        curve.append(dict(T=T, clean=s["clean"]["accuracy"], snr20=s["snr20"]["accuracy"], snr10=s["snr10"]["accuracy"],
+                          snr5=s["snr5"]["accuracy"], fa_per_hour=s["fa_per_hour"]))
+    train_info = json.loads((C.CACHE / "train_info.json").read_text())
+    pipe = json.loads((C.CACHE / "pipeline_check.json").read_text())
+    man = json.loads((C.CACHE / "tts_manifest.json").read_text())
+    counts = Counter(f"{j['split']}/{j['engine']}/{'none' if j['label'] == C.NONE else 'command'}" for j in man)
+    T, K, R, V, H = params
+    decision = dict(threshold=T, smoothing_frames=K, refractory_ms=R, vad_threshold=V, vad_hangover_ms=H,
+                    label_thresholds=[])
+    minimal = {}
+    for cname in det:
+        minimal[cname] = {f"{a} / {b}": {f"{a} -> {b}": det[cname]["confusion"].get(f"{a} -> {b}", 0),
+                                         f"{b} -> {a}": det[cname]["confusion"].get(f"{b} -> {a}", 0)} for a, b in PAIRS}
+    fa_break = fa_breakdown(negrec, params)
+    rep = dict(decision=decision, fa_target_met=bool(key_a[0]), fa_breakdown=fa_break, summary=sm, tuned_on_even_chunks=dict(params=params_a, summary_even=sm_a,
+                                                                        summary_odd_heldout=sm_b),
+               details=det, minimal_pairs=minimal, threshold_curve=curve, train=train_info, pipeline_checks=pipe,
+               data_counts=dict(counts), voices=dict(
+                   espeak_train_langs=C.ESPEAK_TRAIN_LANGS, espeak_heldout_langs=C.ESPEAK_HELDOUT_LANGS,
+                   espeak_heldout_variants=C.ESPEAK_HELDOUT_VARIANTS, flite_train=C.FLITE_TRAIN_VOICES,
+                   flite_heldout=C.FLITE_HELDOUT_VOICES, festival_heldout=C.FESTIVAL_HELDOUT_VOICES,
+                   demo_voices=C.holdout_demo_voices()))
+    (C.REF / "training_report.json").write_text(json.dumps(rep, indent=1, default=float))
+    write_md(rep)
+    print(json.dumps(dict(decision=decision, summary=sm, odd=sm_b), indent=1, default=float))
+
+
+def pct(x):
+    return f"{100 * x:.1f} %"
+
+
+def write_md(rep):
+    d, sm, det = rep["decision"], rep["summary"], rep["details"]
+    L = []
+    L.append("# Command head — training report\n")
+    L.append("Generated by `models/reference/recipe/train.sh` (report.py). All numbers are measured **in streaming "
+             "mode**: utterances from voices never used in training are concatenated into long streams (1.2–2.2 s "
+             "gaps, per-utterance level −14..0 dB), noise is added over the whole stream, and the stream is pushed "
+             "80 ms at a time through the literal frame pipeline (mel on the last 1760 samples, embedding on the last "
+             "76 mel frames, head on the last 16 embeddings, silero VAD with carried state, fresh stream pre-filled "
+             "with silence) and the runtime's decision logic. An utterance counts as correct when the first detection "
+             f"between its start and {E.ASSIGN_AFTER_S} s after its end has its label; no detection = miss.\n")
+    L.append("## Operating point\n")
+    L.append(f"| T (threshold) | K (smoothing frames) | R (refractory ms) | V (VAD threshold) | H (VAD hangover ms) |\n|---|---|---|---|---|\n"
+             f"| {d['threshold']} | {d['smoothing_frames']} | {d['refractory_ms']} | {d['vad_threshold']} | {d['vad_hangover_ms']} |\n")
+    L.append(f"Chosen by grid search ({', '.join(f'{k}∈{v}' for k, v in GRID.items())}) on half of the held-out streams "
+             f"(even chunks): maximise 0.4·clean + 0.2·(20 dB + 10 dB + 5 dB) accuracy subject to false accepts ≤ {FA_TARGET}/h "
+             "on the negative-speech streams (if no grid point meets it: the best objective among the points within 1.5× of "
+             "the lowest FA/h on the grid). The other half (odd chunks), not used for the choice, gives: "
+             + ", ".join(f"{c} {pct(rep['tuned_on_even_chunks']['summary_odd_heldout'][c]['accuracy'])}" for c in ["clean", "snr20", "snr10", "snr5"])
+             + ".\n")
+    L.append("## Accuracy (held-out voices, streaming)\n")
+    L.append("| condition | accuracy | n | misses | wrong label | extra detections | median latency after speech end |\n|---|---|---|---|---|---|---|")
+    for c in ["clean", "snr20", "snr10", "snr5"]:
+        x = det[c]
+        L.append(f"| {c} | **{pct(x['accuracy'])}** | {x['n']} | {x['misses']} | {x['wrong']} | {x['extra_detections']} | "
+                 f"{x['latency_after_speech_end_s']['median']:.2f} s |")
+    L.append("\nTargets: ≥ 97 % clean, ≥ 90 % at 5 dB, ≤ 0.5 false accepts/hour.\n")
+    L.append("Noise types cycle per stream over pink, babble (held-out voices' speech), white, brown, music-like tones, hum. "
+             "'clean' = no added noise (1 LSB Gaussian floor).\n")
+    L.append("### Per held-out voice set\n")
+    sets = sorted(det["clean"]["per_set"])
+    L.append("| set | " + " | ".join(["clean", "snr20", "snr10", "snr5"]) + " |\n|---|---|---|---|---|")
+    for s in sets:
+        L.append(f"| {s} (n={det['clean']['per_set'][s]['n']}) | " + " | ".join(pct(det[c]['per_set'][s]['accuracy']) for c in ["clean", "snr20", "snr10", "snr5"]) + " |")
+    L.append("\n### Per command\n")
+    L.append("| command | clean | 20 dB | 10 dB | 5 dB |\n|---|---|---|---|---|")
+    for cmd in C.COMMANDS:
+        L.append(f"| {cmd} | " + " | ".join(pct(det[c]['per_command'][cmd]['accuracy']) for c in ["clean", "snr20", "snr10", "snr5"]) + " |")
+    L.append("\n### Minimal pairs (count of utterances recognised as the other member)\n")
+    L.append("| pair | clean | 20 dB | 10 dB | 5 dB |\n|---|---|---|---|---|")
+    for a, b in PAIRS:
+        key = f"{a} / {b}"
+        L.append(f"| {a} → {b} | " + " | ".join(str(rep['minimal_pairs'][c][key][f'{a} -> {b}']) for c in ["clean", "snr20", "snr10", "snr5"]) + " |")
+        L.append(f"| {b} → {a} | " + " | ".join(str(rep['minimal_pairs'][c][key][f'{b} -> {a}']) for c in ["clean", "snr20", "snr10", "snr5"]) + " |")
+    L.append("\n### All confusions (label -> detected)\n")
+    for c in ["clean", "snr5"]:
+        L.append(f"- {c}: " + (", ".join(f"{k}: {v}" for k, v in det[c]["confusion"].items()) or "none"))
+    L.append("\n## False accepts on negative speech\n")
+    for k, v in sm["fa"].items():
+        L.append(f"- {k}: {v['false_accepts']} false accepts in {v['hours']:.2f} h")
+    L.append(f"- **total: {sm['fa_per_hour']:.2f} false accepts per hour** (held-out voices; random sentences, word lists, "
+             "numbers and near-miss words such as top/shop, lights/lights out, volume/volume level, start/record/end, "
+             "reordered commands; 0.2–1.2 s gaps). With ~this many hours, one event is ~0.2/h: the estimate is coarse.\n")
+    fb = rep["fa_breakdown"]
+    L.append("False accepts by kind of negative utterance (utterances in the negative streams):\n")
+    for k, v in fb["by_category"].items():
+        L.append(f"- {k}: {v['false_accepts']} false accepts / {v['utterances']} utterances")
+    L.append("\nBy detected label: " + ", ".join(f"{k}: {v}" for k, v in fb["by_label"].items()))
+    L.append("\nMost frequent triggers: " + "; ".join(f"{k} ({v})" for k, v in fb["examples"].items()) + "\n")
+    if not rep["fa_target_met"]:
+        L.append(f"**No grid point reaches ≤ {FA_TARGET} FA/h**; the operating point is the best objective among "
+                 "the points whose FA/h is within 1.5× of the lowest FA/h on the grid.\n")
+    L.append("### Threshold curve (K, R, V, H fixed at the operating point)\n")
+    L.append("| T | clean | 20 dB | 10 dB | 5 dB | FA/h |\n|---|---|---|---|---|---|")
+    for r in rep["threshold_curve"]:
+        L.append(f"| {r['T']} | {pct(r['clean'])} | {pct(r['snr20'])} | {pct(r['snr10'])} | {pct(r['snr5'])} | {r['fa_per_hour']:.2f} |")
+    L.append("\n## Data\n")
+    L.append("Synthesized clips (before augmentation):\n")
+    for k, v in sorted(rep["data_counts"].items()):
+        L.append(f"- {k}: {v}")
+    v = rep["voices"]
+    L.append(f"\nTraining voices: espeak-ng languages {v['espeak_train_langs']} × all variants except the held-out ones "
+             f"(plus the default voice), flite {v['flite_train']}. Held out (never trained on): espeak-ng languages "
+             f"{v['espeak_heldout_langs']} (any variant), variants {v['espeak_heldout_variants']} (any language), "
+             f"flite {v['flite_heldout']}, festival {v['festival_heldout']} (a whole engine), demo voices {v['demo_voices']}.\n")
+    t = rep["train"]
+    L.append(f"Training windows: {t['train_windows']} (per label {dict(zip(C.LABELS, t['train_window_counts']))}). "
+             f"Label band: a window is the command when it ends {t['label_band'][0]}–{t['label_band'][1]} frames after the "
+             f"end of the spoken command, `none` when it ends ≥ {-t['none_before']:.2f} frames before it (partial command), "
+             "excluded otherwise.\n")
+    L.append(f"Head: MLP {C.HEAD_WIN * C.EMB_DIM}→{'→'.join(map(str, t['hidden']))}→{len(C.LABELS)} (ReLU, softmax), "
+             f"{t['params']} parameters, input normalisation folded into the first Gemm; ONNX vs numpy max abs diff "
+             f"{t['onnx_vs_numpy_max_abs']:.2e}.\n")
+    L.append("## What was tried (quarter-size streaming evaluation, same held-out voices)\n")
+    L.append("1. Single-utterance training streams (each clip alone after silence), MLP 1536→256→128→13 on 25 % of "
+             "the data: clean 92 % / 5 dB 58 % at T=0.5 but ~380 false accepts/h; the head had never seen speech "
+             "context in its window.")
+    L.append("2. Composite training streams (4–9 utterances, commands and negatives mixed, random gaps, one noise "
+             "over the stream) — the current data: FA/h at T=0.5 306 → still far off.")
+    L.append("3. Bigger, less regularised MLP (1536→384→192→13) on the same data: training windows are fitted "
+             "almost perfectly (99.96 % command windows, 0.02 % of `none` windows above 0.9) but held-out accuracy "
+             "does not move (clean 92.8 %, 5 dB 60.8 % at T=0.5) and FA/h drops only to ~200 at T=0.5. The gap is "
+             "generalisation across voices/engines (and noise), not head capacity: more diverse speech (another "
+             "real TTS engine or recorded speech for negatives), negatives that are not near-duplicates of commands, "
+             "and noise-matched training are the next levers.\n")
+    p = rep["pipeline_checks"]
+    L.append("## Pipeline contract checks\n")
+    L.append(f"- mel per 80 ms frame on the last 1760 samples vs mel on the whole signal: max abs difference "
+             f"**{p['mel_stream_vs_whole_max_abs']:.3f}** (in transformed x/10+2 units, i.e. ~{10 * p['mel_stream_vs_whole_max_abs']:.0f} dB; {p['mel_frames_compared']} frames): NOT equal. "
+             "melspectrogram.onnx ends with `Clip(x, min = ReduceMax(x) - 80)` (top_db = 80 over its whole input, batch "
+             "included), so a frame's value depends on the loudest frame in the same call. Frames are equal (≤ 1e-6) "
+             "only where the call's dynamic range stays under 80 dB; near-silent frames differ. The runtime contract is "
+             "therefore the per-frame call on exactly the last 1760 samples (as openWakeWord streams), and the recipe "
+             "computes training features that way (never batched across frames). With a noise floor (σ=2 LSB) the "
+             f"difference is still {p['mel_stream_vs_whole_with_noise_floor_max_abs']:.3f}.")
+    L.append(f"- silence embedding stationary: {p['silent_embedding_stationarity_max_abs']} max abs difference.")
+    L.append(f"- features of concat(zeros(32000), audio) with pre-roll frames dropped vs. a fresh stream with pre-filled "
+             f"buffers: {p['zeros32000_preroll_vs_prefilled_buffers_head_input_max_abs']} (head input max abs difference).")
+    L.append(f"- batch feature extraction used for training vs. the literal streaming loop: "
+             f"{p['stream_loop_vs_batch_embedding_max_abs']} max abs difference.")
+    L.append("- decision: vad_recent looks at the last H//80+1 frames (including t); re-arming happens when every "
+             "command's smoothed score is below its threshold.\n")
+    (C.REF / "training_report.md").write_text("\n".join(L) + "\n")
+
+
+if __name__ == "__main__":
+    main()

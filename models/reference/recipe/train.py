@@ -1,0 +1,255 @@
+"""Train the command head (numpy MLP) on stream embeddings and export it to ONNX.
+
+Window labelling (per head call at frame k, d = frames between the end of the spoken command
+and the newest audio the head has seen, see common.frame_audio_end):
+  d <= POS_LO - 2.5  -> none (partial command: "lights o..." is not "lights on")
+  POS_LO <= d <= POS_HI -> the command
+  otherwise           -> excluded from the loss (ambiguous)
+"""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+import common as C
+
+SEED = 20240611
+POS_LO, POS_HI = 0.25, 9.0
+NEG_BEFORE = POS_LO - 2.5
+HIDDEN = (384, 192)
+EPOCHS = int(os.environ.get("OUTPOST_EPOCHS", "22"))
+BATCH = 512
+LR = 1e-3
+WD = 1e-4
+DROP_IN = 0.05
+DROP_H = 0.1
+
+
+def window_labels(n, segs):
+    """Labels of the n head windows of one stream. segs: [(label, start, end)] in samples.
+    -1 = excluded; kind 1 = `none` window inside a command (partial command)."""
+    fe = C.frame_audio_end(np.arange(n))
+    y = np.full(n, C.NONE)
+    kind = np.zeros(n, int)
+    excl = np.zeros(n, bool)
+    starts = np.array([sg[1] for sg in segs]) if len(segs) else np.zeros(0)
+    for lab, s, e in segs:
+        if lab == C.NONE:
+            continue
+        d = (fe - e) / C.FRAME
+        later = starts[starts > e]
+        other = np.zeros(n, bool)
+        for s2 in later:
+            other |= fe - s2 > C.FRAME            # the next utterance is audible in the window
+        pos = (d >= POS_LO) & (d <= POS_HI)
+        excl |= ((d > NEG_BEFORE) & (d < POS_LO)) | ((d > POS_HI) & (d <= POS_HI + 4)) | (pos & other)
+        pos &= ~other
+        y[pos] = lab
+        kind[(fe > s) & (d <= NEG_BEFORE)] = 1
+    y[excl & (y == C.NONE)] = -1
+    return y, kind
+
+
+def load(split):
+    z = np.load(C.CACHE / f"features_{split}.npz")
+    emb, off, segs = z["emb"].astype(np.float32), z["off"], z["segs"]
+    # padded embedding array: each stream preceded by 16 silent embeddings (runtime pre-fill)
+    sil = C.silence_embedding().astype(np.float32)
+    by_stream = {}
+    for si, lab, s, e in segs.tolist():
+        by_stream.setdefault(si, []).append((lab, s, e))
+    parts, idx, y, grp, kind = [], [], [], [], []
+    base = 0
+    for i in range(len(off) - 1):
+        E = emb[off[i]:off[i + 1]]
+        parts.append(np.repeat(sil[None], C.HEAD_WIN, 0))
+        parts.append(E)
+        n = len(E)
+        yy, kk = window_labels(n, by_stream.get(i, []))
+        idx.append(base + 1 + np.arange(n))          # window = padded[start : start + 16]
+        y.append(yy)
+        grp.append(np.full(n, i))
+        kind.append(kk)
+        base += C.HEAD_WIN + n
+    P = np.concatenate(parts)
+    idx, y, grp, kind = map(np.concatenate, (idx, y, grp, kind))
+    keep = y >= 0
+    return P, idx[keep], y[keep], grp[keep], kind[keep], z
+
+
+def gather(P, start):
+    return P[start[:, None] + np.arange(C.HEAD_WIN)[None, :]].reshape(len(start), -1)
+
+
+class MLP:
+    def __init__(self, rng, dims):
+        self.W = [rng.normal(0, np.sqrt(2.0 / a), (a, b)).astype(np.float32) for a, b in zip(dims[:-1], dims[1:])]
+        self.b = [np.zeros(b, np.float32) for b in dims[1:]]
+        self.m = [np.zeros_like(p) for p in self.W + self.b]
+        self.v = [np.zeros_like(p) for p in self.W + self.b]
+        self.t = 0
+
+    def forward(self, x, rng=None):
+        acts, masks = [x], []
+        h = x
+        if rng is not None and DROP_IN:
+            mk = (rng.random(h.shape, dtype=np.float32) > DROP_IN) * np.float32(1 / (1 - DROP_IN))
+            h = h * mk
+            acts[0] = h
+        for li, (W, b) in enumerate(zip(self.W, self.b)):
+            h = h @ W + b
+            if li < len(self.W) - 1:
+                h = np.maximum(h, 0)
+                if rng is not None and DROP_H:
+                    mk = (rng.random(h.shape, dtype=np.float32) > DROP_H) * np.float32(1 / (1 - DROP_H))
+                    h = h * mk
+                    masks.append(mk)
+                else:
+                    masks.append(None)
+                acts.append(h)
+        return h, acts, masks
+
+    def probs(self, x):
+        z = self.forward(x)[0]
+        z = z - z.max(1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(1, keepdims=True)
+
+    def step(self, x, y, w, rng, lr):
+        z, acts, masks = self.forward(x, rng)
+        z = z - z.max(1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(1, keepdims=True)
+        loss = -np.sum(w * np.log(p[np.arange(len(y)), y] + 1e-9)) / w.sum()
+        g = p.copy()
+        g[np.arange(len(y)), y] -= 1
+        g *= (w / w.sum())[:, None]
+        gW, gb = [None] * len(self.W), [None] * len(self.W)
+        for li in range(len(self.W) - 1, -1, -1):
+            gW[li] = acts[li].T @ g + WD * self.W[li]
+            gb[li] = g.sum(0)
+            if li > 0:
+                g = g @ self.W[li].T
+                g *= (acts[li] > 0)  # relu and dropout zeros
+                if masks[li - 1] is not None:
+                    g *= 1.0 / (1 - DROP_H)  # dropout scale of the kept units
+        self.t += 1
+        for i, (p_, g_) in enumerate(zip(self.W + self.b, gW + gb)):
+            self.m[i] = 0.9 * self.m[i] + 0.1 * g_
+            self.v[i] = 0.999 * self.v[i] + 0.001 * g_ * g_
+            mh = self.m[i] / (1 - 0.9 ** self.t)
+            vh = self.v[i] / (1 - 0.999 ** self.t)
+            p_ -= lr * mh / (np.sqrt(vh) + 1e-8)
+        return loss
+
+
+def sample_batch(rng, y, kind, n):
+    """half command windows (uniform over commands), half none (1/3 partial commands)."""
+    if not hasattr(sample_batch, "pools"):
+        sample_batch.pools = ([np.nonzero(y == c)[0] for c in range(C.NONE)],
+                              np.nonzero((y == C.NONE) & (kind == 1))[0],
+                              np.nonzero((y == C.NONE) & (kind == 0))[0])
+    pos, partial, neg = sample_batch.pools
+    npos = n // 2
+    cls = rng.integers(0, C.NONE, npos)
+    out = [pos[c][rng.integers(len(pos[c]))] for c in cls]
+    npart = (n - npos) // 3
+    out += list(partial[rng.integers(len(partial), size=npart)])
+    out += list(neg[rng.integers(len(neg), size=n - npos - npart)])
+    return np.array(out)
+
+
+def export_onnx(model, mu, sd, path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    W0 = model.W[0] / sd[:, None]
+    b0 = model.b[0] - (mu / sd) @ model.W[0]
+    Ws, bs = [W0] + model.W[1:], [b0] + model.b[1:]
+    inits = [numpy_helper.from_array(np.array([-1, C.HEAD_WIN * C.EMB_DIM], np.int64), "flat_shape")]
+    nodes = [helper.make_node("Reshape", ["embeddings", "flat_shape"], ["x0"])]
+    cur = "x0"
+    for i, (W, b) in enumerate(zip(Ws, bs)):
+        inits += [numpy_helper.from_array(W.astype(np.float32), f"W{i}"),
+                  numpy_helper.from_array(b.astype(np.float32), f"b{i}")]
+        nodes.append(helper.make_node("Gemm", [cur, f"W{i}", f"b{i}"], [f"g{i}"]))
+        cur = f"g{i}"
+        if i < len(Ws) - 1:
+            nodes.append(helper.make_node("Relu", [cur], [f"r{i}"]))
+            cur = f"r{i}"
+    nodes.append(helper.make_node("Softmax", [cur], ["scores"], axis=-1))
+    g = helper.make_graph(nodes, "outpost_command_head",
+                          [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", C.HEAD_WIN, C.EMB_DIM])],
+                          [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", len(C.LABELS)])],
+                          initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="outpost-recipe")
+    m.ir_version = 8
+    m.doc_string = "Outpost command head. labels: " + ", ".join(C.LABELS)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+
+
+def numpy_forward(model, mu, sd, x):
+    return model.probs((x.reshape(len(x), -1) - mu) / sd)
+
+
+def main():
+    rng = np.random.default_rng(SEED)
+    P, idx, y, grp, kind, _ = load("train")
+    if (C.CACHE / "features_val.npz").exists() and "segs" in np.load(C.CACHE / "features_val.npz").files:
+        Pv, idxv, yv, grpv, kindv, _ = load("val")
+    else:  # no pre-cut validation set: monitor on a held-back slice of training streams
+        Pv, idxv, yv = P, idx[-20000:], y[-20000:]
+    print("train windows", len(y), np.bincount(y, minlength=len(C.LABELS)).tolist())
+    print("val windows", len(yv), np.bincount(yv, minlength=len(C.LABELS)).tolist())
+    sub = rng.choice(len(idx), min(50000, len(idx)), replace=False)
+    Xs = gather(P, idx[sub])
+    # per-embedding-dimension normalisation (shared across the 16 time steps), folded into Gemm 0
+    Xs3 = Xs.reshape(len(Xs), C.HEAD_WIN, C.EMB_DIM)
+    mu = np.tile(Xs3.mean(axis=(0, 1)), C.HEAD_WIN)
+    sd = np.tile(Xs3.std(axis=(0, 1)) + 1e-3, C.HEAD_WIN)
+    Pn = (P - mu[:C.EMB_DIM]) / sd[:C.EMB_DIM]
+    Pvn = (Pv - mu[:C.EMB_DIM]) / sd[:C.EMB_DIM]
+    model = MLP(rng, [C.HEAD_WIN * C.EMB_DIM, *HIDDEN, len(C.LABELS)])
+    steps = EPOCHS * 400
+    Xv = gather(Pvn, idxv)
+    best = None
+    t0 = time.time()
+    for st in range(steps):
+        lr = LR * 0.5 * (1 + np.cos(np.pi * st / steps))
+        b = sample_batch(rng, y, kind, BATCH)
+        x = gather(Pn, idx[b])
+        x += np.float32(0.05) * rng.standard_normal(x.shape, dtype=np.float32)
+        loss = model.step(x, y[b], np.ones(len(b), np.float32), rng, lr)
+        if (st + 1) % 800 == 0 or st + 1 == steps:
+            pv = model.probs(Xv)
+            pred = pv.argmax(1)
+            acc_pos = np.mean(pred[yv < C.NONE] == yv[yv < C.NONE])
+            fa = np.mean(pv[yv == C.NONE, :C.NONE].max(1) > 0.5)
+            print(f"epoch {(st + 1) // 400} loss {loss:.3f} val pos-acc {acc_pos:.4f} "
+                  f"none>0.5 {fa:.5f} ({time.time() - t0:.0f}s)", flush=True)
+    out = C.REF / "command_head.onnx"
+    export_onnx(model, mu, sd, out)
+    # check ORT vs numpy
+    s = C.session(str(out))
+    xx = Pv[idxv[:256, None] + np.arange(C.HEAD_WIN)[None, :]].astype(np.float32)
+    ort_p = s.run(None, {"embeddings": xx})[0]
+    np_p = numpy_forward(model, mu, sd, xx)
+    diff = float(np.abs(ort_p - np_p).max())
+    print("onnx vs numpy max abs diff", diff)
+    pv = model.probs(Xv)
+    pred = pv.argmax(1)
+    cm = np.zeros((len(C.LABELS), len(C.LABELS)), int)
+    np.add.at(cm, (yv, pred), 1)
+    info = dict(seed=SEED, hidden=HIDDEN, epochs=EPOCHS, batch=BATCH, lr=LR, weight_decay=WD,
+                dropout_in=DROP_IN, dropout_hidden=DROP_H, label_band=[POS_LO, POS_HI], none_before=NEG_BEFORE,
+                train_windows=int(len(y)), train_window_counts=np.bincount(y, minlength=len(C.LABELS)).tolist(),
+                val_windows=int(len(yv)), val_window_confusion=cm.tolist(), onnx_vs_numpy_max_abs=diff,
+                params=int(sum(w.size for w in model.W) + sum(b.size for b in model.b)))
+    (C.CACHE / "train_info.json").write_text(json.dumps(info, indent=1))
+    np.savez(C.CACHE / "head_numpy.npz", mu=mu, sd=sd, *model.W, *model.b)
+
+
+if __name__ == "__main__":
+    main()

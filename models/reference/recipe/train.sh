@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Regenerate the Outpost command head from scratch (or from the cache in .outpost/recipe-cache).
+#   models/reference/recipe/train.sh            # everything
+#   OUTPOST_FRESH=1 models/reference/recipe/train.sh   # drop the recipe cache first
+# Steps: venv -> fetch upstream models -> pipeline checks -> TTS synthesis -> augmented
+# features -> train + ONNX export -> streaming evaluation + report -> golden vectors + bundle.toml
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/../../.." && pwd)"
+cd "$REPO"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OUTPOST_ORT_THREADS="${OUTPOST_ORT_THREADS:-1}"
+export PYTHONHASHSEED=0
+for tool in espeak-ng sox flite text2wave; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y espeak-ng sox flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts" >&2; exit 1; }
+done
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+.venv/bin/pip install -q -r models/reference/recipe/requirements.txt
+scripts/fetch-models
+CACHE="${OUTPOST_RECIPE_CACHE:-$REPO/.outpost/recipe-cache}"
+if [ "${OUTPOST_FRESH:-0}" = 1 ]; then rm -rf "$CACHE"; fi
+mkdir -p "$CACHE"
+PY="$REPO/.venv/bin/python"
+cd models/reference/recipe
+"$PY" check_pipeline.py
+"$PY" synth.py
+"$PY" features.py train
+"$PY" train.py
+"$PY" evaluate.py
+"$PY" report.py
+"$PY" golden.py
+echo "done: models/reference/{command_head.onnx,training_report.md,training_report.json,golden/,bundle.toml}"
