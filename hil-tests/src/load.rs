@@ -236,6 +236,18 @@ pub fn phase(global: usize, n: usize) -> Duration {
     FRAME_PERIOD * global as u32 / n as u32
 }
 
+/// Stream counts tried to confirm a capacity `n` found by the search, in order:
+/// n, n − max(1, n/8), n/2, n/4 (decreasing, positive, without repeats).
+pub fn confirm_steps(n: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = Vec::new();
+    for k in [n, n - (n / 8).max(1).min(n), n / 2, n / 4] {
+        if k > 0 && v.last().is_none_or(|&l| k < l) {
+            v.push(k);
+        }
+    }
+    v
+}
+
 /// Searches the largest stream count for which `probe` passes: doubling from
 /// `start` (capped at `max`) until a failure, then bisection between the last pass
 /// and the first failure. Returns the largest passing count (0 if even 1 fails) and
@@ -550,6 +562,9 @@ pub struct TallySummary {
     pub errors: u64,
     /// Answers read later than deadline + allowance after the frame was written (invariant).
     pub late: u64,
+    /// Answers whose own daemon timing (`Frame` `total_us`, `DeadlineMissed`
+    /// `elapsed_us`) exceeds the deadline: late by the daemon's own clock.
+    pub late_by_daemon_clock: u64,
     /// Client latency (last byte written → answer read) of every answer.
     pub client: LatencySummary,
     /// Client latency of the results only.
@@ -620,6 +635,7 @@ struct Sent {
 fn tally_conn(
     sent: &[Sent],
     got: &[Got],
+    deadline_us: u64,
     late_after_us: u64,
     desc: &str,
     tallies: &mut [&mut Tally],
@@ -652,8 +668,16 @@ fn tally_conn(
         }
         let Some(a) = answers.first() else { continue };
         let lat_us = a.at.saturating_duration_since(s.written).as_micros() as u64;
+        let daemon_us = match &a.kind {
+            AnswerKind::Frame(f) => u64::from(f.timing.total_us),
+            AnswerKind::DeadlineMissed { elapsed_us, .. } => u64::from(*elapsed_us),
+            _ => 0,
+        };
         for t in tallies.iter_mut() {
             t.client.record(lat_us);
+            if daemon_us > deadline_us {
+                t.s.late_by_daemon_clock += 1;
+            }
             match &a.kind {
                 AnswerKind::Frame(f) => {
                     t.s.results += 1;
@@ -738,6 +762,10 @@ pub struct CounterDelta {
     pub cancellations: u64,
     /// Admission control's worst-case compute per frame after the run, in µs.
     pub wcet_us: u32,
+    /// The daemon's `Write` stage (answer queued → written) max since boot, in µs.
+    pub write_max_us: u32,
+    /// The daemon's `Transport` stage (frame read → submitted) max since boot, in µs.
+    pub transport_max_us: u32,
 }
 
 /// One run's results.
@@ -765,8 +793,12 @@ pub struct RunResult {
     pub memory: MemTrace,
     /// The daemon's own counters over the run.
     pub daemon: Option<CounterDelta>,
-    /// Largest lateness of the rig's sends against their schedule, in µs.
+    /// Largest lateness of the rig's sends against their schedule, in µs: how late the
+    /// rig's own (SCHED_FIFO) pacer woke up or how long a write blocked. Large values
+    /// mean the whole machine stalled, or the transport stopped taking bytes.
     pub send_lag_max_us: u64,
+    /// CPU time stolen by the hypervisor during the run (all CPUs, /proc/stat), in ms.
+    pub steal_ms: Option<u64>,
     /// What ran beside the daemon.
     pub beside: Option<String>,
     /// Deadline of the streams in µs.
@@ -792,6 +824,19 @@ impl RunResult {
             && self.total.rejections() == 0
             && self.total.errors == 0
     }
+}
+
+/// Steal time of all CPUs so far, in ms (`/proc/stat`, USER_HZ = 100).
+pub fn steal_ms() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_steal_ms(&text)
+}
+
+/// The steal field (8th value) of the `cpu` line of `/proc/stat` text, in ms.
+pub fn parse_steal_ms(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let jiffies: u64 = line.split_whitespace().nth(8)?.parse().ok()?;
+    Some(jiffies * 10)
 }
 
 fn status(dev: &SimulatedDevice) -> anyhow::Result<StatusInfo> {
@@ -850,9 +895,12 @@ fn run_once(
         ..Default::default()
     };
     let mut conns = Vec::new();
-    for p in &plans {
+    for (i, p) in plans.iter().enumerate() {
         match open_conn(&d.dev, p) {
-            Ok(c) => conns.push(c),
+            Ok(mut c) => {
+                c.desc = format!("conn {i} ({})", p.transport.name());
+                conns.push(c)
+            }
             Err(e) => {
                 r.error = Some(format!(
                     "setting up a {} connection: {e:#}\n--- outpostd log tail ---\n{}",
@@ -868,6 +916,7 @@ fn run_once(
     }
     r.deadline_us = conns.iter().map(|c| c.deadline_us).max().unwrap_or(0);
     let before = status(&d.dev).ok();
+    let steal_before = steal_ms();
 
     let n = spec.streams;
     let frames_per_stream = (spec.duration.as_micros() / FRAME_PERIOD.as_micros()).max(1) as u32;
@@ -1071,7 +1120,14 @@ fn run_once(
         let group = &mut groups[gi].1;
         group.s.streams += plan.streams.len();
         group.s.conns += 1;
-        tally_conn(&sent, &got, late_after_us, &desc, &mut [&mut total, group]);
+        tally_conn(
+            &sent,
+            &got,
+            u64::from(r.deadline_us),
+            late_after_us,
+            &desc,
+            &mut [&mut total, group],
+        );
         back.push(Conn {
             plan,
             desc,
@@ -1081,6 +1137,9 @@ fn run_once(
         });
     }
     mem_stop.store(true, Ordering::Relaxed);
+    r.steal_ms = steal_ms()
+        .zip(steal_before)
+        .map(|(a, b)| a.saturating_sub(b));
     let samples = mem_thread.join().unwrap_or_default();
     let (_, hwm) = read_memory_kb(pid);
     r.memory = MemTrace {
@@ -1109,6 +1168,8 @@ fn run_once(
             errors: a.errors.saturating_sub(b.errors),
             cancellations: a.cancellations.saturating_sub(b.cancellations),
             wcet_us: a.wcet_us,
+            write_max_us: stage_max(&a, "Write"),
+            transport_max_us: stage_max(&a, "Transport"),
         });
     }
     if !errors.is_empty() {
@@ -1117,10 +1178,17 @@ fn run_once(
     r
 }
 
+fn stage_max(st: &StatusInfo, stage: &str) -> u32 {
+    st.latency
+        .iter()
+        .find(|l| l.stage == stage)
+        .map_or(0, |l| l.max_us)
+}
+
 fn progress(r: &RunResult) {
     let t = &r.total;
     eprintln!(
-        "bench-load: {:>8} {:>6} {:>3} streams{}: {} frames, client p99 {} ms max {} ms, {} misses, {} rejections, {} late, {} unanswered{}{}",
+        "bench-load: {:>8} {:>6} {:>3} streams{}: {} frames, client p99 {} ms max {} ms, {} misses, {} rejections, {} late, {} unanswered, rig lag max {} ms, steal {} ms{}{}",
         r.scenario,
         r.path,
         r.streams,
@@ -1132,6 +1200,8 @@ fn progress(r: &RunResult) {
         t.rejections(),
         t.late,
         t.unanswered,
+        ms(r.send_lag_max_us),
+        r.steal_ms.map_or("?".into(), |s| s.to_string()),
         if r.stopped_early { " (stopped early)" } else { "" },
         r.error.as_ref().map(|e| format!(" — ERROR: {e}")).unwrap_or_default()
     );
@@ -1415,7 +1485,12 @@ pub fn run_bench_load(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
         let capped = |want: usize, basis: String| {
             let n = want.clamp(2, DAEMON_MAX_STREAMS);
             if n < want {
-                (n, format!("{basis}; {want} capped at the daemon's {DAEMON_MAX_STREAMS}-stream limit"))
+                (
+                    n,
+                    format!(
+                        "{basis}; {want} capped at the daemon's {DAEMON_MAX_STREAMS}-stream limit"
+                    ),
+                )
             } else {
                 (n, basis)
             }
@@ -1528,10 +1603,12 @@ fn run_capacity(
     if !confirm {
         c.capacity = (found > 0).then_some(found);
     } else {
-        // Confirm over the full duration; step down on failure (at most 2 runs).
-        let mut n = found;
-        for _ in 0..2 {
-            if n == 0 {
+        // Confirm over the full duration, stepping down on failure: n, n − n/8, n/2,
+        // n/4. A failing run stops at its first miss or rejection; an attempt starts
+        // only if it can end within 2 × the confirmation length of the first one.
+        let started = Instant::now();
+        for n in confirm_steps(found) {
+            if started.elapsed() + opts.capacity_duration > 2 * opts.capacity_duration {
                 break;
             }
             let r = run_once(
@@ -1557,7 +1634,6 @@ fn run_capacity(
                 c.capacity = Some(n);
                 break;
             }
-            n -= (n / 8).max(1);
             std::thread::sleep(Duration::from_millis(300));
         }
     }
@@ -1594,9 +1670,23 @@ fn mib(kb: Option<u64>) -> String {
     kb.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0))
 }
 
-const RUN_HEADER: &str = "| path | streams | conns | frames | client p50 ms | p99 ms | p99.9 ms | max ms | server total p99 ms | results | misses | rejections | late | unanswered |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+const RUN_HEADER: &str = "| path | streams | conns | frames | client p50 ms | p99 ms | p99.9 ms | max ms | server total p99 ms | results | misses | rejections | late | unanswered | rig lag max ms | steal ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
 
-fn run_row(label: &str, streams: usize, conns: usize, t: &TallySummary) -> String {
+fn late_cell(t: &TallySummary) -> String {
+    if t.late_by_daemon_clock > 0 {
+        format!("{} ({} by daemon clock)", t.late, t.late_by_daemon_clock)
+    } else {
+        t.late.to_string()
+    }
+}
+
+fn run_row(
+    label: &str,
+    streams: usize,
+    conns: usize,
+    t: &TallySummary,
+    rig: Option<&RunResult>,
+) -> String {
     let rej = if t.rejections() == 0 {
         "0".to_owned()
     } else {
@@ -1613,7 +1703,7 @@ fn run_row(label: &str, streams: usize, conns: usize, t: &TallySummary) -> Strin
         )
     };
     format!(
-        "| {label} | {streams} | {conns} | {} | {} | {} | {} | {} | {} | {} | {} | {rej} | {} | {} |\n",
+        "| {label} | {streams} | {conns} | {} | {} | {} | {} | {} | {} | {} | {} | {rej} | {} | {} | {} | {} |\n",
         t.frames,
         ms(t.client.p50_us),
         ms(t.client.p99_us),
@@ -1622,8 +1712,10 @@ fn run_row(label: &str, streams: usize, conns: usize, t: &TallySummary) -> Strin
         ms(t.server_total.p99_us),
         t.results,
         t.misses,
-        t.late,
+        late_cell(t),
         t.unanswered + t.duplicates,
+        rig.map_or(String::new(), |r| ms(r.send_lag_max_us)),
+        rig.and_then(|r| r.steal_ms).map_or(String::new(), |s| s.to_string()),
     )
 }
 
@@ -1637,6 +1729,7 @@ fn run_rows(r: &RunResult) -> String {
         r.streams,
         r.conns,
         &r.total,
+        Some(r),
     );
     if r.groups.len() > 1 {
         for g in &r.groups {
@@ -1645,6 +1738,7 @@ fn run_rows(r: &RunResult) -> String {
                 g.streams,
                 g.conns,
                 g,
+                None,
             ));
         }
     }
@@ -1660,10 +1754,10 @@ fn notes(runs: &[&RunResult]) -> String {
         }
         if let Some(d) = &r.daemon {
             let t = &r.total;
-            if t.misses + t.rejections() > 0 || d.cancellations > 0 {
+            if t.misses + t.rejections() + t.late > 0 || d.cancellations > 0 {
                 md.push_str(&format!(
-                    "\n- {label}: daemon admission WCET after the run {} µs; {} runs cancelled at the deadline.",
-                    d.wcet_us, d.cancellations
+                    "\n- {label}: daemon admission WCET after the run {} µs; {} runs cancelled at the deadline; daemon stage max since boot: transport {} µs, write {} µs.",
+                    d.wcet_us, d.cancellations, d.transport_max_us, d.write_max_us
                 ));
             }
             if d.deadline_misses != t.misses || d.rejections != t.rejections() {
@@ -1797,7 +1891,11 @@ impl LoadReport {
                 r.memory.growth_kb().map_or("?".into(), |g| format!(
                     "{:+.1} MiB ({})",
                     g as f64 / 1024.0,
-                    if g.unsigned_abs() <= MEMORY_FLAT_KB { "flat" } else { "NOT flat" }
+                    if g.unsigned_abs() <= MEMORY_FLAT_KB {
+                        "flat"
+                    } else {
+                        "NOT flat"
+                    }
                 )),
                 mib(r.memory.hwm_kb),
             ));
@@ -1815,7 +1913,7 @@ impl LoadReport {
                 "## CPU hog ({})\n\n",
                 self.hog[0].beside.as_deref().unwrap_or("")
             ));
-            md.push_str("| daemon | path | streams | frames | client p50 ms | p99 ms | p99.9 ms | max ms | server total p99 ms | results | misses | rejections | late | unanswered |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            md.push_str("| daemon | path | streams | frames | client p50 ms | p99 ms | p99.9 ms | max ms | server total p99 ms | results | misses | rejections | late | unanswered | rig lag max ms | steal ms |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             for r in &self.hog {
                 let t = &r.total;
                 let daemon = if r.beside.as_deref().is_some_and(|b| b.contains("--no-rt")) {
@@ -1824,7 +1922,7 @@ impl LoadReport {
                     "real-time"
                 };
                 md.push_str(&format!(
-                    "| {daemon} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {daemon} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     r.path,
                     r.streams,
                     t.frames,
@@ -1836,8 +1934,10 @@ impl LoadReport {
                     t.results,
                     t.misses,
                     t.rejections(),
-                    t.late,
-                    t.unanswered + t.duplicates
+                    late_cell(t),
+                    t.unanswered + t.duplicates,
+                    ms(r.send_lag_max_us),
+                    r.steal_ms.map_or("?".into(), |s| s.to_string()),
                 ));
             }
             md.push_str(&notes(&self.hog.iter().collect::<Vec<_>>()));
@@ -1969,7 +2069,7 @@ mod tests {
             got(99, t0, miss),
         ];
         let mut all = Tally::new("all");
-        tally_conn(&sent, &answers, 32_000, "test", &mut [&mut all]);
+        tally_conn(&sent, &answers, 30_000, 32_000, "test", &mut [&mut all]);
         let s = all.finish();
         assert_eq!(s.frames, 5);
         assert_eq!(s.answered_once, 3);
@@ -1981,6 +2081,22 @@ mod tests {
         assert_eq!(s.late, 1);
         assert_eq!(s.client.count, 4);
         assert_eq!(s.client.max_us, 33_000);
+    }
+
+    #[test]
+    fn confirmation_steps_down() {
+        assert_eq!(confirm_steps(36), vec![36, 32, 18, 9]);
+        assert_eq!(confirm_steps(4), vec![4, 3, 2, 1]);
+        assert_eq!(confirm_steps(2), vec![2, 1]);
+        assert_eq!(confirm_steps(1), vec![1]);
+        assert!(confirm_steps(0).is_empty());
+    }
+
+    #[test]
+    fn steal_is_parsed_from_proc_stat() {
+        let text = "cpu  545787 0 68581 388379 4017 0 1006 9183 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(parse_steal_ms(text), Some(91_830));
+        assert_eq!(parse_steal_ms("cpu0 1 2\n"), None);
     }
 
     #[test]

@@ -155,7 +155,11 @@ fn bench_load_against_the_fake() {
     let opts = LoadOptions {
         sim: SimOptions::new(fake_outpostd()),
         clips: Vec::new(),
-        scenarios: vec![LoadScenario::Load, LoadScenario::Overload, LoadScenario::Hog],
+        scenarios: vec![
+            LoadScenario::Load,
+            LoadScenario::Overload,
+            LoadScenario::Hog,
+        ],
         // The fake announces 4 streams per connection: 5 streams take 2 socket
         // connections, or the PTY line (4) plus one socket connection.
         stream_counts: vec![1, 5],
@@ -184,7 +188,10 @@ fn bench_load_against_the_fake() {
         assert_eq!(t.client.count, t.frames);
     }
     let pty5 = &rep.load[3];
-    assert_eq!((pty5.path.as_str(), pty5.streams, pty5.conns), ("pty", 5, 2));
+    assert_eq!(
+        (pty5.path.as_str(), pty5.streams, pty5.conns),
+        ("pty", 5, 2)
+    );
     assert_eq!(pty5.groups.len(), 2);
     assert_eq!(rep.overload.len(), 1);
     assert_eq!(rep.overload[0].streams, 4);
@@ -194,7 +201,10 @@ fn bench_load_against_the_fake() {
     let md = std::fs::read_to_string(&files[0]).unwrap();
     assert!(md.contains("## Latency under load"), "{md}");
     assert!(md.contains("↳ pty part"), "{md}");
-    assert!(md.contains("4 streams: 2 × capacity 2 given with --capacity"), "{md}");
+    assert!(
+        md.contains("4 streams: 2 × capacity 2 given with --capacity"),
+        "{md}"
+    );
     assert!(md.contains("## CPU hog"), "{md}");
     assert!(dir.path().join("outpostd-load.log").is_file());
 }
