@@ -621,3 +621,64 @@ fn reload_switches_to_the_new_slot_without_dropping_connections() {
     };
     assert_eq!(st.bundle_version, 2);
 }
+
+#[test]
+fn a_trial_slot_that_fails_its_self_test_is_marked_bad_and_the_previous_slot_serves() {
+    let keys =
+        outpost_models::TrustedKeys::load_dir(&repo().join("models/reference/dev-keys")).unwrap();
+    let opts = outpost_models::VerifyOptions {
+        allow_development: true,
+        expected_compatible: None,
+    };
+    let state = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    outpost_provision::install(
+        &dev_bundle_version(1, work.path()),
+        state.path(),
+        &keys,
+        &opts,
+    )
+    .unwrap();
+    drop(start(&["--state-dir", state.path().to_str().unwrap()])); // v1 proves itself
+                                                                   // v2 expects the wrong label from its self-test clip: it cannot prove itself.
+    let key = outpost_models::SigningKey::load(
+        &repo().join("models/reference/dev-keys/outpost-dev-DO-NOT-DEPLOY.pk8"),
+    )
+    .unwrap();
+    let bad = work.path().join("v2-bad.bundle");
+    std::fs::write(
+        &bad,
+        resigned(&key, |m| {
+            m.version = 2;
+            for t in &mut m.self_tests {
+                t.expect_label = "volume down".into();
+            }
+        }),
+    )
+    .unwrap();
+    outpost_provision::install(&bad, state.path(), &keys, &opts).unwrap();
+    let d = start(&["--state-dir", state.path().to_str().unwrap()]);
+    assert_eq!(d.state, "ready", "the previous slot serves");
+    let mut c = connect(&Target::Socket(d.socket.clone()), Duration::from_secs(2)).unwrap();
+    let f = c.call(&Request::Status).unwrap();
+    let Response::Status(st) = f.decode().unwrap().body else {
+        panic!()
+    };
+    assert_eq!((st.bundle_version, st.slot), (1, "a"));
+    let audit = outpost_provision::read_audit(state.path(), 10).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.action == "mark-bad"
+                && r.reason.as_deref().unwrap_or("").contains("self-test")),
+        "{audit:?}"
+    );
+    drop(c);
+    drop(d);
+    // The refused bundle is refused again on the next attempt.
+    let again = outpost_provision::install(&bad, state.path(), &keys, &opts);
+    assert!(
+        again.is_err(),
+        "a bundle that failed its trial must not be reinstalled"
+    );
+}
