@@ -12,7 +12,7 @@ use outpost_host::server::Daemon;
 use outpost_host::server::Limits;
 use outpost_host::transport::{spawn_pty, spawn_serial, spawn_socket};
 use outpost_runtime::ort_env::{ProviderChoice, SessionConfig};
-use outpost_runtime::rt::RtConfig;
+use outpost_runtime::rt::{RtConfig, WorkerPolicy};
 use outpost_runtime::scheduler::{Counters, SchedulerConfig};
 use outpost_runtime::stats::LatencyStats;
 
@@ -79,6 +79,11 @@ struct Args {
     /// No real-time setup: normal scheduling and no mlockall.
     #[arg(long)]
     no_rt: bool,
+    /// Run inference workers under SCHED_FIFO too (default: SCHED_OTHER at nice -10,
+    /// so workers filling every core cannot trip real-time throttling and freeze the
+    /// deadline timer).
+    #[arg(long)]
+    fifo_workers: bool,
     /// Pin inference workers to these CPUs, e.g. `2,3`.
     #[arg(long, value_delimiter = ',')]
     worker_cpus: Option<Vec<usize>>,
@@ -102,6 +107,11 @@ fn main() -> Result<()> {
             fifo_base: Some(a.rt_priority),
             lock_memory: true,
             worker_cpus: a.worker_cpus.clone(),
+            workers: if a.fifo_workers {
+                WorkerPolicy::Fifo
+            } else {
+                WorkerPolicy::Nice(-10)
+            },
         }
     };
     let opts = BootOptions {
