@@ -91,6 +91,9 @@ pub struct Serving {
     pub state: DeviceState,
     /// Why the daemon is in safe mode, or empty.
     pub detail: String,
+    /// Incremented by each reload; streams opened on an older generation are reopened
+    /// on the new scheduler at their next frame.
+    pub generation: u64,
 }
 
 impl Serving {
@@ -101,6 +104,7 @@ impl Serving {
             scheduler: Some(scheduler),
             state: DeviceState::Ready,
             detail: String::new(),
+            generation: 0,
         }
     }
 
@@ -111,6 +115,7 @@ impl Serving {
             scheduler: None,
             state: DeviceState::SafeMode,
             detail,
+            generation: 0,
         }
     }
 }
@@ -193,8 +198,9 @@ impl Daemon {
     }
 
     /// Switches to `new`; returns the previous snapshot (drain it before dropping).
-    pub fn replace_serving(&self, new: Serving) -> Arc<Serving> {
+    pub fn replace_serving(&self, mut new: Serving) -> Arc<Serving> {
         let mut g = self.serving.write().unwrap_or_else(|p| p.into_inner());
+        new.generation = g.generation + 1;
         std::mem::replace(&mut *g, Arc::new(new))
     }
 
@@ -314,6 +320,8 @@ struct ConnStream {
     next_seq: u32,
     deadline_us: u32,
     lost: u32,
+    /// [`Serving::generation`] the stream is open on.
+    generation: u64,
 }
 
 /// Serves one connection until EOF, a fatal read error, or shutdown. `reader` should
@@ -562,6 +570,7 @@ impl Ctx<'_> {
                         next_seq: 0,
                         deadline_us,
                         lost: 0,
+                        generation: sv.generation,
                     },
                 );
                 self.sink.send(
@@ -644,7 +653,7 @@ impl Ctx<'_> {
                     conn: self.conn,
                     stream: a.stream_id,
                 };
-                if !s.is_open(key) {
+                if st.generation != sv.generation {
                     // Opened before a reload: the new bundle starts the stream afresh.
                     if let Err(e) = s.open_stream(key) {
                         log::warn!(
@@ -653,6 +662,7 @@ impl Ctx<'_> {
                             a.stream_id
                         );
                     }
+                    st.generation = sv.generation;
                 }
                 s.submit(FrameJob {
                     key,

@@ -406,19 +406,9 @@ impl<S: Send + 'static> Scheduler<S> {
         self.shared.wcet_us.load(Ordering::Relaxed)
     }
 
-    /// Seeds the worst-case estimate (e.g. from warm-up), in µs.
-    pub fn seed_wcet_us(&self, v: u64) {
-        self.shared.wcet_us.store(v, Ordering::Relaxed);
-    }
-
     /// Open streams over all connections.
     pub fn open_streams(&self) -> usize {
         self.shared.lock().edf.open_streams()
-    }
-
-    /// Whether a stream is open.
-    pub fn is_open(&self, key: StreamKey) -> bool {
-        self.shared.lock().edf.is_open(key)
     }
 
     /// Waits until no frame is queued or running, at most `timeout` (used before a

@@ -80,12 +80,6 @@ impl LatencyStats {
         }
     }
 
-    /// The value at quantile `q` (0..=1) in µs, or `None` with no samples.
-    pub fn quantile_us(&self, stage: Stage, q: f64) -> Option<u64> {
-        let h = self.hist[index(stage)].lock().ok()?;
-        (!h.is_empty()).then(|| h.value_at_quantile(q))
-    }
-
     /// Snapshot of one stage.
     pub fn latency(&self, stage: Stage) -> StageLatency {
         let i = index(stage);
