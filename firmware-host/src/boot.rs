@@ -362,13 +362,16 @@ fn serve_bundle(
     }
     // Warm-up: every engine, deterministic audio; the worst frame seeds admission control.
     let audio = warmup_audio(opts.warmup_frames.max(2));
-    let mut worst = 0u32;
+    let (mut worst, mut total, mut frames) = (0u32, 0u64, 0u64);
     for e in &mut engines {
         let mut st = e.new_stream();
         for (i, f) in audio.chunks_exact(FRAME_SAMPLES).enumerate() {
             let out = e.process_uninterruptible(&mut st, f)?;
             if i > 0 {
-                worst = worst.max(out.stage_us.iter().sum());
+                let us: u32 = out.stage_us.iter().sum();
+                worst = worst.max(us);
+                total += us as u64;
+                frames += 1;
             }
         }
     }
@@ -382,9 +385,11 @@ fn serve_bundle(
     }
     let mut cfg = opts.scheduler.clone();
     cfg.initial_wcet_us = (worst as u64 * 3 / 2).clamp(500, 20_000) as u32;
+    cfg.initial_typical_us = (total / frames.max(1)).clamp(1, cfg.initial_wcet_us as u64) as u32;
     log::info!(
-        "warm-up worst frame {worst} µs; admission starts at {} µs per frame",
-        cfg.initial_wcet_us
+        "warm-up worst frame {worst} µs; admission starts at WCET {} µs, typical {} µs per frame",
+        cfg.initial_wcet_us,
+        cfg.initial_typical_us
     );
     let scheduler =
         Scheduler::start_with_counters(engines, cfg, Arc::clone(stats), Arc::clone(counters));

@@ -7,8 +7,10 @@
 //!   demand order).
 //! * **Admission control.** At arrival a frame is refused with
 //!   [`Response::Rejected`] when the queue is at its bound, or when the work queued
-//!   ahead of it plus its own worst-case compute (online p99.9 of measured compute,
-//!   seeded by warm-up) cannot finish by its deadline.
+//!   ahead of it (each frame at the mean measured compute, plus one outlier allowance)
+//!   plus its own worst-case compute (online p99.9 of measured compute) cannot finish
+//!   by its deadline. Both estimates are seeded by warm-up at boot and then follow a
+//!   sliding window of measured frames ([`crate::edf::CostEstimate`]).
 //! * **Deadline timer.** A timer thread fires `guard` before each deadline; a frame not
 //!   answered by then is answered [`Response::DeadlineMissed`], its ONNX Runtime run is
 //!   terminated (`RunOptions::terminate`) and its stream's state is reset before the
@@ -28,7 +30,7 @@ use embassy_time::{Duration, Instant};
 use ort::session::RunOptions;
 use outpost_protocol::{Detection, FrameResult, RejectReason, Response, Stage, Timing, WireError};
 
-use crate::edf::{Admission, Edf, EdfConfig};
+use crate::edf::{Admission, CostEstimate, Edf, EdfConfig};
 pub use crate::edf::{OpenError, StreamKey};
 use crate::pipeline::{Engine, FrameOutput, StreamState, MODEL_STAGES};
 use crate::rt::{apply_to_current_thread, Role, RtConfig};
@@ -152,6 +154,9 @@ pub struct SchedulerConfig {
     pub guard_us: u32,
     /// Worst-case compute per frame assumed before any measurement, in µs.
     pub initial_wcet_us: u32,
+    /// Typical (mean) compute per frame assumed before any measurement, in µs; at
+    /// most `initial_wcet_us`.
+    pub initial_typical_us: u32,
     /// Real-time scheduling of the timer and worker threads.
     pub rt: RtConfig,
 }
@@ -163,6 +168,7 @@ impl Default for SchedulerConfig {
             max_streams: 64,
             guard_us: 2_000,
             initial_wcet_us: 10_000,
+            initial_typical_us: 10_000,
             rt: RtConfig::off(),
         }
     }
@@ -286,6 +292,8 @@ struct Shared<S> {
     counters: Arc<Counters>,
     /// Current worst-case compute estimate per frame, in µs.
     wcet_us: AtomicU64,
+    /// Current typical (mean) compute per frame, in µs.
+    typical_us: AtomicU64,
     /// Measured compute per frame (all model stages), µs: the WCET source, over a
     /// sliding window of two halves (current and previous).
     compute: Mutex<[hdrhistogram::Histogram<u64>; 2]>,
@@ -297,9 +305,9 @@ struct Shared<S> {
 const WCET_WINDOW_HALF: u64 = 4096;
 
 impl<S> Shared<S> {
-    /// Records one frame's compute and refreshes the worst-case estimate (online p99.9
+    /// Records one frame's compute and refreshes the estimates (online p99.9 and mean
     /// over the sliding window) every 32 frames once 100 frames were seen; until then
-    /// the warm-up seed stands.
+    /// the warm-up seeds stand.
     fn record_compute(&self, us: u64) {
         let Ok(mut h) = self.compute.lock() else {
             return;
@@ -316,6 +324,8 @@ impl<S> Shared<S> {
             let _ = both.add(&*cur);
             self.wcet_us
                 .store(both.value_at_quantile(0.999), Ordering::Relaxed);
+            self.typical_us
+                .store(both.mean().round() as u64, Ordering::Relaxed);
         }
     }
 
@@ -369,6 +379,7 @@ impl<S: Send + 'static> Scheduler<S> {
             work: Condvar::new(),
             timer: Condvar::new(),
             wcet_us: AtomicU64::new(cfg.initial_wcet_us as u64),
+            typical_us: AtomicU64::new(cfg.initial_typical_us.min(cfg.initial_wcet_us) as u64),
             compute: Mutex::new(std::array::from_fn(|_| {
                 hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds")
             })),
@@ -404,6 +415,11 @@ impl<S: Send + 'static> Scheduler<S> {
     /// Current worst-case compute estimate per frame in µs (admission control input).
     pub fn wcet_us(&self) -> u64 {
         self.shared.wcet_us.load(Ordering::Relaxed)
+    }
+
+    /// Current typical (mean) compute estimate per frame in µs (admission control input).
+    pub fn typical_us(&self) -> u64 {
+        self.shared.typical_us.load(Ordering::Relaxed)
     }
 
     /// Open streams over all connections.
@@ -489,11 +505,14 @@ impl<S: Send + 'static> Scheduler<S> {
                 }),
             );
         }
-        let wcet = Duration::from_micros(sh.wcet_us.load(Ordering::Relaxed));
+        let cost = CostEstimate {
+            typical: Duration::from_micros(sh.typical_us.load(Ordering::Relaxed)),
+            wcet: Duration::from_micros(sh.wcet_us.load(Ordering::Relaxed)),
+        };
         if let Admission::Reject {
             reason,
             retry_after,
-        } = q.edf.admit(job.key, deadline, wcet)
+        } = q.edf.admit(job.key, deadline, cost)
         {
             drop(q);
             return reject(&job, reason, us(retry_after));

@@ -230,6 +230,33 @@ fn order_is_kept_within_a_stream_and_state_carries_over() {
 }
 
 #[test]
+fn admission_estimates_follow_measured_compute_after_the_warm_up_seed() {
+    // Seeded at 10 ms WCET and typical; after 160 frames whose stages report 850 µs of
+    // compute each (the fake's `stage_us`), both estimates are the measured 850 µs.
+    let (sched, _) = start(
+        1,
+        SchedulerConfig {
+            initial_wcet_us: 10_000,
+            initial_typical_us: 10_000,
+            ..Default::default()
+        },
+    );
+    assert_eq!((sched.typical_us(), sched.wcet_us()), (10_000, 10_000));
+    let k = StreamKey { conn: 1, stream: 1 };
+    sched.open_stream(k).unwrap();
+    let sink = Arc::new(Collect::default());
+    for i in 0..160 {
+        sched.submit(job(k, i, i, false, 1_000_000, &sink));
+        if i % 8 == 7 {
+            wait_for(&sink, i as usize + 1);
+        }
+    }
+    let seen = wait_for(&sink, 160);
+    assert!(seen.iter().all(|(_, s, _)| matches!(s, Seen::Frame { .. })));
+    assert_eq!((sched.typical_us(), sched.wcet_us()), (850, 850));
+}
+
+#[test]
 fn full_queue_rejects_at_once_and_every_frame_gets_one_answer() {
     let cfg = SchedulerConfig {
         queue_capacity: 4,

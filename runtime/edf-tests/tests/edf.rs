@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use embassy_time::{Duration, Instant, MockDriver};
 use outpost_protocol::RejectReason;
-use outpost_runtime::edf::{Admission, Edf, EdfConfig, OpenError, StreamKey};
+use outpost_runtime::edf::{Admission, CostEstimate, Edf, EdfConfig, OpenError, StreamKey};
 
 static CLOCK: Mutex<()> = Mutex::new(());
 
@@ -102,7 +102,7 @@ fn admission_charges_queued_work_and_the_remaining_time_of_running_frames() {
     e.push(key(1, 1), at(ms(30)), "x").unwrap();
     e.push(key(1, 1), at(ms(30)), "y").unwrap();
     assert!(matches!(
-        e.admit(key(1, 2), at(ms(30)), wcet),
+        e.admit(key(1, 2), at(ms(30)), CostEstimate::worst_case(wcet)),
         Admission::Reject {
             reason: RejectReason::WouldMissDeadline,
             ..
@@ -113,11 +113,94 @@ fn admission_charges_queued_work_and_the_remaining_time_of_running_frames() {
     e.pick().unwrap();
     advance(ms(6));
     assert!(matches!(
-        e.admit(key(1, 2), at(ms(30)), wcet),
+        e.admit(key(1, 2), at(ms(30)), CostEstimate::worst_case(wcet)),
         Admission::Reject { .. }
     ));
     // A deadline at 36 ms: 6 + 24 = 30 <= 35.5: admitted.
-    assert_eq!(e.admit(key(1, 2), at(ms(36)), wcet), Admission::Admit);
+    assert_eq!(
+        e.admit(key(1, 2), at(ms(36)), CostEstimate::worst_case(wcet)),
+        Admission::Admit
+    );
+}
+
+#[test]
+fn admission_charges_queued_frames_their_typical_cost_and_its_own_the_wcet() {
+    let (_g, mut e) = setup(2);
+    let cost = CostEstimate {
+        typical: ms(3),
+        wcet: ms(9),
+    };
+    for s in 1..=4 {
+        e.open(key(1, s)).unwrap();
+    }
+    // Nothing ahead: only its own 9 ms.
+    assert_eq!(e.admit(key(1, 4), at(ms(10)), cost), Admission::Admit);
+    assert!(matches!(
+        e.admit(key(1, 4), at(ms(9)), cost),
+        Admission::Reject { .. }
+    ));
+    // Six frames of other streams ahead: 6 x 3 / 2 workers = 9, + own 9 = 18 ms.
+    // Charging each the WCET would give 6 x 9 / 2 + 9 = 36 ms.
+    for s in 1..=3 {
+        e.push(key(1, s), at(ms(10)), "q").unwrap();
+        e.push(key(1, s), at(ms(10)), "q").unwrap();
+    }
+    assert_eq!(e.admit(key(1, 4), at(ms(19)), cost), Admission::Admit);
+    assert!(matches!(
+        e.admit(key(1, 4), at(ms(18)), cost),
+        Admission::Reject {
+            reason: RejectReason::WouldMissDeadline,
+            ..
+        }
+    ));
+    // The worst-case model refuses the same frame even with a 35 ms deadline.
+    assert!(matches!(
+        e.admit(key(1, 4), at(ms(36)), CostEstimate::worst_case(ms(9))),
+        Admission::Reject { .. }
+    ));
+}
+
+#[test]
+fn a_running_frame_past_its_typical_cost_is_charged_up_to_the_wcet() {
+    let (_g, mut e) = setup(1);
+    let cost = CostEstimate {
+        typical: ms(3),
+        wcet: ms(9),
+    };
+    e.open(key(1, 1)).unwrap();
+    e.open(key(1, 2)).unwrap();
+    e.push(key(1, 1), at(ms(100)), "r").unwrap();
+    e.pick().unwrap();
+    // 1 ms in: 2 ms typical left + own 9 = 11 ms from now, 12 ms absolute.
+    advance(ms(1));
+    assert_eq!(e.admit(key(1, 2), at(ms(13)), cost), Admission::Admit);
+    assert!(matches!(
+        e.admit(key(1, 2), at(ms(12)), cost),
+        Admission::Reject { .. }
+    ));
+    // 5 ms in, past typical: up to 9 - 5 = 4 ms left + own 9 = 13 ms from now, 18 ms
+    // absolute.
+    advance(ms(4));
+    assert_eq!(e.admit(key(1, 2), at(ms(19)), cost), Admission::Admit);
+    assert!(matches!(
+        e.admit(key(1, 2), at(ms(18)), cost),
+        Admission::Reject { .. }
+    ));
+}
+
+#[test]
+fn a_wcet_below_typical_is_raised_to_it() {
+    let (_g, mut e) = setup(1);
+    e.open(key(1, 1)).unwrap();
+    let cost = CostEstimate {
+        typical: ms(5),
+        wcet: ms(1),
+    };
+    assert!(matches!(
+        e.admit(key(1, 1), at(ms(5)), cost),
+        Admission::Reject { .. }
+    ));
+    assert_eq!(e.admit(key(1, 1), at(ms(6)), cost), Admission::Admit);
 }
 
 #[test]
@@ -129,7 +212,10 @@ fn frames_later_than_the_arrival_do_not_count_against_it() {
         e.push(key(1, 1), at(ms(100)), "later").unwrap();
     }
     // Only its own 10 ms: the queued frames of stream 1 have later deadlines.
-    assert_eq!(e.admit(key(1, 2), at(ms(30)), ms(10)), Admission::Admit);
+    assert_eq!(
+        e.admit(key(1, 2), at(ms(30)), CostEstimate::worst_case(ms(10))),
+        Admission::Admit
+    );
 }
 
 #[test]
@@ -140,10 +226,13 @@ fn one_streams_frames_are_serial_even_with_idle_workers() {
     e.push(key(1, 1), at(ms(30)), "2").unwrap();
     // 10 + 10 ahead in its own stream + 10 = 30 > 29.5, although 4 workers are idle.
     assert!(matches!(
-        e.admit(key(1, 1), at(ms(30)), ms(10)),
+        e.admit(key(1, 1), at(ms(30)), CostEstimate::worst_case(ms(10))),
         Admission::Reject { .. }
     ));
-    assert_eq!(e.admit(key(1, 1), at(ms(31)), ms(10)), Admission::Admit);
+    assert_eq!(
+        e.admit(key(1, 1), at(ms(31)), CostEstimate::worst_case(ms(10))),
+        Admission::Admit
+    );
 }
 
 #[test]
@@ -154,7 +243,7 @@ fn a_full_queue_refuses_with_queue_full() {
         e.push(key(1, 1), at(ms(1000)), "f").unwrap();
     }
     assert_eq!(
-        e.admit(key(1, 1), at(ms(1000)), us(1)),
+        e.admit(key(1, 1), at(ms(1000)), CostEstimate::worst_case(us(1))),
         Admission::Reject {
             reason: RejectReason::QueueFull,
             retry_after: us(1)

@@ -1,0 +1,173 @@
+//! Micro-batching across streams: does running several streams' frames through one
+//! model call lower the cost per frame on this machine? (Scheduler issue; DESIGN §4.)
+//!
+//! For each batchable stage (Silero VAD with per-stream state, the openWakeWord
+//! embedding model, the command head) it times one call at batch 1, 2, 4 and 8 on the
+//! CPU provider with the daemon's session settings (one intra-op thread), and prints
+//! per-call p50 / p99 / p99.9 / max in µs, the per-frame p50, and the per-frame p50
+//! against batch 1 measured in the same run. The mel stage is not batchable: the
+//! upstream `melspectrogram.onnx` floors its output at the window's own maximum − 80 dB,
+//! so a batch would mix streams (see the recipe README).
+//!
+//! Run: `cargo bench -p outpost-runtime --bench batching` (needs `scripts/setup`: the
+//! fetched models in `.outpost/models` and the ONNX Runtime library). `BATCH_ITERS` sets
+//! the calls per row (default 2000).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use ort::session::Session;
+use ort::value::TensorRef;
+use outpost_protocol::Provider;
+use outpost_runtime::ort_env::{build_session, ProviderChoice, SessionConfig};
+
+const BATCHES: [usize; 4] = [1, 2, 4, 8];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn load(what: &str, path: PathBuf) -> Session {
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup)", path.display()));
+    let cfg = SessionConfig {
+        providers: ProviderChoice::Only(Provider::Cpu),
+        trt_cache_dir: None,
+    };
+    build_session(what, &bytes, &cfg)
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .0
+}
+
+/// Deterministic pseudo-random input in [-1, 1) (xorshift32).
+fn noise(n: usize, seed: u32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+struct Row {
+    stage: &'static str,
+    batch: usize,
+    call: Histogram<u64>,
+}
+
+/// Per-call wall time in µs over `iters` calls, after a short warm-up.
+fn time(iters: usize, mut f: impl FnMut()) -> Histogram<u64> {
+    for _ in 0..iters / 10 + 5 {
+        f();
+    }
+    let mut h = Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds");
+    for _ in 0..iters {
+        let t = Instant::now();
+        f();
+        h.saturating_record(t.elapsed().as_micros().max(1) as u64);
+    }
+    h
+}
+
+fn main() {
+    let iters: usize = std::env::var("BATCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let models = repo().join(".outpost/models");
+    let mut vad = load("vad", models.join("silero_vad.onnx"));
+    let mut emb = load("embedding", models.join("embedding_model.onnx"));
+    let mut head = load("head", repo().join("models/reference/command_head.onnx"));
+    let mut rows = Vec::new();
+    for &b in &BATCHES {
+        // Silero VAD: input [b, 64 context + 512 samples], state [2, b, 128], sr scalar.
+        let audio = noise(b * 576, 1);
+        let state = vec![0f32; 2 * b * 128];
+        let sr = [16_000i64];
+        let call = time(iters, || {
+            let out = vad
+                .run(ort::inputs![
+                    "input" => TensorRef::from_array_view(([b, 576usize], &audio[..])).expect("vad input"),
+                    "state" => TensorRef::from_array_view(([2usize, b, 128], &state[..])).expect("vad state"),
+                    "sr" => TensorRef::from_array_view((Vec::<i64>::new(), &sr[..])).expect("vad sr"),
+                ])
+                .expect("vad run");
+            let (_, p) = out["output"]
+                .try_extract_tensor::<f32>()
+                .expect("vad output");
+            assert_eq!(p.len(), b);
+        });
+        rows.push(Row {
+            stage: "VAD (one Silero call)",
+            batch: b,
+            call,
+        });
+        // Embedding: [b, 76 mel frames, 32 bins, 1] -> [b, 1, 1, 96].
+        let mel = noise(b * 76 * 32, 2);
+        let call = time(iters, || {
+            let out = emb
+                .run(ort::inputs![
+                    "input_1" => TensorRef::from_array_view(([b, 76usize, 32, 1], &mel[..])).expect("embedding input"),
+                ])
+                .expect("embedding run");
+            let (_, e) = out[0]
+                .try_extract_tensor::<f32>()
+                .expect("embedding output");
+            assert_eq!(e.len(), b * 96);
+        });
+        rows.push(Row {
+            stage: "embedding",
+            batch: b,
+            call,
+        });
+        // Head: [b, 16, 96] -> [b, labels].
+        let e = noise(b * 16 * 96, 3);
+        let call = time(iters, || {
+            let out = head
+                .run(ort::inputs![
+                    "embeddings" => TensorRef::from_array_view(([b, 16usize, 96], &e[..])).expect("head input"),
+                ])
+                .expect("head run");
+            let (_, s) = out[0].try_extract_tensor::<f32>().expect("head output");
+            assert!(s.len() >= b);
+        });
+        rows.push(Row {
+            stage: "command head",
+            batch: b,
+            call,
+        });
+    }
+    println!(
+        "# Micro-batching across streams (CPU provider, 1 intra-op thread, {iters} calls per row)\n"
+    );
+    println!(
+        "| stage | batch | per call p50 / p99 / p99.9 / max µs | per frame p50 µs | per frame vs batch 1 |"
+    );
+    println!("|---|---:|---|---:|---:|");
+    for r in &rows {
+        let base = rows
+            .iter()
+            .find(|x| x.stage == r.stage && x.batch == 1)
+            .map_or(1, |x| x.call.value_at_quantile(0.5).max(1));
+        let p50 = r.call.value_at_quantile(0.5);
+        let per_frame = p50 as f64 / r.batch as f64;
+        println!(
+            "| {} | {} | {} / {} / {} / {} | {:.0} | {:.2} |",
+            r.stage,
+            r.batch,
+            p50,
+            r.call.value_at_quantile(0.99),
+            r.call.value_at_quantile(0.999),
+            r.call.max(),
+            per_frame,
+            per_frame / base as f64
+        );
+    }
+}
