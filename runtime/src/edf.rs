@@ -11,7 +11,9 @@
 //! remaining worst-case time of running frames, and an overrunning frame is cut at its
 //! deadline by the caller (ONNX Runtime `RunOptions::terminate`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+
+use heapless::Deque;
 
 use embassy_time::{Duration, Instant};
 use outpost_protocol::RejectReason;
@@ -104,6 +106,12 @@ pub struct Picked<J> {
     pub reset_state: bool,
 }
 
+/// Frames one stream may have queued (not yet running): 16 frames are 1.28 s of audio,
+/// far past any deadline the daemon accepts, so a full stream queue only ever means a
+/// client sending faster than real time. A fixed-capacity [`heapless::Deque`]: a stream's
+/// queue never grows, past it the answer is `Rejected { QueueFull }`.
+pub const STREAM_QUEUE_CAPACITY: usize = 16;
+
 #[derive(Debug)]
 struct Queued<J> {
     deadline: Instant,
@@ -120,7 +128,7 @@ struct Running<J> {
 
 #[derive(Debug)]
 struct StreamQ<J> {
-    pending: VecDeque<Queued<J>>,
+    pending: Deque<Queued<J>, STREAM_QUEUE_CAPACITY>,
     running: Option<Running<J>>,
     closed: bool,
     reset: bool,
@@ -187,7 +195,7 @@ impl<J: Clone> Edf<J> {
         self.streams.insert(
             key,
             StreamQ {
-                pending: VecDeque::new(),
+                pending: Deque::new(),
                 running: None,
                 closed: false,
                 reset: true,
@@ -221,7 +229,9 @@ impl<J: Clone> Edf<J> {
         for k in keys {
             if let Some(s) = self.streams.get_mut(&k) {
                 self.queued -= s.pending.len();
-                dropped.extend(s.pending.drain(..).map(|q| q.job));
+                while let Some(q) = s.pending.pop_front() {
+                    dropped.push(q.job);
+                }
                 s.closed = true;
             }
             self.remove_if_done(k);
@@ -254,7 +264,8 @@ impl<J: Clone> Edf<J> {
         let now = Instant::now();
         let CostEstimate { typical, wcet } = cost;
         let wcet = wcet.max(typical);
-        if self.queued >= self.cfg.queue_capacity {
+        let stream_full = self.streams.get(&key).is_some_and(|s| s.pending.is_full());
+        if self.queued >= self.cfg.queue_capacity || stream_full {
             return Admission::Reject {
                 reason: RejectReason::QueueFull,
                 retry_after: wcet,
@@ -303,14 +314,17 @@ impl<J: Clone> Edf<J> {
     /// Queues a frame (after [`Edf::admit`]).
     ///
     /// # Errors
-    /// Gives the frame back when the stream is not open.
+    /// Gives the frame back when the stream is not open or its queue is full
+    /// ([`STREAM_QUEUE_CAPACITY`]; [`Edf::admit`] refuses such a frame first).
     pub fn push(&mut self, key: StreamKey, deadline: Instant, job: J) -> Result<(), J> {
         match self.streams.get_mut(&key).filter(|s| !s.closed) {
-            Some(s) => {
-                s.pending.push_back(Queued { deadline, job });
-                self.queued += 1;
-                Ok(())
-            }
+            Some(s) => match s.pending.push_back(Queued { deadline, job }) {
+                Ok(()) => {
+                    self.queued += 1;
+                    Ok(())
+                }
+                Err(q) => Err(q.job),
+            },
             None => Err(job),
         }
     }
@@ -369,18 +383,20 @@ impl<J: Clone> Edf<J> {
         let mut out = Vec::new();
         for (k, s) in &mut self.streams {
             let before = s.pending.len();
-            let mut kept = VecDeque::with_capacity(before);
-            for q in s.pending.drain(..) {
+            for _ in 0..before {
+                let Some(q) = s.pending.pop_front() else {
+                    break;
+                };
                 if fire_at(q.deadline, guard) <= now {
                     out.push((*k, q.job));
-                } else {
-                    kept.push_back(q);
+                } else if let Err(q) = s.pending.push_back(q) {
+                    // Cannot happen: one slot was just freed.
+                    out.push((*k, q.job));
                 }
             }
-            if kept.len() != before {
+            if s.pending.len() != before {
                 s.reset = true;
             }
-            s.pending = kept;
         }
         self.queued -= out.len();
         let keys: Vec<StreamKey> = out.iter().map(|(k, _)| *k).collect();
@@ -428,7 +444,9 @@ impl<J: Clone> Edf<J> {
     pub fn drain_queued(&mut self) -> Vec<(StreamKey, J)> {
         let mut out = Vec::new();
         for (k, s) in &mut self.streams {
-            out.extend(s.pending.drain(..).map(|q| (*k, q.job)));
+            while let Some(q) = s.pending.pop_front() {
+                out.push((*k, q.job));
+            }
         }
         self.queued = 0;
         out

@@ -8,7 +8,9 @@ use std::sync::Mutex;
 
 use embassy_time::{Duration, Instant, MockDriver};
 use outpost_protocol::RejectReason;
-use outpost_runtime::edf::{Admission, CostEstimate, Edf, EdfConfig, OpenError, StreamKey};
+use outpost_runtime::edf::{
+    Admission, CostEstimate, Edf, EdfConfig, OpenError, StreamKey, STREAM_QUEUE_CAPACITY,
+};
 
 static CLOCK: Mutex<()> = Mutex::new(());
 
@@ -249,6 +251,43 @@ fn a_full_queue_refuses_with_queue_full() {
             retry_after: us(1)
         }
     );
+}
+
+#[test]
+fn one_streams_queue_is_bounded_even_when_the_global_queue_has_room() {
+    let (_g, _) = setup(1);
+    let mut e: Edf<u32> = Edf::new(EdfConfig {
+        queue_capacity: 64,
+        max_streams: 4,
+        workers: 1,
+        guard: us(500),
+    });
+    e.open(key(1, 1)).unwrap();
+    e.open(key(1, 2)).unwrap();
+    for i in 0..STREAM_QUEUE_CAPACITY as u32 {
+        e.push(key(1, 1), at(ms(1000)), i).unwrap();
+    }
+    assert_eq!(
+        e.admit(key(1, 1), at(ms(1000)), CostEstimate::worst_case(us(1))),
+        Admission::Reject {
+            reason: RejectReason::QueueFull,
+            retry_after: us(1)
+        }
+    );
+    assert_eq!(e.push(key(1, 1), at(ms(1000)), 99), Err(99), "given back");
+    // Another stream still has room.
+    assert_eq!(
+        e.admit(key(1, 2), at(ms(1000)), CostEstimate::worst_case(us(1))),
+        Admission::Admit
+    );
+    // The queue keeps its order.
+    let order: Vec<u32> = std::iter::from_fn(|| {
+        let p = e.pick()?;
+        e.finish(p.key, true, false);
+        Some(p.job)
+    })
+    .collect();
+    assert_eq!(order, (0..STREAM_QUEUE_CAPACITY as u32).collect::<Vec<_>>());
 }
 
 #[test]
