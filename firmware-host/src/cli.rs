@@ -447,7 +447,7 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
                    "frames": st.frames, "detections": st.detections, "deadline_misses": st.deadline_misses,
                    "rejections": st.rejections, "errors": st.errors, "providers": providers, "latency": stages,
                    "slot": st.slot, "provisioning": st.provisioning,
-                   "cancellations": st.cancellations, "wcet_us": st.wcet_us})
+                   "cancellations": st.cancellations, "wcet_us": st.wcet_us, "typical_us": st.typical_us})
         )?;
         return Ok(());
     }
@@ -480,8 +480,8 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
     )?;
     writeln!(
         out,
-        "admission  worst-case compute per frame {} µs (online p99.9)",
-        st.wcet_us
+        "admission  per frame: worst case {} µs (online p99.9, charged to the arriving frame), typical {} µs (mean, charged to each frame queued ahead)",
+        st.wcet_us, st.typical_us
     )?;
     writeln!(out, "\nstage            provider   count     p50 µs   p99 µs   p99.9 µs  max µs   budget µs  p99 within budget")?;
     for l in &st.latency {

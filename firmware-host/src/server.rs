@@ -278,6 +278,10 @@ impl Daemon {
                 .scheduler
                 .as_ref()
                 .map_or(0, |s| s.wcet_us().min(u32::MAX as u64) as u32),
+            typical_us: sv
+                .scheduler
+                .as_ref()
+                .map_or(0, |s| s.typical_us().min(u32::MAX as u64) as u32),
         }
     }
 }

@@ -164,6 +164,7 @@ fn answer<'a>(
             provisioning: "",
             cancellations: 0,
             wcet_us: 0,
+            typical_us: 0,
         }),
     }
 }

@@ -762,6 +762,8 @@ pub struct CounterDelta {
     pub cancellations: u64,
     /// Admission control's worst-case compute per frame after the run, in µs.
     pub wcet_us: u32,
+    /// Admission control's typical (mean) compute per frame after the run, in µs.
+    pub typical_us: u32,
     /// The daemon's `Write` stage (answer queued → written) max since boot, in µs.
     pub write_max_us: u32,
     /// The daemon's `Transport` stage (frame read → submitted) max since boot, in µs.
@@ -1168,6 +1170,7 @@ fn run_once(
             errors: a.errors.saturating_sub(b.errors),
             cancellations: a.cancellations.saturating_sub(b.cancellations),
             wcet_us: a.wcet_us,
+            typical_us: a.typical_us,
             write_max_us: stage_max(&a, "Write"),
             transport_max_us: stage_max(&a, "Transport"),
         });
@@ -1332,6 +1335,8 @@ pub struct CapacityResult {
     pub search_found: usize,
     /// Admission control's worst-case compute per frame after the search, in µs.
     pub wcet_us: Option<u32>,
+    /// Admission control's typical (mean) compute per frame after the search, in µs.
+    pub typical_us: Option<u32>,
     /// `(streams, passed, stopped early)` of each search probe.
     pub probes: Vec<(usize, bool, bool)>,
     /// Probe length in s.
@@ -1642,6 +1647,7 @@ fn run_capacity(
         Err(e) => log::warn!("capacity: no status: {e:#}"),
         Ok(st) => {
             c.wcet_us = Some(st.wcet_us);
+            c.typical_us = Some(st.typical_us);
             for stage in ["Vad", "Mel", "Embedding", "Head"] {
                 if let Some(l) = st.latency.iter().find(|l| l.stage == stage) {
                     c.stage_p50_us.push((stage.to_lowercase(), l.p50_us));
@@ -1756,8 +1762,8 @@ fn notes(runs: &[&RunResult]) -> String {
             let t = &r.total;
             if t.misses + t.rejections() + t.late > 0 || d.cancellations > 0 {
                 md.push_str(&format!(
-                    "\n- {label}: daemon admission WCET after the run {} µs; {} runs cancelled at the deadline; daemon stage max since boot: transport {} µs, write {} µs.",
-                    d.wcet_us, d.cancellations, d.transport_max_us, d.write_max_us
+                    "\n- {label}: daemon admission WCET after the run {} µs (typical {} µs); {} runs cancelled at the deadline; daemon stage max since boot: transport {} µs, write {} µs.",
+                    d.wcet_us, d.typical_us, d.cancellations, d.transport_max_us, d.write_max_us
                 ));
             }
             if d.deadline_misses != t.misses || d.rejections != t.rejections() {
@@ -1816,7 +1822,7 @@ impl LoadReport {
                 }
             });
             let confirm_s = c.confirms.last().map_or(0.0, |r| r.duration_s);
-            md.push_str("| capacity: streams with 0 misses, 0 rejections | over | compute bound (cores × 80 ms ÷ Σ stage p50) | Σ stage p50 (vad+mel+embedding+head) | bound from mean server compute | Σ stage p99.9 | admission WCET (daemon) |\n|---:|---:|---:|---:|---:|---:|---:|\n");
+            md.push_str("| capacity: streams with 0 misses, 0 rejections | over | compute bound (cores × 80 ms ÷ Σ stage p50) | Σ stage p50 (vad+mel+embedding+head) | bound from mean server compute | Σ stage p99.9 | admission WCET / typical (daemon) |\n|---:|---:|---:|---:|---:|---:|---:|\n");
             md.push_str(&format!(
                 "| **{cap}** | {confirm_s} s | {} | {} µs ({}) | {} | {} µs | {} |\n\n",
                 c.compute_bound
@@ -1832,7 +1838,10 @@ impl LoadReport {
                     _ => "?".into(),
                 },
                 c.stage_p999_us.iter().map(|s| u64::from(s.1)).sum::<u64>(),
-                c.wcet_us.map_or("?".into(), |w| format!("{w} µs")),
+                match (c.wcet_us, c.typical_us) {
+                    (Some(w), Some(t)) => format!("{w} / {t} µs"),
+                    _ => "?".into(),
+                },
             ));
             md.push_str(&format!(
                 "Search probes ({} s each, stopped at the first miss or rejection): {}.\n\n",

@@ -195,6 +195,8 @@ pub struct StatusInfo {
     pub cancellations: u64,
     /// Worst-case compute per frame admission control currently assumes, in µs.
     pub wcet_us: u32,
+    /// Typical (mean) compute per frame admission control currently assumes, in µs.
+    pub typical_us: u32,
 }
 
 /// Owned copy of [`outpost_protocol::StageLatency`], all in µs.
@@ -319,6 +321,7 @@ impl AnswerKind {
                     .collect(),
                 cancellations: s.cancellations,
                 wcet_us: s.wcet_us,
+                typical_us: s.typical_us,
             })),
             Response::Error(e) => AnswerKind::Error(*e),
             Response::Reloaded {

@@ -352,8 +352,12 @@ pub struct StatusReport<'a> {
     pub provisioning: &'a str,
     /// Runs cut at their deadline (ONNX Runtime `RunOptions::terminate`).
     pub cancellations: u64,
-    /// Current worst-case compute per frame used by admission control, in µs.
+    /// Current worst-case compute per frame used by admission control, in µs (the
+    /// online p99.9 of measured compute; the arriving frame is charged this).
     pub wcet_us: u32,
+    /// Current typical compute per frame used by admission control, in µs (the mean of
+    /// measured compute; each frame queued ahead is charged this).
+    pub typical_us: u32,
 }
 
 /// Errors that travel on the wire. Each names what was wrong and what was expected.

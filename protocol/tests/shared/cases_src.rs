@@ -138,6 +138,7 @@ fn responses() -> Vec<(&'static str, u32, Response<'static>)> {
                 provisioning: "2026-11-21T12:00:00Z install ok ref@3",
                 cancellations: 2,
                 wcet_us: 4100,
+                typical_us: 2900,
             }),
         ),
         ("error_crc", 0, Response::Error(WireError::BadCrc { received: 1, computed: 2 })),
