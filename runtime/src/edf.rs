@@ -8,8 +8,8 @@
 //!
 //! Like embassy's executor, this is cooperative, not pre-emptive: a frame that is
 //! running cannot be interrupted by a more urgent one. Admission therefore counts the
-//! remaining worst-case time of running frames, and an overrunning frame is cut at its
-//! deadline by the caller (ONNX Runtime `RunOptions::terminate`).
+//! remaining time of running frames, and an overrunning frame is cut at its deadline by
+//! the caller (ONNX Runtime `RunOptions::terminate`).
 
 use std::collections::BTreeMap;
 
