@@ -119,3 +119,33 @@ def random_effects(rng):
     elif rng.random() < 0.1:
         eff += ["highpass", f"{rng.uniform(100, 400):.0f}"]
     return eff
+
+
+def random_effects_v3(rng, engine):
+    """Speaker/channel diversity (AUG v3, the extra training streams of features.py):
+    vocal-tract-length perturbation (sox `speed f` then `pitch` back by -1200*log2(f) cents
+    +- a random pitch change: formants shift by f, the pitch stays roughly where it was; the
+    flite training voices are all male, so their range reaches up to female formants), random
+    tempo, 0-3 random peaking-EQ bands, band-limited / radio channels, reverb, compand."""
+    eff = ["gain", "-8"]                               # headroom for EQ/pitch; level is set later
+    if rng.random() < 0.85:
+        lo, hi = (0.9, 1.25) if engine == "flite" else (0.85, 1.18)
+        f = rng.uniform(lo, hi)
+        cents = -1200 * np.log2(f) + rng.uniform(-300, 300)
+        eff += ["speed", f"{f:.3f}", "pitch", f"{cents:.0f}", "rate", "-h", "16000"]
+    if rng.random() < 0.3:
+        eff += ["tempo", f"{rng.uniform(0.85, 1.2):.3f}"]
+    for _ in range(int(rng.integers(0, 4))):
+        fc = np.exp(rng.uniform(np.log(150), np.log(6000)))
+        eff += ["equalizer", f"{fc:.0f}", f"{rng.uniform(0.5, 2.0):.2f}q", f"{rng.uniform(-10, 10):.1f}"]
+    r = rng.random()
+    if r < 0.15:
+        lo, hi = rng.uniform(200, 500), rng.uniform(2800, 4000)
+        eff += ["sinc", f"{lo:.0f}-{hi:.0f}", "compand", "0.01,0.2", "-60,-60,-30,-12,0,-4", "-3"]
+    elif r < 0.3:
+        eff += ["lowpass", f"{rng.uniform(2500, 7000):.0f}"]
+    elif r < 0.4:
+        eff += ["highpass", f"{rng.uniform(100, 500):.0f}"]
+    if rng.random() < 0.3:
+        eff += ["reverb", f"{rng.uniform(10, 90):.0f}", "50", f"{rng.uniform(10, 100):.0f}"]
+    return eff

@@ -64,14 +64,17 @@ def build_stream(clips, labels, rng, bank, snr, gap=(1.2, 2.2), noise_kind=None)
     return np.clip(np.round(y), -32768, 32767).astype(np.int16), utts
 
 
-def run_stream(audio, head):
+def run_stream(audio, head, embs_out=None):
     p = C.StreamingPipeline(head)
     n = len(audio) // C.FRAME
     scores = np.zeros((n, len(C.LABELS)), np.float32)
     vad = np.zeros(n, np.float32)
+    embs = np.zeros((n, C.EMB_DIM), np.float32)
     for k in range(n):
-        _, sc, v = p.push(audio[k * C.FRAME:(k + 1) * C.FRAME])
-        scores[k], vad[k] = sc, v
+        e, sc, v = p.push(audio[k * C.FRAME:(k + 1) * C.FRAME])
+        scores[k], vad[k], embs[k] = sc, v, e
+    if embs_out is not None:
+        embs_out.append(embs)
     return scores, vad
 
 
@@ -153,7 +156,9 @@ def record(head):
     bank = A.NoiseBank(bab)
     t0 = time.time()
     recs = {}
+    emb_rec = {}      # per-frame embeddings of every stream (head-independent; see rescore.py)
     for cname, snr in CONDITIONS:
+        emb_rec[cname] = []
         rng = np.random.default_rng(seed_of("eval", cname))
         order = rng.permutation(len(pos))
         chunks = [order[i:i + 40] for i in range(0, len(order), 40)]
@@ -162,7 +167,7 @@ def record(head):
             clips = [pos[i][1] for i in ch]
             labs = [pos[i][0]["label"] for i in ch]
             audio, utts = build_stream(clips, labs, rng, bank, snr, noise_kind=NOISE_CYCLE[ci % len(NOISE_CYCLE)])
-            sc, vd = run_stream(audio, head)
+            sc, vd = run_stream(audio, head, emb_rec[cname])
             all_scores.append(sc)
             all_vad.append(vd)
             all_utts.append(utts)
@@ -173,6 +178,7 @@ def record(head):
     # negative speech streams (FA/h)
     negrec = {}
     for cname, snr in [("clean", None), ("snr10", 10.0)]:
+        emb_rec["neg_" + cname] = []
         rng = np.random.default_rng(seed_of("evalneg", cname))
         order = rng.permutation(len(neg))
         scs, vds, uts, txts = [], [], [], []
@@ -182,13 +188,16 @@ def record(head):
                 ch = order[i:i + 60]
                 audio, ut = build_stream([neg[k][1] for k in ch], [C.NONE] * len(ch), rng, bank, snr,
                                          gap=(0.2, 1.2), noise_kind=NOISE_CYCLE[(i // 60) % len(NOISE_CYCLE)])
-                sc, vd = run_stream(audio, head)
+                sc, vd = run_stream(audio, head, emb_rec["neg_" + cname])
                 scs.append(sc)
                 vds.append(vd)
                 uts.append(ut)
                 txts.append([neg[k][0]["text"] for k in ch])
         negrec[cname] = (scs, vds, uts, txts)
         print(f"eval negatives {cname}: {sum(len(s) for s in scs) * 0.08 / 3600:.2f} h, {time.time() - t0:.0f}s", flush=True)
+    import pickle
+    with open(d / "embeddings.pkl", "wb") as f:
+        pickle.dump(emb_rec, f)
     return recs, negrec
 
 
@@ -236,7 +245,7 @@ def sweep(recs, negrec):
 
 
 def main():
-    head = C.REF / "command_head.onnx"
+    head = os.environ.get("OUTPOST_HEAD", str(C.REF / "command_head.onnx"))
     recs, negrec = record(head)
     import pickle
     with open(C.CACHE / "eval" / "recorded.pkl", "wb") as f:

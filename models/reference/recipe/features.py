@@ -25,7 +25,17 @@ import common as C
 AUG_VERSION = "v2"
 N_AUG = {"pos": int(os.environ.get("OUTPOST_N_AUG_POS", "2")),
          "neg": int(os.environ.get("OUTPOST_N_AUG_NEG", "1"))}
-N_NOISE_ONLY = {"train": 400, "val": 60}
+N_NOISE_ONLY = {"train": 400, "val": 60, "trainx": 300, "trainb": 0}
+# Extra training set "trainx" (AUG v3, same training clips): VTLP/EQ/channel augmentation of
+# every clip (augment.random_effects_v3), noise in 85 % of the streams with the SNR weighted
+# towards 0-10 dB, utterance levels -16..0 dB. Copies per clip by (engine, positive?): the
+# flite training voices (all male) get more copies, they are the closest to unseen engines.
+AUG_V3 = "v3"
+# Extra training set "trainb" (AUG v3 utterances, streams "v3b"): babble-heavy, the hardest noise
+# of the evaluation (speech of 2-5 other talkers, training voices only) at -3..12 dB SNR, 30 % of
+# them with a second noise. N_BABBLE_STREAMS streams of a fresh plan of the training clips.
+N_BABBLE_STREAMS = 900
+N_AUG_V3 = {("espeak", True): 1, ("flite", True): 3, ("espeak", False): 1, ("flite", False): 2}
 PARTIAL = os.environ.get("OUTPOST_PARTIAL") == "1"   # only use already-cached streams (quick first head)
 
 
@@ -49,19 +59,32 @@ def babble_pool(jobs, split, n=300):
     return out
 
 
-def utterance(job, aug):
-    """Clean (sox-augmented for aug > 0) utterance trimmed to its speech + a little margin."""
-    rng = np.random.default_rng(seed_of(job["key"], aug, AUG_VERSION))
+def utterance(job, aug, version=AUG_VERSION):
+    """Clean (sox-augmented for aug > 0, always for v3) utterance trimmed to its speech + a
+    little margin."""
+    rng = np.random.default_rng(seed_of(job["key"], aug, version))
     x = C.read_wav(C.CACHE / "tts" / f"{job['key']}.wav").astype(np.float32)
-    if aug > 0:
+    if version in (AUG_V3, "v3b"):
+        eff = A.random_effects_v3(rng, job["engine"])
+        try:
+            x = A.sox(x, eff)
+        except Exception:      # sox 14.4 `pitch` occasionally segfaults on a clip: redo in two calls
+            i = eff.index("rate") + 3 if "rate" in eff else 2
+            try:
+                x = A.sox(A.sox(x, eff[:i]), eff[i:])
+            except Exception:
+                x = A.sox(x, [e for e in eff[i:]] or ["gain", "-8"])
+    elif aug > 0:
         x = A.sox(x, A.random_effects(rng))
     s, e = A.speech_bounds(x)
     s0, e0 = max(0, s - 800), min(len(x), e + 1600)     # keep reverb tails / soft edges
     return x[s0:e0], (s - s0, e - s0)
 
 
-def compose(utts, labels, rng, bank):
+def compose(utts, labels, rng, bank, version=AUG_VERSION):
     """utts: list of (audio, (s, e)). Returns int16 stream, segments [(label, start, end)]."""
+    if version in (AUG_V3, "v3b"):
+        return compose_v3(utts, labels, rng, bank, babble=version == "v3b")
     parts = [np.zeros(int(rng.uniform(0.1, 1.5) * C.SR), np.float32)]
     pos = len(parts[0])
     segs = []
@@ -95,8 +118,54 @@ def compose(utts, labels, rng, bank):
     return np.clip(np.round(y), -32768, 32767).astype(np.int16), segs
 
 
-def noise_only_stream(i, split, bank):
-    rng = np.random.default_rng(seed_of("noise", split, i, AUG_VERSION))
+def compose_v3(utts, labels, rng, bank, babble=False):
+    parts = [np.zeros(int(rng.uniform(0.1, 1.5) * C.SR), np.float32)]
+    pos = len(parts[0])
+    segs = []
+    for (x, (s, e)), lab in zip(utts, labels):
+        g = 10 ** (rng.uniform(-16, 0) / 20)
+        parts.append(x * g)
+        segs.append((lab, pos + s, pos + e))
+        pos += len(x)
+        gap = int(np.exp(rng.uniform(np.log(0.15), np.log(2.5))) * C.SR)
+        parts.append(np.zeros(gap, np.float32))
+        pos += gap
+    parts.append(np.zeros(C.FRAME * 10, np.float32))
+    y = np.concatenate(parts)
+    y = np.concatenate([y, np.zeros((-len(y)) % C.FRAME, np.float32)])
+    sp = np.concatenate([y[s:e] for _, s, e in segs])
+    p_speech = np.mean(sp.astype(np.float64) ** 2) + 1e-9
+    if babble:
+        snr = rng.uniform(-3, 12)
+        nz, _ = bank.noise(rng, len(y), "babble")
+        if rng.random() < 0.3:
+            nz2, _ = bank.noise(rng, len(y))
+            nz = nz + nz2 * 10 ** (-rng.uniform(3, 12) / 20)
+            nz = nz / (nz.std() + 1e-9)
+        y = y + nz * np.sqrt(p_speech / 10 ** (snr / 10))
+    elif rng.random() < 0.85:
+        r = rng.random()
+        snr = rng.uniform(-3, 10) if r < 0.45 else rng.uniform(10, 20) if r < 0.8 else rng.uniform(20, 35)
+        nz, _ = bank.noise(rng, len(y))
+        if rng.random() < 0.2:                                  # a second, weaker noise
+            nz2, _ = bank.noise(rng, len(y))
+            nz = nz + nz2 * 10 ** (-rng.uniform(3, 12) / 20)
+            nz = nz / (nz.std() + 1e-9)
+        y = y + nz * np.sqrt(p_speech / 10 ** (snr / 10))
+    else:
+        y = y + rng.normal(0, rng.uniform(0.5, 8), len(y))   # mic/ADC floor
+    peak = np.abs(y).max() + 1e-9
+    target = 10 ** (rng.uniform(-35, -1) / 20) * 32767
+    if rng.random() < 0.05:
+        target = 10 ** (rng.uniform(0, 6) / 20) * 32767     # clipping
+    if rng.random() < 0.05:
+        y = np.tanh(y / peak * rng.uniform(1.5, 4)) * peak     # soft saturation
+    y = y * (target / peak)
+    return np.clip(np.round(y), -32768, 32767).astype(np.int16), segs
+
+
+def noise_only_stream(i, split, bank, version=AUG_VERSION):
+    rng = np.random.default_rng(seed_of("noise", split, i, version))
     n = C.FRAME * int(rng.integers(20, 60))
     if rng.random() < 0.1:
         x = rng.normal(0, rng.uniform(0, 5), n)
@@ -106,13 +175,17 @@ def noise_only_stream(i, split, bank):
     return np.clip(np.round(x), -32768, 32767).astype(np.int16)
 
 
-def plan(split):
+def plan(split, version=AUG_VERSION):
     jobs = [j for j in load_manifest() if j["split"] == split]
     items = []
     for j in jobs:
-        for a in range(N_AUG["pos" if j["label"] != C.NONE else "neg"]):
+        if version in (AUG_V3, "v3b"):
+            n = N_AUG_V3[(j["engine"], j["label"] != C.NONE)]
+        else:
+            n = N_AUG["pos" if j["label"] != C.NONE else "neg"]
+        for a in range(n):
             items.append((j, a))
-    rng = np.random.default_rng(seed_of("plan", split, AUG_VERSION))
+    rng = np.random.default_rng(seed_of("plan", split, version))
     perm = rng.permutation(len(items))
     streams, i = [], 0
     while i < len(perm):
@@ -122,14 +195,18 @@ def plan(split):
     return streams
 
 
-def build(split):
-    streams = plan(split)
-    bank = A.NoiseBank(babble_pool(load_manifest(), split))
-    d = C.CACHE / "feat" / AUG_VERSION
+def build(name):
+    """name: "train", "val" (AUG v2) or "trainx" (AUG v3 streams of the training clips)."""
+    split, version = {"trainx": ("train", AUG_V3), "trainb": ("train", "v3b")}.get(name, (name, AUG_VERSION))
+    streams = plan(split, version)
+    if version == "v3b":
+        streams = streams[:N_BABBLE_STREAMS]
+    bank = A.NoiseBank(babble_pool(load_manifest(), split, 300 if version == AUG_VERSION else 800))
+    d = C.CACHE / "feat" / version
     d.mkdir(parents=True, exist_ok=True)
     embs, segs, voices = [], [], []
     t0 = time.time()
-    total = len(streams) + N_NOISE_ONLY.get(split, 0)
+    total = len(streams) + N_NOISE_ONLY.get(name, 0)
     for si in range(total):
         f = d / f"{split}_{si}.npz"
         if PARTIAL and not f.exists():
@@ -138,12 +215,13 @@ def build(split):
             z = np.load(f)
             e, sg = z["emb"], z["segs"]
         else:
-            rng = np.random.default_rng(seed_of("stream", split, si, AUG_VERSION))
+            rng = np.random.default_rng(seed_of("stream", split, si, version))
             if si < len(streams):
                 st = streams[si]
-                audio, sg = compose([utterance(j, a) for j, a in st], [j["label"] for j, _ in st], rng, bank)
+                audio, sg = compose([utterance(j, a, version) for j, a in st], [j["label"] for j, _ in st],
+                                    rng, bank, version)
             else:
-                audio, sg = noise_only_stream(si, split, bank), []
+                audio, sg = noise_only_stream(si, split, bank, version), []
             sg = np.array(sg, np.int64).reshape(-1, 3)
             e = C.stream_embeddings(audio).astype(np.float16)
             np.savez(f, emb=e, segs=sg)
@@ -152,11 +230,11 @@ def build(split):
         segs += [(sidx, *s) for s in sg.tolist()]
         voices.append(";".join(sorted({j["engine"] + ":" + j["voice"] for j, _ in streams[si]})) if si < len(streams) else "noise")
         if si % 200 == 0:
-            print(f"features {split} {si}/{total} {time.time() - t0:.0f}s", flush=True)
+            print(f"features {name} {si}/{total} {time.time() - t0:.0f}s", flush=True)
     off = np.cumsum([0] + [len(e) for e in embs])
-    np.savez(C.CACHE / f"features_{split}.npz", emb=np.concatenate(embs), off=off,
+    np.savez(C.CACHE / f"features_{name}.npz", emb=np.concatenate(embs), off=off,
              segs=np.array(segs, np.int64).reshape(-1, 4), voice=np.array(voices))
-    print(f"features {split}: {len(embs)} streams, {off[-1]} frames ({off[-1] * 0.08 / 3600:.2f} h), "
+    print(f"features {name}: {len(embs)} streams, {off[-1]} frames ({off[-1] * 0.08 / 3600:.2f} h), "
           f"{len(segs)} utterances, {time.time() - t0:.0f}s")
 
 

@@ -22,9 +22,18 @@ HIDDEN = (384, 192)
 EPOCHS = int(os.environ.get("OUTPOST_EPOCHS", "22"))
 BATCH = 512
 LR = 1e-3
-WD = 1e-4
-DROP_IN = 0.05
-DROP_H = 0.1
+WD = float(os.environ.get("OUTPOST_WD", "1e-4"))
+DROP_IN = float(os.environ.get("OUTPOST_DROP_IN", "0.05"))
+DROP_H = float(os.environ.get("OUTPOST_DROP_H", "0.1"))
+IN_NOISE = float(os.environ.get("OUTPOST_IN_NOISE", "0.05"))    # Gaussian noise on the normalised input
+MIXUP = float(os.environ.get("OUTPOST_MIXUP", "0"))             # mixup Beta(a, a) on input and target; 0 = off
+SMOOTH = float(os.environ.get("OUTPOST_SMOOTH", "0"))           # label smoothing
+EMA = float(os.environ.get("OUTPOST_EMA", "0.999"))             # exported weights: EMA of the iterates
+# feature sets (features.py): "train" (AUG v2) + "trainx" (AUG v3: VTLP/EQ, noise weighted to 0-10 dB)
+SETS = os.environ.get("OUTPOST_TRAIN_SETS", "train,trainx").split(",")
+OHEM = int(os.environ.get("OUTPOST_OHEM", "0"))                # >1: half of the `none` windows of a batch are the
+                                                                # hardest (highest command score) of OHEM x candidates
+OUT = os.environ.get("OUTPOST_HEAD_OUT")                        # default: models/reference/command_head.onnx
 
 
 def window_labels(n, segs):
@@ -79,6 +88,24 @@ def load(split):
     return P, idx[keep], y[keep], grp[keep], kind[keep], z
 
 
+def load_sets(names):
+    """Concatenate the windows of several feature sets (indices shifted into one array)."""
+    Ps, idxs, ys, grps, kinds, base, gbase = [], [], [], [], [], 0, 0
+    for nm in names:
+        if not (C.CACHE / f"features_{nm}.npz").exists():
+            print("feature set missing, skipped:", nm)
+            continue
+        P, idx, y, grp, kind, _ = load(nm)
+        Ps.append(P)
+        idxs.append(idx + base)
+        ys.append(y)
+        grps.append(grp + gbase)
+        kinds.append(kind)
+        base += len(P)
+        gbase += grp.max() + 1
+    return np.concatenate(Ps), np.concatenate(idxs), np.concatenate(ys), np.concatenate(grps), np.concatenate(kinds)
+
+
 def gather(P, start):
     return P[start[:, None] + np.arange(C.HEAD_WIN)[None, :]].reshape(len(start), -1)
 
@@ -117,14 +144,14 @@ class MLP:
         p = np.exp(z)
         return p / p.sum(1, keepdims=True)
 
-    def step(self, x, y, w, rng, lr):
+    def step(self, x, tgt, w, rng, lr):
+        """tgt: [n, classes] target distribution (one-hot, smoothed or mixed)."""
         z, acts, masks = self.forward(x, rng)
         z = z - z.max(1, keepdims=True)
         p = np.exp(z)
         p /= p.sum(1, keepdims=True)
-        loss = -np.sum(w * np.log(p[np.arange(len(y)), y] + 1e-9)) / w.sum()
-        g = p.copy()
-        g[np.arange(len(y)), y] -= 1
+        loss = -np.sum(w * np.sum(tgt * np.log(p + 1e-9), 1)) / w.sum()
+        g = p - tgt
         g *= (w / w.sum())[:, None]
         gW, gb = [None] * len(self.W), [None] * len(self.W)
         for li in range(len(self.W) - 1, -1, -1):
@@ -142,7 +169,19 @@ class MLP:
             mh = self.m[i] / (1 - 0.9 ** self.t)
             vh = self.v[i] / (1 - 0.999 ** self.t)
             p_ -= lr * mh / (np.sqrt(vh) + 1e-8)
+        if EMA:
+            if not hasattr(self, "ema"):
+                self.ema = [q.copy() for q in self.W + self.b]
+            d = min(EMA, (1 + self.t) / (10 + self.t))
+            for q, e in zip(self.W + self.b, self.ema):
+                e *= d
+                e += (1 - d) * q
         return loss
+
+    def use_ema(self):
+        if EMA and hasattr(self, "ema"):
+            k = len(self.W)
+            self.W, self.b = [e.copy() for e in self.ema[:k]], [e.copy() for e in self.ema[k:]]
 
 
 def sample_batch(rng, y, kind, n):
@@ -196,7 +235,7 @@ def numpy_forward(model, mu, sd, x):
 
 def main():
     rng = np.random.default_rng(SEED)
-    P, idx, y, grp, kind, _ = load("train")
+    P, idx, y, grp, kind = load_sets(SETS)
     if (C.CACHE / "features_val.npz").exists() and "segs" in np.load(C.CACHE / "features_val.npz").files:
         Pv, idxv, yv, grpv, kindv, _ = load("val")
     else:  # no pre-cut validation set: monitor on a held-back slice of training streams
@@ -219,9 +258,23 @@ def main():
     for st in range(steps):
         lr = LR * 0.5 * (1 + np.cos(np.pi * st / steps))
         b = sample_batch(rng, y, kind, BATCH)
+        if OHEM > 1 and st > steps // 10:
+            nn = BATCH - BATCH // 2
+            cand = sample_batch(rng, y, kind, 2 * nn * OHEM)[nn * OHEM:]     # none windows only
+            pc = model.probs(gather(Pn, idx[cand]))
+            hard = cand[np.argsort(pc[:, C.NONE])[:nn // 2]]
+            b = np.concatenate([b[:BATCH - nn // 2], hard])
         x = gather(Pn, idx[b])
-        x += np.float32(0.05) * rng.standard_normal(x.shape, dtype=np.float32)
-        loss = model.step(x, y[b], np.ones(len(b), np.float32), rng, lr)
+        tgt = np.full((len(b), len(C.LABELS)), SMOOTH / len(C.LABELS), np.float32)
+        tgt[np.arange(len(b)), y[b]] += 1 - SMOOTH
+        if MIXUP:
+            lam = rng.beta(MIXUP, MIXUP, len(b)).astype(np.float32)
+            lam = np.maximum(lam, 1 - lam)[:, None]
+            perm = rng.permutation(len(b))
+            x = lam * x + (1 - lam) * x[perm]
+            tgt = lam * tgt + (1 - lam) * tgt[perm]
+        x += np.float32(IN_NOISE) * rng.standard_normal(x.shape, dtype=np.float32)
+        loss = model.step(x, tgt, np.ones(len(b), np.float32), rng, lr)
         if (st + 1) % 800 == 0 or st + 1 == steps:
             pv = model.probs(Xv)
             pred = pv.argmax(1)
@@ -229,7 +282,8 @@ def main():
             fa = np.mean(pv[yv == C.NONE, :C.NONE].max(1) > 0.5)
             print(f"epoch {(st + 1) // 400} loss {loss:.3f} val pos-acc {acc_pos:.4f} "
                   f"none>0.5 {fa:.5f} ({time.time() - t0:.0f}s)", flush=True)
-    out = C.REF / "command_head.onnx"
+    model.use_ema()
+    out = OUT or (C.REF / "command_head.onnx")
     export_onnx(model, mu, sd, out)
     # check ORT vs numpy
     s = C.session(str(out))
@@ -243,12 +297,14 @@ def main():
     cm = np.zeros((len(C.LABELS), len(C.LABELS)), int)
     np.add.at(cm, (yv, pred), 1)
     info = dict(seed=SEED, hidden=HIDDEN, epochs=EPOCHS, batch=BATCH, lr=LR, weight_decay=WD,
-                dropout_in=DROP_IN, dropout_hidden=DROP_H, label_band=[POS_LO, POS_HI], none_before=NEG_BEFORE,
+                dropout_in=DROP_IN, dropout_hidden=DROP_H, input_noise=IN_NOISE, mixup=MIXUP,
+                label_smoothing=SMOOTH, ema=EMA, ohem=OHEM, feature_sets=SETS, label_band=[POS_LO, POS_HI], none_before=NEG_BEFORE,
                 train_windows=int(len(y)), train_window_counts=np.bincount(y, minlength=len(C.LABELS)).tolist(),
                 val_windows=int(len(yv)), val_window_confusion=cm.tolist(), onnx_vs_numpy_max_abs=diff,
                 params=int(sum(w.size for w in model.W) + sum(b.size for b in model.b)))
-    (C.CACHE / "train_info.json").write_text(json.dumps(info, indent=1))
-    np.savez(C.CACHE / "head_numpy.npz", mu=mu, sd=sd, *model.W, *model.b)
+    tag = "" if OUT is None else "_" + os.path.basename(str(OUT)).replace(".onnx", "")
+    (C.CACHE / f"train_info{tag}.json").write_text(json.dumps(info, indent=1))
+    np.savez(C.CACHE / f"head_numpy{tag}.npz", mu=mu, sd=sd, *model.W, *model.b)
 
 
 if __name__ == "__main__":

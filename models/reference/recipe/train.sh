@@ -22,7 +22,7 @@ PY="$REPO/.venv/bin/python"
 cd models/reference/recipe
 "$PY" check_pipeline.py
 "$PY" synth.py
-"$PY" features.py train
+"$PY" features.py train trainx
 "$PY" train.py
 "$PY" evaluate.py
 "$PY" report.py
