@@ -673,6 +673,7 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
         let (answer, consistent) = if slot.answered.load(Ordering::SeqCst) {
             (Answer::None, false)
         } else {
+            let run_started = Instant::now();
             match run_frame(&mut proc_, &mut state, slot) {
                 Ok(out) => {
                     let compute_us: u64 = out.stage_us.iter().map(|&v| v as u64).sum();
@@ -684,6 +685,10 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
                     }
                 }
                 Err(e) => {
+                    // A run cut at its deadline cost at least what it ran: leaving it out
+                    // would drop exactly the slowest frames from the estimates, so an
+                    // overloaded daemon would admit more just as it misses more.
+                    sh.record_compute(u64::from(us(run_started.elapsed())));
                     if slot.claim() {
                         log::error!("stream {:?} seq {}: {e}", slot.job.key, slot.job.seq);
                         (Answer::Failed(failed_stage(&e)), false)

@@ -257,6 +257,37 @@ fn admission_estimates_follow_measured_compute_after_the_warm_up_seed() {
 }
 
 #[test]
+fn a_run_cut_at_its_deadline_counts_in_the_worst_case_estimate() {
+    // One frame stalls and is cancelled at deadline - guard (28 ms after it started, at
+    // the earliest); 130 normal frames follow. The p99.9 over 131 frames is the stalled
+    // one: had cancelled runs been left out, the WCET would be the fake's 850 µs.
+    let (sched, cancelled) = start(
+        1,
+        SchedulerConfig {
+            initial_wcet_us: 2_000,
+            ..Default::default()
+        },
+    );
+    let k = StreamKey { conn: 1, stream: 1 };
+    sched.open_stream(k).unwrap();
+    let sink = Arc::new(Collect::default());
+    sched.submit(job(k, 0, 0, true, 30_000, &sink));
+    wait_for(&sink, 1);
+    for i in 1..131 {
+        sched.submit(job(k, i, i, false, 1_000_000, &sink));
+        if i % 8 == 0 {
+            wait_for(&sink, i as usize + 1);
+        }
+    }
+    let seen = wait_for(&sink, 131);
+    assert_eq!(seen.len(), 131);
+    assert_eq!(seen[0].1, Seen::Missed { seq: 0 });
+    assert_eq!(cancelled.load(Ordering::SeqCst), 1);
+    let wcet = sched.wcet_us();
+    assert!(wcet >= 20_000, "WCET {wcet} µs ignores the cancelled run");
+}
+
+#[test]
 fn full_queue_rejects_at_once_and_every_frame_gets_one_answer() {
     let cfg = SchedulerConfig {
         queue_capacity: 4,
