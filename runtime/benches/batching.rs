@@ -97,37 +97,16 @@ fn main() {
         // Silero VAD: input [b, 64 context + 512 samples], state [2, b, 128], sr scalar.
         let audio = noise(b * 576, 1);
         let state = vec![0f32; 2 * b * 128];
-        let sr = [16_000i64];
-        let call = time(iters, || {
-            let out = vad
-                .run(ort::inputs![
-                    "input" => TensorRef::from_array_view(([b, 576usize], &audio[..])).expect("vad input"),
-                    "state" => TensorRef::from_array_view(([2usize, b, 128], &state[..])).expect("vad state"),
-                    "sr" => TensorRef::from_array_view((Vec::<i64>::new(), &sr[..])).expect("vad sr"),
-                ])
-                .expect("vad run");
-            let (_, p) = out["output"]
-                .try_extract_tensor::<f32>()
-                .expect("vad output");
-            assert_eq!(p.len(), b);
-        });
+        let call = time(iters, || run_vad(&mut vad, b, &audio, &state));
         rows.push(Row {
             stage: "VAD (one Silero call)",
             batch: b,
             call,
         });
         // Embedding: [b, 76 mel frames, 32 bins, 1] -> [b, 1, 1, 96].
-        let mel = noise(b * 76 * 32, 2);
+        let m = noise(b * 76 * 32, 2);
         let call = time(iters, || {
-            let out = emb
-                .run(ort::inputs![
-                    "input_1" => TensorRef::from_array_view(([b, 76usize, 32, 1], &mel[..])).expect("embedding input"),
-                ])
-                .expect("embedding run");
-            let (_, e) = out[0]
-                .try_extract_tensor::<f32>()
-                .expect("embedding output");
-            assert_eq!(e.len(), b * 96);
+            run_one(&mut emb, "input_1", vec![b, 76, 32, 1], &m)
         });
         rows.push(Row {
             stage: "embedding",
@@ -137,13 +116,7 @@ fn main() {
         // Head: [b, 16, 96] -> [b, labels].
         let e = noise(b * 16 * 96, 3);
         let call = time(iters, || {
-            let out = head
-                .run(ort::inputs![
-                    "embeddings" => TensorRef::from_array_view(([b, 16usize, 96], &e[..])).expect("head input"),
-                ])
-                .expect("head run");
-            let (_, s) = out[0].try_extract_tensor::<f32>().expect("head output");
-            assert!(s.len() >= b);
+            run_one(&mut head, "embeddings", vec![b, 16, 96], &e)
         });
         rows.push(Row {
             stage: "command head",

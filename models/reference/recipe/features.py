@@ -81,15 +81,15 @@ def utterance(job, aug, version=AUG_VERSION):
     return x[s0:e0], (s - s0, e - s0)
 
 
-def compose(utts, labels, rng, bank, version=AUG_VERSION):
-    """utts: list of (audio, (s, e)). Returns int16 stream, segments [(label, start, end)]."""
-    if version in (AUG_V3, "v3b"):
-        return compose_v3(utts, labels, rng, bank, babble=version == "v3b")
+def place(utts, labels, rng, min_gain_db):
+    """Utterances at random gains (min_gain_db..0 dB) with 0.15-2.5 s log-uniform gaps after
+    0.1-1.5 s of lead-in and 10 silent frames at the end, padded to whole frames.
+    Returns (float32 stream, segments [(label, start, end)], mean speech power)."""
     parts = [np.zeros(int(rng.uniform(0.1, 1.5) * C.SR), np.float32)]
     pos = len(parts[0])
     segs = []
     for (x, (s, e)), lab in zip(utts, labels):
-        g = 10 ** (rng.uniform(-10, 0) / 20)
+        g = 10 ** (rng.uniform(min_gain_db, 0) / 20)
         parts.append(x * g)
         segs.append((lab, pos + s, pos + e))
         pos += len(x)
@@ -101,6 +101,14 @@ def compose(utts, labels, rng, bank, version=AUG_VERSION):
     y = np.concatenate([y, np.zeros((-len(y)) % C.FRAME, np.float32)])
     sp = np.concatenate([y[s:e] for _, s, e in segs])
     p_speech = np.mean(sp.astype(np.float64) ** 2) + 1e-9
+    return y, segs, p_speech
+
+
+def compose(utts, labels, rng, bank, version=AUG_VERSION):
+    """utts: list of (audio, (s, e)). Returns int16 stream, segments [(label, start, end)]."""
+    if version in (AUG_V3, "v3b"):
+        return compose_v3(utts, labels, rng, bank, babble=version == "v3b")
+    y, segs, p_speech = place(utts, labels, rng, min_gain_db=-10)
     r = rng.random()
     if r < 0.7:
         nz, _ = bank.noise(rng, len(y))
@@ -119,22 +127,7 @@ def compose(utts, labels, rng, bank, version=AUG_VERSION):
 
 
 def compose_v3(utts, labels, rng, bank, babble=False):
-    parts = [np.zeros(int(rng.uniform(0.1, 1.5) * C.SR), np.float32)]
-    pos = len(parts[0])
-    segs = []
-    for (x, (s, e)), lab in zip(utts, labels):
-        g = 10 ** (rng.uniform(-16, 0) / 20)
-        parts.append(x * g)
-        segs.append((lab, pos + s, pos + e))
-        pos += len(x)
-        gap = int(np.exp(rng.uniform(np.log(0.15), np.log(2.5))) * C.SR)
-        parts.append(np.zeros(gap, np.float32))
-        pos += gap
-    parts.append(np.zeros(C.FRAME * 10, np.float32))
-    y = np.concatenate(parts)
-    y = np.concatenate([y, np.zeros((-len(y)) % C.FRAME, np.float32)])
-    sp = np.concatenate([y[s:e] for _, s, e in segs])
-    p_speech = np.mean(sp.astype(np.float64) ** 2) + 1e-9
+    y, segs, p_speech = place(utts, labels, rng, min_gain_db=-16)
     if babble:
         snr = rng.uniform(-3, 12)
         nz, _ = bank.noise(rng, len(y), "babble")
