@@ -104,6 +104,28 @@ def place(utts, labels, rng, min_gain_db):
     return y, segs, p_speech
 
 
+def set_level(y, rng):
+    """Random peak level (-35..-1 dBFS), 5 % clipped (0..+6 dB over full scale), 5 % soft
+    saturation; returns int16."""
+    peak = np.abs(y).max() + 1e-9
+    target = 10 ** (rng.uniform(-35, -1) / 20) * 32767
+    if rng.random() < 0.05:
+        target = 10 ** (rng.uniform(0, 6) / 20) * 32767     # clipping
+    if rng.random() < 0.05:
+        y = np.tanh(y / peak * rng.uniform(1.5, 4)) * peak     # soft saturation
+    y = y * (target / peak)
+    return np.clip(np.round(y), -32768, 32767).astype(np.int16)
+
+
+def maybe_second_noise(nz, rng, bank, p):
+    """With probability p, mixes in a second, weaker noise (3-12 dB below), renormalised."""
+    if rng.random() < p:
+        nz2, _ = bank.noise(rng, len(nz))
+        nz = nz + nz2 * 10 ** (-rng.uniform(3, 12) / 20)
+        nz = nz / (nz.std() + 1e-9)
+    return nz
+
+
 def compose(utts, labels, rng, bank, version=AUG_VERSION):
     """utts: list of (audio, (s, e)). Returns int16 stream, segments [(label, start, end)]."""
     if version in (AUG_V3, "v3b"):
@@ -116,14 +138,7 @@ def compose(utts, labels, rng, bank, version=AUG_VERSION):
         y = y + nz * np.sqrt(p_speech / 10 ** (snr / 10))
     elif r < 0.93:
         y = y + rng.normal(0, rng.uniform(0.5, 8), len(y))   # mic/ADC floor
-    peak = np.abs(y).max() + 1e-9
-    target = 10 ** (rng.uniform(-35, -1) / 20) * 32767
-    if rng.random() < 0.05:
-        target = 10 ** (rng.uniform(0, 6) / 20) * 32767     # clipping
-    if rng.random() < 0.05:
-        y = np.tanh(y / peak * rng.uniform(1.5, 4)) * peak     # soft saturation
-    y = y * (target / peak)
-    return np.clip(np.round(y), -32768, 32767).astype(np.int16), segs
+    return set_level(y, rng), segs
 
 
 def compose_v3(utts, labels, rng, bank, babble=False):
@@ -131,30 +146,17 @@ def compose_v3(utts, labels, rng, bank, babble=False):
     if babble:
         snr = rng.uniform(-3, 12)
         nz, _ = bank.noise(rng, len(y), "babble")
-        if rng.random() < 0.3:
-            nz2, _ = bank.noise(rng, len(y))
-            nz = nz + nz2 * 10 ** (-rng.uniform(3, 12) / 20)
-            nz = nz / (nz.std() + 1e-9)
+        nz = maybe_second_noise(nz, rng, bank, 0.3)
         y = y + nz * np.sqrt(p_speech / 10 ** (snr / 10))
     elif rng.random() < 0.85:
         r = rng.random()
         snr = rng.uniform(-3, 10) if r < 0.45 else rng.uniform(10, 20) if r < 0.8 else rng.uniform(20, 35)
         nz, _ = bank.noise(rng, len(y))
-        if rng.random() < 0.2:                                  # a second, weaker noise
-            nz2, _ = bank.noise(rng, len(y))
-            nz = nz + nz2 * 10 ** (-rng.uniform(3, 12) / 20)
-            nz = nz / (nz.std() + 1e-9)
+        nz = maybe_second_noise(nz, rng, bank, 0.2)
         y = y + nz * np.sqrt(p_speech / 10 ** (snr / 10))
     else:
         y = y + rng.normal(0, rng.uniform(0.5, 8), len(y))   # mic/ADC floor
-    peak = np.abs(y).max() + 1e-9
-    target = 10 ** (rng.uniform(-35, -1) / 20) * 32767
-    if rng.random() < 0.05:
-        target = 10 ** (rng.uniform(0, 6) / 20) * 32767     # clipping
-    if rng.random() < 0.05:
-        y = np.tanh(y / peak * rng.uniform(1.5, 4)) * peak     # soft saturation
-    y = y * (target / peak)
-    return np.clip(np.round(y), -32768, 32767).astype(np.int16), segs
+    return set_level(y, rng), segs
 
 
 def noise_only_stream(i, split, bank, version=AUG_VERSION):
