@@ -447,7 +447,8 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
                    "frames": st.frames, "detections": st.detections, "deadline_misses": st.deadline_misses,
                    "rejections": st.rejections, "errors": st.errors, "providers": providers, "latency": stages,
                    "slot": st.slot, "provisioning": st.provisioning,
-                   "cancellations": st.cancellations, "wcet_us": st.wcet_us, "typical_us": st.typical_us})
+                   "cancellations": st.cancellations, "wcet_us": st.wcet_us, "typical_us": st.typical_us,
+                   "late_writes": st.late_writes})
         )?;
         return Ok(());
     }
@@ -477,6 +478,16 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
         out,
         "traffic    {} client(s), {} stream(s), {} frames, {} detections, {} deadline misses ({} runs cancelled), {} rejections, {} errors",
         st.clients, st.streams, st.frames, st.detections, st.deadline_misses, st.cancellations, st.rejections, st.errors
+    )?;
+    writeln!(
+        out,
+        "deadline   {} answer(s) written after their deadline{}",
+        st.late_writes,
+        if st.late_writes == 0 {
+            " (every answer on time)"
+        } else {
+            " (host stalled or a client read too slowly; late results went out as deadline misses)"
+        }
     )?;
     writeln!(
         out,

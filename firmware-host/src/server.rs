@@ -19,7 +19,7 @@ use outpost_protocol::{
 use outpost_runtime::pipeline::{StreamState, MODEL_STAGES};
 use outpost_runtime::rt::{apply_to_current_thread, Role, RtConfig};
 use outpost_runtime::scheduler::{
-    Counters, FrameJob, OpenError, ResponseSink, Scheduler, StreamKey,
+    Counters, Due, FrameAnswer, FrameJob, OpenError, ResponseSink, Scheduler, StreamKey,
 };
 use outpost_runtime::stats::LatencyStats;
 
@@ -282,15 +282,44 @@ impl Daemon {
                 .scheduler
                 .as_ref()
                 .map_or(0, |s| s.typical_us().min(u32::MAX as u64) as u32),
+            late_writes: c.late_writes.load(Ordering::Relaxed),
         }
     }
 }
 
-/// Encodes answers and hands them to the connection's writer thread without blocking.
+/// What a connection's writer thread writes.
+enum Outgoing {
+    /// An encoded answer, handed over at the instant given.
+    Bytes(Instant, Vec<u8>),
+    /// An audio frame's answer, encoded (and checked against its deadline) by the
+    /// writer right before the write.
+    Frame {
+        /// When it was handed over.
+        queued: Instant,
+        request_id: u32,
+        answer: FrameAnswer,
+        due: Due,
+    },
+}
+
+/// Hands answers to the connection's writer thread without blocking.
 struct ConnSink {
-    tx: SyncSender<(Instant, Vec<u8>)>,
+    tx: SyncSender<Outgoing>,
     broken: Arc<AtomicBool>,
     encode: Mutex<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ConnSink {
+    fn enqueue(&self, item: Outgoing) {
+        match self.tx.try_send(item) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                log::warn!("client is not reading its answers; closing the connection");
+                self.broken.store(true, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => self.broken.store(true, Ordering::Relaxed),
+        }
+    }
 }
 
 impl ResponseSink for ConnSink {
@@ -309,15 +338,64 @@ impl ResponseSink for ConnSink {
                 }
             }
         };
-        match self.tx.try_send((Instant::now(), bytes)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                log::warn!("client is not reading its answers; closing the connection");
-                self.broken.store(true, Ordering::Relaxed);
-            }
-            Err(TrySendError::Disconnected(_)) => self.broken.store(true, Ordering::Relaxed),
-        }
+        self.enqueue(Outgoing::Bytes(Instant::now(), bytes));
     }
+
+    fn send_frame_answer(&self, request_id: u32, answer: FrameAnswer, due: Due) {
+        if self.broken.load(Ordering::Relaxed) {
+            return;
+        }
+        self.enqueue(Outgoing::Frame {
+            queued: Instant::now(),
+            request_id,
+            answer,
+            due,
+        });
+    }
+}
+
+fn write_frame(w: &mut dyn Write, bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(bytes)?;
+    w.flush()
+}
+
+/// The connection's writer thread: writes answers in order; an audio frame's answer
+/// is encoded right before its write, so the deadline check and its time stamps are
+/// those of the write (DESIGN.md §4: the deadline runs to the first byte written).
+fn write_answers(
+    rx: std::sync::mpsc::Receiver<Outgoing>,
+    mut writer: Box<dyn Write + Send>,
+    stats: &LatencyStats,
+    conn: u64,
+) -> bool {
+    let mut scratch = vec![0u8; MAX_PAYLOAD_BYTES];
+    let mut out = vec![0u8; MAX_FRAME_BYTES];
+    for item in rx {
+        let (queued, written) = match item {
+            Outgoing::Bytes(queued, bytes) => (queued, write_frame(&mut writer, &bytes)),
+            Outgoing::Frame {
+                queued,
+                request_id,
+                answer,
+                due,
+            } => {
+                let response = answer.written_at(&due, Instant::now());
+                match encode_frame(request_id, &response, &mut scratch, &mut out) {
+                    Ok(n) => (queued, write_frame(&mut writer, &out[..n])),
+                    Err(e) => {
+                        log::error!("cannot encode a response: {e}");
+                        continue;
+                    }
+                }
+            }
+        };
+        if let Err(e) = written {
+            log::info!("connection {conn}: write failed: {e}");
+            return false;
+        }
+        stats.record(Stage::Write, queued.elapsed().as_micros() as u64);
+    }
+    true
 }
 
 struct ConnStream {
@@ -336,14 +414,14 @@ struct ConnStream {
 pub fn serve_connection(
     daemon: &Arc<Daemon>,
     mut reader: Box<dyn Read + Send>,
-    mut writer: Box<dyn Write + Send>,
+    writer: Box<dyn Write + Send>,
     transport: TransportKind,
     peer: &str,
     admin: bool,
 ) {
     let conn = daemon.next_conn.fetch_add(1, Ordering::Relaxed);
     let broken = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = sync_channel::<(Instant, Vec<u8>)>(daemon.limits.writer_queue);
+    let (tx, rx) = sync_channel::<Outgoing>(daemon.limits.writer_queue);
     let stats = Arc::clone(&daemon.stats);
     let wbroken = Arc::clone(&broken);
     let rt = daemon.rt.clone();
@@ -351,13 +429,8 @@ pub fn serve_connection(
         .name(format!("outpost-write-{conn}"))
         .spawn(move || {
             apply_to_current_thread(&rt, Role::Io);
-            for (queued, bytes) in rx {
-                if let Err(e) = writer.write_all(&bytes).and_then(|_| writer.flush()) {
-                    log::info!("connection {conn}: write failed: {e}");
-                    wbroken.store(true, Ordering::Relaxed);
-                    break;
-                }
-                stats.record(Stage::Write, queued.elapsed().as_micros() as u64);
+            if !write_answers(rx, writer, &stats, conn) {
+                wbroken.store(true, Ordering::Relaxed);
             }
         })
         .expect("spawn writer thread");

@@ -165,6 +165,7 @@ fn answer<'a>(
             cancellations: 0,
             wcet_us: 0,
             typical_us: 0,
+            late_writes: 0,
         }),
     }
 }

@@ -563,7 +563,8 @@ pub struct TallySummary {
     /// Answers read later than deadline + allowance after the frame was written (invariant).
     pub late: u64,
     /// Answers whose own daemon timing (`Frame` `total_us`, `DeadlineMissed`
-    /// `elapsed_us`) exceeds the deadline: late by the daemon's own clock.
+    /// `elapsed_us`, both stamped at the write) exceeds the deadline: written late by
+    /// the daemon's own clock (a result that late arrives as `DeadlineMissed`).
     pub late_by_daemon_clock: u64,
     /// Client latency (last byte written → answer read) of every answer.
     pub client: LatencySummary,
@@ -764,6 +765,8 @@ pub struct CounterDelta {
     pub wcet_us: u32,
     /// Admission control's typical (mean) compute per frame after the run, in µs.
     pub typical_us: u32,
+    /// Answers the daemon wrote after their deadline (its own count).
+    pub late_writes: u64,
     /// The daemon's `Write` stage (answer queued → written) max since boot, in µs.
     pub write_max_us: u32,
     /// The daemon's `Transport` stage (frame read → submitted) max since boot, in µs.
@@ -1171,6 +1174,7 @@ fn run_once(
             cancellations: a.cancellations.saturating_sub(b.cancellations),
             wcet_us: a.wcet_us,
             typical_us: a.typical_us,
+            late_writes: a.late_writes.saturating_sub(b.late_writes),
             write_max_us: stage_max(&a, "Write"),
             transport_max_us: stage_max(&a, "Transport"),
         });
@@ -1760,10 +1764,10 @@ fn notes(runs: &[&RunResult]) -> String {
         }
         if let Some(d) = &r.daemon {
             let t = &r.total;
-            if t.misses + t.rejections() + t.late > 0 || d.cancellations > 0 {
+            if t.misses + t.rejections() + t.late > 0 || d.cancellations + d.late_writes > 0 {
                 md.push_str(&format!(
-                    "\n- {label}: daemon admission WCET after the run {} µs (typical {} µs); {} runs cancelled at the deadline; daemon stage max since boot: transport {} µs, write {} µs.",
-                    d.wcet_us, d.typical_us, d.cancellations, d.transport_max_us, d.write_max_us
+                    "\n- {label}: daemon admission WCET after the run {} µs (typical {} µs); {} runs cancelled at the deadline; {} answers written after their deadline (daemon's count); daemon stage max since boot: transport {} µs, write {} µs.",
+                    d.wcet_us, d.typical_us, d.cancellations, d.late_writes, d.transport_max_us, d.write_max_us
                 ));
             }
             if d.deadline_misses != t.misses || d.rejections != t.rejections() {

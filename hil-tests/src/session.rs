@@ -197,6 +197,8 @@ pub struct StatusInfo {
     pub wcet_us: u32,
     /// Typical (mean) compute per frame admission control currently assumes, in µs.
     pub typical_us: u32,
+    /// Answers written after their frame's deadline.
+    pub late_writes: u64,
 }
 
 /// Owned copy of [`outpost_protocol::StageLatency`], all in µs.
@@ -322,6 +324,7 @@ impl AnswerKind {
                 cancellations: s.cancellations,
                 wcet_us: s.wcet_us,
                 typical_us: s.typical_us,
+                late_writes: s.late_writes,
             })),
             Response::Error(e) => AnswerKind::Error(*e),
             Response::Reloaded {

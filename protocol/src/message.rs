@@ -358,6 +358,10 @@ pub struct StatusReport<'a> {
     /// Current typical compute per frame used by admission control, in µs (the mean of
     /// measured compute; each frame queued ahead is charged this).
     pub typical_us: u32,
+    /// Answers to audio frames whose first byte was written after the frame's
+    /// deadline (a result that late is sent as [`Response::DeadlineMissed`] and counted
+    /// there). Non-zero means the host stalled or a client read too slowly.
+    pub late_writes: u64,
 }
 
 /// Errors that travel on the wire. Each names what was wrong and what was expected.

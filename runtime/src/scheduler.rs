@@ -19,6 +19,12 @@
 //! * **Exactly once.** Worker and timer race for one atomic flag per frame; the loser
 //!   stays silent. A worker that finishes after the deadline answers `DeadlineMissed`,
 //!   never a late result.
+//! * **Checked at the write.** An audio frame's answer travels as a [`FrameAnswer`]
+//!   with its [`Due`] time and is stamped when its first byte is written
+//!   ([`FrameAnswer::written_at`]): a result the transport would write after the
+//!   deadline goes out as `DeadlineMissed`, `total_us` / `elapsed_us` are the times
+//!   of the write, and every answer written after its deadline is counted
+//!   ([`Counters::late_writes`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +48,93 @@ use crate::RuntimeError;
 pub trait ResponseSink: Send + Sync {
     /// Sends `response` for `request_id`.
     fn send(&self, request_id: u32, response: &Response<'_>);
+
+    /// Sends the answer to an audio frame, which is due by `due.deadline`.
+    ///
+    /// A sink that writes on another thread must call [`FrameAnswer::written_at`]
+    /// right before the write, not here: that is where a result that became late on
+    /// the way is turned into `DeadlineMissed` and the answer is counted. The default
+    /// writes at once.
+    fn send_frame_answer(&self, request_id: u32, answer: FrameAnswer, due: Due) {
+        self.send(
+            request_id,
+            &answer.written_at(&due, std::time::Instant::now()),
+        );
+    }
+}
+
+/// When an audio frame's answer is due, and where its write is accounted.
+#[derive(Debug, Clone)]
+pub struct Due {
+    /// When the transport read the frame's last byte.
+    pub arrived: std::time::Instant,
+    /// `arrived` plus the frame's deadline: the first byte of the answer must be
+    /// written by then (DESIGN.md §4).
+    pub deadline: std::time::Instant,
+    /// The frame's deadline in µs, as reported in `DeadlineMissed`.
+    pub deadline_us: u32,
+    counters: Arc<Counters>,
+    stats: Arc<LatencyStats>,
+}
+
+/// The answer to an audio frame before it is written: its final form and time stamps
+/// depend on when the write happens ([`FrameAnswer::written_at`]).
+#[derive(Debug, Clone, Copy)]
+pub enum FrameAnswer {
+    /// The result; `timing.total_us` is set at the write.
+    Result(FrameResult),
+    /// `DeadlineMissed` (already counted as a miss); `elapsed_us` is set at the write.
+    Missed {
+        /// Stream id.
+        stream_id: u16,
+        /// Frame sequence number.
+        seq: u32,
+    },
+}
+
+impl FrameAnswer {
+    /// The response to write at `now`, which should be the moment of the write.
+    ///
+    /// * A result written by `due.deadline` goes out with `total_us` = `now` −
+    ///   `arrived` and is counted in [`Counters::frames`] (and `detections`); its
+    ///   total is recorded as [`Stage::Total`].
+    /// * A result written after the deadline becomes `DeadlineMissed` and is counted
+    ///   in [`Counters::deadline_misses`]: never a late result passed off as on time.
+    /// * `elapsed_us` of a miss is `now` − `arrived`.
+    /// * Any answer written after the deadline also counts in
+    ///   [`Counters::late_writes`].
+    pub fn written_at(self, due: &Due, now: std::time::Instant) -> Response<'static> {
+        let elapsed_us = now
+            .saturating_duration_since(due.arrived)
+            .as_micros()
+            .min(u32::MAX as u128) as u32;
+        let late = now > due.deadline;
+        let c = &due.counters;
+        if late {
+            c.late_writes.fetch_add(1, Ordering::Relaxed);
+        }
+        let (stream_id, seq) = match self {
+            FrameAnswer::Result(mut r) if !late => {
+                r.timing.total_us = elapsed_us;
+                c.frames.fetch_add(1, Ordering::Relaxed);
+                c.detections
+                    .fetch_add(u64::from(r.detection.is_some()), Ordering::Relaxed);
+                due.stats.record(Stage::Total, u64::from(elapsed_us));
+                return Response::Frame(r);
+            }
+            FrameAnswer::Result(r) => {
+                c.deadline_misses.fetch_add(1, Ordering::Relaxed);
+                (r.stream_id, r.seq)
+            }
+            FrameAnswer::Missed { stream_id, seq } => (stream_id, seq),
+        };
+        Response::DeadlineMissed {
+            stream_id,
+            seq,
+            deadline_us: due.deadline_us,
+            elapsed_us,
+        }
+    }
 }
 
 /// Cancels one frame's work from another thread.
@@ -241,18 +334,27 @@ impl Slot {
         }
     }
 
-    fn miss(&self) {
-        let elapsed = Instant::now()
-            .checked_duration_since(self.arrived)
-            .unwrap_or_default();
-        self.job.sink.send(
+    /// When the answer is due, accounted in `sh`.
+    fn due<S>(&self, sh: &Shared<S>) -> Due {
+        Due {
+            arrived: self.job.arrived,
+            deadline: self.job.arrived
+                + std::time::Duration::from_micros(u64::from(self.job.deadline_us)),
+            deadline_us: self.job.deadline_us,
+            counters: Arc::clone(&sh.counters),
+            stats: Arc::clone(&sh.stats),
+        }
+    }
+
+    /// Answers `DeadlineMissed` (counted by the caller).
+    fn miss<S>(&self, sh: &Shared<S>) {
+        self.job.sink.send_frame_answer(
             self.job.request_id,
-            &Response::DeadlineMissed {
+            FrameAnswer::Missed {
                 stream_id: self.job.key.stream,
                 seq: self.job.seq,
-                deadline_us: self.job.deadline_us,
-                elapsed_us: us(elapsed),
             },
+            self.due(sh),
         );
     }
 }
@@ -260,12 +362,17 @@ impl Slot {
 /// Counters for status, all monotonic.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Frames answered with a result.
+    /// Frames answered with a result, counted when the result is written (on time).
     pub frames: AtomicU64,
-    /// Detections.
+    /// Detections, counted with their frame.
     pub detections: AtomicU64,
-    /// Frames answered `DeadlineMissed`.
+    /// Frames answered `DeadlineMissed`: by the deadline timer, by a worker that
+    /// finished too late, or at the write (a result that became late on the way).
     pub deadline_misses: AtomicU64,
+    /// Answers to audio frames whose first byte was written after the frame's
+    /// deadline (a result this late goes out as `DeadlineMissed`): the promise of
+    /// DESIGN.md §4 broken, by a stalled host or a client that reads too slowly.
+    pub late_writes: AtomicU64,
     /// Frames answered `Rejected`.
     pub rejections: AtomicU64,
     /// Frames whose run was cancelled at the deadline.
@@ -600,7 +707,7 @@ fn timer_loop<S>(sh: Arc<Shared<S>>) {
                 slot.cancel();
                 sh.counters.deadline_misses.fetch_add(1, Ordering::Relaxed);
                 sh.counters.cancellations.fetch_add(1, Ordering::Relaxed);
-                slot.miss();
+                slot.miss(&sh);
                 log::debug!(
                     "deadline miss: stream {:?} seq {}",
                     slot.job.key,
@@ -722,13 +829,10 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
         match answer {
             Answer::None => {}
             Answer::Frame(out) => {
-                let total_us = us(Instant::now()
-                    .checked_duration_since(slot.arrived)
-                    .unwrap_or_default());
                 let compute_us = out.stage_us.iter().sum();
-                job.sink.send(
+                job.sink.send_frame_answer(
                     job.request_id,
-                    &Response::Frame(FrameResult {
+                    FrameAnswer::Result(FrameResult {
                         stream_id: job.key.stream,
                         seq: job.seq,
                         vad_prob: out.vad_prob,
@@ -740,23 +844,20 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
                         timing: Timing {
                             queue_us,
                             compute_us,
-                            total_us,
+                            // Set when the answer is written.
+                            total_us: 0,
                         },
                     }),
+                    slot.due(&sh),
                 );
-                sh.counters.frames.fetch_add(1, Ordering::Relaxed);
-                sh.counters
-                    .detections
-                    .fetch_add(u64::from(detected), Ordering::Relaxed);
                 sh.stats.record(Stage::Queue, queue_us as u64);
                 for (st, v) in MODEL_STAGES.iter().zip(out.stage_us) {
                     sh.stats.record(*st, v as u64);
                 }
-                sh.stats.record(Stage::Total, total_us as u64);
             }
             Answer::Late => {
                 sh.counters.deadline_misses.fetch_add(1, Ordering::Relaxed);
-                slot.miss();
+                slot.miss(&sh);
             }
             Answer::Failed(stage) => {
                 sh.counters.failures.fetch_add(1, Ordering::Relaxed);
@@ -789,4 +890,116 @@ fn run_frame<P: FrameProcessor>(
         *g = None;
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration as StdDuration;
+
+    fn due(arrived: std::time::Instant) -> (Due, Arc<Counters>, Arc<LatencyStats>) {
+        let counters = Arc::new(Counters::default());
+        let stats = Arc::new(LatencyStats::new());
+        let d = Due {
+            arrived,
+            deadline: arrived + StdDuration::from_micros(30_000),
+            deadline_us: 30_000,
+            counters: Arc::clone(&counters),
+            stats: Arc::clone(&stats),
+        };
+        (d, counters, stats)
+    }
+
+    fn result(detected: bool) -> FrameAnswer {
+        FrameAnswer::Result(FrameResult {
+            stream_id: 3,
+            seq: 9,
+            vad_prob: 0.5,
+            detection: detected.then_some(Detection {
+                label: 1,
+                score: 0.99,
+                audio_ms: 800,
+            }),
+            timing: Timing {
+                queue_us: 100,
+                compute_us: 3_000,
+                total_us: 0,
+            },
+        })
+    }
+
+    fn count(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_result_written_by_its_deadline_carries_the_write_time_and_counts_as_a_frame() {
+        let t0 = std::time::Instant::now();
+        let (d, c, stats) = due(t0);
+        // Exactly at the deadline is on time.
+        let r = result(true).written_at(&d, t0 + StdDuration::from_micros(30_000));
+        match r {
+            Response::Frame(f) => {
+                assert_eq!(f.timing.total_us, 30_000);
+                assert_eq!((f.timing.queue_us, f.timing.compute_us), (100, 3_000));
+                assert!(f.detection.is_some());
+            }
+            other => panic!("expected a result, got {other:?}"),
+        }
+        assert_eq!((count(&c.frames), count(&c.detections)), (1, 1));
+        assert_eq!((count(&c.deadline_misses), count(&c.late_writes)), (0, 0));
+        let total = stats
+            .snapshot()
+            .into_iter()
+            .find(|l| l.stage == Stage::Total)
+            .expect("total recorded");
+        assert_eq!(total.count, 1);
+    }
+
+    #[test]
+    fn a_result_that_would_be_written_late_goes_out_as_a_deadline_miss() {
+        let t0 = std::time::Instant::now();
+        let (d, c, _) = due(t0);
+        let r = result(true).written_at(&d, t0 + StdDuration::from_micros(30_001));
+        assert_eq!(
+            r,
+            Response::DeadlineMissed {
+                stream_id: 3,
+                seq: 9,
+                deadline_us: 30_000,
+                elapsed_us: 30_001,
+            }
+        );
+        assert_eq!((count(&c.frames), count(&c.detections)), (0, 0));
+        assert_eq!((count(&c.deadline_misses), count(&c.late_writes)), (1, 1));
+    }
+
+    #[test]
+    fn a_miss_is_stamped_at_the_write_and_counted_late_only_past_the_deadline() {
+        let t0 = std::time::Instant::now();
+        let (d, c, _) = due(t0);
+        let miss = FrameAnswer::Missed {
+            stream_id: 3,
+            seq: 9,
+        };
+        let on_time = miss.written_at(&d, t0 + StdDuration::from_micros(28_500));
+        assert!(matches!(
+            on_time,
+            Response::DeadlineMissed {
+                elapsed_us: 28_500,
+                ..
+            }
+        ));
+        assert_eq!(count(&c.late_writes), 0);
+        let late = miss.written_at(&d, t0 + StdDuration::from_micros(45_000));
+        assert!(matches!(
+            late,
+            Response::DeadlineMissed {
+                elapsed_us: 45_000,
+                ..
+            }
+        ));
+        // The miss itself was counted when it was decided, not again at the write.
+        assert_eq!((count(&c.deadline_misses), count(&c.late_writes)), (0, 1));
+    }
 }

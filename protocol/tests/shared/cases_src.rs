@@ -139,6 +139,7 @@ fn responses() -> Vec<(&'static str, u32, Response<'static>)> {
                 cancellations: 2,
                 wcet_us: 4100,
                 typical_us: 2900,
+                late_writes: 1,
             }),
         ),
         ("error_crc", 0, Response::Error(WireError::BadCrc { received: 1, computed: 2 })),
