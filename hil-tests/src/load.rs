@@ -804,6 +804,11 @@ pub struct RunResult {
     pub send_lag_max_us: u64,
     /// CPU time stolen by the hypervisor during the run (all CPUs, /proc/stat), in ms.
     pub steal_ms: Option<u64>,
+    /// CPU time (user + system) the daemon used during the run, in ms.
+    pub daemon_cpu_ms: Option<u64>,
+    /// CPU time (user + system) the rig itself used during the run, in ms: on a
+    /// simulated device it competes with the daemon for the same cores.
+    pub rig_cpu_ms: Option<u64>,
     /// What ran beside the daemon.
     pub beside: Option<String>,
     /// Deadline of the streams in µs.
@@ -829,6 +834,26 @@ impl RunResult {
             && self.total.rejections() == 0
             && self.total.errors == 0
     }
+}
+
+/// CPU time (user + system) of a process so far, in ms (`/proc/PID/stat`; `None` for
+/// the rig itself).
+pub fn process_cpu_ms(pid: Option<u32>) -> Option<u64> {
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_owned(),
+        |p| format!("/proc/{p}/stat"),
+    );
+    parse_process_cpu_ms(&std::fs::read_to_string(path).ok()?)
+}
+
+/// utime + stime (fields 14 and 15) of `/proc/PID/stat` text, in ms (USER_HZ = 100).
+/// Fields are counted after the `)` closing the command name, which may hold spaces.
+pub fn parse_process_cpu_ms(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some((utime + stime) * 10)
 }
 
 /// Steal time of all CPUs so far, in ms (`/proc/stat`, USER_HZ = 100).
@@ -922,6 +947,8 @@ fn run_once(
     r.deadline_us = conns.iter().map(|c| c.deadline_us).max().unwrap_or(0);
     let before = status(&d.dev).ok();
     let steal_before = steal_ms();
+    let daemon_cpu_before = process_cpu_ms(Some(d.dev.pid()));
+    let rig_cpu_before = process_cpu_ms(None);
 
     let n = spec.streams;
     let frames_per_stream = (spec.duration.as_micros() / FRAME_PERIOD.as_micros()).max(1) as u32;
@@ -1145,6 +1172,12 @@ fn run_once(
     r.steal_ms = steal_ms()
         .zip(steal_before)
         .map(|(a, b)| a.saturating_sub(b));
+    r.daemon_cpu_ms = process_cpu_ms(Some(pid))
+        .zip(daemon_cpu_before)
+        .map(|(a, b)| a.saturating_sub(b));
+    r.rig_cpu_ms = process_cpu_ms(None)
+        .zip(rig_cpu_before)
+        .map(|(a, b)| a.saturating_sub(b));
     let samples = mem_thread.join().unwrap_or_default();
     let (_, hwm) = read_memory_kb(pid);
     r.memory = MemTrace {
@@ -1195,7 +1228,7 @@ fn stage_max(st: &StatusInfo, stage: &str) -> u32 {
 fn progress(r: &RunResult) {
     let t = &r.total;
     eprintln!(
-        "bench-load: {:>8} {:>6} {:>3} streams{}: {} frames, client p99 {} ms max {} ms, {} misses, {} rejections, {} late, {} unanswered, rig lag max {} ms, steal {} ms{}{}",
+        "bench-load: {:>8} {:>6} {:>3} streams{}: {} frames, client p99 {} ms max {} ms, {} misses, {} rejections, {} late, {} unanswered, rig lag max {} ms, steal {} ms, cpu daemon {} ms rig {} ms{}{}",
         r.scenario,
         r.path,
         r.streams,
@@ -1209,6 +1242,8 @@ fn progress(r: &RunResult) {
         t.unanswered,
         ms(r.send_lag_max_us),
         r.steal_ms.map_or("?".into(), |s| s.to_string()),
+        r.daemon_cpu_ms.map_or("?".into(), |s| s.to_string()),
+        r.rig_cpu_ms.map_or("?".into(), |s| s.to_string()),
         if r.stopped_early { " (stopped early)" } else { "" },
         r.error.as_ref().map(|e| format!(" — ERROR: {e}")).unwrap_or_default()
     );
@@ -1762,6 +1797,17 @@ fn notes(runs: &[&RunResult]) -> String {
         if let Some(e) = &r.error {
             md.push_str(&format!("\n**{label}: ERROR** {e}\n"));
         }
+        if let (Some(d), Some(g), Some(st)) = (r.daemon_cpu_ms, r.rig_cpu_ms, r.steal_ms) {
+            let avail = (r.wall_s * 1000.0 * cores() as f64).max(1.0);
+            md.push_str(&format!(
+                "\n- {label}: CPU over {:.1} s: daemon {d} ms ({:.0} %), rig {g} ms ({:.0} %), stolen by the hypervisor {st} ms ({:.0} %) of the {} cores.",
+                r.wall_s,
+                100.0 * d as f64 / avail,
+                100.0 * g as f64 / avail,
+                100.0 * st as f64 / avail,
+                cores()
+            ));
+        }
         if let Some(d) = &r.daemon {
             let t = &r.total;
             if t.misses + t.rejections() + t.late > 0 || d.cancellations + d.late_writes > 0 {
@@ -2103,6 +2149,18 @@ mod tests {
         assert_eq!(confirm_steps(2), vec![2, 1]);
         assert_eq!(confirm_steps(1), vec![1]);
         assert!(confirm_steps(0).is_empty());
+    }
+
+    #[test]
+    fn process_cpu_time_is_parsed_after_the_command_name() {
+        // A command name with spaces and a parenthesis; utime 250, stime 70 ticks.
+        let text = "4242 (outpostd (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 70 0 0 20 0 9 0 100 0 0";
+        assert_eq!(parse_process_cpu_ms(text), Some(3_200));
+        assert_eq!(parse_process_cpu_ms("4242 (x) S 1 2"), None);
+        assert!(
+            process_cpu_ms(None).is_some(),
+            "the rig's own /proc/self/stat"
+        );
     }
 
     #[test]
