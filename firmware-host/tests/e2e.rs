@@ -138,6 +138,15 @@ fn read_wav(p: &Path) -> Vec<i16> {
     outpost_host::cli::read_audio(p).unwrap()
 }
 
+/// The test voice's clip of `label`: its samples and its expected label.
+fn test_clip(label: &str) -> (Vec<i16>, String) {
+    let (clip, expected) = clips(&test_voice())
+        .into_iter()
+        .find(|(_, l)| l == label)
+        .unwrap();
+    (read_wav(&clip), expected)
+}
+
 fn recognise(client: &mut AnyClient, pcm: &[i16]) -> Vec<String> {
     let opts = SendOptions {
         realtime: false,
@@ -300,12 +309,7 @@ fn bad_input_then_ping(c: &mut AnyClient) {
 #[test]
 fn bad_frames_get_explicit_errors_and_other_clients_keep_being_served() {
     let d = start(&[]);
-    let voice = test_voice();
-    let (clip, expected) = clips(&voice)
-        .into_iter()
-        .find(|(_, l)| l == "lights off")
-        .unwrap();
-    let pcm = read_wav(&clip);
+    let (pcm, expected) = test_clip("lights off");
     // A neighbour streams over the socket while the faults hit the PTY and another socket.
     let sock = d.socket.clone();
     let pcm2 = pcm.clone();
@@ -480,16 +484,9 @@ fn a_new_session_on_the_serial_line_replaces_a_crashed_clients_streams() {
 
 #[test]
 fn boots_the_installed_slot_marks_it_good_and_reports_it() {
-    let (keys, opts) = dev_trust();
     let state = tempfile::tempdir().unwrap();
-    outpost_provision::install(
-        &repo().join(".outpost/dev.bundle"),
-        state.path(),
-        &keys,
-        &opts,
-    )
-    .unwrap();
-    let d = start(&["--state-dir", state.path().to_str().unwrap()]);
+    dev_install(&repo().join(".outpost/dev.bundle"), state.path()).unwrap();
+    let d = start_slots(state.path());
     assert_eq!(d.state, "ready");
     let mut c = connect(&Target::Socket(d.socket.clone()), Duration::from_secs(2)).unwrap();
     let f = c.call(&Request::Status).unwrap();
@@ -508,7 +505,7 @@ fn boots_the_installed_slot_marks_it_good_and_reports_it() {
     drop(c);
     drop(d);
     // Second boot: the slot is proven now.
-    let d = start(&["--state-dir", state.path().to_str().unwrap()]);
+    let d = start_slots(state.path());
     let mut c = connect(&Target::Socket(d.socket.clone()), Duration::from_secs(2)).unwrap();
     let f = c.call(&Request::Status).unwrap();
     let Response::Status(st) = f.decode().unwrap().body else {
@@ -527,6 +524,28 @@ fn dev_trust() -> (outpost_models::TrustedKeys, outpost_models::VerifyOptions) {
             expected_compatible: None,
         },
     )
+}
+
+/// Installs `bundle` into the state directory `state` as on a dev device (`dev_trust`).
+fn dev_install(
+    bundle: &Path,
+    state: &Path,
+) -> Result<outpost_provision::InstallReport, outpost_provision::InstallError> {
+    let (keys, opts) = dev_trust();
+    outpost_provision::install(bundle, state, &keys, &opts)
+}
+
+/// Starts the daemon on the A/B slots in the state directory `state`.
+fn start_slots(state: &Path) -> Daemon {
+    start(&["--state-dir", state.to_str().unwrap()])
+}
+
+/// The development signing key (models/reference/dev-keys).
+fn dev_key() -> outpost_models::SigningKey {
+    outpost_models::SigningKey::load(
+        &repo().join("models/reference/dev-keys/outpost-dev-DO-NOT-DEPLOY.pk8"),
+    )
+    .unwrap()
 }
 
 /// The dev bundle's files under an edited manifest, signed by `key`.
@@ -556,11 +575,7 @@ fn resigned(
 
 /// The dev bundle re-signed (dev key) with another version.
 fn dev_bundle_version(version: u32, dir: &Path) -> PathBuf {
-    let key = outpost_models::SigningKey::load(
-        &repo().join("models/reference/dev-keys/outpost-dev-DO-NOT-DEPLOY.pk8"),
-    )
-    .unwrap();
-    let bytes = resigned(&key, |m| m.version = version);
+    let bytes = resigned(&dev_key(), |m| m.version = version);
     let p = dir.join(format!("v{version}.bundle"));
     std::fs::write(&p, bytes).unwrap();
     p
@@ -568,23 +583,11 @@ fn dev_bundle_version(version: u32, dir: &Path) -> PathBuf {
 
 #[test]
 fn reload_switches_to_the_new_slot_without_dropping_connections() {
-    let (keys, opts) = dev_trust();
     let state = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    outpost_provision::install(
-        &dev_bundle_version(1, work.path()),
-        state.path(),
-        &keys,
-        &opts,
-    )
-    .unwrap();
-    let d = start(&["--state-dir", state.path().to_str().unwrap()]);
-    let voice = test_voice();
-    let (clip, expected) = clips(&voice)
-        .into_iter()
-        .find(|(_, l)| l == "volume up")
-        .unwrap();
-    let pcm = read_wav(&clip);
+    dev_install(&dev_bundle_version(1, work.path()), state.path()).unwrap();
+    let d = start_slots(state.path());
+    let (pcm, expected) = test_clip("volume up");
     // A client that stays connected across the reload.
     let mut stay = connect(&Target::Socket(d.socket.clone()), Duration::from_millis(10)).unwrap();
     assert_eq!(recognise(&mut stay, &pcm), std::slice::from_ref(&expected));
@@ -602,13 +605,7 @@ fn reload_switches_to_the_new_slot_without_dropping_connections() {
     ));
 
     // Install v2, reload over the socket (this test runs as the daemon's user).
-    outpost_provision::install(
-        &dev_bundle_version(2, work.path()),
-        state.path(),
-        &keys,
-        &opts,
-    )
-    .unwrap();
+    dev_install(&dev_bundle_version(2, work.path()), state.path()).unwrap();
     let mut admin = connect(&Target::Socket(d.socket.clone()), Duration::from_millis(10)).unwrap();
     admin.call_timeout = Duration::from_secs(120);
     let f = admin.call(&Request::Reload).unwrap();
@@ -637,26 +634,16 @@ fn reload_switches_to_the_new_slot_without_dropping_connections() {
 
 #[test]
 fn a_trial_slot_that_fails_its_self_test_is_marked_bad_and_the_previous_slot_serves() {
-    let (keys, opts) = dev_trust();
     let state = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    outpost_provision::install(
-        &dev_bundle_version(1, work.path()),
-        state.path(),
-        &keys,
-        &opts,
-    )
-    .unwrap();
-    drop(start(&["--state-dir", state.path().to_str().unwrap()])); // v1 proves itself
-                                                                   // v2 expects the wrong label from its self-test clip: it cannot prove itself.
-    let key = outpost_models::SigningKey::load(
-        &repo().join("models/reference/dev-keys/outpost-dev-DO-NOT-DEPLOY.pk8"),
-    )
-    .unwrap();
+    dev_install(&dev_bundle_version(1, work.path()), state.path()).unwrap();
+    // v1 proves itself.
+    drop(start_slots(state.path()));
+    // v2 expects the wrong label from its self-test clip: it cannot prove itself.
     let bad = work.path().join("v2-bad.bundle");
     std::fs::write(
         &bad,
-        resigned(&key, |m| {
+        resigned(&dev_key(), |m| {
             m.version = 2;
             for t in &mut m.self_tests {
                 t.expect_label = "volume down".into();
@@ -664,8 +651,8 @@ fn a_trial_slot_that_fails_its_self_test_is_marked_bad_and_the_previous_slot_ser
         }),
     )
     .unwrap();
-    outpost_provision::install(&bad, state.path(), &keys, &opts).unwrap();
-    let d = start(&["--state-dir", state.path().to_str().unwrap()]);
+    dev_install(&bad, state.path()).unwrap();
+    let d = start_slots(state.path());
     assert_eq!(d.state, "ready", "the previous slot serves");
     let mut c = connect(&Target::Socket(d.socket.clone()), Duration::from_secs(2)).unwrap();
     let f = c.call(&Request::Status).unwrap();
@@ -684,7 +671,7 @@ fn a_trial_slot_that_fails_its_self_test_is_marked_bad_and_the_previous_slot_ser
     drop(c);
     drop(d);
     // The refused bundle is refused again on the next attempt.
-    let again = outpost_provision::install(&bad, state.path(), &keys, &opts);
+    let again = dev_install(&bad, state.path());
     assert!(
         again.is_err(),
         "a bundle that failed its trial must not be reinstalled"

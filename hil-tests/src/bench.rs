@@ -70,6 +70,30 @@ pub struct PathResult {
     series: Vec<LatencySeries>,
 }
 
+impl PathResult {
+    /// Path `name` over `link`, with nothing measured yet.
+    fn empty(name: &str, link: String) -> Self {
+        Self {
+            path: name.to_owned(),
+            link,
+            frames: 0,
+            results: 0,
+            deadline_misses: 0,
+            rejections: 0,
+            errors: 0,
+            first_problems: Vec::new(),
+            wall_s: 0.0,
+            client_rtt: LatencySummary::default(),
+            server_total: LatencySummary::default(),
+            server_compute: LatencySummary::default(),
+            server_queue: LatencySummary::default(),
+            status: None,
+            error: None,
+            series: Vec::new(),
+        }
+    }
+}
+
 /// Everything the bench measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -134,24 +158,7 @@ fn bench_path(
     audio: &[Vec<u8>],
     opts: &BenchOptions,
 ) -> PathResult {
-    let mut r = PathResult {
-        path: name.to_owned(),
-        link: link.description(),
-        frames: 0,
-        results: 0,
-        deadline_misses: 0,
-        rejections: 0,
-        errors: 0,
-        first_problems: Vec::new(),
-        wall_s: 0.0,
-        client_rtt: LatencySummary::default(),
-        server_total: LatencySummary::default(),
-        server_compute: LatencySummary::default(),
-        server_queue: LatencySummary::default(),
-        status: None,
-        error: None,
-        series: Vec::new(),
-    };
+    let mut r = PathResult::empty(name, link.description());
     let mut rtt = LatencySeries::new(format!("{name} client round trip"));
     let mut total = LatencySeries::new(format!("{name} server total"));
     let mut compute = LatencySeries::new(format!("{name} server compute"));
@@ -279,22 +286,8 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
 
 fn bench_path_failed(name: &str, error: String) -> PathResult {
     PathResult {
-        path: name.to_owned(),
-        link: String::new(),
-        frames: 0,
-        results: 0,
-        deadline_misses: 0,
-        rejections: 0,
-        errors: 0,
-        first_problems: Vec::new(),
-        wall_s: 0.0,
-        client_rtt: LatencySummary::default(),
-        server_total: LatencySummary::default(),
-        server_compute: LatencySummary::default(),
-        server_queue: LatencySummary::default(),
-        status: None,
         error: Some(error),
-        series: Vec::new(),
+        ..PathResult::empty(name, String::new())
     }
 }
 

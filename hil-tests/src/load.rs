@@ -509,6 +509,23 @@ fn make_thread_rt(priority: u8) -> bool {
     rc == 0
 }
 
+/// Spawns one of the rig's I/O threads, named `name`, running `f` under SCHED_FIFO at
+/// `priority` when given (see `make_thread_rt`).
+fn spawn_rig_thread<T: Send + 'static>(
+    name: &str,
+    priority: Option<u8>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<JoinHandle<T>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if let Some(p) = priority {
+                make_thread_rt(p);
+            }
+            f()
+        })
+}
+
 // ---------------------------------------------------------------------------------
 // One run.
 
@@ -1011,66 +1028,60 @@ fn run_once(
             let sent_count = Arc::clone(&sent_count);
             let done = Arc::clone(&writer_done);
             let mut tx = tx;
-            std::thread::Builder::new()
-                .name("load-write".into())
-                .spawn(move || -> WriterOut {
-                    if let Some(p) = rig_rt {
-                        make_thread_rt(p);
+            spawn_rig_thread("load-write", rig_rt, move || -> WriterOut {
+                let mut sent = Vec::with_capacity(plan.streams.len() * frames_per_stream as usize);
+                let mut lag_max = 0u64;
+                let mut err = None;
+                // (next send time, seq, stream id, global index)
+                let mut next: Vec<(Instant, u32, u16, usize)> = plan
+                    .streams
+                    .iter()
+                    .map(|&(sid, g)| (t0 + phase(g, n), 0, sid, g))
+                    .collect();
+                while !next.is_empty() && !abort.load(Ordering::Relaxed) {
+                    let i = (0..next.len())
+                        .min_by_key(|&i| next[i].0)
+                        .expect("non-empty");
+                    let (at, seq, sid, g) = next[i];
+                    let now = Instant::now();
+                    if at > now {
+                        std::thread::sleep(at - now);
                     }
-                    let mut sent =
-                        Vec::with_capacity(plan.streams.len() * frames_per_stream as usize);
-                    let mut lag_max = 0u64;
-                    let mut err = None;
-                    // (next send time, seq, stream id, global index)
-                    let mut next: Vec<(Instant, u32, u16, usize)> = plan
-                        .streams
-                        .iter()
-                        .map(|&(sid, g)| (t0 + phase(g, n), 0, sid, g))
-                        .collect();
-                    while !next.is_empty() && !abort.load(Ordering::Relaxed) {
-                        let i = (0..next.len())
-                            .min_by_key(|&i| next[i].0)
-                            .expect("non-empty");
-                        let (at, seq, sid, g) = next[i];
-                        let now = Instant::now();
-                        if at > now {
-                            std::thread::sleep(at - now);
+                    let lag = Instant::now().saturating_duration_since(at).as_micros() as u64;
+                    lag_max = lag_max.max(lag);
+                    // Each stream starts at its own place in the audio.
+                    let pcm = &audio[(g * 97 + seq as usize) % audio.len()];
+                    let req = Request::Audio(Audio {
+                        stream_id: sid,
+                        seq,
+                        deadline_us: 0,
+                        pcm,
+                    });
+                    match tx.send(&req) {
+                        Ok((id, written)) => {
+                            sent.push(Sent {
+                                id,
+                                stream: sid,
+                                seq,
+                                written,
+                            });
+                            sent_count.fetch_add(1, Ordering::SeqCst);
                         }
-                        let lag = Instant::now().saturating_duration_since(at).as_micros() as u64;
-                        lag_max = lag_max.max(lag);
-                        // Each stream starts at its own place in the audio.
-                        let pcm = &audio[(g * 97 + seq as usize) % audio.len()];
-                        let req = Request::Audio(Audio {
-                            stream_id: sid,
-                            seq,
-                            deadline_us: 0,
-                            pcm,
-                        });
-                        match tx.send(&req) {
-                            Ok((id, written)) => {
-                                sent.push(Sent {
-                                    id,
-                                    stream: sid,
-                                    seq,
-                                    written,
-                                });
-                                sent_count.fetch_add(1, Ordering::SeqCst);
-                            }
-                            Err(e) => {
-                                err = Some(format!("writing stream {sid} seq {seq}: {e}"));
-                                break;
-                            }
-                        }
-                        if seq + 1 >= frames_per_stream {
-                            next.swap_remove(i);
-                        } else {
-                            next[i] = (at + FRAME_PERIOD, seq + 1, sid, g);
+                        Err(e) => {
+                            err = Some(format!("writing stream {sid} seq {seq}: {e}"));
+                            break;
                         }
                     }
-                    done.store(true, Ordering::SeqCst);
-                    (tx, sent, lag_max, err)
-                })
-                .expect("spawn writer")
+                    if seq + 1 >= frames_per_stream {
+                        next.swap_remove(i);
+                    } else {
+                        next[i] = (at + FRAME_PERIOD, seq + 1, sid, g);
+                    }
+                }
+                done.store(true, Ordering::SeqCst);
+                (tx, sent, lag_max, err)
+            })
+            .expect("spawn writer")
         };
         // Reader: everything that comes back, until all frames are answered or the
         // drain timeout after the writer finished.
@@ -1078,48 +1089,43 @@ fn run_once(
             let abort = Arc::clone(&abort);
             let stop_on_failure = spec.stop_on_failure;
             let mut rx = rx;
-            std::thread::Builder::new()
-                .name("load-read".into())
-                .spawn(move || -> ReaderOut {
-                    if let Some(p) = rig_rt {
-                        make_thread_rt(p);
+            spawn_rig_thread("load-read", rig_rt, move || -> ReaderOut {
+                let mut got = Vec::new();
+                let mut audio_answers = 0u64;
+                let mut done_at: Option<Instant> = None;
+                let mut err = None;
+                let mut chunk = Vec::new();
+                loop {
+                    if let Err(e) = rx.poll(&mut chunk) {
+                        err = Some(format!("reading answers: {e}"));
+                        break;
                     }
-                    let mut got = Vec::new();
-                    let mut audio_answers = 0u64;
-                    let mut done_at: Option<Instant> = None;
-                    let mut err = None;
-                    let mut chunk = Vec::new();
-                    loop {
-                        if let Err(e) = rx.poll(&mut chunk) {
-                            err = Some(format!("reading answers: {e}"));
+                    for g in chunk.drain(..) {
+                        if g.id >= first_audio_id {
+                            audio_answers += 1;
+                        }
+                        if stop_on_failure
+                            && matches!(
+                                g.kind,
+                                AnswerKind::DeadlineMissed { .. } | AnswerKind::Rejected { .. }
+                            )
+                        {
+                            abort.store(true, Ordering::Relaxed);
+                        }
+                        got.push(g);
+                    }
+                    if writer_done.load(Ordering::SeqCst) {
+                        let t = *done_at.get_or_insert_with(Instant::now);
+                        if audio_answers >= sent_count.load(Ordering::SeqCst)
+                            || t.elapsed() > DRAIN_TIMEOUT
+                        {
                             break;
                         }
-                        for g in chunk.drain(..) {
-                            if g.id >= first_audio_id {
-                                audio_answers += 1;
-                            }
-                            if stop_on_failure
-                                && matches!(
-                                    g.kind,
-                                    AnswerKind::DeadlineMissed { .. } | AnswerKind::Rejected { .. }
-                                )
-                            {
-                                abort.store(true, Ordering::Relaxed);
-                            }
-                            got.push(g);
-                        }
-                        if writer_done.load(Ordering::SeqCst) {
-                            let t = *done_at.get_or_insert_with(Instant::now);
-                            if audio_answers >= sent_count.load(Ordering::SeqCst)
-                                || t.elapsed() > DRAIN_TIMEOUT
-                            {
-                                break;
-                            }
-                        }
                     }
-                    (rx, got, err)
-                })
-                .expect("spawn reader")
+                }
+                (rx, got, err)
+            })
+            .expect("spawn reader")
         };
         handles.push((plan, desc, wh, rh));
     }
@@ -1725,6 +1731,22 @@ fn late_cell(t: &TallySummary) -> String {
     }
 }
 
+/// The cells from frames to misses of a run table row (frames, client p50, p99, p99.9,
+/// max, server total p99, results, misses), joined by ` | `.
+fn latency_cells(t: &TallySummary) -> String {
+    format!(
+        "{} | {} | {} | {} | {} | {} | {} | {}",
+        t.frames,
+        ms(t.client.p50_us),
+        ms(t.client.p99_us),
+        ms(t.client.p999_us),
+        ms(t.client.max_us),
+        ms(t.server_total.p99_us),
+        t.results,
+        t.misses,
+    )
+}
+
 fn run_row(
     label: &str,
     streams: usize,
@@ -1748,19 +1770,13 @@ fn run_row(
         )
     };
     format!(
-        "| {label} | {streams} | {conns} | {} | {} | {} | {} | {} | {} | {} | {} | {rej} | {} | {} | {} | {} |\n",
-        t.frames,
-        ms(t.client.p50_us),
-        ms(t.client.p99_us),
-        ms(t.client.p999_us),
-        ms(t.client.max_us),
-        ms(t.server_total.p99_us),
-        t.results,
-        t.misses,
+        "| {label} | {streams} | {conns} | {} | {rej} | {} | {} | {} | {} |\n",
+        latency_cells(t),
         late_cell(t),
         t.unanswered + t.duplicates,
         rig.map_or(String::new(), |r| ms(r.send_lag_max_us)),
-        rig.and_then(|r| r.steal_ms).map_or(String::new(), |s| s.to_string()),
+        rig.and_then(|r| r.steal_ms)
+            .map_or(String::new(), |s| s.to_string()),
     )
 }
 
@@ -1981,17 +1997,10 @@ impl LoadReport {
                     "real-time"
                 };
                 md.push_str(&format!(
-                    "| {daemon} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {daemon} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     r.path,
                     r.streams,
-                    t.frames,
-                    ms(t.client.p50_us),
-                    ms(t.client.p99_us),
-                    ms(t.client.p999_us),
-                    ms(t.client.max_us),
-                    ms(t.server_total.p99_us),
-                    t.results,
-                    t.misses,
+                    latency_cells(t),
                     t.rejections(),
                     late_cell(t),
                     t.unanswered + t.duplicates,

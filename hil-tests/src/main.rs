@@ -1,6 +1,6 @@
 //! `outpost-hil`: run scenarios against a device, or benchmark the simulated one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -130,6 +130,31 @@ fn secs(s: f64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(s))
 }
 
+/// How to start the simulated device: `outpostd` (as `sim::find_outpostd` finds it) with
+/// `daemon_args` after its own.
+fn sim_options(outpostd: Option<PathBuf>, daemon_args: Vec<String>) -> sim::SimOptions {
+    let mut sim = sim::SimOptions::new(sim::find_outpostd(outpostd.as_deref()));
+    sim.extra_args = daemon_args;
+    sim
+}
+
+/// The clips `clips_tsv` lists (default: `clips::default_clips_tsv`); none when it is
+/// missing or unreadable.
+fn load_clips(clips_tsv: Option<PathBuf>) -> Vec<clips::Clip> {
+    runner::load_clips(&clips_tsv.unwrap_or_else(clips::default_clips_tsv)).0
+}
+
+/// Prints a bench report's Markdown and where its files are; the exit code for `ok`.
+fn finish(markdown: &str, report_dir: &Path, ok: bool) -> ExitCode {
+    println!("{markdown}");
+    println!("reports: {}", report_dir.display());
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn main() -> anyhow::Result<ExitCode> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match Cli::parse().command {
@@ -173,27 +198,18 @@ fn main() -> anyhow::Result<ExitCode> {
             report_dir,
             clips: clips_tsv,
         } => {
-            let mut sim = sim::SimOptions::new(sim::find_outpostd(outpostd.as_deref()));
-            sim.extra_args = daemon_args;
+            let mut sim = sim_options(outpostd, daemon_args);
             sim.keep_log_to = Some(report_dir.join("outpostd.log"));
-            let (clips, _) =
-                runner::load_clips(&clips_tsv.unwrap_or_else(clips::default_clips_tsv));
             let opts = bench::BenchOptions {
                 frames,
                 warmup_frames: warmup,
                 sim,
-                clips,
+                clips: load_clips(clips_tsv),
                 answer_timeout: Duration::from_secs(5),
             };
             let mut rep = bench::run_bench(&opts)?;
             rep.write(&report_dir)?;
-            println!("{}", rep.markdown());
-            println!("reports: {}", report_dir.display());
-            Ok(if rep.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(finish(&rep.markdown(), &report_dir, rep.ok()))
         }
         Command::BenchLoad {
             scenarios,
@@ -238,13 +254,9 @@ fn main() -> anyhow::Result<ExitCode> {
             );
             let pick =
                 |v: Option<f64>, full: f64, q: f64| secs(v.unwrap_or(if quick { q } else { full }));
-            let mut sim = sim::SimOptions::new(sim::find_outpostd(outpostd.as_deref()));
-            sim.extra_args = daemon_args;
-            let (clips, _) =
-                runner::load_clips(&clips_tsv.unwrap_or_else(clips::default_clips_tsv));
             let opts = load::LoadOptions {
-                sim,
-                clips,
+                sim: sim_options(outpostd, daemon_args),
+                clips: load_clips(clips_tsv),
                 scenarios: if scenarios.is_empty() {
                     load::LoadScenario::ALL.to_vec()
                 } else {
@@ -265,13 +277,7 @@ fn main() -> anyhow::Result<ExitCode> {
             };
             let rep = load::run_bench_load(&opts)?;
             rep.write(&report_dir)?;
-            println!("{}", rep.markdown());
-            println!("reports: {}", report_dir.display());
-            Ok(if rep.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(finish(&rep.markdown(), &report_dir, rep.ok()))
         }
     }
 }

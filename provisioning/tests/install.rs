@@ -17,7 +17,9 @@ use outpost_provision::slots::{
     boot_select_in, mark_bad_in, mark_good_in, read_audit_in, read_state_in, SlotName,
 };
 use outpost_provision::store::{Fault, MemStore, SlotStore};
-use outpost_provision::{boot_select, install, mark_bad, mark_good, read_audit, InstallError};
+use outpost_provision::{
+    boot_select, install, mark_bad, mark_good, read_audit, InstallError, InstallReport,
+};
 
 const NOW: u64 = 1_777_636_861;
 
@@ -139,6 +141,18 @@ fn sign_raw(key: &SigningKey, m: &Manifest) -> Vec<u8> {
     out
 }
 
+/// Manifest entries for `names`, each with a zero length and hash (for `sign_raw`).
+fn zero_entries<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Vec<FileEntry> {
+    names
+        .into_iter()
+        .map(|name| FileEntry {
+            name: name.into(),
+            len: 0,
+            sha256: [0; 32],
+        })
+        .collect()
+}
+
 fn manifest_len(bundle: &[u8]) -> usize {
     u32::from_le_bytes(bundle[12..16].try_into().unwrap()) as usize
 }
@@ -178,11 +192,7 @@ impl Device {
         dev
     }
 
-    fn install(
-        &self,
-        bytes: &[u8],
-        opts: &VerifyOptions,
-    ) -> Result<outpost_provision::InstallReport, InstallError> {
+    fn install(&self, bytes: &[u8], opts: &VerifyOptions) -> Result<InstallReport, InstallError> {
         let path = self.incoming.join("x.bundle");
         fs::write(&path, bytes).unwrap();
         install(&path, &self.state, &self.keys.trusted, opts)
@@ -207,14 +217,14 @@ impl Device {
         out
     }
 
-    /// Installs `bytes`, expects a refusal matching `check`, and proves that the state
-    /// directory is unchanged, the refusal is audited, and v5 still boots.
+    /// Installs `bytes` with `opts()`, expects a refusal matching `check`, and proves that
+    /// the state directory is unchanged, the refusal is audited, and v5 still boots.
     #[track_caller]
-    fn refused(&self, bytes: &[u8], opts: &VerifyOptions, check: impl Fn(&InstallError) -> bool) {
+    fn refused(&self, bytes: &[u8], check: impl Fn(&InstallError) -> bool) {
         let before = self.snapshot();
         let audit_before = read_audit(&self.state, 1000).unwrap().len();
         let err = self
-            .install(bytes, opts)
+            .install(bytes, &opts())
             .expect_err("install must be refused");
         assert!(check(&err), "unexpected error: {err}");
         assert_eq!(self.snapshot(), before, "state dir changed after: {err}");
@@ -230,6 +240,18 @@ impl Device {
             (SlotName::A, 5, false)
         );
     }
+
+    /// `refused`, for a bundle error matching `check`.
+    #[track_caller]
+    fn refused_bundle(&self, bytes: &[u8], check: impl Fn(&BundleError) -> bool) {
+        self.refused(bytes, |e| matches!(e, InstallError::Bundle(b) if check(b)));
+    }
+
+    /// `refused_bundle`, for `m` signed by `sign_raw` with the production key.
+    #[track_caller]
+    fn refused_raw(&self, m: &Manifest, check: impl Fn(&BundleError) -> bool) {
+        self.refused_bundle(&sign_raw(&self.keys.prod, m), check);
+    }
 }
 
 fn opts_dev() -> VerifyOptions {
@@ -239,8 +261,14 @@ fn opts_dev() -> VerifyOptions {
     }
 }
 
-fn is_bundle(e: &InstallError, f: impl Fn(&BundleError) -> bool) -> bool {
-    matches!(e, InstallError::Bundle(b) if f(b))
+fn is_bad_signature(b: &BundleError) -> bool {
+    matches!(b, BundleError::BadSignature { .. })
+}
+
+/// A rollback refusal of `version` against the floor 5, with `text` in its message.
+fn is_rollback(e: &InstallError, version: u32, text: &str) -> bool {
+    matches!(e, InstallError::Rollback { version: v, floor: 5, .. } if *v == version)
+        && e.to_string().contains(text)
 }
 
 #[test]
@@ -277,9 +305,7 @@ fn flipped_byte_in_signature_refused() {
     let b = dev.keys.bundle(6);
     let sig = HEADER_LEN + manifest_len(&b);
     for at in [sig + 8, sig + 40, sig + SIGNATURE_BLOCK_LEN - 1] {
-        dev.refused(&flipped(&b, at), &opts(), |e| {
-            is_bundle(e, |b| matches!(b, BundleError::BadSignature { .. }))
-        });
+        dev.refused_bundle(&flipped(&b, at), is_bad_signature);
     }
 }
 
@@ -292,9 +318,7 @@ fn flipped_byte_in_manifest_refused() {
         HEADER_LEN + manifest_len(&b) / 2,
         HEADER_LEN + manifest_len(&b) - 1,
     ] {
-        dev.refused(&flipped(&b, at), &opts(), |e| {
-            is_bundle(e, |b| matches!(b, BundleError::BadSignature { .. }))
-        });
+        dev.refused_bundle(&flipped(&b, at), is_bad_signature);
     }
 }
 
@@ -304,12 +328,10 @@ fn flipped_byte_in_each_payload_file_refused() {
     let b = dev.keys.bundle(6);
     let mut at = HEADER_LEN + manifest_len(&b) + SIGNATURE_BLOCK_LEN;
     for (name, data) in payload(6) {
-        dev.refused(&flipped(&b, at + data.len() / 2), &opts(), |e| {
-            is_bundle(
-                e,
-                |b| matches!(b, BundleError::HashMismatch { name: n, .. } if *n == name),
-            )
-        });
+        dev.refused_bundle(
+            &flipped(&b, at + data.len() / 2),
+            |b| matches!(b, BundleError::HashMismatch { name: n, .. } if *n == name),
+        );
         at += data.len();
     }
 }
@@ -329,13 +351,11 @@ fn truncated_bundle_refused_at_several_offsets() {
         b.len() / 2,
         b.len() - 1,
     ] {
-        dev.refused(&b[..cut], &opts(), |e| {
-            is_bundle(e, |b| {
-                matches!(
-                    b,
-                    BundleError::Truncated { .. } | BundleError::FileTruncated { .. }
-                )
-            })
+        dev.refused_bundle(&b[..cut], |b| {
+            matches!(
+                b,
+                BundleError::Truncated { .. } | BundleError::FileTruncated { .. }
+            )
         });
     }
 }
@@ -345,41 +365,26 @@ fn oversized_manifest_field_refused() {
     let dev = Device::new();
     let mut m = manifest(6, false);
     m.name = "n".repeat(65);
-    m.files = payload(6)
-        .iter()
-        .map(|(n, _)| FileEntry {
-            name: n.clone(),
-            len: 0,
-            sha256: [0; 32],
-        })
-        .collect();
-    dev.refused(&sign_raw(&dev.keys.prod, &m), &opts(), |e| {
-        is_bundle(
-            e,
-            |b| matches!(b, BundleError::StringLength { field, .. } if field == "name"),
-        )
-    });
+    m.files = zero_entries(NAMES);
+    dev.refused_raw(
+        &m,
+        |b| matches!(b, BundleError::StringLength { field, .. } if field == "name"),
+    );
 }
 
 #[test]
 fn oversized_file_count_refused() {
     let dev = Device::new();
     let mut m = manifest(6, false);
-    m.files = (0..33)
-        .map(|i| format!("f{i}"))
-        .chain(NAMES.iter().map(|n| (*n).to_owned()))
-        .map(|name| FileEntry {
-            name,
-            len: 0,
-            sha256: [0; 32],
-        })
-        .collect();
-    dev.refused(&sign_raw(&dev.keys.prod, &m), &opts(), |e| {
-        is_bundle(
-            e,
-            |b| matches!(b, BundleError::TooMany { what, .. } if what == "files"),
-        )
-    });
+    m.files = zero_entries(
+        (0..33)
+            .map(|i| format!("f{i}"))
+            .chain(NAMES.map(String::from)),
+    );
+    dev.refused_raw(
+        &m,
+        |b| matches!(b, BundleError::TooMany { what, .. } if what == "files"),
+    );
 }
 
 #[test]
@@ -394,17 +399,8 @@ fn path_traversal_and_absolute_names_refused() {
         "sub/file",
     ] {
         let mut m = manifest(6, false);
-        m.files = std::iter::once(bad)
-            .chain(NAMES)
-            .map(|n| FileEntry {
-                name: n.into(),
-                len: 0,
-                sha256: [0; 32],
-            })
-            .collect();
-        dev.refused(&sign_raw(&dev.keys.prod, &m), &opts(), |e| {
-            is_bundle(e, |b| matches!(b, BundleError::InvalidFileName { .. }))
-        });
+        m.files = zero_entries(std::iter::once(bad).chain(NAMES));
+        dev.refused_raw(&m, |b| matches!(b, BundleError::InvalidFileName { .. }));
     }
     assert!(!dev.state.parent().unwrap().join("escape").exists());
 }
@@ -414,18 +410,14 @@ fn unknown_key_id_refused() {
     let dev = Device::new();
     let stranger = SigningKey::from_pkcs8(&SigningKey::generate().unwrap()).unwrap();
     let b = build_bundle(&manifest(6, false), &payload(6), &stranger).unwrap();
-    dev.refused(&b, &opts(), |e| {
-        is_bundle(e, |b| matches!(b, BundleError::UnknownKey { .. }))
-    });
+    dev.refused_bundle(&b, |b| matches!(b, BundleError::UnknownKey { .. }));
 }
 
 #[test]
 fn dev_key_without_development_flag_refused() {
     let dev = Device::new();
     let b = build_bundle(&manifest(6, true), &payload(6), &dev.keys.dev).unwrap();
-    dev.refused(&b, &opts(), |e| {
-        is_bundle(e, |b| matches!(b, BundleError::DevelopmentRefused { .. }))
-    });
+    dev.refused_bundle(&b, |b| matches!(b, BundleError::DevelopmentRefused { .. }));
     // With the flag it installs.
     let r = dev.install(&b, &opts_dev()).unwrap();
     assert!(r.meta.development);
@@ -434,32 +426,16 @@ fn dev_key_without_development_flag_refused() {
 #[test]
 fn older_version_refused_as_rollback() {
     let dev = Device::new();
-    dev.refused(&dev.keys.bundle(3), &opts(), |e| {
-        matches!(
-            e,
-            InstallError::Rollback {
-                version: 3,
-                floor: 5,
-                ..
-            }
-        ) && e
-            .to_string()
-            .contains("version 3 is below the anti-rollback floor 5")
+    dev.refused(&dev.keys.bundle(3), |e| {
+        is_rollback(e, 3, "version 3 is below the anti-rollback floor 5")
     });
 }
 
 #[test]
 fn equal_version_refused() {
     let dev = Device::new();
-    dev.refused(&dev.keys.bundle(5), &opts(), |e| {
-        matches!(
-            e,
-            InstallError::Rollback {
-                version: 5,
-                floor: 5,
-                ..
-            }
-        ) && e.to_string().contains("equal to the anti-rollback floor 5")
+    dev.refused(&dev.keys.bundle(5), |e| {
+        is_rollback(e, 5, "equal to the anti-rollback floor 5")
     });
 }
 
@@ -468,8 +444,8 @@ fn wrong_compatible_string_refused() {
     let dev = Device::new();
     let mut m = manifest(6, false);
     m.compatible = "raspberry-pi".into();
-    dev.refused(&dev.keys.bundle_with(&m), &opts(), |e| {
-        is_bundle(e, |b| matches!(b, BundleError::Incompatible { .. }))
+    dev.refused_bundle(&dev.keys.bundle_with(&m), |b| {
+        matches!(b, BundleError::Incompatible { .. })
     });
 }
 
@@ -480,7 +456,7 @@ fn runtime_version_outside_range_refused() {
         let mut m = manifest(6, false);
         m.runtime_min = min.into();
         m.runtime_max = max.into();
-        dev.refused(&dev.keys.bundle_with(&m), &opts(), |e| {
+        dev.refused(&dev.keys.bundle_with(&m), |e| {
             matches!(e, InstallError::RuntimeUnsupported { .. })
                 && e.to_string().contains("this runtime is 0.1.0")
         });
@@ -523,7 +499,7 @@ fn self_test_failure_marks_bad_falls_back_and_refuses_bundle_next_time() {
     assert_eq!(s.state.floor, 5, "floor not raised by a failed trial");
     assert_eq!(s.state.rejected.len(), 1);
     assert_eq!(s.audit.last().unwrap().action, "mark-bad");
-    dev.refused(&v6, &opts(), |e| {
+    dev.refused(&v6, |e| {
         matches!(e, InstallError::PreviouslyRejected { .. })
             && e.to_string().contains("no detection")
     });
@@ -647,18 +623,27 @@ impl Read for PulledStick<'_> {
     }
 }
 
-/// A good device in memory: v1 installed in slot a and proven (floor 1).
-fn mem_device(k: &Keys) -> MemStore {
-    let mut store = MemStore::new();
+/// Installs `k.bundle(version)` into `store`, read from memory under the name `file`.
+fn install_version(
+    store: &mut MemStore,
+    k: &Keys,
+    version: u32,
+    file: &str,
+) -> Result<InstallReport, InstallError> {
     install_in(
-        &mut store,
-        k.bundle(1).as_slice(),
-        "v1.bundle",
+        store,
+        k.bundle(version).as_slice(),
+        file,
         &k.trusted,
         &opts(),
         NOW,
     )
-    .unwrap();
+}
+
+/// A good device in memory: v1 installed in slot a and proven (floor 1).
+fn mem_device(k: &Keys) -> MemStore {
+    let mut store = MemStore::new();
+    install_version(&mut store, k, 1, "v1.bundle").unwrap();
     mark_good_in(&mut store, SlotName::A, NOW).unwrap();
     store
 }
@@ -737,19 +722,19 @@ fn stick_returning_different_bytes_on_second_read_does_not_matter() {
 // ---------------------------------------------------------------------------------------
 // Storage faults at every step.
 
+/// Injects `fault` into a fresh `mem_device`, then installs v2 on it: the store and the
+/// install's result.
+fn install_v2_with(k: &Keys, fault: Fault) -> (MemStore, Result<InstallReport, InstallError>) {
+    let mut store = mem_device(k);
+    store.inject(fault);
+    let result = install_version(&mut store, k, 2, "v2.bundle");
+    (store, result)
+}
+
 /// Number of mutating operations a fault-free install of v2 performs on `mem_device`.
 fn install_ops(k: &Keys) -> usize {
-    let mut store = mem_device(k);
-    store.inject(Fault::EioAt(usize::MAX));
-    install_in(
-        &mut store,
-        k.bundle(2).as_slice(),
-        "v2.bundle",
-        &k.trusted,
-        &opts(),
-        NOW,
-    )
-    .unwrap();
+    let (store, result) = install_v2_with(k, Fault::EioAt(usize::MAX));
+    result.unwrap();
     store.ops()
 }
 
@@ -768,15 +753,8 @@ fn assert_recovers(store: &mut MemStore, k: &Keys, what: &str) -> u32 {
     if c.trial {
         mark_good_in(store, c.slot, NOW).unwrap();
     }
-    let r = install_in(
-        store,
-        k.bundle(3).as_slice(),
-        "v3.bundle",
-        &k.trusted,
-        &opts(),
-        NOW,
-    )
-    .unwrap_or_else(|e| panic!("{what}: next install failed: {e}"));
+    let r = install_version(store, k, 3, "v3.bundle")
+        .unwrap_or_else(|e| panic!("{what}: next install failed: {e}"));
     assert_eq!(r.slot, c.slot.other(), "{what}");
     let c3 = boot_select_in(store, &k.trusted, &opts(), NOW).unwrap();
     assert_eq!((c3.bundle.manifest.version, c3.trial), (3, true), "{what}");
@@ -790,16 +768,7 @@ fn process_killed_after_every_install_step_leaves_a_verified_slot() {
     assert!(n >= 20, "only {n} operations");
     let mut switched_at = None;
     for step in 1..=n {
-        let mut store = mem_device(&k);
-        store.inject(Fault::CrashAfter(step));
-        let result = install_in(
-            &mut store,
-            k.bundle(2).as_slice(),
-            "v2.bundle",
-            &k.trusted,
-            &opts(),
-            NOW,
-        );
+        let (store, result) = install_v2_with(&k, Fault::CrashAfter(step));
         assert!(store.is_crashed(), "step {step}: no crash");
         let trace = store.trace().to_vec();
         let mut rebooted = store.reboot();
@@ -829,16 +798,7 @@ fn eio_at_every_install_step_is_fatal_and_leaves_a_verified_slot() {
     let k = keys();
     let n = install_ops(&k);
     for step in 1..=n {
-        let mut store = mem_device(&k);
-        store.inject(Fault::EioAt(step));
-        let result = install_in(
-            &mut store,
-            k.bundle(2).as_slice(),
-            "v2.bundle",
-            &k.trusted,
-            &opts(),
-            NOW,
-        );
+        let (mut store, result) = install_v2_with(&k, Fault::EioAt(step));
         let failed_op = store.trace()[step - 1].clone();
         let what = format!("EIO at step {step} ({failed_op})");
         if failed_op.starts_with("fsync") && !failed_op.contains("audit.log") {
@@ -863,16 +823,7 @@ fn disk_full_while_writing_the_slot() {
     let n = install_ops(&k);
     let mut refused = 0;
     for step in 1..=n {
-        let mut store = mem_device(&k);
-        store.inject(Fault::FullFrom(step));
-        let result = install_in(
-            &mut store,
-            k.bundle(2).as_slice(),
-            "v2.bundle",
-            &k.trusted,
-            &opts(),
-            NOW,
-        );
+        let (mut store, result) = install_v2_with(&k, Fault::FullFrom(step));
         let what = format!("ENOSPC from step {step}");
         if let Err(e) = &result {
             refused += 1;
@@ -894,15 +845,7 @@ fn crash_during_mark_good_and_mark_bad_leaves_a_verified_slot() {
     let k = keys();
     for bad in [false, true] {
         let mut probe = mem_device(&k);
-        install_in(
-            &mut probe,
-            k.bundle(2).as_slice(),
-            "v2.bundle",
-            &k.trusted,
-            &opts(),
-            NOW,
-        )
-        .unwrap();
+        install_version(&mut probe, &k, 2, "v2.bundle").unwrap();
         let base = probe.reboot();
         let mut count = base.clone();
         count.inject(Fault::EioAt(usize::MAX));
@@ -950,14 +893,7 @@ fn crash_during_mark_good_and_mark_bad_leaves_a_verified_slot() {
 fn audit_records_each_decision() {
     let k = keys();
     let mut store = mem_device(&k);
-    let _ = install_in(
-        &mut store,
-        k.bundle(1).as_slice(),
-        "old.bundle",
-        &k.trusted,
-        &opts(),
-        NOW,
-    );
+    let _ = install_version(&mut store, &k, 1, "old.bundle");
     let recs = read_audit_in(&store, 10).unwrap();
     let actions: Vec<_> = recs
         .iter()
