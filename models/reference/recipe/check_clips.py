@@ -1,7 +1,8 @@
 """Streams each hold-out test clip of scripts/make-clips (.outpost/clips/clips.tsv) through the
 literal streaming pipeline (fresh stream, clip zero-padded to whole frames + 13 silent frames,
 as hil-tests' clip_frames) and the decision logic at the operating point of
-training_report.json. A clip counts as recognised when its first detection has its label.
+training_report.json (including its per-label thresholds, if any). A clip counts as recognised
+when its first detection has its label.
 
   python check_clips.py [HEAD.onnx] [T K R V H]
 """
@@ -18,11 +19,13 @@ TAIL = 13
 
 def main():
     head = sys.argv[1] if len(sys.argv) > 1 else str(C.REF / "command_head.onnx")
+    lt = {}
     if len(sys.argv) > 6:
         T, K, R, V, H = float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
     else:
         d = json.loads((C.REF / "training_report.json").read_text())["decision"]
         T, K, R, V, H = d["threshold"], d["smoothing_frames"], d["refractory_ms"], d["vad_threshold"], d["vad_hangover_ms"]
+        lt = {C.LABELS.index(l): t for l, t in d.get("label_thresholds", [])}
     tsv = os.environ.get("OUTPOST_CLIPS", str(C.REPO / ".outpost" / "clips")) + "/clips.tsv"
     ok, by_voice = 0, {}
     rows = [l.rstrip("\n").split("\t") for l in open(tsv) if l.strip()]
@@ -30,7 +33,7 @@ def main():
         x = C.read_wav(path)
         x = np.concatenate([x, np.zeros((-len(x)) % C.FRAME + TAIL * C.FRAME, np.int16)])
         p = C.StreamingPipeline(head)
-        dec = C.Decision(T, K, R, V, H)
+        dec = C.Decision(T, K, R, V, H, label_thresholds=lt)
         dets, peak = [], 0.0
         for k in range(len(x) // C.FRAME):
             _, sc, v = p.push(x[k * C.FRAME:(k + 1) * C.FRAME])
@@ -44,7 +47,7 @@ def main():
         by_voice[voice][0] += good
         by_voice[voice][1] += 1
         print(f"{'ok  ' if good else 'FAIL'} {voice:22s} {label:16s} detections={dets} max score of label={peak:.3f}")
-    print(f"recognised {ok}/{len(rows)} at T={T} K={K} R={R} V={V} H={H};",
+    print(f"recognised {ok}/{len(rows)} at T={T} K={K} R={R} V={V} H={H}" + (f" label thresholds {lt}" if lt else "") + ";",
           ", ".join(f"{v}: {a}/{b}" for v, (a, b) in by_voice.items()))
 
 

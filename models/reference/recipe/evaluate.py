@@ -78,8 +78,16 @@ def run_stream(audio, head, embs_out=None):
     return scores, vad
 
 
+def thresholds(T):
+    """T: one threshold for every command, or a sequence of C.NONE per-command thresholds."""
+    return np.broadcast_to(np.asarray(T, np.float64), (C.NONE,))
+
+
 def decide(scores, vad, T, K, R, V, H):
-    d = C.Decision(T, K, R, V, H)
+    if np.ndim(T):
+        d = C.Decision(max(T), K, R, V, H, label_thresholds={i: float(t) for i, t in enumerate(T)})
+    else:
+        d = C.Decision(T, K, R, V, H)
     dets = []
     for k in range(len(scores)):
         r = d.push(scores[k], vad[k])
@@ -90,7 +98,7 @@ def decide(scores, vad, T, K, R, V, H):
 
 def decide_fast(scores, vad, T, K, R, V, H):
     """Same result as C.Decision (checked in report.py), vectorised: only frames where a
-    detection is possible are visited."""
+    detection is possible are visited. T: one threshold or C.NONE per-command thresholds."""
     n = len(scores)
     if n == 0:
         return []
@@ -103,11 +111,13 @@ def decide_fast(scores, vad, T, K, R, V, H):
     vr = np.lib.stride_tricks.sliding_window_view(vp, nh).max(1) >= V
     c = s.argmax(1)
     smax = s[k, c]
-    below = smax < T
+    thr = thresholds(T)                                     # per-command thresholds (T may be one number)
+    above = smax >= thr[c]                                  # the argmax command reaches its threshold
+    below = (s < thr[None, :]).all(1)                       # every command below its threshold (re-arm)
     nb = np.where(below, k, n)
-    next_below = np.minimum.accumulate(nb[::-1])[::-1]     # first j >= i with smax[j] < T
+    next_below = np.minimum.accumulate(nb[::-1])[::-1]     # first j >= i with every s[j, c] < thr[c]
     armed_from, t_last, dets = 0, None, []
-    for i in np.nonzero(~below & vr)[0]:
+    for i in np.nonzero(above & vr)[0]:
         if i >= armed_from and (t_last is None or i * 80 - t_last >= R):
             dets.append((int(i), int(c[i]), float(smax[i])))
             t_last = i * 80

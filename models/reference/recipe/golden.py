@@ -39,6 +39,13 @@ def decision_params():
     return rep["decision"]
 
 
+def make_decision(dec):
+    """C.Decision at the report's operating point, per-label thresholds included (as bundle.toml)."""
+    lt = {C.LABELS.index(l): t for l, t in dec.get("label_thresholds", [])}
+    return C.Decision(dec["threshold"], dec["smoothing_frames"], dec["refractory_ms"], dec["vad_threshold"],
+                      dec["vad_hangover_ms"], label_thresholds=lt)
+
+
 def main():
     G.mkdir(parents=True, exist_ok=True)
     assert GOLDEN_VOICE in C.holdout_demo_voices() and SELFTEST_VOICE in C.holdout_demo_voices()
@@ -111,7 +118,7 @@ def main():
                                 f"output[0,0] per window: [{NW}]", "silero_vad.onnx", 1e-4)
     entries["vad_state_final"] = save("vad_state_final.f32", state, "stateN after the last window", "[2,1,128]", "silero_vad.onnx", 1e-3)
     dec = decision_params()
-    det = C.Decision(dec["threshold"], dec["smoothing_frames"], dec["refractory_ms"], dec["vad_threshold"], dec["vad_hangover_ms"])
+    det = make_decision(dec)
     golden_dets = [(k, C.LABELS[r[0]], r[1]) for k, (sc, v) in enumerate(zip(scores, vads)) if (r := det.push(sc, v))]
     # ---- self-test clip
     sp2 = trim(tts(SELFTEST_VOICE, "lights on"))
@@ -119,7 +126,7 @@ def main():
     st = np.concatenate([st, np.zeros((-len(st)) % C.FRAME, np.int16)])
     (C.REF / "selftest_lights_on.raw").write_bytes(st.astype("<i2").tobytes())
     p2 = C.StreamingPipeline(C.REF / "command_head.onnx")
-    det2 = C.Decision(dec["threshold"], dec["smoothing_frames"], dec["refractory_ms"], dec["vad_threshold"], dec["vad_hangover_ms"])
+    det2 = make_decision(dec)
     st_dets = []
     for k in range(len(st) // C.FRAME):
         _, sc, v = p2.push(st[k * C.FRAME:(k + 1) * C.FRAME])
