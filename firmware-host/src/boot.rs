@@ -152,10 +152,21 @@ fn warmup_audio(frames: usize) -> Vec<i16> {
         .collect()
 }
 
-/// Runs a bundle self-test vector on `engine`; returns the worst frame compute in µs.
+/// Passes of a self-test vector whose recognition is right but whose worst frame is
+/// over its budget before the bundle is refused: a transient stall of the host (a VM
+/// losing its CPU for tens of ms, measured on the development VM) fails one pass, a
+/// pipeline that is really too slow (e.g. a provider fallen back to the CPU) fails
+/// every pass.
+pub const SELF_TEST_TIMING_PASSES: usize = 3;
+
+/// Runs a bundle self-test vector on `engine`; returns the worst frame compute in µs of
+/// the passing pass.
 ///
 /// # Errors
-/// A message naming the vector, the expected label and what was detected.
+/// The expected label was not detected exactly once (or something was detected for
+/// `none`), checked on every pass; or the worst frame compute exceeded
+/// `t.max_frame_us` in each of [`SELF_TEST_TIMING_PASSES`] passes (the message lists
+/// them).
 pub fn run_self_test(engine: &mut Engine, bundle: &VerifiedBundle, t: &SelfTest) -> Result<u32> {
     let raw = bundle
         .file(&t.audio_file)
@@ -171,6 +182,32 @@ pub fn run_self_test(engine: &mut Engine, bundle: &VerifiedBundle, t: &SelfTest)
         pcm.extend(std::iter::repeat_n(0, FRAME_SAMPLES - rem));
     }
     pcm.extend(std::iter::repeat_n(0, 12 * FRAME_SAMPLES));
+    let mut worsts = Vec::new();
+    for _ in 0..SELF_TEST_TIMING_PASSES {
+        let worst = self_test_pass(engine, &pcm, t)?;
+        if worst <= t.max_frame_us {
+            if !worsts.is_empty() {
+                log::warn!(
+                    "self-test '{}': worst frame over its {} µs budget in {} earlier pass(es) ({worsts:?} µs), within it now ({worst} µs): a transient stall",
+                    t.audio_file,
+                    t.max_frame_us,
+                    worsts.len()
+                );
+            }
+            return Ok(worst);
+        }
+        worsts.push(worst);
+    }
+    bail!(
+        "self-test '{}' failed: worst frame compute {worsts:?} µs in {} passes, each over its budget {} µs",
+        t.audio_file,
+        SELF_TEST_TIMING_PASSES,
+        t.max_frame_us
+    )
+}
+
+/// One pass of a self-test vector on a fresh stream; returns its worst frame compute.
+fn self_test_pass(engine: &mut Engine, pcm: &[i16], t: &SelfTest) -> Result<u32> {
     let mut st = engine.new_stream();
     let mut detected = Vec::new();
     let mut worst = 0u32;
@@ -196,13 +233,6 @@ pub fn run_self_test(engine: &mut Engine, bundle: &VerifiedBundle, t: &SelfTest)
                 format!("exactly one '{}'", t.expect_label)
             },
             detected
-        );
-    }
-    if worst > t.max_frame_us {
-        bail!(
-            "self-test '{}' failed: worst frame compute {worst} µs exceeds its budget {} µs",
-            t.audio_file,
-            t.max_frame_us
         );
     }
     Ok(worst)
@@ -362,7 +392,7 @@ fn serve_bundle(
     }
     // Warm-up: every engine, deterministic audio; the worst frame seeds admission control.
     let audio = warmup_audio(opts.warmup_frames.max(2));
-    let (mut worst, mut total, mut frames) = (0u32, 0u64, 0u64);
+    let (mut worst, mut total, mut total_sq, mut frames) = (0u32, 0u64, 0u64, 0u64);
     for e in &mut engines {
         let mut st = e.new_stream();
         for (i, f) in audio.chunks_exact(FRAME_SAMPLES).enumerate() {
@@ -371,6 +401,7 @@ fn serve_bundle(
                 let us: u32 = out.stage_us.iter().sum();
                 worst = worst.max(us);
                 total += us as u64;
+                total_sq += u64::from(us) * u64::from(us);
                 frames += 1;
             }
         }
@@ -386,10 +417,14 @@ fn serve_bundle(
     let mut cfg = opts.scheduler.clone();
     cfg.initial_wcet_us = (worst as u64 * 3 / 2).clamp(500, 20_000) as u32;
     cfg.initial_typical_us = (total / frames.max(1)).clamp(1, cfg.initial_wcet_us as u64) as u32;
+    let mean = total as f64 / frames.max(1) as f64;
+    let var = total_sq as f64 / frames.max(1) as f64 - mean * mean;
+    cfg.initial_spread_us = var.max(0.0).sqrt().round() as u32;
     log::info!(
-        "warm-up worst frame {worst} µs; admission starts at WCET {} µs, typical {} µs per frame",
+        "warm-up worst frame {worst} µs; admission starts at WCET {} µs, typical {} µs, spread {} µs per frame",
         cfg.initial_wcet_us,
-        cfg.initial_typical_us
+        cfg.initial_typical_us,
+        cfg.initial_spread_us
     );
     let scheduler =
         Scheduler::start_with_counters(engines, cfg, Arc::clone(stats), Arc::clone(counters));

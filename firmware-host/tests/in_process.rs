@@ -1,11 +1,15 @@
-//! The deadline runs to the first byte written (DESIGN.md §4): a connection whose
-//! writes stall past the deadline gets `DeadlineMissed`, never a late result passed off
-//! as on time, and the daemon counts every late write in status.
+//! In-process tests of the daemon's parts on the dev bundle (ONNX Runtime, CPU). Needs
+//! `scripts/setup` to have run.
 //!
-//! In process: the dev bundle booted with [`outpost_host::boot::boot`], one connection
-//! served by [`outpost_host::server::serve_connection`] over a socket pair whose
-//! daemon-side writer stalls after every write, as a writer thread descheduled by a
-//! busy host would. Needs `scripts/setup` to have run.
+//! * The deadline runs to the first byte written (DESIGN.md §4): a connection whose
+//!   writes stall past the deadline gets `DeadlineMissed`, never a late result passed
+//!   off as on time, and the daemon counts every late write in status. The dev bundle
+//!   is booted with [`outpost_host::boot::boot`], one connection served by
+//!   [`outpost_host::server::serve_connection`] over a socket pair whose daemon-side
+//!   writer stalls after every write, as a writer thread descheduled by a busy host
+//!   would.
+//! * The boot self-test: a wrong recognition fails at once, a frame over its budget in
+//!   every pass fails.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -13,13 +17,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use outpost_host::boot::{boot, BootOptions};
+use outpost_host::boot::{boot, load_bundle, run_self_test, BootOptions, SELF_TEST_TIMING_PASSES};
 use outpost_host::server::{serve_connection, Daemon, Limits, TransportKind};
 use outpost_protocol::client::{Client, Received, ResponseFrame};
 use outpost_protocol::{
     Audio, Hello, OpenStream, Request, Response, FRAME_AUDIO_BYTES, FRAME_SAMPLES, SAMPLE_RATE_HZ,
 };
 use outpost_runtime::ort_env::SessionConfig;
+use outpost_runtime::pipeline::Engine;
 use outpost_runtime::scheduler::{Counters, SchedulerConfig};
 use outpost_runtime::stats::LatencyStats;
 
@@ -63,9 +68,8 @@ fn expect_frame(c: &mut Client<UnixStream, UnixStream>) -> ResponseFrame {
     }
 }
 
-#[test]
-fn answers_written_after_the_deadline_go_out_as_deadline_misses_and_are_counted() {
-    let opts = BootOptions {
+fn dev_boot_options() -> BootOptions {
+    BootOptions {
         bundle: Some(dev_bundle()),
         dev: true,
         trusted_keys: None,
@@ -75,7 +79,40 @@ fn answers_written_after_the_deadline_go_out_as_deadline_misses_and_are_counted(
         scheduler: SchedulerConfig::default(),
         warmup_frames: 4,
         state_dir: None,
-    };
+    }
+}
+
+#[test]
+fn a_self_test_fails_on_a_wrong_recognition_or_a_budget_missed_in_every_pass() {
+    let opts = dev_boot_options();
+    let bundle = load_bundle(&opts).unwrap();
+    let mut engine = Engine::new(&bundle, &opts.session).unwrap();
+    let mut t = bundle.manifest.self_tests[0].clone();
+    let worst = run_self_test(&mut engine, &bundle, &t).expect("the dev bundle's self-test");
+    assert!(worst > 0);
+
+    t.max_frame_us = 1;
+    let e = run_self_test(&mut engine, &bundle, &t)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!(
+            "in {SELF_TEST_TIMING_PASSES} passes, each over its budget 1 µs"
+        )),
+        "{e}"
+    );
+
+    t.max_frame_us = u32::MAX;
+    t.expect_label = "volume down".into();
+    let e = run_self_test(&mut engine, &bundle, &t)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("expected exactly one 'volume down'"), "{e}");
+}
+
+#[test]
+fn answers_written_after_the_deadline_go_out_as_deadline_misses_and_are_counted() {
+    let opts = dev_boot_options();
     let stats = Arc::new(LatencyStats::new());
     let counters = Arc::new(Counters::default());
     let serving = boot(&opts, &stats, &counters);
