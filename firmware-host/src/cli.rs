@@ -448,7 +448,7 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
                    "rejections": st.rejections, "errors": st.errors, "providers": providers, "latency": stages,
                    "slot": st.slot, "provisioning": st.provisioning,
                    "cancellations": st.cancellations, "wcet_us": st.wcet_us, "typical_us": st.typical_us,
-                   "late_writes": st.late_writes})
+                   "late_writes": st.late_writes, "spread_us": st.spread_us})
         )?;
         return Ok(());
     }
@@ -491,8 +491,8 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
     )?;
     writeln!(
         out,
-        "admission  per frame: worst case {} µs (online p99.9, charged to the arriving frame), typical {} µs (mean, charged to each frame queued ahead)",
-        st.wcet_us, st.typical_us
+        "admission  per frame: worst case {} µs (online p99.9, charged to the arriving frame), typical {} µs (mean, charged to each frame queued ahead), spread {} µs (standard deviation; 3 × spread × √n on top for n frames queued ahead)",
+        st.wcet_us, st.typical_us, st.spread_us
     )?;
     writeln!(out, "\nstage            provider   count     p50 µs   p99 µs   p99.9 µs  max µs   budget µs  p99 within budget")?;
     for l in &st.latency {

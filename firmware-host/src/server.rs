@@ -283,6 +283,10 @@ impl Daemon {
                 .as_ref()
                 .map_or(0, |s| s.typical_us().min(u32::MAX as u64) as u32),
             late_writes: c.late_writes.load(Ordering::Relaxed),
+            spread_us: sv
+                .scheduler
+                .as_ref()
+                .map_or(0, |s| s.spread_us().min(u32::MAX as u64) as u32),
         }
     }
 }

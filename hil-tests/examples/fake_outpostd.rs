@@ -166,6 +166,7 @@ fn answer<'a>(
             wcet_us: 0,
             typical_us: 0,
             late_writes: 0,
+            spread_us: 0,
         }),
     }
 }

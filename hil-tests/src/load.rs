@@ -784,6 +784,8 @@ pub struct CounterDelta {
     pub typical_us: u32,
     /// Answers the daemon wrote after their deadline (its own count).
     pub late_writes: u64,
+    /// Admission control's standard deviation of compute per frame after the run, in µs.
+    pub spread_us: u32,
     /// The daemon's `Write` stage (answer queued → written) max since boot, in µs.
     pub write_max_us: u32,
     /// The daemon's `Transport` stage (frame read → submitted) max since boot, in µs.
@@ -919,6 +921,20 @@ impl Daemon {
             .map(|d| d.join(format!("outpostd-{tag}.log")));
         let rt = !sim.extra_args.iter().any(|a| a == "--no-rt");
         let dev = SimulatedDevice::start(&sim)?;
+        // A daemon in safe mode answers every frame `Rejected { NoModel }`: numbers from
+        // it would be meaningless, so the scenario fails with the daemon's reason.
+        let st = status(&dev)?;
+        if st.state != "Ready" {
+            anyhow::bail!(
+                "outpostd is not serving ({}): {}",
+                st.state,
+                if st.detail.is_empty() {
+                    "no reason given"
+                } else {
+                    &st.detail
+                }
+            );
+        }
         let link = SocketLink::connect(dev.socket_path())?;
         let mut s = Session::new(Box::new(link), SETUP_TIMEOUT)?;
         let hello = s.hello(CLIENT_NAME)?;
@@ -1224,6 +1240,7 @@ fn run_once(
             wcet_us: a.wcet_us,
             typical_us: a.typical_us,
             late_writes: a.late_writes.saturating_sub(b.late_writes),
+            spread_us: a.spread_us,
             write_max_us: stage_max(&a, "Write"),
             transport_max_us: stage_max(&a, "Transport"),
         });
@@ -1843,8 +1860,8 @@ fn notes(runs: &[&RunResult]) -> String {
             let t = &r.total;
             if t.misses + t.rejections() + t.late > 0 || d.cancellations + d.late_writes > 0 {
                 md.push_str(&format!(
-                    "\n- {label}: daemon admission WCET after the run {} µs (typical {} µs); {} runs cancelled at the deadline; {} answers written after their deadline (daemon's count); daemon stage max since boot: transport {} µs, write {} µs.",
-                    d.wcet_us, d.typical_us, d.cancellations, d.late_writes, d.transport_max_us, d.write_max_us
+                    "\n- {label}: daemon admission WCET after the run {} µs (typical {} µs, spread {} µs); {} runs cancelled at the deadline; {} answers written after their deadline (daemon's count); daemon stage max since boot: transport {} µs, write {} µs.",
+                    d.wcet_us, d.typical_us, d.spread_us, d.cancellations, d.late_writes, d.transport_max_us, d.write_max_us
                 ));
             }
             if d.deadline_misses != t.misses || d.rejections != t.rejections() {

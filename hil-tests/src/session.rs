@@ -199,6 +199,8 @@ pub struct StatusInfo {
     pub typical_us: u32,
     /// Answers written after their frame's deadline.
     pub late_writes: u64,
+    /// Standard deviation of compute per frame admission control currently assumes, in µs.
+    pub spread_us: u32,
 }
 
 /// Owned copy of [`outpost_protocol::StageLatency`], all in µs.
@@ -325,6 +327,7 @@ impl AnswerKind {
                 wcet_us: s.wcet_us,
                 typical_us: s.typical_us,
                 late_writes: s.late_writes,
+                spread_us: s.spread_us,
             })),
             Response::Error(e) => AnswerKind::Error(*e),
             Response::Reloaded {

@@ -362,6 +362,9 @@ pub struct StatusReport<'a> {
     /// deadline (a result that late is sent as [`Response::DeadlineMissed`] and counted
     /// there). Non-zero means the host stalled or a client read too slowly.
     pub late_writes: u64,
+    /// Current standard deviation of compute per frame used by admission control, in
+    /// µs (the frames queued ahead are charged three of their sum's on top).
+    pub spread_us: u32,
 }
 
 /// Errors that travel on the wire. Each names what was wrong and what was expected.

@@ -7,10 +7,11 @@
 //!   demand order).
 //! * **Admission control.** At arrival a frame is refused with
 //!   [`Response::Rejected`] when the queue is at its bound, or when the work queued
-//!   ahead of it (each frame at the mean measured compute, plus one outlier allowance)
-//!   plus its own worst-case compute (online p99.9 of measured compute) cannot finish
-//!   by its deadline. Both estimates are seeded by warm-up at boot and then follow a
-//!   sliding window of measured frames ([`crate::edf::CostEstimate`]).
+//!   ahead of it (each frame at the mean measured compute, plus three standard
+//!   deviations of their sum) plus its own worst-case compute (online p99.9 of
+//!   measured compute) cannot finish by its deadline. The estimates are seeded by
+//!   warm-up at boot and then follow a sliding window of measured frames
+//!   ([`crate::edf::CostEstimate`]).
 //! * **Deadline timer.** A timer thread fires `guard` before each deadline; a frame not
 //!   answered by then is answered [`Response::DeadlineMissed`], its ONNX Runtime run is
 //!   terminated (`RunOptions::terminate`) and its stream's state is reset before the
@@ -250,6 +251,8 @@ pub struct SchedulerConfig {
     /// Typical (mean) compute per frame assumed before any measurement, in µs; at
     /// most `initial_wcet_us`.
     pub initial_typical_us: u32,
+    /// Standard deviation of compute per frame assumed before any measurement, in µs.
+    pub initial_spread_us: u32,
     /// Real-time scheduling of the timer and worker threads.
     pub rt: RtConfig,
 }
@@ -262,6 +265,7 @@ impl Default for SchedulerConfig {
             guard_us: 2_000,
             initial_wcet_us: 10_000,
             initial_typical_us: 10_000,
+            initial_spread_us: 0,
             rt: RtConfig::off(),
         }
     }
@@ -401,6 +405,8 @@ struct Shared<S> {
     wcet_us: AtomicU64,
     /// Current typical (mean) compute per frame, in µs.
     typical_us: AtomicU64,
+    /// Current standard deviation of compute per frame, in µs.
+    spread_us: AtomicU64,
     /// Measured compute per frame (all model stages), µs: the WCET source, over a
     /// sliding window of two halves (current and previous).
     compute: Mutex<[hdrhistogram::Histogram<u64>; 2]>,
@@ -412,8 +418,8 @@ struct Shared<S> {
 const WCET_WINDOW_HALF: u64 = 4096;
 
 impl<S> Shared<S> {
-    /// Records one frame's compute and refreshes the estimates (online p99.9 and mean
-    /// over the sliding window) every 32 frames once 100 frames were seen; until then
+    /// Records one frame's compute and refreshes the estimates (online p99.9, mean and
+    /// standard deviation over the sliding window) every 32 frames once 100 frames were seen; until then
     /// the warm-up seeds stand.
     fn record_compute(&self, us: u64) {
         let Ok(mut h) = self.compute.lock() else {
@@ -433,6 +439,8 @@ impl<S> Shared<S> {
                 .store(both.value_at_quantile(0.999), Ordering::Relaxed);
             self.typical_us
                 .store(both.mean().round() as u64, Ordering::Relaxed);
+            self.spread_us
+                .store(both.stdev().round() as u64, Ordering::Relaxed);
         }
     }
 
@@ -487,6 +495,7 @@ impl<S: Send + 'static> Scheduler<S> {
             timer: Condvar::new(),
             wcet_us: AtomicU64::new(cfg.initial_wcet_us as u64),
             typical_us: AtomicU64::new(cfg.initial_typical_us.min(cfg.initial_wcet_us) as u64),
+            spread_us: AtomicU64::new(u64::from(cfg.initial_spread_us)),
             compute: Mutex::new(std::array::from_fn(|_| {
                 hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds")
             })),
@@ -527,6 +536,12 @@ impl<S: Send + 'static> Scheduler<S> {
     /// Current typical (mean) compute estimate per frame in µs (admission control input).
     pub fn typical_us(&self) -> u64 {
         self.shared.typical_us.load(Ordering::Relaxed)
+    }
+
+    /// Current standard deviation of compute per frame in µs (admission control input:
+    /// the margin for the queued frames' sum, [`crate::edf::QUEUE_SPREAD_Z`]).
+    pub fn spread_us(&self) -> u64 {
+        self.shared.spread_us.load(Ordering::Relaxed)
     }
 
     /// Open streams over all connections.
@@ -615,6 +630,7 @@ impl<S: Send + 'static> Scheduler<S> {
         let cost = CostEstimate {
             typical: Duration::from_micros(sh.typical_us.load(Ordering::Relaxed)),
             wcet: Duration::from_micros(sh.wcet_us.load(Ordering::Relaxed)),
+            spread: Duration::from_micros(sh.spread_us.load(Ordering::Relaxed)),
         };
         if let Admission::Reject {
             reason,

@@ -140,6 +140,7 @@ fn responses() -> Vec<(&'static str, u32, Response<'static>)> {
                 wcet_us: 4100,
                 typical_us: 2900,
                 late_writes: 1,
+                spread_us: 700,
             }),
         ),
         ("error_crc", 0, Response::Error(WireError::BadCrc { received: 1, computed: 2 })),

@@ -131,6 +131,7 @@ fn admission_charges_queued_frames_their_typical_cost_and_its_own_the_wcet() {
     let cost = CostEstimate {
         typical: ms(3),
         wcet: ms(9),
+        spread: ms(0),
     };
     for s in 1..=4 {
         e.open(key(1, s)).unwrap();
@@ -163,11 +164,53 @@ fn admission_charges_queued_frames_their_typical_cost_and_its_own_the_wcet() {
 }
 
 #[test]
+fn the_queued_frames_are_charged_three_standard_deviations_of_their_sum() {
+    let (_g, mut e) = setup(2);
+    let cost = CostEstimate {
+        typical: ms(3),
+        wcet: ms(9),
+        spread: ms(1),
+    };
+    for s in 1..=4 {
+        e.open(key(1, s)).unwrap();
+    }
+    // Nothing ahead: no margin, only its own 9 ms (cut-off: deadline - 0.5 ms guard).
+    assert_eq!(e.admit(key(1, 4), at(ms(10)), cost), Admission::Admit);
+    // Three frames of other streams ahead: (3 x 3 + 3 x 1 x sqrt(3)) / 2 workers
+    // = 7.1 ms, + own 9 = 16.1 ms; without the margin 4.5 + 9 = 13.5 ms.
+    for s in 1..=3 {
+        e.push(key(1, s), at(ms(10)), "q").unwrap();
+    }
+    assert_eq!(e.admit(key(1, 4), at(ms(17)), cost), Admission::Admit);
+    assert!(matches!(
+        e.admit(key(1, 4), at(ms(16)), cost),
+        Admission::Reject {
+            reason: RejectReason::WouldMissDeadline,
+            ..
+        }
+    ));
+    let no_spread = CostEstimate {
+        spread: ms(0),
+        ..cost
+    };
+    assert_eq!(e.admit(key(1, 4), at(ms(14)), no_spread), Admission::Admit);
+    // One more queued in its own stream: four ahead, (4 x 3 + 3 x 1 x 2) / 2 = 9 ms,
+    // + own 9 = 18 ms; its own stream alone (3 + 3 x 1 + 9 = 15 ms) is less.
+    e.push(key(1, 4), at(ms(10)), "own").unwrap();
+    assert_eq!(e.admit(key(1, 4), at(ms(19)), cost), Admission::Admit);
+    assert!(matches!(
+        e.admit(key(1, 4), at(ms(18)), cost),
+        Admission::Reject { .. }
+    ));
+}
+
+#[test]
 fn a_running_frame_past_its_typical_cost_is_charged_up_to_the_wcet() {
     let (_g, mut e) = setup(1);
     let cost = CostEstimate {
         typical: ms(3),
         wcet: ms(9),
+        spread: ms(0),
     };
     e.open(key(1, 1)).unwrap();
     e.open(key(1, 2)).unwrap();
@@ -197,6 +240,7 @@ fn a_wcet_below_typical_is_raised_to_it() {
     let cost = CostEstimate {
         typical: ms(5),
         wcet: ms(1),
+        spread: ms(0),
     };
     assert!(matches!(
         e.admit(key(1, 1), at(ms(5)), cost),
