@@ -204,7 +204,9 @@ fn stalled_frame_is_answered_deadline_missed_and_neighbours_keep_flowing() {
 
 #[test]
 fn order_is_kept_within_a_stream_and_state_carries_over() {
-    // The fake costs ~1.2 ms a frame; 10 queued frames of one stream fit in 30 ms.
+    // The fake costs ~1.2 ms a frame; 10 queued frames of one stream take ~12 ms. The
+    // deadline is 300 ms so that a loaded test machine cannot turn this ordering test
+    // into a deadline test.
     let (sched, _) = start(
         2,
         SchedulerConfig {
@@ -216,7 +218,7 @@ fn order_is_kept_within_a_stream_and_state_carries_over() {
     sched.open_stream(k).unwrap();
     let sink = Arc::new(Collect::default());
     for i in 0..10 {
-        sched.submit(job(k, i, i, false, 30_000, &sink));
+        sched.submit(job(k, i, i, false, 300_000, &sink));
     }
     let seen = wait_for(&sink, 10);
     let frames: Vec<Seen> = seen.into_iter().map(|(_, s, _)| s).collect();
