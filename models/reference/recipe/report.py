@@ -403,7 +403,17 @@ def write_md(rep):
              "85.8 / 75.4 / 61.1 / 49.8 %, 28.9 FA/h, odd-chunk objective 72.37 (head 5: 72.00 at 32.4 FA/h); at every T "
              "of the curve about equal clean, +1–2 points at 10/5 dB, fewer false accepts. A small margin: the "
              "two-fold check on unseen negative halves agrees on one half (22 vs 23 held-out false accepts, objective "
-             "72.37 vs 72.00) and not on the other (23 vs 19, 72.63 vs 72.80).\n")
+             "72.37 vs 72.00) and not on the other (23 vs 19, 72.63 vs 72.80).")
+    L.append("10. Temporal-convolution heads (`OUTPOST_ARCH=convKxC`: one [K·96 → C] layer shared across the 16−K+1 "
+             "embedding positions, then dense (16−K+1)·C → 384 → 192 → 13; 35 epochs, same data): kernel 3 × 128 "
+             "channels and kernel 1 × 96. Both score every window higher, so they are compared at equal FA/h: conv 3×128 "
+             "at T=0.98 K=4 85.7 / 77.3 / 62.1 / 50.6 %, 42.0 FA/h and conv 1×96 at T=0.97 85.8 / 77.5 / 62.0 / 51.3 %, "
+             "43.8 FA/h, against head 9 at T=0.93 88.6 / 78.5 / 65.1 / 53.6 %, 44.6 FA/h. The mean and the geometric mean "
+             "of head 9 and conv 3×128 lie on head 9's curve (geometric, T=0.98 K=4: 84.9 / 76.1 / 60.6 / 49.5 %, 28.0 "
+             "FA/h; head 9 at T=0.97: 85.8 / 75.4 / 61.1 / 49.8 %, 28.9). No VAD gate at all (V=0) moves no number by more "
+             "than 0.1 point: the misses are the head's, not the gate's. Not adopted: three architectures and their "
+             "ensembles give one accuracy / false-accept curve, so the limit is the training speech, not the classifier "
+             "(as DESIGN §3 predicts).\n")
     p = rep["pipeline_checks"]
     L.append("## Pipeline contract checks\n")
     L.append(f"- mel per 80 ms frame on the last 1760 samples vs mel on the whole signal: max abs difference "

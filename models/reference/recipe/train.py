@@ -34,6 +34,10 @@ SETS = os.environ.get("OUTPOST_TRAIN_SETS", "train,trainx").split(",")
 OHEM = int(os.environ.get("OUTPOST_OHEM", "0"))                # >1: half of the `none` windows of a batch are the
                                                                 # hardest (highest command score) of OHEM x candidates
 OUT = os.environ.get("OUTPOST_HEAD_OUT")                        # default: models/reference/command_head.onnx
+# first layer: "mlp" = dense over the flattened 16x96 window; "convKxC" = a temporal convolution
+# (kernel K embeddings, C channels, weights shared across the 16-K+1 positions) then the dense layers
+ARCH = os.environ.get("OUTPOST_ARCH", "mlp")
+CONV = tuple(int(v) for v in ARCH[4:].split("x")) if ARCH.startswith("conv") else None
 
 
 def window_labels(n, segs):
@@ -110,10 +114,26 @@ def gather(P, start):
     return P[start[:, None] + np.arange(C.HEAD_WIN)[None, :]].reshape(len(start), -1)
 
 
+def unfold(x, k):
+    """[n, 16*96] -> [n*(16-k+1), k*96]: row (i, t) holds embeddings t..t+k-1 of window i."""
+    x3 = x.reshape(len(x), C.HEAD_WIN, C.EMB_DIM)
+    tp = C.HEAD_WIN - k + 1
+    return np.concatenate([x3[:, j:j + tp] for j in range(k)], axis=2).reshape(len(x) * tp, k * C.EMB_DIM)
+
+
 class MLP:
+    """Dense layers (ReLU) + softmax; with CONV = (k, c) the first layer is a temporal convolution
+    (one [k*96, c] weight applied at each of the 16-k+1 positions, outputs flattened)."""
+
     def __init__(self, rng, dims):
+        if CONV:
+            k, c = CONV
+            dims = [k * C.EMB_DIM, c * (C.HEAD_WIN - k + 1)] + list(dims[1:])
         self.W = [rng.normal(0, np.sqrt(2.0 / a), (a, b)).astype(np.float32) for a, b in zip(dims[:-1], dims[1:])]
         self.b = [np.zeros(b, np.float32) for b in dims[1:]]
+        if CONV:
+            self.W[0] = self.W[0][:, :CONV[1]].copy()
+            self.b[0] = self.b[0][:CONV[1]].copy()
         self.m = [np.zeros_like(p) for p in self.W + self.b]
         self.v = [np.zeros_like(p) for p in self.W + self.b]
         self.t = 0
@@ -125,8 +145,13 @@ class MLP:
             mk = (rng.random(h.shape, dtype=np.float32) > DROP_IN) * np.float32(1 / (1 - DROP_IN))
             h = h * mk
             acts[0] = h
+        if CONV:
+            acts[0] = unfold(h, CONV[0])
         for li, (W, b) in enumerate(zip(self.W, self.b)):
-            h = h @ W + b
+            if li == 0 and CONV:
+                h = (acts[0] @ W + b).reshape(len(x), -1)
+            else:
+                h = h @ W + b
             if li < len(self.W) - 1:
                 h = np.maximum(h, 0)
                 if rng is not None and DROP_H:
@@ -155,6 +180,8 @@ class MLP:
         g *= (w / w.sum())[:, None]
         gW, gb = [None] * len(self.W), [None] * len(self.W)
         for li in range(len(self.W) - 1, -1, -1):
+            if li == 0 and CONV:
+                g = g.reshape(-1, CONV[1])
             gW[li] = acts[li].T @ g + WD * self.W[li]
             gb[li] = g.sum(0)
             if li > 0:
@@ -203,18 +230,34 @@ def sample_batch(rng, y, kind, n):
 def export_onnx(model, mu, sd, path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    W0 = model.W[0] / sd[:, None]
-    b0 = model.b[0] - (mu / sd) @ model.W[0]
-    Ws, bs = [W0] + model.W[1:], [b0] + model.b[1:]
-    inits = [numpy_helper.from_array(np.array([-1, C.HEAD_WIN * C.EMB_DIM], np.int64), "flat_shape")]
-    nodes = [helper.make_node("Reshape", ["embeddings", "flat_shape"], ["x0"])]
+    if CONV:
+        k, c = CONV
+        sdk, muk = np.tile(sd[:C.EMB_DIM], k), np.tile(mu[:C.EMB_DIM], k)
+        W0 = model.W[0] / sdk[:, None]                      # [k*96, c], row j*96+f
+        b0 = model.b[0] - (muk / sdk) @ model.W[0]
+        wconv = W0.reshape(k, C.EMB_DIM, c).transpose(2, 1, 0)   # Conv weight [c, 96, k]
+        inits = [numpy_helper.from_array(wconv.astype(np.float32), "Wc"),
+                 numpy_helper.from_array(b0.astype(np.float32), "bc"),
+                 numpy_helper.from_array(np.array([-1, c * (C.HEAD_WIN - k + 1)], np.int64), "flat_shape")]
+        nodes = [helper.make_node("Transpose", ["embeddings"], ["xt"], perm=[0, 2, 1]),       # [n, 96, 16]
+                 helper.make_node("Conv", ["xt", "Wc", "bc"], ["conv"], kernel_shape=[k]),     # [n, c, 16-k+1]
+                 helper.make_node("Relu", ["conv"], ["convr"]),
+                 helper.make_node("Transpose", ["convr"], ["convt"], perm=[0, 2, 1]),         # [n, 16-k+1, c]
+                 helper.make_node("Reshape", ["convt", "flat_shape"], ["x0"])]
+        Ws, bs, first = model.W[1:], model.b[1:], 1
+    else:
+        W0 = model.W[0] / sd[:, None]
+        b0 = model.b[0] - (mu / sd) @ model.W[0]
+        Ws, bs, first = [W0] + model.W[1:], [b0] + model.b[1:], 0
+        inits = [numpy_helper.from_array(np.array([-1, C.HEAD_WIN * C.EMB_DIM], np.int64), "flat_shape")]
+        nodes = [helper.make_node("Reshape", ["embeddings", "flat_shape"], ["x0"])]
     cur = "x0"
-    for i, (W, b) in enumerate(zip(Ws, bs)):
+    for i, (W, b) in enumerate(zip(Ws, bs), start=first):
         inits += [numpy_helper.from_array(W.astype(np.float32), f"W{i}"),
                   numpy_helper.from_array(b.astype(np.float32), f"b{i}")]
         nodes.append(helper.make_node("Gemm", [cur, f"W{i}", f"b{i}"], [f"g{i}"]))
         cur = f"g{i}"
-        if i < len(Ws) - 1:
+        if i < first + len(Ws) - 1:
             nodes.append(helper.make_node("Relu", [cur], [f"r{i}"]))
             cur = f"r{i}"
     nodes.append(helper.make_node("Softmax", [cur], ["scores"], axis=-1))
@@ -296,7 +339,7 @@ def main():
     pred = pv.argmax(1)
     cm = np.zeros((len(C.LABELS), len(C.LABELS)), int)
     np.add.at(cm, (yv, pred), 1)
-    info = dict(seed=SEED, hidden=HIDDEN, epochs=EPOCHS, batch=BATCH, lr=LR, weight_decay=WD,
+    info = dict(seed=SEED, arch=ARCH, hidden=HIDDEN, epochs=EPOCHS, batch=BATCH, lr=LR, weight_decay=WD,
                 dropout_in=DROP_IN, dropout_hidden=DROP_H, input_noise=IN_NOISE, mixup=MIXUP,
                 label_smoothing=SMOOTH, ema=EMA, ohem=OHEM, feature_sets=SETS, label_band=[POS_LO, POS_HI], none_before=NEG_BEFORE,
                 train_windows=int(len(y)), train_window_counts=np.bincount(y, minlength=len(C.LABELS)).tolist(),
