@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -17,6 +17,8 @@ use outpost_protocol::{
 use outpost_runtime::ort_env::provider_name;
 use outpost_runtime::stats::stage_name;
 use serde_json::json;
+
+pub use crate::wav::{read_audio, LoadedAudio, WavFormat};
 
 /// Where the device is.
 #[derive(Debug, Clone)]
@@ -58,44 +60,6 @@ pub fn connect(target: &Target, poll: Duration) -> Result<AnyClient> {
             Ok(Client::new(Box::new(s), Box::new(w)))
         }
     }
-}
-
-/// Reads 16 kHz mono s16 audio: a WAV file, or raw s16le from stdin for `-`.
-///
-/// # Errors
-/// A WAV in another format names its format and the expected one.
-pub fn read_audio(path: &Path) -> Result<Vec<i16>> {
-    if path == Path::new("-") {
-        let mut raw = Vec::new();
-        io::stdin()
-            .read_to_end(&mut raw)
-            .context("reading raw s16le audio from stdin")?;
-        return Ok(raw
-            .chunks_exact(2)
-            .map(|c| i16::from_le_bytes([c[0], c[1]]))
-            .collect());
-    }
-    let mut r = hound::WavReader::open(path)
-        .with_context(|| format!("cannot read WAV {}", path.display()))?;
-    let s = r.spec();
-    if s.sample_rate != SAMPLE_RATE_HZ
-        || s.channels != 1
-        || s.bits_per_sample != 16
-        || s.sample_format != hound::SampleFormat::Int
-    {
-        bail!(
-            "{} is {} Hz, {} channel(s), {}-bit {:?}: expected 16000 Hz mono 16-bit PCM \
-             (convert with: sox IN.wav -r 16000 -c 1 -b 16 OUT.wav)",
-            path.display(),
-            s.sample_rate,
-            s.channels,
-            s.bits_per_sample,
-            s.sample_format
-        );
-    }
-    r.samples::<i16>()
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("corrupt samples in {}", path.display()))
 }
 
 /// Options of `outpost send`.

@@ -6,3 +6,4 @@ pub mod boot;
 pub mod cli;
 pub mod server;
 pub mod transport;
+pub mod wav;

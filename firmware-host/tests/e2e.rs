@@ -135,7 +135,7 @@ fn test_voice() -> String {
 }
 
 fn read_wav(p: &Path) -> Vec<i16> {
-    outpost_host::cli::read_audio(p).unwrap()
+    outpost_host::cli::read_audio(p).unwrap().pcm
 }
 
 /// The test voice's clip of `label`: its samples and its expected label.
@@ -202,6 +202,65 @@ fn every_command_is_recognised_over_the_pty_and_the_socket() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// A field recording is rarely 16 kHz mono 16-bit: `outpost send` converts it (rubato FFT
+/// resampler, channels averaged) and the command is still recognised.
+#[test]
+fn a_48_khz_stereo_recording_is_converted_by_outpost_send_and_recognised() {
+    use outpost_host::cli::read_audio;
+    use rubato::audioadapter_buffers::owned::InterleavedOwned;
+    use rubato::{Fft, FixedSync, Resampler};
+
+    let d = start(&[]);
+    let (pcm, expected) = test_clip("lights off");
+    // The clip at 48 kHz: left channel at full level, right at half (a second mic).
+    let x: Vec<f32> = pcm.iter().map(|&v| f32::from(v) / 32_768.0).collect();
+    let n = x.len();
+    let up = Fft::<f32>::new(16_000, 48_000, 1024, 1, FixedSync::Input)
+        .unwrap()
+        .process_all(&InterleavedOwned::new_from(x, 1, n).unwrap(), n, None)
+        .unwrap()
+        .take_data();
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("lights_off_48k_stereo.wav");
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 48_000,
+        bits_per_sample: 24,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
+    for v in &up {
+        let s = (v * 8_388_607.0).round().clamp(-8_388_608.0, 8_388_607.0) as i32;
+        w.write_sample(s).unwrap();
+        w.write_sample(s / 2).unwrap();
+    }
+    w.finalize().unwrap();
+    assert_eq!(read_audio(&wav).unwrap().pcm.len(), n);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .arg("send")
+        .arg(&wav)
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "outpost send failed: {stderr}");
+    assert!(
+        stderr.contains("converted from 48000 Hz, 2 channel(s), 24-bit integer"),
+        "no conversion note: {stderr}"
+    );
+    let detected: Vec<String> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "detection")
+        .map(|v| v["command"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(detected, [expected], "stdout: {stdout}");
 }
 
 fn frame_bytes(id: u32, req: &Request<'_>) -> Vec<u8> {

@@ -30,8 +30,9 @@ struct Conn {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Stream a 16 kHz mono 16-bit WAV (or raw s16le from stdin with `-`) and print
-    /// detections and a latency summary.
+    /// Stream a WAV (or raw s16le 16 kHz mono from stdin with `-`) and print detections
+    /// and a latency summary. A WAV of another rate, channel count or sample format
+    /// (8-32-bit integer, 32-bit float) is converted to 16 kHz mono 16-bit first.
     Send {
         /// WAV file, or `-` for raw s16le 16 kHz mono on stdin.
         file: PathBuf,
@@ -95,7 +96,14 @@ fn main() -> Result<()> {
             deadline_ms,
             tail_ms,
         } => {
-            let pcm = read_audio(&file)?;
+            let audio = read_audio(&file)?;
+            if let Some(from) = audio.converted_from {
+                eprintln!(
+                    "note: {} converted from {from} to 16000 Hz mono 16-bit",
+                    file.display()
+                );
+            }
+            let pcm = audio.pcm;
             let mut client = connect(&target(conn, baud), Duration::from_millis(10))?;
             let opts = SendOptions {
                 realtime,
