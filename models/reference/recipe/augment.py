@@ -129,7 +129,7 @@ def random_effects_v3(rng, engine):
     tempo, 0-3 random peaking-EQ bands, band-limited / radio channels, reverb, compand."""
     eff = ["gain", "-8"]                               # headroom for EQ/pitch; level is set later
     if rng.random() < 0.85:
-        lo, hi = (0.9, 1.25) if engine == "flite" else (0.85, 1.18)
+        lo, hi = (0.9, 1.25) if engine in ("flite", "piper") else (0.85, 1.18)
         f = rng.uniform(lo, hi)
         cents = -1200 * np.log2(f) + rng.uniform(-300, 300)
         eff += ["speed", f"{f:.3f}", "pitch", f"{cents:.0f}", "rate", "-h", "16000"]

@@ -17,30 +17,44 @@ import common as C
 TAIL = 13
 
 
+def operating_point():
+    """(T, K, R, V, H, label_thresholds) of training_report.json."""
+    d = json.loads((C.REF / "training_report.json").read_text())["decision"]
+    lt = {C.LABELS.index(l): t for l, t in d.get("label_thresholds", [])}
+    return d["threshold"], d["smoothing_frames"], d["refractory_ms"], d["vad_threshold"], d["vad_hangover_ms"], lt
+
+
+def stream_clip(x, head, op, label=None):
+    """Streams int16 clip x (zero-padded to whole frames + TAIL silent frames) through a fresh
+    pipeline and the decision at op = (T, K, R, V, H, label_thresholds).
+    Returns (detected labels in order, max score of `label` or 0.0)."""
+    T, K, R, V, H, lt = op
+    x = np.concatenate([x, np.zeros((-len(x)) % C.FRAME + TAIL * C.FRAME, np.int16)])
+    p = C.StreamingPipeline(head)
+    dec = C.Decision(T, K, R, V, H, label_thresholds=lt)
+    dets, peak = [], 0.0
+    for k in range(len(x) // C.FRAME):
+        _, sc, v = p.push(x[k * C.FRAME:(k + 1) * C.FRAME])
+        if label is not None:
+            peak = max(peak, float(sc[C.LABELS.index(label)]))
+        r = dec.push(sc, v)
+        if r:
+            dets.append(C.LABELS[r[0]])
+    return dets, peak
+
+
 def main():
     head = sys.argv[1] if len(sys.argv) > 1 else str(C.REF / "command_head.onnx")
-    lt = {}
     if len(sys.argv) > 6:
-        T, K, R, V, H = float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+        op = (float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]), {})
     else:
-        d = json.loads((C.REF / "training_report.json").read_text())["decision"]
-        T, K, R, V, H = d["threshold"], d["smoothing_frames"], d["refractory_ms"], d["vad_threshold"], d["vad_hangover_ms"]
-        lt = {C.LABELS.index(l): t for l, t in d.get("label_thresholds", [])}
+        op = operating_point()
+    T, K, R, V, H, lt = op
     tsv = os.environ.get("OUTPOST_CLIPS", str(C.REPO / ".outpost" / "clips")) + "/clips.tsv"
     ok, by_voice = 0, {}
     rows = [l.rstrip("\n").split("\t") for l in open(tsv) if l.strip()]
     for path, label, voice in rows:
-        x = C.read_wav(path)
-        x = np.concatenate([x, np.zeros((-len(x)) % C.FRAME + TAIL * C.FRAME, np.int16)])
-        p = C.StreamingPipeline(head)
-        dec = C.Decision(T, K, R, V, H, label_thresholds=lt)
-        dets, peak = [], 0.0
-        for k in range(len(x) // C.FRAME):
-            _, sc, v = p.push(x[k * C.FRAME:(k + 1) * C.FRAME])
-            peak = max(peak, float(sc[C.LABELS.index(label)]))
-            r = dec.push(sc, v)
-            if r:
-                dets.append(C.LABELS[r[0]])
+        dets, peak = stream_clip(C.read_wav(path), head, op, label)
         good = bool(dets) and dets[0] == label
         ok += good
         by_voice.setdefault(voice, [0, 0])

