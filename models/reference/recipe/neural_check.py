@@ -41,13 +41,18 @@ SEED = 4242
 
 
 def synthesise(jobs, out_dir):
-    """jobs: [(key, text, voice, speed)] -> {key: int16 16 kHz clip}, cached in out_dir."""
+    """jobs: [(key, text, voice, speed)] -> {key: int16 16 kHz clip}, cached in out_dir. A clip is
+    made again when out_dir/index.json records other parameters for its key (changed job list)."""
+    index_path = out_dir / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
     tts = None
     for key, text, voice, speed in jobs:
         wav = out_dir / f"{key}.wav"
-        if not wav.exists():
+        if not wav.exists() or index.get(key) != [text, voice, speed]:
             tts = tts or N.Kokoro()
             C.write_wav(wav, tts(text, voice, speed))
+            index[key] = [text, voice, speed]
+            index_path.write_text(json.dumps(index))
     return {j[0]: C.read_wav(out_dir / f"{j[0]}.wav") for j in jobs}
 
 
