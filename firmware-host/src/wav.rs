@@ -106,19 +106,19 @@ fn decode<R: Read>(mut r: hound::WavReader<R>, name: &str) -> Result<LoadedAudio
     if format.channels == 0 {
         bail!("{name} declares 0 channels: expected at least one");
     }
-    if !format.float && format.bits_per_sample == 16 && format.channels == 1 {
+    if !format.float
+        && format.bits_per_sample == 16
+        && format.channels == 1
+        && format.sample_rate_hz == SAMPLE_RATE_HZ
+    {
         let pcm = r
             .samples::<i16>()
             .collect::<Result<Vec<_>, _>>()
             .with_context(corrupt)?;
-        if format.sample_rate_hz == SAMPLE_RATE_HZ {
-            return Ok(LoadedAudio {
-                pcm,
-                converted_from: None,
-            });
-        }
-        let x = pcm.iter().map(|&v| f32::from(v) / 32_768.0).collect();
-        return finish(x, format, name);
+        return Ok(LoadedAudio {
+            pcm,
+            converted_from: None,
+        });
     }
     let interleaved: Vec<f32> = if format.float {
         if format.bits_per_sample != 32 {
