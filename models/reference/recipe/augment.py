@@ -125,11 +125,12 @@ def random_effects_v3(rng, engine):
     """Speaker/channel diversity (AUG v3, the extra training streams of features.py):
     vocal-tract-length perturbation (sox `speed f` then `pitch` back by -1200*log2(f) cents
     +- a random pitch change: formants shift by f, the pitch stays roughly where it was; the
-    flite training voices are all male, so their range reaches up to female formants), random
+    flite and Piper training voices are male, so their range reaches up to female formants,
+    the Kokoro training styles are female, so theirs reaches down to male ones), random
     tempo, 0-3 random peaking-EQ bands, band-limited / radio channels, reverb, compand."""
     eff = ["gain", "-8"]                               # headroom for EQ/pitch; level is set later
     if rng.random() < 0.85:
-        lo, hi = (0.9, 1.25) if engine in ("flite", "piper") else (0.85, 1.18)
+        lo, hi = {"flite": (0.9, 1.25), "piper": (0.9, 1.25), "kokoro": (0.82, 1.12)}.get(engine, (0.85, 1.18))
         f = rng.uniform(lo, hi)
         cents = -1200 * np.log2(f) + rng.uniform(-300, 300)
         eff += ["speed", f"{f:.3f}", "pitch", f"{cents:.0f}", "rate", "-h", "16000"]

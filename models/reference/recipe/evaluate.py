@@ -151,6 +151,58 @@ def load_clips(split_filter):
     return out
 
 
+def record_streams(pos, neg, head, bank, tags, label_of, meta_of, text_of, emb_rec=None, log=None):
+    """Streams of the evaluation protocol, run through the literal pipeline with `head`.
+
+    pos, neg: command and negative items (anything holding a clip: item[1] is int16 16 kHz audio);
+    label_of / meta_of / text_of read an item's label, metadata tuple and text. For each of
+    CONDITIONS the command items go in a seeded order (tags[0]) into streams of 40 utterances,
+    noise kinds in NOISE_CYCLE turn; the negatives (order seeded by tags[1]) into clean and
+    10 dB streams of 60 utterances with 0.2-1.2 s gaps. bank: NoiseBank of the babble noise.
+    emb_rec: dict that receives each condition's per-frame embeddings (rescore.py).
+    Returns recs {condition: (scores, vad, utterances, meta)} and negrec {condition: (scores,
+    vad, utterances, texts)}, per stream.
+    """
+    recs = {}
+    for cname, snr in CONDITIONS:
+        sink = emb_rec.setdefault(cname, []) if emb_rec is not None else None
+        rng = np.random.default_rng(seed_of(tags[0], cname))
+        order = rng.permutation(len(pos))
+        all_scores, all_vad, all_utts, meta = [], [], [], []
+        for ci, i0 in enumerate(range(0, len(order), 40)):
+            ch = order[i0:i0 + 40]
+            audio, utts = build_stream([pos[i][1] for i in ch], [label_of(pos[i]) for i in ch], rng, bank, snr,
+                                       noise_kind=NOISE_CYCLE[ci % len(NOISE_CYCLE)])
+            sc, vd = run_stream(audio, head, sink)
+            all_scores.append(sc)
+            all_vad.append(vd)
+            all_utts.append(utts)
+            meta.append([meta_of(pos[i]) for i in ch])
+        recs[cname] = (all_scores, all_vad, all_utts, meta)
+        if log:
+            log(f"eval {cname}: {len(pos)} utterances, {sum(len(s) for s in all_scores)} frames")
+    negrec = {}
+    for cname, snr in [("clean", None), ("snr10", 10.0)]:
+        sink = emb_rec.setdefault("neg_" + cname, []) if emb_rec is not None else None
+        rng = np.random.default_rng(seed_of(tags[1], cname))
+        rng.permutation(len(neg))          # a draw the first version made; kept so the streams stay the same
+        order = rng.permutation(len(neg))
+        scs, vds, uts, txts = [], [], [], []
+        for i in range(0, len(order), 60):
+            ch = order[i:i + 60]
+            audio, ut = build_stream([neg[k][1] for k in ch], [C.NONE] * len(ch), rng, bank, snr,
+                                     gap=(0.2, 1.2), noise_kind=NOISE_CYCLE[(i // 60) % len(NOISE_CYCLE)])
+            sc, vd = run_stream(audio, head, sink)
+            scs.append(sc)
+            vds.append(vd)
+            uts.append(ut)
+            txts.append([text_of(neg[k]) for k in ch])
+        negrec[cname] = (scs, vds, uts, txts)
+        if log:
+            log(f"eval negatives {cname}: {sum(len(s) for s in scs) * 0.08 / 3600:.2f} h")
+    return recs, negrec
+
+
 def record(head):
     d = C.CACHE / "eval"
     d.mkdir(parents=True, exist_ok=True)
@@ -165,46 +217,11 @@ def record(head):
         bab.append(x[s:e])
     bank = A.NoiseBank(bab)
     t0 = time.time()
-    recs = {}
     emb_rec = {}      # per-frame embeddings of every stream (head-independent; see rescore.py)
-    for cname, snr in CONDITIONS:
-        emb_rec[cname] = []
-        rng = np.random.default_rng(seed_of("eval", cname))
-        order = rng.permutation(len(pos))
-        chunks = [order[i:i + 40] for i in range(0, len(order), 40)]
-        all_scores, all_vad, all_utts, meta = [], [], [], []
-        for ci, ch in enumerate(chunks):
-            clips = [pos[i][1] for i in ch]
-            labs = [pos[i][0]["label"] for i in ch]
-            audio, utts = build_stream(clips, labs, rng, bank, snr, noise_kind=NOISE_CYCLE[ci % len(NOISE_CYCLE)])
-            sc, vd = run_stream(audio, head, emb_rec[cname])
-            all_scores.append(sc)
-            all_vad.append(vd)
-            all_utts.append(utts)
-            meta.append([(pos[i][0]["split"], pos[i][0]["engine"], pos[i][0]["voice"], pos[i][0]["text"]) for i in ch])
-        recs[cname] = (all_scores, all_vad, all_utts, meta)
-        print(f"eval {cname}: {len(pos)} utterances, {sum(len(s) for s in all_scores)} frames, "
-              f"{time.time() - t0:.0f}s", flush=True)
-    # negative speech streams (FA/h)
-    negrec = {}
-    for cname, snr in [("clean", None), ("snr10", 10.0)]:
-        emb_rec["neg_" + cname] = []
-        rng = np.random.default_rng(seed_of("evalneg", cname))
-        order = rng.permutation(len(neg))
-        scs, vds, uts, txts = [], [], [], []
-        for r in range(1):
-            order = rng.permutation(len(neg))
-            for i in range(0, len(order), 60):
-                ch = order[i:i + 60]
-                audio, ut = build_stream([neg[k][1] for k in ch], [C.NONE] * len(ch), rng, bank, snr,
-                                         gap=(0.2, 1.2), noise_kind=NOISE_CYCLE[(i // 60) % len(NOISE_CYCLE)])
-                sc, vd = run_stream(audio, head, emb_rec["neg_" + cname])
-                scs.append(sc)
-                vds.append(vd)
-                uts.append(ut)
-                txts.append([neg[k][0]["text"] for k in ch])
-        negrec[cname] = (scs, vds, uts, txts)
-        print(f"eval negatives {cname}: {sum(len(s) for s in scs) * 0.08 / 3600:.2f} h, {time.time() - t0:.0f}s", flush=True)
+    recs, negrec = record_streams(
+        pos, neg, head, bank, ("eval", "evalneg"), lambda it: it[0]["label"],
+        lambda it: (it[0]["split"], it[0]["engine"], it[0]["voice"], it[0]["text"]), lambda it: it[0]["text"],
+        emb_rec, lambda msg: print(f"{msg}, {time.time() - t0:.0f}s", flush=True))
     import pickle
     with open(d / "embeddings.pkl", "wb") as f:
         pickle.dump(emb_rec, f)

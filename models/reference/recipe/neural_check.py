@@ -1,11 +1,11 @@
 """Streaming evaluation on neural voices that no training step has heard.
 
-The recipe trains on espeak-ng and flite (formant and diphone synthesis) plus one Piper voice
-(synth_neural.py) and evaluates on held-out voices of espeak-ng, flite and festival. This check
-measures the head on another neural engine and other speakers: Kokoro-82M with its five
-voice styles of Japanese speakers (jf_alpha, jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo)
-speaking English from espeak-ng phonemes (neural_tts.Kokoro; accented English, natural
-timbre and prosody). Packages pinned in `requirements-neural.txt`, installed by
+The recipe trains on espeak-ng and flite (formant and diphone synthesis), one Piper voice and
+mixes of three Kokoro-82M voice styles (synth_neural.py), and evaluates on held-out voices of
+espeak-ng, flite and festival. This check measures the head on the two Kokoro styles that
+training never uses, alone or in a mix: jf_tebukuro (female) and jm_kumo (male), Japanese
+speakers speaking English from espeak-ng phonemes (neural_tts.Kokoro; accented English,
+natural timbre and prosody). Packages pinned in `requirements-neural.txt`, installed by
 `neural_check.sh`.
 
 Same protocol as evaluate.py + report.py: the utterances are concatenated into streams with
@@ -15,13 +15,15 @@ through the literal StreamingPipeline, and the decision runs at training_report.
 operating point. Negative speech streams (near-miss words, sentences, random word strings of
 texts.py, clean and at 10 dB) give false accepts per hour.
 
-Variation: each command in its surface forms (texts.command_forms), the voices in turn,
-Kokoro speed 0.85-1.2, drawn with a fixed seed. The clips are cached in CACHE/neural/ and
-reused (the engine samples noise inside its graph).
+Variation: each command in its surface forms (texts.command_forms), the two voices in turn,
+Kokoro speed 0.85-1.2, drawn with a fixed seed. The clips are cached in CACHE/neural/ under a
+hash of (text, voice, speed) and reused (the engine samples noise inside its graph).
 
   python neural_check.py                          # shipped head: prints and writes ../neural_voice_check.md
   python neural_check.py HEAD.onnx [T K R V H]    # another head / decision point: prints only
+  python neural_check.py --synth-only K/N         # only synthesise every N-th missing clip from the K-th
 """
+import hashlib
 import json
 import random
 import sys
@@ -33,85 +35,62 @@ import check_clips as CC
 import common as C
 import evaluate as E
 import neural_tts as N
+import synth_neural as SN
 import texts as TX
 
-ENGINE = "Kokoro-82M int8, 5 voice styles"
+ENGINE = "Kokoro-82M int8, 2 held-out voice styles"
+VOICES = ["jf_tebukuro", "jm_kumo"]
+assert not set(VOICES) & set(SN.KOKORO_TRAIN_VOICES), "a held-out Kokoro voice is in training"
 N_PER_COMMAND = 20
 N_NEGATIVE = 120
-SEED = 4242
+SEED = 4343
 
 
-def synthesise(jobs, out_dir):
-    """jobs: [(key, text, voice, speed)] -> {key: int16 16 kHz clip}, cached in out_dir. A clip is
-    made again when out_dir/index.json records other parameters for its key (changed job list)."""
-    index_path = out_dir / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+def clip_key(text, voice, speed):
+    return "k_" + hashlib.sha1(json.dumps([text, voice, speed]).encode()).hexdigest()[:14]
+
+
+def synthesise(jobs, out_dir, shard=None):
+    """jobs: [(key, text, voice, speed)] -> {key: int16 16 kHz clip}, cached in out_dir under the
+    key (a hash of the parameters). shard (K, N): only make every N-th missing clip from the K-th
+    (0-based), return nothing (parallel synthesis)."""
+    todo = [j for j in jobs if not (out_dir / f"{j[0]}.wav").exists()]
     tts = None
-    for key, text, voice, speed in jobs:
-        wav = out_dir / f"{key}.wav"
-        if not wav.exists() or index.get(key) != [text, voice, speed]:
-            tts = tts or N.Kokoro()
-            C.write_wav(wav, tts(text, voice, speed))
-            index[key] = [text, voice, speed]
-            index_path.write_text(json.dumps(index))
+    for key, text, voice, speed in todo[shard[0]::shard[1]] if shard else todo:
+        tts = tts or N.Kokoro()
+        tmp = out_dir / f"{key}.part.wav"
+        C.write_wav(tmp, tts(text, voice, speed))
+        tmp.rename(out_dir / f"{key}.wav")
+    if shard:
+        return None
     return {j[0]: C.read_wav(out_dir / f"{j[0]}.wav") for j in jobs}
 
 
-VOICES = ["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo"]
-
-
 def job_lists():
+    """([(key, text, label, voice, speed)] commands, [...] negatives)."""
     rng = random.Random(SEED)
     pos = []
     for li, cmd in enumerate(C.COMMANDS):
         forms = TX.command_forms(cmd)
         for i in range(N_PER_COMMAND):
-            pos.append((f"k_pos_{li:02d}_{i:02d}", forms[i % len(forms)], li, VOICES[(li + i) % len(VOICES)],
-                        round(rng.uniform(0.85, 1.2), 3)))
+            text, voice, speed = forms[i % len(forms)], VOICES[(li + i) % len(VOICES)], round(rng.uniform(0.85, 1.2), 3)
+            pos.append((clip_key(text, voice, speed), text, li, voice, speed))
     neg, seen = [], set()
     while len(neg) < N_NEGATIVE:
         t = TX.negative_text(rng)
         if t in seen or TX.contains_command(t, C.COMMANDS):
             continue
         seen.add(t)
-        neg.append((f"k_neg_{len(neg):03d}", t, C.NONE, VOICES[len(neg) % len(VOICES)], round(rng.uniform(0.85, 1.2), 3)))
+        voice, speed = VOICES[len(neg) % len(VOICES)], round(rng.uniform(0.85, 1.2), 3)
+        neg.append((clip_key(t, voice, speed), t, C.NONE, voice, speed))
     return pos, neg
 
 
 def record(head, pos, neg):
-    """Same streams as evaluate.record, for this voice's clips: (recs, negrec)."""
+    """evaluate.py's streams (evaluate.record_streams) of these clips: (recs, negrec)."""
     bank = A.NoiseBank([x[slice(*A.speech_bounds(x))] for _, x in neg[::3]])
-    recs = {}
-    for cname, snr in E.CONDITIONS:
-        rng = np.random.default_rng(E.seed_of("neural", cname))
-        order = rng.permutation(len(pos))
-        scs, vds, uts, meta = [], [], [], []
-        for ci, i0 in enumerate(range(0, len(order), 40)):
-            ch = order[i0:i0 + 40]
-            audio, ut = E.build_stream([pos[i][1] for i in ch], [pos[i][0][2] for i in ch], rng, bank, snr,
-                                       noise_kind=E.NOISE_CYCLE[ci % len(E.NOISE_CYCLE)])
-            sc, vd = E.run_stream(audio, head)
-            scs.append(sc)
-            vds.append(vd)
-            uts.append(ut)
-            meta.append([("neural", "kokoro", pos[i][0][3], pos[i][0][1]) for i in ch])
-        recs[cname] = (scs, vds, uts, meta)
-    negrec = {}
-    for cname, snr in [("clean", None), ("snr10", 10.0)]:
-        rng = np.random.default_rng(E.seed_of("neuralneg", cname))
-        order = rng.permutation(len(neg))
-        scs, vds, uts, txts = [], [], [], []
-        for i0 in range(0, len(order), 60):
-            ch = order[i0:i0 + 60]
-            audio, ut = E.build_stream([neg[k][1] for k in ch], [C.NONE] * len(ch), rng, bank, snr,
-                                       gap=(0.2, 1.2), noise_kind=E.NOISE_CYCLE[(i0 // 60) % len(E.NOISE_CYCLE)])
-            sc, vd = E.run_stream(audio, head)
-            scs.append(sc)
-            vds.append(vd)
-            uts.append(ut)
-            txts.append([neg[k][0][1] for k in ch])
-        negrec[cname] = (scs, vds, uts, txts)
-    return recs, negrec
+    return E.record_streams(pos, neg, head, bank, ("neural", "neuralneg"), lambda it: it[0][2],
+                            lambda it: ("neural", "kokoro", it[0][3], it[0][1]), lambda it: it[0][1])
 
 
 def false_accept_texts(negrec, params):
@@ -127,10 +106,14 @@ def false_accept_texts(negrec, params):
 
 
 def main():
-    head = sys.argv[1] if len(sys.argv) > 1 else str(C.REF / "command_head.onnx")
     out_dir = C.CACHE / "neural"
     out_dir.mkdir(parents=True, exist_ok=True)
     pos_jobs, neg_jobs = job_lists()
+    if sys.argv[1:2] == ["--synth-only"]:
+        k, n = sys.argv[2].split("/")
+        synthesise([j[:2] + j[3:] for j in pos_jobs + neg_jobs], out_dir, (int(k) - 1, int(n)))
+        return
+    head = sys.argv[1] if len(sys.argv) > 1 else str(C.REF / "command_head.onnx")
     clips = synthesise([j[:2] + j[3:] for j in pos_jobs + neg_jobs], out_dir)
     pos = [(j, clips[j[0]]) for j in pos_jobs]
     neg = [(j, clips[j[0]]) for j in neg_jobs]
@@ -149,8 +132,8 @@ def main():
          f"at T={T} K={K} R={R} V={V} H={H} (the operating point of training_report.json unless given). "
          f"{len(pos)} command utterances ({N_PER_COMMAND} per command, surface forms of texts.py, voices "
          f"{', '.join(VOICES)} in turn, speed 0.85–1.2), streamed as evaluate.py does; {len(neg)} negative "
-         f"utterances for false accepts. Five speakers of one engine with an accent: a check of how the head "
-         f"carries over to natural voices, with wide error bars ({N_PER_COMMAND} utterances per command and condition).\n",
+         f"utterances for false accepts. Two speakers of one engine with an accent, never trained on (three "
+         f"other styles of the engine are, mixed): a check of how the head carries over to natural voices, with wide error bars ({N_PER_COMMAND} utterances per command and condition).\n",
          "| condition | accuracy | n | misses | wrong label |", "|---|---|---|---|---|"]
     for cname, _ in E.CONDITIONS:
         rows = out[cname][0]

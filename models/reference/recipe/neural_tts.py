@@ -83,8 +83,18 @@ class Kokoro:
             z = np.load(f)
             self.voices = {k: z[k] for k in sorted(z.files)}
 
+    def style_pack(self, voice):
+        """A voice style pack [510, 1, 256] by name (`jf_alpha`) or as a weighted mix of the packs
+        (`jf_alpha*0.6+jf_nezumi*0.4`: a new timbre and prosody between the speakers)."""
+        if "*" not in voice:
+            return self.voices[voice]
+        parts = [p.split("*") for p in voice.split("+")]
+        return sum(float(w) * self.voices[v].astype(np.float64) for v, w in parts)
+
     def __call__(self, text, voice, speed):
-        style = self.voices[voice]
+        """text: English; voice: a name or mix (style_pack); speed: 1.0 = Kokoro's natural rate.
+        Returns int16 16 kHz mono, peak at 0.7 of full scale."""
+        style = self.style_pack(voice)
         tokens = [self.vocab[c] for c in kokoro_phonemes(text) if c in self.vocab]
         ref = style[min(len(tokens), len(style)) - 1]
         a = self.sess.run(None, {"tokens": np.array([[0, *tokens, 0]], np.int64),

