@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Streaming evaluation of the shipped command head on neural voices that no training step
-# has heard (Kokoro-82M, five voice styles; see neural_check.py). Needs the recipe venv
+# has heard (the two held-out Kokoro-82M voice styles; see neural_check.py). Needs the recipe venv
 # (train.sh or scripts/setup) and sox; installs requirements-neural.txt into it.
 #   models/reference/recipe/neural_check.sh [HEAD.onnx [T K R V H]]   # no arguments: writes neural_voice_check.md
 set -euo pipefail

