@@ -163,43 +163,36 @@ def record_streams(pos, neg, head, bank, tags, label_of, meta_of, text_of, emb_r
     Returns recs {condition: (scores, vad, utterances, meta)} and negrec {condition: (scores,
     vad, utterances, texts)}, per stream.
     """
+    def streams(items, order, size, rng, snr, sink, label_of, info_of, **kw):
+        """items in `order`, `size` per stream (noise kinds of NOISE_CYCLE in turn):
+        (scores, vad, utterances, [info_of(item) per utterance]) per stream."""
+        out = ([], [], [], [])
+        for ci, i0 in enumerate(range(0, len(order), size)):
+            ch = order[i0:i0 + size]
+            audio, utts = build_stream([items[i][1] for i in ch], [label_of(items[i]) for i in ch], rng, bank, snr,
+                                       noise_kind=NOISE_CYCLE[ci % len(NOISE_CYCLE)], **kw)
+            sc, vd = run_stream(audio, head, sink)
+            for lst, v in zip(out, (sc, vd, utts, [info_of(items[i]) for i in ch])):
+                lst.append(v)
+        return out
+
     recs = {}
     for cname, snr in CONDITIONS:
-        sink = emb_rec.setdefault(cname, []) if emb_rec is not None else None
         rng = np.random.default_rng(seed_of(tags[0], cname))
         order = rng.permutation(len(pos))
-        all_scores, all_vad, all_utts, meta = [], [], [], []
-        for ci, i0 in enumerate(range(0, len(order), 40)):
-            ch = order[i0:i0 + 40]
-            audio, utts = build_stream([pos[i][1] for i in ch], [label_of(pos[i]) for i in ch], rng, bank, snr,
-                                       noise_kind=NOISE_CYCLE[ci % len(NOISE_CYCLE)])
-            sc, vd = run_stream(audio, head, sink)
-            all_scores.append(sc)
-            all_vad.append(vd)
-            all_utts.append(utts)
-            meta.append([meta_of(pos[i]) for i in ch])
-        recs[cname] = (all_scores, all_vad, all_utts, meta)
+        sink = emb_rec.setdefault(cname, []) if emb_rec is not None else None
+        recs[cname] = streams(pos, order, 40, rng, snr, sink, label_of, meta_of)
         if log:
-            log(f"eval {cname}: {len(pos)} utterances, {sum(len(s) for s in all_scores)} frames")
+            log(f"eval {cname}: {len(pos)} utterances, {sum(len(s) for s in recs[cname][0])} frames")
     negrec = {}
     for cname, snr in [("clean", None), ("snr10", 10.0)]:
-        sink = emb_rec.setdefault("neg_" + cname, []) if emb_rec is not None else None
         rng = np.random.default_rng(seed_of(tags[1], cname))
         rng.permutation(len(neg))          # a draw the first version made; kept so the streams stay the same
         order = rng.permutation(len(neg))
-        scs, vds, uts, txts = [], [], [], []
-        for i in range(0, len(order), 60):
-            ch = order[i:i + 60]
-            audio, ut = build_stream([neg[k][1] for k in ch], [C.NONE] * len(ch), rng, bank, snr,
-                                     gap=(0.2, 1.2), noise_kind=NOISE_CYCLE[(i // 60) % len(NOISE_CYCLE)])
-            sc, vd = run_stream(audio, head, sink)
-            scs.append(sc)
-            vds.append(vd)
-            uts.append(ut)
-            txts.append([text_of(neg[k]) for k in ch])
-        negrec[cname] = (scs, vds, uts, txts)
+        sink = emb_rec.setdefault("neg_" + cname, []) if emb_rec is not None else None
+        negrec[cname] = streams(neg, order, 60, rng, snr, sink, lambda it: C.NONE, text_of, gap=(0.2, 1.2))
         if log:
-            log(f"eval negatives {cname}: {sum(len(s) for s in scs) * 0.08 / 3600:.2f} h")
+            log(f"eval negatives {cname}: {sum(len(s) for s in negrec[cname][0]) * 0.08 / 3600:.2f} h")
     return recs, negrec
 
 
