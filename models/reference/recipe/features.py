@@ -25,7 +25,7 @@ import common as C
 AUG_VERSION = "v2"
 N_AUG = {"pos": int(os.environ.get("OUTPOST_N_AUG_POS", "2")),
          "neg": int(os.environ.get("OUTPOST_N_AUG_NEG", "1"))}
-N_NOISE_ONLY = {"train": 400, "val": 60, "trainx": 300, "trainb": 0, "trainn": 0, "traink": 0}
+N_NOISE_ONLY = {"train": 400, "val": 60, "trainx": 300, "trainb": 0, "trainn": 0, "traink": 0, "traink2": 0}
 # Extra training set "trainx" (AUG v3, same training clips): VTLP/EQ/channel augmentation of
 # every clip (augment.random_effects_v3), noise in 85 % of the streams with the SNR weighted
 # towards 0-10 dB, utterance levels -16..0 dB. Copies per clip by (engine, positive?): the
@@ -39,8 +39,8 @@ N_AUG_V3 = {("espeak", True): 1, ("flite", True): 3, ("espeak", False): 1, ("fli
             ("piper", True): 3, ("piper", False): 1, ("kokoro", True): 4, ("kokoro", False): 2}
 # Extra training set "trainn" (AUG v3 streams of split "trainn"): the neural Piper voice of
 # synth_neural.py (CACHE/tts_manifest_neural.json), 3 VTLP/EQ/channel copies per command clip.
-# Extra training set "traink" (AUG v3 streams of split "traink"): mixes of three Kokoro voice
-# styles (synth_neural.py), 4 copies per command clip, 2 per negative.
+# Extra training sets "traink", "traink2" (AUG v3 streams of those splits): mixes of three Kokoro
+# voice styles (synth_neural.py, two rounds), 4 copies per command clip, 2 per negative.
 PARTIAL = os.environ.get("OUTPOST_PARTIAL") == "1"   # only use already-cached streams (quick first head)
 
 
@@ -50,7 +50,7 @@ def seed_of(*parts):
 
 def load_manifest():
     jobs = json.loads((C.CACHE / "tts_manifest.json").read_text())
-    extra = C.CACHE / "tts_manifest_neural.json"       # synth_neural.py (splits "trainn", "traink")
+    extra = C.CACHE / "tts_manifest_neural.json"       # synth_neural.py (splits "trainn", "traink", "traink2")
     return jobs + (json.loads(extra.read_text()) if extra.exists() else [])
 
 
@@ -199,9 +199,10 @@ def plan(split, version=AUG_VERSION):
 
 def build(name):
     """name: "train", "val" (AUG v2), "trainx" (AUG v3 streams of the training clips), "trainb"
-    (babble-heavy), "trainn" / "traink" (AUG v3 streams of the Piper / Kokoro clips)."""
+    (babble-heavy), "trainn" / "traink", "traink2" (AUG v3 streams of the Piper / Kokoro clips)."""
     split, version = {"trainx": ("train", AUG_V3), "trainb": ("train", "v3b"),
-                      "trainn": ("trainn", AUG_V3), "traink": ("traink", AUG_V3)}.get(name, (name, AUG_VERSION))
+                      "trainn": ("trainn", AUG_V3), "traink": ("traink", AUG_V3),
+                      "traink2": ("traink2", AUG_V3)}.get(name, (name, AUG_VERSION))
     streams = plan(split, version)
     if version == "v3b":
         streams = streams[:N_BABBLE_STREAMS]

@@ -5,11 +5,13 @@ and negative speech of texts.py (surface forms, 20 % with a filler; negatives as
   Piper's length_scale 0.7-1.4 (rate), noise_scale 0.3-1.0 and noise_w 0.3-1.1 (prosody
   sampling), and from features.py's AUG v3 (vocal-tract-length perturbation, EQ, channels,
   reverb, noise).
-- `traink`: Kokoro-82M (neural_tts.Kokoro) with the three training styles KOKORO_TRAIN_VOICES,
-  each utterance a random mix of two of them (or one alone), speed 0.8-1.25. The styles
-  jf_tebukuro and jm_kumo are never trained on: neural_check.py tests on them.
+- `traink`, `traink2`: Kokoro-82M (neural_tts.Kokoro) with the three training styles
+  KOKORO_TRAIN_VOICES, each utterance a random mix of two of them (or one alone), speed
+  0.8-1.25; two rounds (KOKORO_ROUNDS). The styles jf_tebukuro and jm_kumo are never trained
+  on: neural_check.py tests on them.
 
-Output: CACHE/tts/<key>.wav and CACHE/tts_manifest_neural.json (splits "trainn", "traink").
+Output: CACHE/tts/<key>.wav and CACHE/tts_manifest_neural.json (splits "trainn", "traink",
+"traink2").
 
   python synth_neural.py                       # both engines
   python synth_neural.py kokoro --shard 1/2    # one engine, every 2nd job from the 2nd (parallel runs)
@@ -25,8 +27,8 @@ import texts as T
 
 N_POS = 100         # Piper, per command
 N_NEG = 1000
-N_POS_KOKORO = 40   # per command (Kokoro synthesises at ~2.2 s per second of speech on one core)
-N_NEG_KOKORO = 160
+N_POS_KOKORO = 40   # per command and round (Kokoro: ~2.2 s of one core per second of speech)
+N_NEG_KOKORO = 160  # per round
 KOKORO_TRAIN_VOICES = ["jf_alpha", "jf_gongitsune", "jf_nezumi"]   # held out: jf_tebukuro, jm_kumo
 
 
@@ -48,15 +50,22 @@ def texts(rng, n_pos, n_neg, params=dict):
     return out
 
 
+# Rounds of Kokoro jobs: (split, seed, mix weight range). The second round extrapolates a
+# little past the two styles (weights -0.25..1.25) for timbres outside the three speakers.
+KOKORO_ROUNDS = [("traink", 9012, (0.0, 1.0)), ("traink2", 9013, (-0.25, 1.25))]
+
+
 def kokoro_jobs():
-    rng = random.Random(9012)
+    """The Kokoro jobs of every round (splits "traink", "traink2")."""
     out = []
-    for label, text, _ in texts(rng, N_POS_KOKORO, N_NEG_KOKORO):
-        a, b = rng.sample(KOKORO_TRAIN_VOICES, 2)
-        w = round(rng.uniform(0.0, 1.0), 2) if rng.random() < 0.75 else 1.0
-        voice = a if w == 1.0 else f"{a}*{w}+{b}*{round(1 - w, 2)}"
-        out.append(dict(split="traink", label=label, text=text, engine="kokoro", voice=voice,
-                        speed=round(rng.uniform(0.8, 1.25), 3)))
+    for split, seed, (lo, hi) in KOKORO_ROUNDS:
+        rng = random.Random(seed)
+        for label, text, _ in texts(rng, N_POS_KOKORO, N_NEG_KOKORO):
+            a, b = rng.sample(KOKORO_TRAIN_VOICES, 2)
+            w = round(rng.uniform(lo, hi), 2) if rng.random() < 0.75 else 1.0
+            voice = a if w == 1.0 else f"{a}*{w}+{b}*{round(1 - w, 2)}"
+            out.append(dict(split=split, label=label, text=text, engine="kokoro", voice=voice,
+                            speed=round(rng.uniform(0.8, 1.25), 3)))
     for j in out:
         j["key"] = "kj_" + hashlib.sha1(json.dumps(j, sort_keys=True).encode()).hexdigest()[:14]
     return out
