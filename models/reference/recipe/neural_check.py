@@ -47,6 +47,8 @@ SEED = 4343
 
 
 def clip_key(text, voice, speed):
+    """Cache key of a clip: "k_" + 14 hex digits of the SHA-1 of its parameters (a changed job
+    list can never reuse a clip made with other ones)."""
     return "k_" + hashlib.sha1(json.dumps([text, voice, speed]).encode()).hexdigest()[:14]
 
 
