@@ -17,8 +17,11 @@ import common as C
 TAIL = 13
 
 
-def operating_point():
-    """(T, K, R, V, H, label_thresholds) of training_report.json."""
+def operating_point(argv=()):
+    """(T, K, R, V, H, label_thresholds): from argv[2:7] (a script's `HEAD T K R V H` arguments,
+    no per-label thresholds) when given, else the decision of training_report.json."""
+    if len(argv) > 6:
+        return float(argv[2]), int(argv[3]), int(argv[4]), float(argv[5]), int(argv[6]), {}
     d = json.loads((C.REF / "training_report.json").read_text())["decision"]
     lt = {C.LABELS.index(l): t for l, t in d.get("label_thresholds", [])}
     return d["threshold"], d["smoothing_frames"], d["refractory_ms"], d["vad_threshold"], d["vad_hangover_ms"], lt
@@ -45,10 +48,7 @@ def stream_clip(x, head, op, label=None):
 
 def main():
     head = sys.argv[1] if len(sys.argv) > 1 else str(C.REF / "command_head.onnx")
-    if len(sys.argv) > 6:
-        op = (float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]), {})
-    else:
-        op = operating_point()
+    op = operating_point(sys.argv)
     T, K, R, V, H, lt = op
     tsv = os.environ.get("OUTPOST_CLIPS", str(C.REPO / ".outpost" / "clips")) + "/clips.tsv"
     ok, by_voice = 0, {}

@@ -34,7 +34,6 @@ import augment as A
 import check_clips as CC
 import common as C
 import evaluate as E
-import neural_tts as N
 import synth_neural as SN
 import texts as TX
 
@@ -47,25 +46,9 @@ SEED = 4343
 
 
 def clip_key(text, voice, speed):
-    """Cache key of a clip: "k_" + 14 hex digits of the SHA-1 of its parameters (a changed job
-    list can never reuse a clip made with other ones)."""
+    """Cache key of a clip in CACHE/neural: "k_" + 14 hex digits of the SHA-1 of its parameters
+    (a changed job list can never reuse a clip made with other ones)."""
     return "k_" + hashlib.sha1(json.dumps([text, voice, speed]).encode()).hexdigest()[:14]
-
-
-def synthesise(jobs, out_dir, shard=None):
-    """jobs: [(key, text, voice, speed)] -> {key: int16 16 kHz clip}, cached in out_dir under the
-    key (a hash of the parameters). shard (K, N): only make every N-th missing clip from the K-th
-    (0-based), return nothing (parallel synthesis)."""
-    todo = [j for j in jobs if not (out_dir / f"{j[0]}.wav").exists()]
-    tts = None
-    for key, text, voice, speed in todo[shard[0]::shard[1]] if shard else todo:
-        tts = tts or N.Kokoro()
-        tmp = out_dir / f"{key}.part.wav"
-        C.write_wav(tmp, tts(text, voice, speed))
-        tmp.rename(out_dir / f"{key}.wav")
-    if shard:
-        return None
-    return {j[0]: C.read_wav(out_dir / f"{j[0]}.wav") for j in jobs}
 
 
 def job_lists():
@@ -111,20 +94,21 @@ def main():
     out_dir = C.CACHE / "neural"
     out_dir.mkdir(parents=True, exist_ok=True)
     pos_jobs, neg_jobs = job_lists()
+    clip_jobs = [dict(key=key, text=text, voice=voice, speed=speed) for key, text, _, voice, speed in pos_jobs + neg_jobs]
+    shard = (0, 1)
     if sys.argv[1:2] == ["--synth-only"]:
         k, n = sys.argv[2].split("/")
-        synthesise([j[:2] + j[3:] for j in pos_jobs + neg_jobs], out_dir, (int(k) - 1, int(n)))
+        shard = (int(k) - 1, int(n))
+    SN.synthesise(clip_jobs, "kokoro (neural check)", SN.kokoro_maker, shard, out_dir)
+    if shard != (0, 1):
         return
     head = sys.argv[1] if len(sys.argv) > 1 else str(C.REF / "command_head.onnx")
-    clips = synthesise([j[:2] + j[3:] for j in pos_jobs + neg_jobs], out_dir)
+    clips = {j["key"]: C.read_wav(out_dir / f"{j['key']}.wav") for j in clip_jobs}
     pos = [(j, clips[j[0]]) for j in pos_jobs]
     neg = [(j, clips[j[0]]) for j in neg_jobs]
-    if len(sys.argv) > 6:
-        T, K, R, V, H = float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
-    else:
-        T, K, R, V, H, lt = CC.operating_point()
-        if lt:
-            raise SystemExit("per-command thresholds are not supported by this check")
+    T, K, R, V, H, lt = CC.operating_point(sys.argv)
+    if lt:
+        raise SystemExit("per-command thresholds are not supported by this check")
     params = (T, K, R, V, H)
     recs, negrec = record(head, pos, neg)
     out, fa = E.evaluate(recs, negrec, params)

@@ -86,20 +86,35 @@ def jobs():
     return out
 
 
-def synthesise(js, engine, make, shard=(0, 1)):
-    """Writes the missing CACHE/tts/<key>.wav of js[shard[0]::shard[1]]; make: job -> int16 clip."""
-    tts = C.CACHE / "tts"
-    tts.mkdir(parents=True, exist_ok=True)
-    todo = [j for j in js[shard[0]::shard[1]] if not (tts / f"{j['key']}.wav").exists()]
+def synthesise(js, engine, make, shard=(0, 1), out_dir=None):
+    """Writes the missing out_dir/<key>.wav (default CACHE/tts) of js[shard[0]::shard[1]] (jobs:
+    dicts with "key"), written under a temporary name and renamed, so an interrupted run leaves
+    no partial clip. make: () -> engine, called once, only if a clip is missing (the engine
+    loads in seconds); the engine maps a job to an int16 16 kHz clip."""
+    out_dir = out_dir or C.CACHE / "tts"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [j for j in js[shard[0]::shard[1]] if not (out_dir / f"{j['key']}.wav").exists()]
     random.Random(len(todo)).shuffle(todo)      # commands and negatives alike as the run goes on
+    tts = make() if todo else None
     for i, j in enumerate(todo):
-        tmp = tts / f"{j['key']}.part.wav"
-        C.write_wav(tmp, make(j))
-        tmp.rename(tts / f"{j['key']}.wav")
+        tmp = out_dir / f"{j['key']}.part.wav"
+        C.write_wav(tmp, tts(j))
+        tmp.rename(out_dir / f"{j['key']}.wav")
         if (i + 1) % 50 == 0:
             print(f"{engine} {i + 1}/{len(todo)}", flush=True)
-    print(f"{engine}: {len(js)} clips ({sum(j['label'] != C.NONE for j in js)} commands), "
-          f"{len(todo)} made", file=sys.stderr)
+    print(f"{engine}: {len(js)} clips, {len(todo)} made", file=sys.stderr)
+
+
+def piper_maker():
+    """A loaded Piper engine as a job -> clip function (jobs with text and Piper's scales)."""
+    p = N.Piper()
+    return lambda j: p(j["text"], j["length_scale"], j["noise_scale"], j["noise_w"])
+
+
+def kokoro_maker():
+    """A loaded Kokoro engine as a job -> clip function (jobs with text, voice, speed)."""
+    k = N.Kokoro()
+    return lambda j: k(j["text"], j["voice"], j["speed"])
 
 
 def main():
@@ -112,12 +127,9 @@ def main():
     engines = args or ["piper", "kokoro"]
     piper_jobs, kokoro_jobs_ = jobs(), kokoro_jobs()
     if "piper" in engines:
-        piper = N.Piper()
-        synthesise(piper_jobs, "piper", lambda j: piper(j["text"], j["length_scale"], j["noise_scale"], j["noise_w"]),
-                   shard)
+        synthesise(piper_jobs, "piper", piper_maker, shard)
     if "kokoro" in engines:
-        kokoro = N.Kokoro()
-        synthesise(kokoro_jobs_, "kokoro", lambda j: kokoro(j["text"], j["voice"], j["speed"]), shard)
+        synthesise(kokoro_jobs_, "kokoro", kokoro_maker, shard)
     (C.CACHE / "tts_manifest_neural.json").write_text(json.dumps(piper_jobs + kokoro_jobs_))
 
 
