@@ -242,6 +242,35 @@ def evaluate(recs, negrec, params):
     return out, fa
 
 
+def per_noise(recs, params):
+    """Accuracy by noise kind: {condition: {kind: [correct, n]}} for the noisy conditions at params
+    (T, K, R, V, H). A stream's kind is NOISE_CYCLE[i % len(NOISE_CYCLE)] for the i-th stream of its
+    condition, as record_streams builds them, so recs must be whole (not report.subset's halves)."""
+    out = {}
+    for cname, snr in CONDITIONS:
+        if snr is None:
+            continue
+        scs, vds, utts = recs[cname][:3]
+        acc = {k: [0, 0] for k in dict.fromkeys(NOISE_CYCLE)}
+        for i, (sc, vd, ut) in enumerate(zip(scs, vds, utts)):
+            res, _ = score_utts(decide_fast(sc, vd, *params), ut, len(sc))
+            a = acc[NOISE_CYCLE[i % len(NOISE_CYCLE)]]
+            a[0] += sum(r[1] == r[0] for r in res)
+            a[1] += len(res)
+        out[cname] = acc
+    return out
+
+
+def per_noise_table(pn):
+    """Markdown table of per_noise's result: a row per noise kind, a column per noisy condition."""
+    conds = list(pn)
+    L = ["| noise | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
+    for kind in next(iter(pn.values())):
+        n = pn[conds[0]][kind][1]
+        L.append(f"| {kind} (n={n}) | " + " | ".join(f"{100 * pn[c][kind][0] / max(1, pn[c][kind][1]):.1f} %" for c in conds) + " |")
+    return "\n".join(L)
+
+
 def summarize(out, fa):
     s = {}
     for cname, (rows, extras, frames) in out.items():

@@ -128,6 +128,8 @@ def main():
     hours = sum(v[1] for v in fa.values())
     L.append(f"\nFalse accepts: {sum(v[0] for v in fa.values())} in {hours:.3f} h of negative speech "
              f"(clean + 10 dB) = **{sm['fa_per_hour']:.1f} per hour**.\n")
+    L += ["Per noise type (the babble is 2–5 simultaneous talkers of these two voices' negative speech):\n",
+          E.per_noise_table(E.per_noise(recs, params)), ""]
     L += ["| command | " + " | ".join(c for c, _ in E.CONDITIONS) + " |", "|---|" + "---|" * len(E.CONDITIONS)]
     for li, cmd in enumerate(C.COMMANDS):
         cells = []
