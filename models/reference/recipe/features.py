@@ -25,7 +25,7 @@ import common as C
 AUG_VERSION = "v2"
 N_AUG = {"pos": int(os.environ.get("OUTPOST_N_AUG_POS", "2")),
          "neg": int(os.environ.get("OUTPOST_N_AUG_NEG", "1"))}
-N_NOISE_ONLY = {"train": 400, "val": 60, "trainx": 300, "trainb": 0, "trainn": 0, "traink": 0, "traink2": 0}
+N_NOISE_ONLY = {"train": 400, "val": 60, "trainx": 300}
 # Extra training set "trainx" (AUG v3, same training clips): VTLP/EQ/channel augmentation of
 # every clip (augment.random_effects_v3), noise in 85 % of the streams with the SNR weighted
 # towards 0-10 dB, utterance levels -16..0 dB. Copies per clip by (engine, positive?): the
@@ -35,12 +35,17 @@ AUG_V3 = "v3"
 # of the evaluation (speech of 2-5 other talkers, training voices only) at -3..12 dB SNR, 30 % of
 # them with a second noise. N_BABBLE_STREAMS streams of a fresh plan of the training clips.
 N_BABBLE_STREAMS = 900
+# Extra training sets "trainnb", "traink2b" (streams "v3nb"): the same babble-heavy streams of the
+# Piper / Kokoro clips, babble drawn from the negatives of every training split (espeak-ng,
+# flite, Piper and Kokoro talkers), so the neural voices are heard behind other natural talkers.
+BABBLE_SPLITS = ["train", "trainn", "traink", "traink2"]
 N_AUG_V3 = {("espeak", True): 1, ("flite", True): 3, ("espeak", False): 1, ("flite", False): 2,
             ("piper", True): 3, ("piper", False): 1, ("kokoro", True): 4, ("kokoro", False): 2}
 # Extra training set "trainn" (AUG v3 streams of split "trainn"): the neural Piper voice of
 # synth_neural.py (CACHE/tts_manifest_neural.json), 3 VTLP/EQ/channel copies per command clip.
-# Extra training sets "traink", "traink2" (AUG v3 streams of those splits): mixes of three Kokoro
-# voice styles (synth_neural.py, two rounds), 4 copies per command clip, 2 per negative.
+# Extra training sets "traink", "traink2", "traink3" (AUG v3 streams of those splits): mixes of three
+# Kokoro voice styles (synth_neural.py, three rounds, the third mostly negatives), 4 copies per
+# command clip, 2 per negative.
 PARTIAL = os.environ.get("OUTPOST_PARTIAL") == "1"   # only use already-cached streams (quick first head)
 
 
@@ -50,20 +55,30 @@ def seed_of(*parts):
 
 def load_manifest():
     jobs = json.loads((C.CACHE / "tts_manifest.json").read_text())
-    extra = C.CACHE / "tts_manifest_neural.json"       # synth_neural.py (splits "trainn", "traink", "traink2")
+    extra = C.CACHE / "tts_manifest_neural.json"       # synth_neural.py (splits "trainn", "traink*")
     return jobs + (json.loads(extra.read_text()) if extra.exists() else [])
 
 
-def babble_pool(jobs, split, n=300):
-    rng = np.random.default_rng(seed_of("babble", split))
-    neg = [j for j in jobs if j["split"] == split and j["label"] == C.NONE]
-    pick = rng.choice(len(neg), size=min(n, len(neg)), replace=False)
+def babble_pool(jobs, splits, n=300):
+    """n trimmed negative utterances of the given training splits (a name, or a list: then n per
+    TTS engine, so that the many espeak-ng clips do not drown the natural voices), seeded."""
+    one = isinstance(splits, str)
+    splits = [splits] if one else splits
+    rng = np.random.default_rng(seed_of("babble", *splits))
+    neg = [j for j in jobs if j["split"] in splits and j["label"] == C.NONE]
+    groups = [neg] if one else [[j for j in neg if j["engine"] == e] for e in sorted({j["engine"] for j in neg})]
     out = []
-    for i in pick:
-        x = C.read_wav(C.CACHE / "tts" / f"{neg[i]['key']}.wav").astype(np.float32)
-        s, e = A.speech_bounds(x)
-        out.append(x[s:e])
-    return out
+    for g in groups:
+        for i in rng.choice(len(g), size=min(n, len(g)), replace=False):
+            out.append(g[i])
+    return [trimmed(j) for j in out]
+
+
+def trimmed(job):
+    """A clip of the TTS cache as float32, cut to its speech (augment.speech_bounds)."""
+    x = C.read_wav(C.CACHE / "tts" / f"{job['key']}.wav").astype(np.float32)
+    s, e = A.speech_bounds(x)
+    return x[s:e]
 
 
 def utterance(job, aug, version=AUG_VERSION):
@@ -71,7 +86,7 @@ def utterance(job, aug, version=AUG_VERSION):
     little margin."""
     rng = np.random.default_rng(seed_of(job["key"], aug, version))
     x = C.read_wav(C.CACHE / "tts" / f"{job['key']}.wav").astype(np.float32)
-    if version in (AUG_V3, "v3b"):
+    if version in (AUG_V3, "v3b", "v3nb"):
         eff = A.random_effects_v3(rng, job["engine"])
         try:
             x = A.sox(x, eff)
@@ -135,8 +150,8 @@ def maybe_second_noise(nz, rng, bank, p):
 
 def compose(utts, labels, rng, bank, version=AUG_VERSION):
     """utts: list of (audio, (s, e)). Returns int16 stream, segments [(label, start, end)]."""
-    if version in (AUG_V3, "v3b"):
-        return compose_v3(utts, labels, rng, bank, babble=version == "v3b")
+    if version in (AUG_V3, "v3b", "v3nb"):
+        return compose_v3(utts, labels, rng, bank, babble=version in ("v3b", "v3nb"))
     y, segs, p_speech = place(utts, labels, rng, min_gain_db=-10)
     r = rng.random()
     if r < 0.7:
@@ -181,7 +196,7 @@ def plan(split, version=AUG_VERSION):
     jobs = [j for j in load_manifest() if j["split"] == split]
     items = []
     for j in jobs:
-        if version in (AUG_V3, "v3b"):
+        if version in (AUG_V3, "v3b", "v3nb"):
             n = N_AUG_V3[(j["engine"], j["label"] != C.NONE)]
         else:
             n = N_AUG["pos" if j["label"] != C.NONE else "neg"]
@@ -199,14 +214,19 @@ def plan(split, version=AUG_VERSION):
 
 def build(name):
     """name: "train", "val" (AUG v2), "trainx" (AUG v3 streams of the training clips), "trainb"
-    (babble-heavy), "trainn" / "traink", "traink2" (AUG v3 streams of the Piper / Kokoro clips)."""
+    (babble-heavy), "trainn" / "traink", "traink2", "traink3" (AUG v3 streams of the Piper / Kokoro
+    clips), "trainnb" / "traink2b" (babble-heavy streams of the Piper / second-round Kokoro clips)."""
     split, version = {"trainx": ("train", AUG_V3), "trainb": ("train", "v3b"),
                       "trainn": ("trainn", AUG_V3), "traink": ("traink", AUG_V3),
-                      "traink2": ("traink2", AUG_V3)}.get(name, (name, AUG_VERSION))
+                      "traink2": ("traink2", AUG_V3), "traink3": ("traink3", AUG_V3), "trainnb": ("trainn", "v3nb"),
+                      "traink2b": ("traink2", "v3nb")}.get(name, (name, AUG_VERSION))
     streams = plan(split, version)
-    if version == "v3b":
+    if version in ("v3b", "v3nb"):
         streams = streams[:N_BABBLE_STREAMS]
-    bank = A.NoiseBank(babble_pool(load_manifest(), split, 300 if version == AUG_VERSION else 800))
+    if version == "v3nb":
+        bank = A.NoiseBank(babble_pool(load_manifest(), BABBLE_SPLITS, 250))    # 250 per engine
+    else:
+        bank = A.NoiseBank(babble_pool(load_manifest(), split, 300 if version == AUG_VERSION else 800))
     d = C.CACHE / "feat" / version
     d.mkdir(parents=True, exist_ok=True)
     embs, segs, voices = [], [], []

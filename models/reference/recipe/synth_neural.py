@@ -5,13 +5,13 @@ and negative speech of texts.py (surface forms, 20 % with a filler; negatives as
   Piper's length_scale 0.7-1.4 (rate), noise_scale 0.3-1.0 and noise_w 0.3-1.1 (prosody
   sampling), and from features.py's AUG v3 (vocal-tract-length perturbation, EQ, channels,
   reverb, noise).
-- `traink`, `traink2`: Kokoro-82M (neural_tts.Kokoro) with the three training styles
+- `traink`, `traink2`, `traink3`: Kokoro-82M (neural_tts.Kokoro) with the three training styles
   KOKORO_TRAIN_VOICES, each utterance a random mix of two of them (or one alone), speed
-  0.8-1.25; two rounds (KOKORO_ROUNDS). The styles jf_tebukuro and jm_kumo are never trained
-  on: neural_check.py tests on them.
+  0.8-1.25; three rounds (KOKORO_ROUNDS), the third mostly negative speech. The styles
+  jf_tebukuro and jm_kumo are never trained on: neural_check.py tests on them.
 
 Output: CACHE/tts/<key>.wav and CACHE/tts_manifest_neural.json (splits "trainn", "traink",
-"traink2").
+"traink2", "traink3").
 
   python synth_neural.py                       # both engines
   python synth_neural.py kokoro --shard 1/2    # one engine, every 2nd job from the 2nd (parallel runs)
@@ -50,17 +50,21 @@ def texts(rng, n_pos, n_neg, params=dict):
     return out
 
 
-# Rounds of Kokoro jobs: (split, seed, mix weight range). The second round extrapolates a
-# little past the two styles (weights -0.25..1.25) for timbres outside the three speakers.
-KOKORO_ROUNDS = [("traink", 9012, (0.0, 1.0)), ("traink2", 9013, (-0.25, 1.25))]
+# Rounds of Kokoro jobs: (split, seed, mix weight range, utterances per command, negatives). The
+# second round extrapolates a little past the two styles (weights -0.25..1.25) for timbres
+# outside the three speakers; the third is mostly negative speech (false accepts on natural
+# voices: the first two rounds hold three commands per negative).
+KOKORO_ROUNDS = [("traink", 9012, (0.0, 1.0), N_POS_KOKORO, N_NEG_KOKORO),
+                 ("traink2", 9013, (-0.25, 1.25), N_POS_KOKORO, N_NEG_KOKORO),
+                 ("traink3", 9014, (-0.25, 1.25), 10, 600)]
 
 
 def kokoro_jobs():
-    """The Kokoro jobs of every round (splits "traink", "traink2")."""
+    """The Kokoro jobs of every round (splits "traink", "traink2", "traink3")."""
     out = []
-    for split, seed, (lo, hi) in KOKORO_ROUNDS:
+    for split, seed, (lo, hi), n_pos, n_neg in KOKORO_ROUNDS:
         rng = random.Random(seed)
-        for label, text, _ in texts(rng, N_POS_KOKORO, N_NEG_KOKORO):
+        for label, text, _ in texts(rng, n_pos, n_neg):
             a, b = rng.sample(KOKORO_TRAIN_VOICES, 2)
             w = round(rng.uniform(lo, hi), 2) if rng.random() < 0.75 else 1.0
             voice = a if w == 1.0 else f"{a}*{w}+{b}*{round(1 - w, 2)}"

@@ -30,9 +30,9 @@ MIXUP = float(os.environ.get("OUTPOST_MIXUP", "0"))             # mixup Beta(a, 
 SMOOTH = float(os.environ.get("OUTPOST_SMOOTH", "0"))           # label smoothing
 EMA = float(os.environ.get("OUTPOST_EMA", "0.999"))             # exported weights: EMA of the iterates
 # feature sets (features.py): "train" (AUG v2) + "trainx" (AUG v3: VTLP/EQ, noise weighted to 0-10 dB)
-# + "trainn" / "traink", "traink2" (neural speech of synth_neural.py: Piper / two rounds of Kokoro
-# style mixes, AUG v3)
-SETS = os.environ.get("OUTPOST_TRAIN_SETS", "train,trainx,trainn,traink,traink2").split(",")
+# + "trainn" / "traink", "traink2", "traink3" (neural speech of synth_neural.py: Piper / three rounds
+# of Kokoro style mixes, the third mostly negatives, AUG v3)
+SETS = os.environ.get("OUTPOST_TRAIN_SETS", "train,trainx,trainn,traink,traink2,traink3").split(",")
 OHEM = int(os.environ.get("OUTPOST_OHEM", "0"))                # >1: half of the `none` windows of a batch are the
                                                                 # hardest (highest command score) of OHEM x candidates
 OUT = os.environ.get("OUTPOST_HEAD_OUT")                        # default: models/reference/command_head.onnx

@@ -26,7 +26,7 @@ cd models/reference/recipe
 "$PY" check_pipeline.py
 "$PY" synth.py
 "$PY" synth_neural.py
-"$PY" features.py train trainx trainn traink traink2
+"$PY" features.py train trainx trainn traink traink2 traink3
 "$PY" train.py
 "$PY" evaluate.py
 "$PY" report.py
