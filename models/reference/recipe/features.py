@@ -39,6 +39,7 @@ N_BABBLE_STREAMS = 900
 # Piper / Kokoro clips, babble drawn from the negatives of every training split (espeak-ng,
 # flite, Piper and Kokoro talkers), so the neural voices are heard behind other natural talkers.
 BABBLE_SPLITS = ["train", "trainn", "traink", "traink2"]
+V3_FAMILY = (AUG_V3, "v3b", "v3nb")    # stream versions with AUG v3 utterances (augment.random_effects_v3)
 N_AUG_V3 = {("espeak", True): 1, ("flite", True): 3, ("espeak", False): 1, ("flite", False): 2,
             ("piper", True): 3, ("piper", False): 1, ("kokoro", True): 4, ("kokoro", False): 2}
 # Extra training set "trainn" (AUG v3 streams of split "trainn"): the neural Piper voice of
@@ -86,7 +87,7 @@ def utterance(job, aug, version=AUG_VERSION):
     little margin."""
     rng = np.random.default_rng(seed_of(job["key"], aug, version))
     x = C.read_wav(C.CACHE / "tts" / f"{job['key']}.wav").astype(np.float32)
-    if version in (AUG_V3, "v3b", "v3nb"):
+    if version in V3_FAMILY:
         eff = A.random_effects_v3(rng, job["engine"])
         try:
             x = A.sox(x, eff)
@@ -150,8 +151,8 @@ def maybe_second_noise(nz, rng, bank, p):
 
 def compose(utts, labels, rng, bank, version=AUG_VERSION):
     """utts: list of (audio, (s, e)). Returns int16 stream, segments [(label, start, end)]."""
-    if version in (AUG_V3, "v3b", "v3nb"):
-        return compose_v3(utts, labels, rng, bank, babble=version in ("v3b", "v3nb"))
+    if version in V3_FAMILY:
+        return compose_v3(utts, labels, rng, bank, babble=version != AUG_V3)
     y, segs, p_speech = place(utts, labels, rng, min_gain_db=-10)
     r = rng.random()
     if r < 0.7:
@@ -196,7 +197,7 @@ def plan(split, version=AUG_VERSION):
     jobs = [j for j in load_manifest() if j["split"] == split]
     items = []
     for j in jobs:
-        if version in (AUG_V3, "v3b", "v3nb"):
+        if version in V3_FAMILY:
             n = N_AUG_V3[(j["engine"], j["label"] != C.NONE)]
         else:
             n = N_AUG["pos" if j["label"] != C.NONE else "neg"]
