@@ -245,19 +245,18 @@ def evaluate(recs, negrec, params):
 def per_noise(recs, params):
     """Accuracy by noise kind: {condition: {kind: [correct, n]}} for the noisy conditions at params
     (T, K, R, V, H). A stream's kind is NOISE_CYCLE[i % len(NOISE_CYCLE)] for the i-th stream of its
-    condition, as record_streams builds them, so recs must be whole (not report.subset's halves)."""
+    condition, as record_streams builds them, so recs must be whole (not report.subset's halves).
+    Each kind's streams are scored by evaluate(), as the report's totals are."""
     out = {}
     for cname, snr in CONDITIONS:
         if snr is None:
             continue
-        scs, vds, utts = recs[cname][:3]
-        acc = {k: [0, 0] for k in dict.fromkeys(NOISE_CYCLE)}
-        for i, (sc, vd, ut) in enumerate(zip(scs, vds, utts)):
-            res, _ = score_utts(decide_fast(sc, vd, *params), ut, len(sc))
-            a = acc[NOISE_CYCLE[i % len(NOISE_CYCLE)]]
-            a[0] += sum(r[1] == r[0] for r in res)
-            a[1] += len(res)
-        out[cname] = acc
+        v = recs[cname]
+        out[cname] = {}
+        for kind in dict.fromkeys(NOISE_CYCLE):
+            idx = [i for i in range(len(v[0])) if NOISE_CYCLE[i % len(NOISE_CYCLE)] == kind]
+            rows = evaluate({cname: tuple([x[i] for i in idx] for x in v)}, {}, params)[0][cname][0]
+            out[cname][kind] = [sum(r[1] == r[0] for r in rows), len(rows)]
     return out
 
 
