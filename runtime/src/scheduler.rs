@@ -417,10 +417,18 @@ struct Shared<S> {
 /// inflating admission once it has aged out.
 const WCET_WINDOW_HALF: u64 = 4096;
 
+/// Frames the window must hold before the WCET estimate is its p99.9; over fewer it is
+/// the p99. A p99.9 over fewer than 1 000 frames is the slowest frame, and over fewer
+/// than 2 000 one of the two slowest: one frame stalled on a loaded machine (cut at its
+/// deadline in a CI run on a 2-core VM, against ~3.5 ms usual) became the WCET and
+/// admission refused every frame that had to wait.
+pub const WCET_P999_MIN_FRAMES: u64 = 2_000;
+
 impl<S> Shared<S> {
     /// Records one frame's compute and refreshes the estimates (online p99.9, mean and
-    /// standard deviation over the sliding window) every 32 frames once 100 frames were seen; until then
-    /// the warm-up seeds stand.
+    /// standard deviation over the sliding window) every 32 frames once 100 frames
+    /// were seen; until then the warm-up seeds stand. Until the window holds
+    /// [`WCET_P999_MIN_FRAMES`] the WCET is the p99.
     fn record_compute(&self, us: u64) {
         let Ok(mut h) = self.compute.lock() else {
             return;
@@ -435,8 +443,13 @@ impl<S> Shared<S> {
         if cur.len() + prev.len() >= 100 && n % 32 == 0 {
             let mut both = prev.clone();
             let _ = both.add(&*cur);
+            let q = if both.len() >= WCET_P999_MIN_FRAMES {
+                0.999
+            } else {
+                0.99
+            };
             self.wcet_us
-                .store(both.value_at_quantile(0.999), Ordering::Relaxed);
+                .store(both.value_at_quantile(q), Ordering::Relaxed);
             self.typical_us
                 .store(both.mean().round() as u64, Ordering::Relaxed);
             self.spread_us

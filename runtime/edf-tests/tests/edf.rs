@@ -9,7 +9,8 @@ use std::sync::Mutex;
 use embassy_time::{Duration, Instant, MockDriver};
 use outpost_protocol::RejectReason;
 use outpost_runtime::edf::{
-    Admission, CostEstimate, Edf, EdfConfig, OpenError, StreamKey, STREAM_QUEUE_CAPACITY,
+    Admission, CostEstimate, Edf, EdfConfig, OpenError, StreamKey, PROBE_INTERVAL,
+    STREAM_QUEUE_CAPACITY,
 };
 
 static CLOCK: Mutex<()> = Mutex::new(());
@@ -136,10 +137,10 @@ fn admission_charges_queued_frames_their_typical_cost_and_its_own_the_wcet() {
     for s in 1..=4 {
         e.open(key(1, s)).unwrap();
     }
-    // Nothing ahead: only its own 9 ms.
-    assert_eq!(e.admit(key(1, 4), at(ms(10)), cost), Admission::Admit);
+    // Nothing ahead and a worker free: it starts at once, charged its typical 3 ms.
+    assert_eq!(e.admit(key(1, 4), at(ms(4)), cost), Admission::Admit);
     assert!(matches!(
-        e.admit(key(1, 4), at(ms(9)), cost),
+        e.admit(key(1, 4), at(ms(3)), cost),
         Admission::Reject { .. }
     ));
     // Six frames of other streams ahead: 6 x 3 / 2 workers = 9, + own 9 = 18 ms.
@@ -174,8 +175,9 @@ fn the_queued_frames_are_charged_three_standard_deviations_of_their_sum() {
     for s in 1..=4 {
         e.open(key(1, s)).unwrap();
     }
-    // Nothing ahead: no margin, only its own 9 ms (cut-off: deadline - 0.5 ms guard).
-    assert_eq!(e.admit(key(1, 4), at(ms(10)), cost), Admission::Admit);
+    // Nothing ahead: no margin, it starts at once at its typical 3 ms (cut-off:
+    // deadline - 0.5 ms guard).
+    assert_eq!(e.admit(key(1, 4), at(ms(4)), cost), Admission::Admit);
     // Three frames of other streams ahead: (3 x 3 + 3 x 1 x sqrt(3)) / 2 workers
     // = 7.1 ms, + own 9 = 16.1 ms; without the margin 4.5 + 9 = 13.5 ms.
     for s in 1..=3 {
@@ -242,11 +244,90 @@ fn a_wcet_below_typical_is_raised_to_it() {
         wcet: ms(1),
         spread: ms(0),
     };
+    // One frame queued ahead in its own stream: 5 ms typical + own WCET raised to 5 ms.
+    e.push(key(1, 1), at(ms(100)), "ahead").unwrap();
     assert!(matches!(
-        e.admit(key(1, 1), at(ms(5)), cost),
+        e.admit(key(1, 1), at(ms(10)), cost),
         Admission::Reject { .. }
     ));
-    assert_eq!(e.admit(key(1, 1), at(ms(6)), cost), Admission::Admit);
+    assert_eq!(e.admit(key(1, 1), at(ms(11)), cost), Admission::Admit);
+}
+
+#[test]
+fn a_wcet_above_the_budget_refuses_only_frames_that_would_wait() {
+    // One stalled frame made the WCET 40 ms, past a 30 ms deadline; the usual frame
+    // still costs 3 ms.
+    let (_g, mut e) = setup(1);
+    let cost = CostEstimate {
+        typical: ms(3),
+        wcet: ms(40),
+        spread: ms(0),
+    };
+    e.open(key(1, 1)).unwrap();
+    e.open(key(1, 2)).unwrap();
+    // Idle: it would start at once, delays no one, and is charged its typical 3 ms.
+    assert_eq!(e.admit(key(1, 2), at(ms(30)), cost), Admission::Admit);
+    // A frame of another stream with an earlier deadline is queued ahead: it would
+    // wait, so its own WCET counts and it is refused.
+    e.push(key(1, 1), at(ms(20)), "ahead").unwrap();
+    assert!(matches!(
+        e.admit(key(1, 2), at(ms(30)), cost),
+        Admission::Reject {
+            reason: RejectReason::WouldMissDeadline,
+            ..
+        }
+    ));
+    // The frame ahead runs on the only worker: still refused.
+    e.pick().unwrap();
+    assert!(matches!(
+        e.admit(key(1, 2), at(ms(30)), cost),
+        Admission::Reject { .. }
+    ));
+    // It finished; idle again, admitted again.
+    advance(ms(3));
+    e.finish(key(1, 1), true, false);
+    assert_eq!(e.admit(key(1, 2), at(ms(33)), cost), Admission::Admit);
+}
+
+#[test]
+fn an_idle_queue_admits_one_probe_per_interval_whatever_the_estimates() {
+    // Even the typical cost (40 ms) is past the 30 ms budget: nothing would ever run
+    // and the estimates would never be measured again.
+    let (_g, mut e) = setup(1);
+    let cost = CostEstimate::worst_case(ms(40));
+    e.open(key(1, 1)).unwrap();
+    let refused = |e: &Edf<&'static str>, deadline| {
+        matches!(
+            e.admit(key(1, 1), deadline, cost),
+            Admission::Reject {
+                reason: RejectReason::WouldMissDeadline,
+                ..
+            }
+        )
+    };
+    // Within the first interval after the queue was made: refused.
+    advance(PROBE_INTERVAL - ms(1));
+    assert!(refused(&e, Instant::now() + ms(30)));
+    // A full interval without a start: one probe is admitted.
+    advance(ms(1));
+    let d = Instant::now() + ms(30);
+    assert_eq!(e.admit(key(1, 1), d, cost), Admission::Admit);
+    e.push(key(1, 1), d, "probe").unwrap();
+    // Not while the probe is queued or running (it would wait behind it).
+    assert!(refused(&e, Instant::now() + ms(30)));
+    e.pick().unwrap();
+    advance(ms(5));
+    assert!(refused(&e, Instant::now() + ms(30)));
+    e.finish(key(1, 1), true, false);
+    // Idle again, but the last start is 5 ms old: refused until the interval is up.
+    assert!(refused(&e, Instant::now() + ms(30)));
+    advance(PROBE_INTERVAL - ms(5));
+    assert_eq!(
+        e.admit(key(1, 1), Instant::now() + ms(30), cost),
+        Admission::Admit
+    );
+    // A probe never goes to a frame whose deadline is already within the guard.
+    assert!(refused(&e, Instant::now() + us(400)));
 }
 
 #[test]
