@@ -455,7 +455,7 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
     )?;
     writeln!(
         out,
-        "admission  per frame: worst case {} µs (online p99.9, charged to the arriving frame), typical {} µs (mean, charged to each frame queued ahead), spread {} µs (standard deviation; 3 × spread × √n on top for n frames queued ahead)",
+        "admission  per frame: worst case {} µs (online p99.9, p99 over the first 2 000 frames; charged to an arriving frame that has to wait), typical {} µs (mean, charged to each frame queued ahead), spread {} µs (standard deviation; 3 × spread × √n on top for n frames queued ahead)",
         st.wcet_us, st.typical_us, st.spread_us
     )?;
     writeln!(out, "\nstage            provider   count     p50 µs   p99 µs   p99.9 µs  max µs   budget µs  p99 within budget")?;

@@ -59,7 +59,7 @@ pub enum Admission {
 ///
 /// `typical` is what a frame usually costs (the daemon uses the mean compute over its
 /// sliding window of measured frames), `wcet` what it costs at worst (the online p99.9
-/// over the same window). Summing `wcet` over every queued frame assumes all of them hit
+/// over the same window, the p99 while it holds fewer than 2 000 frames). Summing `wcet` over every queued frame assumes all of them hit
 /// their p99.9 together, which on a 2-core machine with a p99.9 about 3× the mean cut
 /// zero-rejection capacity to 7 real-time streams against a compute bound of 46
 /// (`outpost-hil bench-load`, hil-tests/README.md).
@@ -181,8 +181,15 @@ pub struct Edf<J> {
 /// (a typical cost inflated by a sustained stall, say) would otherwise refuse every
 /// frame for ever on an idle daemon: one probe per interval keeps them measuring, so
 /// admission reopens once the device is fast again. A probe that does overrun is cut
-/// and answered `DeadlineMissed` by its deadline like any other frame.
+/// and answered `DeadlineMissed` by its deadline like any other frame. Only a frame with
+/// at least [`PROBE_MIN_BUDGET`] left before its cut-off is a probe.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The least time before its cut-off (deadline − guard) a frame must have to be a probe:
+/// the model stages' share of DESIGN §4's latency budget (VAD 1 + mel 2 + embedding 6 +
+/// head 1 ms). A run cut sooner could not show whether the pipeline is back within its
+/// budget, and its truncated time would pull the estimates down.
+pub const PROBE_MIN_BUDGET: Duration = Duration::from_millis(10);
 
 impl<J: Clone> Edf<J> {
     /// An empty queue.
@@ -302,11 +309,12 @@ impl<J: Clone> Edf<J> {
     /// The predicted end must be at or before `deadline - guard`; a frame admitted and
     /// still unanswered then is answered `DeadlineMissed` by the caller.
     ///
-    /// A frame that would start at once (a worker free, nothing running or queued in
-    /// its stream, no queued frame with an earlier or equal deadline) delays no admitted
-    /// frame, and rejecting it protects nothing. It is charged `cost.typical` instead of
-    /// the WCET, and it is admitted whatever the estimates say when no frame has started
-    /// for [`PROBE_INTERVAL`]. Without this, one stalled frame among the first few
+    /// A frame that would start at once (a worker free, no frame queued anywhere, none
+    /// running in its own stream) delays no admitted frame, and rejecting it protects
+    /// nothing. It is charged `cost.typical` alone (frames running on other workers do
+    /// not delay it), and when no frame has started for [`PROBE_INTERVAL`] it is
+    /// admitted whatever the estimates say if [`PROBE_MIN_BUDGET`] fits before its
+    /// cut-off. Without this, one stalled frame among the first few
     /// hundred (a p99.9 over them is the worst frame) raised the WCET above the budget
     /// and every later frame was refused: refused frames never run, so the estimate
     /// never came down (a CI run on a loaded 2-core VM refused 20 clips' frames in a row).
@@ -353,22 +361,22 @@ impl<J: Clone> Edf<J> {
             }
         }
         shared += queue_margin(spread, shared_n);
-        let own_idle = self
-            .streams
-            .get(&key)
-            .is_none_or(|s| s.running.is_none() && s.pending.is_empty());
-        let starts_now = own_idle && shared_n == 0 && self.running < self.cfg.workers;
+        let own_running = self.streams.get(&key).is_some_and(|s| s.running.is_some());
+        let starts_now = self.queued == 0 && !own_running && self.running < self.cfg.workers;
         let probe = starts_now
             && now
                 .checked_duration_since(self.last_start)
                 .is_some_and(|d| d >= PROBE_INTERVAL);
-        let own_cost = if starts_now { typical } else { wcet };
-        let predicted = (shared / self.cfg.workers as u32).max(own) + own_cost;
+        let predicted = if starts_now {
+            typical
+        } else {
+            (shared / self.cfg.workers as u32).max(own) + wcet
+        };
         let finish = now + predicted;
         let cutoff = deadline.checked_sub(self.cfg.guard);
         match cutoff {
             Some(c) if finish <= c => Admission::Admit,
-            Some(c) if probe && now < c => Admission::Admit,
+            Some(c) if probe && now + PROBE_MIN_BUDGET <= c => Admission::Admit,
             _ => Admission::Reject {
                 reason: RejectReason::WouldMissDeadline,
                 retry_after: finish

@@ -9,9 +9,12 @@
 //!   [`Response::Rejected`] when the queue is at its bound, or when the work queued
 //!   ahead of it (each frame at the mean measured compute, plus three standard
 //!   deviations of their sum) plus its own worst-case compute (online p99.9 of
-//!   measured compute) cannot finish by its deadline. The estimates are seeded by
-//!   warm-up at boot and then follow a sliding window of measured frames
-//!   ([`crate::edf::CostEstimate`]).
+//!   measured compute; the p99 over the first 2 000 frames) cannot finish by its
+//!   deadline. A frame that would start at once is charged its mean compute, and one
+//!   such frame per second without a start is admitted whatever the estimates say
+//!   ([`crate::edf::Edf::admit`]), so estimates above the budget cannot refuse every
+//!   frame for ever. The estimates are seeded by warm-up at boot and then follow a
+//!   sliding window of measured frames ([`crate::edf::CostEstimate`]).
 //! * **Deadline timer.** A timer thread fires `guard` before each deadline; a frame not
 //!   answered by then is answered [`Response::DeadlineMissed`], its ONNX Runtime run is
 //!   terminated (`RunOptions::terminate`) and its stream's state is reset before the

@@ -340,6 +340,34 @@ fn one_stalled_frame_does_not_shut_admission() {
 }
 
 #[test]
+fn a_wcet_above_the_budget_still_serves_a_client_sending_one_frame_at_a_time() {
+    // The CI failure's client: one frame in flight, so each frame arrives at an idle
+    // scheduler. A 40 ms WCET is past the 28 ms cut-off (30 ms deadline - 2 ms guard),
+    // but a frame that starts at once is charged its typical 1 ms.
+    let (sched, _) = start(
+        1,
+        SchedulerConfig {
+            initial_wcet_us: 40_000,
+            initial_typical_us: 1_000,
+            ..Default::default()
+        },
+    );
+    let k = StreamKey { conn: 1, stream: 1 };
+    sched.open_stream(k).unwrap();
+    let sink = Arc::new(Collect::default());
+    for i in 0..50 {
+        sched.submit(job(k, i, i, false, 30_000, &sink));
+        wait_for(&sink, i as usize + 1);
+    }
+    let seen = wait_for(&sink, 50);
+    let refused = seen
+        .iter()
+        .filter(|(_, s, _)| matches!(s, Seen::Rejected { .. }))
+        .count();
+    assert_eq!((seen.len(), refused), (50, 0));
+}
+
+#[test]
 fn full_queue_rejects_at_once_and_every_frame_gets_one_answer() {
     let cfg = SchedulerConfig {
         queue_capacity: 4,

@@ -10,7 +10,7 @@ use embassy_time::{Duration, Instant, MockDriver};
 use outpost_protocol::RejectReason;
 use outpost_runtime::edf::{
     Admission, CostEstimate, Edf, EdfConfig, OpenError, StreamKey, PROBE_INTERVAL,
-    STREAM_QUEUE_CAPACITY,
+    PROBE_MIN_BUDGET, STREAM_QUEUE_CAPACITY,
 };
 
 static CLOCK: Mutex<()> = Mutex::new(());
@@ -326,8 +326,46 @@ fn an_idle_queue_admits_one_probe_per_interval_whatever_the_estimates() {
         e.admit(key(1, 1), Instant::now() + ms(30), cost),
         Admission::Admit
     );
-    // A probe never goes to a frame whose deadline is already within the guard.
-    assert!(refused(&e, Instant::now() + us(400)));
+    // A probe needs PROBE_MIN_BUDGET before its cut-off (deadline - 0.5 ms guard).
+    assert!(refused(&e, Instant::now() + PROBE_MIN_BUDGET + us(400)));
+    assert_eq!(
+        e.admit(key(1, 1), Instant::now() + PROBE_MIN_BUDGET + us(500), cost),
+        Admission::Admit
+    );
+}
+
+#[test]
+fn a_frame_on_a_free_worker_is_charged_its_typical_cost_alone() {
+    let (_g, mut e) = setup(2);
+    let cost = CostEstimate {
+        typical: ms(3),
+        wcet: ms(9),
+        spread: ms(0),
+    };
+    e.open(key(1, 1)).unwrap();
+    e.open(key(1, 2)).unwrap();
+    e.push(key(1, 1), at(ms(100)), "r").unwrap();
+    e.pick().unwrap();
+    // Stream 1 runs on one worker; a frame of stream 2 starts on the other at once:
+    // 3 ms, not (3 ms left of the running frame) / 2 workers + its 9 ms WCET.
+    assert_eq!(e.admit(key(1, 2), at(ms(4)), cost), Admission::Admit);
+    assert!(matches!(
+        e.admit(key(1, 2), at(ms(3)), cost),
+        Admission::Reject { .. }
+    ));
+    // A frame of stream 1 waits for its own running frame, worker free or not:
+    // 3 ms left + its 9 ms WCET.
+    assert_eq!(e.admit(key(1, 1), at(ms(13)), cost), Admission::Admit);
+    assert!(matches!(
+        e.admit(key(1, 1), at(ms(12)), cost),
+        Admission::Reject { .. }
+    ));
+    // Any frame queued, even one with a later deadline: it no longer starts at once.
+    e.push(key(1, 1), at(ms(100)), "later").unwrap();
+    assert!(matches!(
+        e.admit(key(1, 2), at(ms(10)), cost),
+        Admission::Reject { .. }
+    ));
 }
 
 #[test]
