@@ -495,7 +495,17 @@ def write_md(rep):
              "76.5 / 60.9 / 47.6 % at 29.8), T=0.99 K=4 19.3 FA/h against 13.1. On the two held-out Kokoro voices clean "
              "falls (T=0.97 K=3: 97.5 / 96.2 / 81.2 / 60.4 %, 6 false accepts, against 100.0 / 96.7 / 81.2 / 59.2 %, 6). "
              "Not adopted, and the round is not in synth_neural.py: more negatives of the one Piper speaker do not do what "
-             "the mixed Kokoro voices did.\n")
+             "the mixed Kokoro voices did.")
+    L.append("18. + a fourth Kokoro round of new voices on top of head 16: each style split in two, the first 128 values "
+             "(the decoder's, timbre) from one mix and the last 128 (the duration and F0 predictor's, prosody) from "
+             "another (split `traink4`: another seed, 20 utterances per command and 600 negatives, mix weights "
+             "−0.25..1.25, AUG v3; 35 epochs, the six sets of head 16 + this one). On the held-out voices of this report "
+             "the same curve: T=0.97 K=4 85.5 / 75.2 / 59.2 / 48.0 % at 26.3 FA/h, between head 16's T=0.97 (86.3 / 76.5 "
+             "/ 60.9 / 47.6 % at 29.8) and T=0.98 (85.3 / 73.8 / 58.4 / 45.9 % at 21.9). On the two held-out Kokoro voices "
+             "clean falls: T=0.97 K=3 98.8 / 95.8 / 81.7 / 59.6 % with 6 false accepts (head 16: 100.0 / 96.7 / 81.2 / "
+             "59.2 %, 6), K=4 97.9 / 94.2 / 79.6 / 55.4 %, 5 (head 16: 99.2 / 95.4 / 80.4 / 57.5 %, 4). Not adopted, and "
+             "the round is not in synth_neural.py: recombining the three training speakers' halves gives no speaker "
+             "variety the mixes did not already give.\n")
     p = rep["pipeline_checks"]
     L.append("## Pipeline contract checks\n")
     L.append(f"- mel per 80 ms frame on the last 1760 samples vs mel on the whole signal: max abs difference "
