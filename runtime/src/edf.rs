@@ -59,10 +59,11 @@ pub enum Admission {
 ///
 /// `typical` is what a frame usually costs (the daemon uses the mean compute over its
 /// sliding window of measured frames), `wcet` what it costs at worst (the online p99.9
-/// over the same window, the p99 while it holds fewer than 2 000 frames). Summing `wcet` over every queued frame assumes all of them hit
-/// their p99.9 together, which on a 2-core machine with a p99.9 about 3× the mean cut
-/// zero-rejection capacity to 7 real-time streams against a compute bound of 46
-/// (`outpost-hil bench-load`, hil-tests/README.md).
+/// over the same window, the p99 while it holds fewer than 2 000 frames). Summing
+/// `wcet` over every queued frame assumes all of them hit their p99.9 together, which
+/// on a 2-core machine with a p99.9 about 3× the mean cut zero-rejection capacity to 7
+/// real-time streams against a compute bound of 46 (`outpost-hil bench-load`,
+/// hil-tests/README.md).
 ///
 /// `spread` is the standard deviation of per-frame compute. The frames queued ahead
 /// are charged their typical cost plus [`QUEUE_SPREAD_Z`] standard deviations of their
@@ -314,10 +315,10 @@ impl<J: Clone> Edf<J> {
     /// nothing. It is charged `cost.typical` alone (frames running on other workers do
     /// not delay it), and when no frame has started for [`PROBE_INTERVAL`] it is
     /// admitted whatever the estimates say if [`PROBE_MIN_BUDGET`] fits before its
-    /// cut-off. Without this, one stalled frame among the first few
-    /// hundred (a p99.9 over them is the worst frame) raised the WCET above the budget
-    /// and every later frame was refused: refused frames never run, so the estimate
-    /// never came down (a CI run on a loaded 2-core VM refused 20 clips' frames in a row).
+    /// cut-off. Without this, one stalled frame among the first few hundred (a p99.9
+    /// over them is the worst frame) raised the WCET above the budget and every later
+    /// frame was refused: refused frames never run, so the estimate never came down (a
+    /// CI run on a loaded 2-core VM refused 20 clips' frames in a row).
     pub fn admit(&self, key: StreamKey, deadline: Instant, cost: CostEstimate) -> Admission {
         let now = Instant::now();
         let CostEstimate {
