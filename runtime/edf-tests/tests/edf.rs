@@ -44,6 +44,15 @@ fn advance(d: Duration) {
     MockDriver::get().advance(d);
 }
 
+/// Per-frame estimates in ms: typical, WCET, spread (standard deviation).
+fn cost_ms(typical: u64, wcet: u64, spread: u64) -> CostEstimate {
+    CostEstimate {
+        typical: ms(typical),
+        wcet: ms(wcet),
+        spread: ms(spread),
+    }
+}
+
 fn at(d: Duration) -> Instant {
     Instant::from_ticks(0) + d
 }
@@ -129,11 +138,7 @@ fn admission_charges_queued_work_and_the_remaining_time_of_running_frames() {
 #[test]
 fn admission_charges_queued_frames_their_typical_cost_and_its_own_the_wcet() {
     let (_g, mut e) = setup(2);
-    let cost = CostEstimate {
-        typical: ms(3),
-        wcet: ms(9),
-        spread: ms(0),
-    };
+    let cost = cost_ms(3, 9, 0);
     for s in 1..=4 {
         e.open(key(1, s)).unwrap();
     }
@@ -167,11 +172,7 @@ fn admission_charges_queued_frames_their_typical_cost_and_its_own_the_wcet() {
 #[test]
 fn the_queued_frames_are_charged_three_standard_deviations_of_their_sum() {
     let (_g, mut e) = setup(2);
-    let cost = CostEstimate {
-        typical: ms(3),
-        wcet: ms(9),
-        spread: ms(1),
-    };
+    let cost = cost_ms(3, 9, 1);
     for s in 1..=4 {
         e.open(key(1, s)).unwrap();
     }
@@ -209,11 +210,7 @@ fn the_queued_frames_are_charged_three_standard_deviations_of_their_sum() {
 #[test]
 fn a_running_frame_past_its_typical_cost_is_charged_up_to_the_wcet() {
     let (_g, mut e) = setup(1);
-    let cost = CostEstimate {
-        typical: ms(3),
-        wcet: ms(9),
-        spread: ms(0),
-    };
+    let cost = cost_ms(3, 9, 0);
     e.open(key(1, 1)).unwrap();
     e.open(key(1, 2)).unwrap();
     e.push(key(1, 1), at(ms(100)), "r").unwrap();
@@ -239,11 +236,7 @@ fn a_running_frame_past_its_typical_cost_is_charged_up_to_the_wcet() {
 fn a_wcet_below_typical_is_raised_to_it() {
     let (_g, mut e) = setup(1);
     e.open(key(1, 1)).unwrap();
-    let cost = CostEstimate {
-        typical: ms(5),
-        wcet: ms(1),
-        spread: ms(0),
-    };
+    let cost = cost_ms(5, 1, 0);
     // One frame queued ahead in its own stream: 5 ms typical + own WCET raised to 5 ms.
     e.push(key(1, 1), at(ms(100)), "ahead").unwrap();
     assert!(matches!(
@@ -258,11 +251,7 @@ fn a_wcet_above_the_budget_refuses_only_frames_that_would_wait() {
     // One stalled frame made the WCET 40 ms, past a 30 ms deadline; the usual frame
     // still costs 3 ms.
     let (_g, mut e) = setup(1);
-    let cost = CostEstimate {
-        typical: ms(3),
-        wcet: ms(40),
-        spread: ms(0),
-    };
+    let cost = cost_ms(3, 40, 0);
     e.open(key(1, 1)).unwrap();
     e.open(key(1, 2)).unwrap();
     // Idle: it would start at once, delays no one, and is charged its typical 3 ms.
@@ -337,11 +326,7 @@ fn an_idle_queue_admits_one_probe_per_interval_whatever_the_estimates() {
 #[test]
 fn a_frame_on_a_free_worker_is_charged_its_typical_cost_alone() {
     let (_g, mut e) = setup(2);
-    let cost = CostEstimate {
-        typical: ms(3),
-        wcet: ms(9),
-        spread: ms(0),
-    };
+    let cost = cost_ms(3, 9, 0);
     e.open(key(1, 1)).unwrap();
     e.open(key(1, 2)).unwrap();
     e.push(key(1, 1), at(ms(100)), "r").unwrap();
