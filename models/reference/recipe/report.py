@@ -505,7 +505,19 @@ def write_md(rep):
              "clean falls: T=0.97 K=3 98.8 / 95.8 / 81.7 / 59.6 % with 6 false accepts (head 16: 100.0 / 96.7 / 81.2 / "
              "59.2 %, 6), K=4 97.9 / 94.2 / 79.6 / 55.4 %, 5 (head 16: 99.2 / 95.4 / 80.4 / 57.5 %, 4). Not adopted, and "
              "the round is not in synth_neural.py: recombining the three training speakers' halves gives no speaker "
-             "variety the mixes did not already give.\n")
+             "variety the mixes did not already give.")
+    L.append("19. + a third engine, SVOX Pico (pico_tts.py: the Android offline TTS, HMM synthesis of recorded speakers, "
+             "Apache-2.0, from Debian's non-free pool), on top of head 16 (split `trainp`: both English voices, en-US and "
+             "en-GB, pitch 65–150 % and speed 70–145 %, 100 utterances per command and 1 200 negatives, AUG v3 with the "
+             "Kokoro VTLP range, 3 copies per command clip and 1 per negative; 35 epochs, the six sets of head 16 + this "
+             "one). On the held-out voices of this report the same curve: T=0.97 K=4 85.6 / 76.9 / 60.8 / 47.6 % at 31.5 "
+             "FA/h (head 16: 86.3 / 76.5 / 60.9 / 47.6 % at 29.8). On the two held-out Kokoro voices the same: T=0.97 K=3 "
+             "99.6 / 96.7 / 81.7 / 58.3 % with 6 false accepts (head 16: 100.0 / 96.7 / 81.2 / 59.2 %, 6). Only Pico "
+             "itself gained: isolated clips of the two trained voices (120 each, a throw-away script) 118 and 119 "
+             "recognised against head 16's 87 (en-US) and 101 (en-GB). Not adopted, and the round is not in "
+             "synth_neural.py: a new engine's speakers help that engine, not voices of the others, which is what speech "
+             "from people asks of the head. The en-GB voice became the second set of neural_check.py instead (a voice of "
+             "an engine no training step uses; head 16 there: see neural_voice_check.md).\n")
     p = rep["pipeline_checks"]
     L.append("## Pipeline contract checks\n")
     L.append(f"- mel per 80 ms frame on the last 1760 samples vs mel on the whole signal: max abs difference "
