@@ -21,7 +21,8 @@ texts.py, clean and at 10 dB) give false accepts per hour.
 
 Variation: each command in its surface forms (texts.command_forms), the set's voices in turn,
 engine parameters drawn with a fixed seed per set. The clips are cached in CACHE/neural/ under a
-hash of (text, voice, parameters) and reused (Kokoro samples noise inside its graph).
+hash of (text, voice, parameters) and reused: Kokoro's output differs by a few LSB from run to
+run and more across machines, so heads are compared on one set of clips.
 
   python neural_check.py                          # shipped head: prints and writes ../neural_voice_check.md
   python neural_check.py HEAD.onnx [T K R V H]    # another head / decision point: prints only
