@@ -90,7 +90,7 @@ def job_lists(check):
     return pos, neg
 
 
-def record(head, pos, neg, name="kokoro"):
+def record(head, pos, neg, name):
     """evaluate.py's streams (evaluate.record_streams) of these clips ([(job, clip)]) of check set
     `name`: (recs, negrec). The Kokoro set keeps the stream seeds it had before Pico joined."""
     bank = A.NoiseBank([x[slice(*A.speech_bounds(x))] for _, x in neg[::3]])

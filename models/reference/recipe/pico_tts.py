@@ -1,6 +1,6 @@
 """SVOX Pico TTS (the Android platform's offline engine, HMM synthesis trained on recorded
 speakers) as speech no training step uses: the en-GB and en-US voices, two female speakers.
-neural_check.py measures the head on the en-GB voice; training on the en-US one was tried and
+neural_check.py measures the head on the en-GB voice; training on both voices was tried and
 not adopted (training_report.md, "What was tried", item 19).
 
 Pico ships in Debian's non-free archive only because its voice data ("lingware") comes without
