@@ -6,6 +6,11 @@
 #   models/reference/recipe/neural_check.sh [HEAD.onnx [T K R V H]]   # no arguments: writes neural_voice_check.md
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../../.." && pwd)"
+# HEAD.onnx is given relative to the caller's directory; the script runs in the recipe's
+if [ $# -ge 1 ] && [ "${1#--}" = "$1" ]; then
+  [ -f "$1" ] || { echo "neural_check.sh: no head model at $1 (expected HEAD.onnx [T K R V H])" >&2; exit 1; }
+  set -- "$(realpath "$1")" "${@:2}"
+fi
 cd "$REPO"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OUTPOST_ORT_THREADS="${OUTPOST_ORT_THREADS:-1}"
 command -v sox >/dev/null || { echo "missing sox: apt-get install -y sox" >&2; exit 1; }
