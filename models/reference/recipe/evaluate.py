@@ -33,8 +33,10 @@ def seed_of(*parts):
     return int(hashlib.sha1("/".join(map(str, parts)).encode()).hexdigest()[:8], 16)
 
 
-def build_stream(clips, labels, rng, bank, snr, gap=(1.2, 2.2), noise_kind=None):
-    """Concatenate clips (int16 clean) with gaps; returns int16 stream and utterance list."""
+def build_stream(clips, labels, rng, bank, snr, gap=(1.2, 2.2), noise_kind=None, gain_db=0.0):
+    """Concatenate clips (int16 clean) with gaps; returns int16 stream and utterance list.
+    gain_db (dB, <= 0) scales every utterance after its random level: a quieter talker into the
+    same ADC, so the noise keeps its SNR to the speech and the clean floor stays 1 LSB."""
     parts, utts, pos = [], [], 0
     lead = int(rng.uniform(0.5, 1.0) * C.SR) + int(rng.integers(0, C.FRAME))
     parts.append(np.zeros(lead, np.float32))
@@ -42,7 +44,7 @@ def build_stream(clips, labels, rng, bank, snr, gap=(1.2, 2.2), noise_kind=None)
     for x, lab in zip(clips, labels):
         x = x.astype(np.float32)
         s, e = A.speech_bounds(x)
-        x = x[s:e] * 10 ** (rng.uniform(-14, 0) / 20)        # level varies per utterance
+        x = x[s:e] * 10 ** ((rng.uniform(-14, 0) + gain_db) / 20)   # level varies per utterance
         parts.append(x)
         utts.append((pos, pos + len(x), lab))
         pos += len(x)
@@ -151,7 +153,7 @@ def load_clips(split_filter):
     return out
 
 
-def record_streams(pos, neg, head, bank, tags, label_of, meta_of, text_of, emb_rec=None, log=None):
+def record_streams(pos, neg, head, bank, tags, label_of, meta_of, text_of, emb_rec=None, log=None, gain_db=0.0):
     """Streams of the evaluation protocol, run through the literal pipeline with `head`.
 
     pos, neg: command and negative items (anything holding a clip: item[1] is int16 16 kHz audio);
@@ -160,6 +162,7 @@ def record_streams(pos, neg, head, bank, tags, label_of, meta_of, text_of, emb_r
     noise kinds in NOISE_CYCLE turn; the negatives (order seeded by tags[1]) into clean and
     10 dB streams of 60 utterances with 0.2-1.2 s gaps. bank: NoiseBank of the babble noise.
     emb_rec: dict that receives each condition's per-frame embeddings (rescore.py).
+    gain_db: level of every utterance relative to the protocol's (build_stream; 0 = the protocol).
     Returns recs {condition: (scores, vad, utterances, meta)} and negrec {condition: (scores,
     vad, utterances, texts)}, per stream.
     """
@@ -181,7 +184,7 @@ def record_streams(pos, neg, head, bank, tags, label_of, meta_of, text_of, emb_r
         rng = np.random.default_rng(seed_of(tags[0], cname))
         order = rng.permutation(len(pos))
         sink = emb_rec.setdefault(cname, []) if emb_rec is not None else None
-        recs[cname] = streams(pos, order, 40, rng, snr, sink, label_of, meta_of)
+        recs[cname] = streams(pos, order, 40, rng, snr, sink, label_of, meta_of, gain_db=gain_db)
         if log:
             log(f"eval {cname}: {len(pos)} utterances, {sum(len(s) for s in recs[cname][0])} frames")
     negrec = {}
@@ -190,7 +193,8 @@ def record_streams(pos, neg, head, bank, tags, label_of, meta_of, text_of, emb_r
         rng.permutation(len(neg))          # a draw the first version made; kept so the streams stay the same
         order = rng.permutation(len(neg))
         sink = emb_rec.setdefault("neg_" + cname, []) if emb_rec is not None else None
-        negrec[cname] = streams(neg, order, 60, rng, snr, sink, lambda it: C.NONE, text_of, gap=(0.2, 1.2))
+        negrec[cname] = streams(neg, order, 60, rng, snr, sink, lambda it: C.NONE, text_of, gap=(0.2, 1.2),
+                                gain_db=gain_db)
         if log:
             log(f"eval negatives {cname}: {sum(len(s) for s in negrec[cname][0]) * 0.08 / 3600:.2f} h")
     return recs, negrec

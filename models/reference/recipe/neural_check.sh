@@ -3,7 +3,7 @@
 # has heard (the two held-out Kokoro-82M voice styles and SVOX Pico's en-GB voice; see
 # neural_check.py). Needs the recipe venv (train.sh or scripts/setup), sox and dpkg-deb; installs
 # requirements-neural.txt into it; pico_tts.py fetches Pico's two pinned .debs into the cache.
-#   models/reference/recipe/neural_check.sh [HEAD.onnx [T K R V H]]   # no arguments: writes neural_voice_check.md
+#   models/reference/recipe/neural_check.sh [HEAD.onnx [T K R V H]] [--gain DB]   # no arguments: writes neural_voice_check.md
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../../.." && pwd)"
 # HEAD.onnx is given relative to the caller's directory; the script runs in the recipe's
