@@ -8,7 +8,8 @@
 //! 1. `s` = mean of the head's softmax output over the last `smoothing_frames` frames.
 //! 2. `c` = argmax of `s` over command labels (the `none` label is excluded).
 //! 3. VAD gate: some frame within the last `vad_hangover_ms` (including t) had a VAD
-//!    probability ≥ `vad_threshold`.
+//!    probability ≥ `vad_threshold` (0 keeps the gate open: the reference bundle's
+//!    choice, since Silero VAD misses speech far below full scale; training report item 20).
 //! 4. Detect `c` iff `s[c]` ≥ its threshold, the gate is open, the detector is armed,
 //!    and at least `refractory_ms` passed since the previous detection.
 //! 5. After a detection the detector disarms; it re-arms at the first frame where every
@@ -252,6 +253,22 @@ mod tests {
         // Frame 5 is 5 frames after speech: gate closed.
         assert_eq!(d.push(&p, &ON, 0.0), None);
         assert_eq!(d.push(&p, &ON, 0.0), None);
+    }
+
+    #[test]
+    fn vad_threshold_zero_opens_the_gate_even_at_vad_probability_zero() {
+        // The reference bundle's setting: a command spoken far below full scale, where the
+        // VAD reports 0, is still detected once; with a gate (0.5) it is not.
+        let open = DecisionParams {
+            vad_threshold: 0.0,
+            ..params()
+        };
+        let mut d = Decider::new();
+        let hits: Vec<_> = (0..6).filter_map(|_| d.push(&open, &ON, 0.0)).collect();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].label, 0);
+        let mut gated = Decider::new();
+        assert!((0..6).all(|_| gated.push(&params(), &ON, 0.0).is_none()));
     }
 
     #[test]
