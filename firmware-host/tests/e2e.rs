@@ -204,6 +204,39 @@ fn every_command_is_recognised_over_the_pty_and_the_socket() {
     );
 }
 
+/// A talker far from the microphone, or an input with its gain set low: the test voice's
+/// commands 50 dB below their recorded level (speech RMS about −67 dBFS, peaks under 80
+/// LSB), where Silero VAD no longer reports speech, are still recognised, because the
+/// reference bundle has no VAD gate (`vad_threshold = 0`; training report item 20).
+#[test]
+fn commands_50_db_below_the_recorded_level_are_recognised_over_the_socket() {
+    let d = start(&[]);
+    let voice = test_voice();
+    let gain = 10f32.powf(-50.0 / 20.0);
+    let target = Target::Socket(d.socket.clone());
+    let mut failures = Vec::new();
+    for (path, expected) in clips(&voice) {
+        let quiet: Vec<i16> = read_wav(&path)
+            .iter()
+            .map(|&s| (f32::from(s) * gain).round() as i16)
+            .collect();
+        let mut c = connect(&target, Duration::from_millis(10)).unwrap();
+        let got = recognise(&mut c, &quiet);
+        if got != [expected.clone()] {
+            failures.push(format!(
+                "{} ({voice}) at -50 dB: expected [{expected}], got {got:?}",
+                path.display()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} misrecognitions:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// A field recording is rarely 16 kHz mono 16-bit: `outpost send` converts it (rubato FFT
 /// resampler, channels averaged) and the command is still recognised.
 #[test]
