@@ -175,6 +175,38 @@ fn recognise(client: &mut AnyClient, pcm: &[i16]) -> Vec<String> {
     s.detections.into_iter().map(|d| d.label).collect()
 }
 
+/// Streams every clip of `voice`, transformed by `level`, to `target` on a connection of
+/// its own; returns one line per clip not recognised as exactly its command, prefixed by
+/// `what`.
+fn misrecognitions(
+    target: &Target,
+    voice: &str,
+    what: &str,
+    level: impl Fn(Vec<i16>) -> Vec<i16>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (path, expected) in clips(voice) {
+        let mut c = connect(target, Duration::from_millis(10)).unwrap();
+        let got = recognise(&mut c, &level(read_wav(&path)));
+        if got != [expected.clone()] {
+            failures.push(format!(
+                "{what}: {} ({voice}): expected [{expected}], got {got:?}",
+                path.display()
+            ));
+        }
+    }
+    failures
+}
+
+fn assert_all_recognised(failures: Vec<String>) {
+    assert!(
+        failures.is_empty(),
+        "{} misrecognitions:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 #[test]
 fn every_command_is_recognised_over_the_pty_and_the_socket() {
     let d = start(&[]);
@@ -185,23 +217,9 @@ fn every_command_is_recognised_over_the_pty_and_the_socket() {
         ("pty", Target::Serial(d.pty.clone().unwrap(), 921_600)),
         ("socket", Target::Socket(d.socket.clone())),
     ] {
-        for (path, expected) in clips(&voice) {
-            let mut c = connect(&target, Duration::from_millis(10)).unwrap();
-            let got = recognise(&mut c, &read_wav(&path));
-            if got != [expected.clone()] {
-                failures.push(format!(
-                    "{transport}: {} ({voice}): expected [{expected}], got {got:?}",
-                    path.display()
-                ));
-            }
-        }
+        failures.extend(misrecognitions(&target, &voice, transport, |pcm| pcm));
     }
-    assert!(
-        failures.is_empty(),
-        "{} misrecognitions:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_all_recognised(failures);
 }
 
 /// A talker far from the microphone, or an input with its gain set low: the test voice's
@@ -211,30 +229,19 @@ fn every_command_is_recognised_over_the_pty_and_the_socket() {
 #[test]
 fn commands_50_db_below_the_recorded_level_are_recognised_over_the_socket() {
     let d = start(&[]);
-    let voice = test_voice();
     let gain = 10f32.powf(-50.0 / 20.0);
-    let target = Target::Socket(d.socket.clone());
-    let mut failures = Vec::new();
-    for (path, expected) in clips(&voice) {
-        let quiet: Vec<i16> = read_wav(&path)
-            .iter()
+    let quiet = |pcm: Vec<i16>| -> Vec<i16> {
+        pcm.iter()
             .map(|&s| (f32::from(s) * gain).round() as i16)
-            .collect();
-        let mut c = connect(&target, Duration::from_millis(10)).unwrap();
-        let got = recognise(&mut c, &quiet);
-        if got != [expected.clone()] {
-            failures.push(format!(
-                "{} ({voice}) at -50 dB: expected [{expected}], got {got:?}",
-                path.display()
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} misrecognitions:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+            .collect()
+    };
+    let target = Target::Socket(d.socket.clone());
+    assert_all_recognised(misrecognitions(
+        &target,
+        &test_voice(),
+        "socket at -50 dB",
+        quiet,
+    ));
 }
 
 /// A field recording is rarely 16 kHz mono 16-bit: `outpost send` converts it (rubato FFT
