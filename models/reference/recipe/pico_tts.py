@@ -44,11 +44,17 @@ STEP_BUSY = 201              # picodefs.h PICO_STEP_BUSY: more audio to fetch
 RESET_FULL = 0               # picodefs.h PICO_RESET_FULL
 
 
+def unpacked(root):
+    """True if `root` holds the library and every voice's two resources."""
+    lang = root / LANG_DIR.relative_to(ROOT)
+    return (root / LIB.relative_to(ROOT)).exists() and all((lang / f).exists() for pair in VOICES.values() for f in pair)
+
+
 def fetch():
     """Downloads, verifies and unpacks the pinned .deb files into CACHE/pico (once; files are
     written under temporary names and renamed, so parallel shards and interrupted runs never
     see half a file). Raises RuntimeError naming the file whose SHA-256 does not match."""
-    if LIB.exists() and all((LANG_DIR / f).exists() for pair in VOICES.values() for f in pair):
+    if unpacked(ROOT):
         return
     d = C.CACHE / "pico"
     d.mkdir(parents=True, exist_ok=True)
@@ -65,7 +71,7 @@ def fetch():
             part.write_bytes(data)
             os.replace(part, path)
         subprocess.run(["dpkg-deb", "-x", str(path), str(tmp_root)], check=True)
-    if LIB.exists():            # another process finished first
+    if unpacked(ROOT):          # another process finished first
         shutil.rmtree(tmp_root)
         return
     shutil.rmtree(ROOT, ignore_errors=True)
