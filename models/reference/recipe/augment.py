@@ -21,9 +21,12 @@ def speech_bounds(x, rel_db=-35.0, hop=160):
 
 
 def sox(x, effects):
+    """Apply sox `effects` (a list of effect arguments) to int16-scale 16 kHz mono `x`; returns
+    float32 int16-scale samples. No dither (`-D`): sox's default dither is seeded from the clock,
+    which made augmented features differ by up to 2 LSB between runs of the same recipe."""
     if not effects:
         return x
-    p = subprocess.run(["sox", "-V1", "-t", "s16", "-r", "16000", "-c", "1", "-", "-t", "s16", "-r", "16000",
+    p = subprocess.run(["sox", "-V1", "-D", "-t", "s16", "-r", "16000", "-c", "1", "-", "-t", "s16", "-r", "16000",
                         "-c", "1", "-"] + effects, input=np.asarray(x, "<i2").tobytes(),
                        stdout=subprocess.PIPE, check=True)
     return np.frombuffer(p.stdout, "<i2").astype(np.float32)

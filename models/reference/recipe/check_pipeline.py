@@ -14,7 +14,7 @@ def main():
     wav = C.CACHE / "check_clip.wav"
     C.CACHE.mkdir(parents=True, exist_ok=True)
     subprocess.run(f"espeak-ng -v en-us -s 160 --stdout 'mark position, then status report' | "
-                   f"sox -t wav - -r 16000 -c 1 -b 16 {wav}", shell=True, check=True)
+                   f"sox -D -V1 -t wav - -r 16000 -c 1 -b 16 {wav}", shell=True, check=True)
     sp = C.read_wav(wav).astype(np.float32)
     audio = np.concatenate([np.zeros(3000), sp, rng.normal(0, 300, 5000)]).astype(np.float32)
     n = len(audio) // C.FRAME

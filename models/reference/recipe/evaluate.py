@@ -16,7 +16,6 @@ import hashlib
 import itertools
 import json
 import os
-import sys
 import time
 
 import numpy as np

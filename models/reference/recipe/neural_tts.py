@@ -11,7 +11,10 @@
   are training speech (synth_neural.py); jf_tebukuro and jm_kumo are the test speech of
   neural_check.py, never trained on.
 
-Both sample noise inside their ONNX graphs, so clips are not bit-reproducible; callers cache them.
+Piper samples noise inside its ONNX graph (VITS `noise_scale`, `noise_w`), so its clips are not
+bit-reproducible. Kokoro's graph has no random operator and `to_16k` runs sox without dither
+(`-D`; sox dithers by default with a time-seeded generator, up to 2 LSB between runs), so a
+Kokoro clip is bit-identical between runs on one machine. Callers cache clips either way.
 Versions are pinned in requirements-neural.txt.
 """
 import json
@@ -27,8 +30,8 @@ IPA_TO_KOKORO = [("eɪ", "A"), ("aɪ", "I"), ("oʊ", "O"), ("əʊ", "O"), ("aʊ"
 
 
 def to_16k(x, rate):
-    """int16 mono at `rate` Hz -> int16 at 16 kHz (sox's default high-quality rate converter)."""
-    out = subprocess.run(["sox", "-q", "-t", "raw", "-r", str(rate), "-e", "signed", "-b", "16", "-c", "1", "-",
+    """int16 mono at `rate` Hz -> int16 at 16 kHz (sox's default high-quality rate converter, no dither)."""
+    out = subprocess.run(["sox", "-q", "-D", "-t", "raw", "-r", str(rate), "-e", "signed", "-b", "16", "-c", "1", "-",
                           "-t", "raw", "-r", str(C.SR), "-e", "signed", "-b", "16", "-c", "1", "-"],
                          input=np.ascontiguousarray(x, np.int16).tobytes(), capture_output=True, check=True).stdout
     return np.frombuffer(out, np.int16).copy()
