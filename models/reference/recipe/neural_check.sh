@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Streaming evaluation of the shipped command head on natural voices that no training step
-# has heard (the two held-out Kokoro-82M voice styles and SVOX Pico's en-GB voice; see
-# neural_check.py). Needs the recipe venv (train.sh or scripts/setup), sox and dpkg-deb; installs
-# requirements-neural.txt into it; pico_tts.py fetches Pico's two pinned .debs into the cache.
+# Streaming evaluation of the shipped command head on speech that no training step has heard.
+# Run as neural_check.sh: natural voices (the two held-out Kokoro-82M voice styles and SVOX
+# Pico's en-GB voice; see neural_check.py). Run as recorded_check.sh (a symlink to this file):
+# false accepts on recorded human speech (recorded_check.py). Needs the recipe venv (train.sh or
+# scripts/setup), sox and dpkg-deb; installs requirements-neural.txt into it; pico_tts.py and
+# recorded_speech.py fetch their pinned .debs into the cache.
 #   models/reference/recipe/neural_check.sh [HEAD.onnx [T K R V H]] [--gain DB]   # no arguments: writes neural_voice_check.md
+#   models/reference/recipe/recorded_check.sh [HEAD.onnx [T K R V H]]             # no arguments: writes recorded_speech_check.md
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../../.." && pwd)"
 # HEAD.onnx is given relative to the caller's directory; the script runs in the recipe's
 if [ $# -ge 1 ] && [ "${1#--}" = "$1" ]; then
-  [ -f "$1" ] || { echo "neural_check.sh: no head model at $1 (expected HEAD.onnx [T K R V H])" >&2; exit 1; }
+  [ -f "$1" ] || { echo "$(basename "$0"): no head model at $1 (expected HEAD.onnx [T K R V H])" >&2; exit 1; }
   set -- "$(realpath "$1")" "${@:2}"
 fi
 cd "$REPO"
@@ -18,4 +21,4 @@ command -v sox >/dev/null || { echo "missing sox: apt-get install -y sox" >&2; e
 .venv/bin/pip install -q -r models/reference/recipe/requirements-neural.txt
 scripts/fetch-models
 cd models/reference/recipe
-exec "$REPO/.venv/bin/python" neural_check.py "$@"
+exec "$REPO/.venv/bin/python" "$(basename "$0" .sh).py" "$@"
