@@ -9,9 +9,9 @@
 //! 2. `c` = argmax of `s` over command labels (the `none` label is excluded).
 //! 3. VAD gate: some frame within the last `vad_hangover_ms` (including t) had a VAD
 //!    probability ≥ `vad_threshold` (0 keeps the gate open). The reference bundle sets a
-//!    floor, 0.005: beeps, tones and other non-speech sounds stay below it, quiet speech
-//!    reaches it, where a gate at 0.2 loses speech 50 dB below the evaluation's level
-//!    (training report items 20 and 22).
+//!    floor, 0.005: most non-speech sounds that fire the head (recorded screaming monkeys,
+//!    error beeps) stay below it, quiet speech reaches it, where a gate at 0.2 loses speech
+//!    50 dB below the evaluation's level (training report items 20 and 22).
 //! 4. Detect `c` iff `s[c]` ≥ its threshold, the gate is open, the detector is armed,
 //!    and at least `refractory_ms` passed since the previous detection.
 //! 5. After a detection the detector disarms; it re-arms at the first frame where every

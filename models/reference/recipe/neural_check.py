@@ -104,14 +104,19 @@ def record(head, pos, neg, check, gain_db=0.0):
 
 
 def false_accept_texts(negrec, params):
-    """The negative texts during (or up to 1.1 s after) which a detection fired: [(text, label)]."""
+    """The negative text that each detection fired on: [(condition, stream, utterance index or
+    None, text, label)] in stream order. A detection belongs to the utterance it falls in, else
+    to the latest one that ended at most 1.1 s before it (evaluate.ASSIGN_AFTER_S), else to the
+    gap ("(gap)")."""
     out = []
-    for scs, vds, uts, txts in negrec.values():
-        for sc, vd, ut, tx in zip(scs, vds, uts, txts):
+    for cname, (scs, vds, uts, txts) in negrec.items():
+        for si, (sc, vd, ut, tx) in enumerate(zip(scs, vds, uts, txts)):
             for frame, lab, _ in E.decide_fast(sc, vd, *params):
-                hit = [t for (s, e, _), t in zip(ut, tx)
-                       if s // C.FRAME <= frame <= (e + int(E.ASSIGN_AFTER_S * C.SR)) // C.FRAME]
-                out.append((hit[0] if hit else "(gap)", C.LABELS[lab]))
+                inside = [i for i, (s, e, _) in enumerate(ut) if s // C.FRAME <= frame <= e // C.FRAME]
+                after = [i for i, (s, e, _) in enumerate(ut)
+                         if s // C.FRAME <= frame <= (e + int(E.ASSIGN_AFTER_S * C.SR)) // C.FRAME]
+                i = inside[0] if inside else after[-1] if after else None
+                out.append((cname, si, i, tx[i] if i is not None else "(gap)", C.LABELS[lab]))
     return out
 
 
@@ -151,7 +156,7 @@ def section(check, head_name, pos, neg, recs, negrec, params):
                 conf[k] = conf.get(k, 0) + 1
     fas = false_accept_texts(negrec, params)
     if fas:
-        L.append("\nFalse accepts (negative text → command): " + ", ".join(f"`{t}` → {l}" for t, l in fas) + ".")
+        L.append("\nFalse accepts (negative text → command): " + ", ".join(f"`{t}` → {l}" for *_, t, l in fas) + ".")
     if conf:
         L.append("\nWrong labels (all conditions): " + ", ".join(f"{k} ×{n}" for k, n in sorted(conf.items())) + ".")
     return L, sm

@@ -17,6 +17,7 @@ fi
 cd "$REPO"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OUTPOST_ORT_THREADS="${OUTPOST_ORT_THREADS:-1}"
 command -v sox >/dev/null || { echo "missing sox: apt-get install -y sox" >&2; exit 1; }
+command -v dpkg-deb >/dev/null || { echo "missing dpkg-deb: apt-get install -y dpkg" >&2; exit 1; }
 [ -x .venv/bin/python ] || { echo "no recipe venv: run scripts/setup or models/reference/recipe/train.sh first" >&2; exit 1; }
 .venv/bin/pip install -q -r models/reference/recipe/requirements-neural.txt
 scripts/fetch-models

@@ -54,9 +54,9 @@ VOICES = {
 }
 ROOT = C.CACHE / "recorded" / "root"
 # Prompts that are sounds, not speech (the same names in every language): a recording of
-# screaming monkeys, beeps, tone sequences and a "zap" effect.
+# screaming monkeys, beeps and tone sequences. (`spy-zap` is the spoken word "Zap", speech.)
 SOUNDS = {"tt-monkeys", "beep", "beeperr", "ascending-2tone", "descending-2tone", "confbridge-join",
-          "confbridge-leave", "spy-zap"}
+          "confbridge-leave"}
 
 
 def deb_name(part):
@@ -131,9 +131,9 @@ def commands_in(text):
 def prompts(lang):
     """[(name, transcript, int16 clip at 16 kHz)] of one language, sorted by name, the SOUNDS and
     the silence files among them; English prompts that say a command are left out. Decoded once
-    into CACHE/recorded/LANG.npz."""
+    into CACHE/recorded/LANG-VERSION.npz."""
     fetch()
-    cache = ROOT.parent / f"{lang}.npz"
+    cache = ROOT.parent / f"{lang}-{VERSION}.npz"      # a new pin decodes again
     if not cache.exists():
         base = ROOT / "usr/share/asterisk/sounds" / VOICES[lang][0]
         names = sorted(str(p.relative_to(base))[:-len(".g722")] for p in base.rglob("*.g722"))
