@@ -250,3 +250,39 @@ def write_wav(path, x):
         w.setsampwidth(2)
         w.setframerate(SR)
         w.writeframes(np.asarray(x, dtype="<i2").tobytes())
+
+
+def fetch_debs(base_url, debs, d, root, complete, pinned_in):
+    """Fetches pinned Debian packages and unpacks them, once, without installing anything.
+
+    debs: {file name: SHA-256} under base_url (a deb.debian.org pool directory). Each .deb is
+    downloaded into directory d (kept there and re-checked on every call), verified, and the
+    set is unpacked with `dpkg-deb -x` into a temporary directory that is then renamed to
+    `root`, so parallel processes and interrupted runs never see half a tree. Does nothing when
+    complete(root) is already true. Raises RuntimeError naming the file whose SHA-256 does not
+    match its pin (pinned_in: the module that holds the pins, for the message)."""
+    import hashlib
+    import shutil
+    import subprocess
+    import urllib.request
+    if complete(root):
+        return
+    d.mkdir(parents=True, exist_ok=True)
+    tmp_root = d / f"{root.name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp_root, ignore_errors=True)
+    for name, sha in debs.items():
+        path = d / name
+        if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != sha:
+            data = urllib.request.urlopen(base_url + name, timeout=300).read()
+            got = hashlib.sha256(data).hexdigest()
+            if got != sha:
+                raise RuntimeError(f"{base_url + name}: SHA-256 {got}, expected {sha} (pinned in {pinned_in})")
+            part = d / f"{name}.tmp{os.getpid()}"
+            part.write_bytes(data)
+            os.replace(part, path)
+        subprocess.run(["dpkg-deb", "-x", str(path), str(tmp_root)], check=True)
+    if complete(root):          # another process finished first
+        shutil.rmtree(tmp_root)
+        return
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp_root, root)

@@ -18,12 +18,7 @@ Pitch and rate are varied with Pico's own markup, `<pitch level="P">` and `<spee
   python pico_tts.py OUT.wav en-GB "lights on" [PITCH SPEED]    # one clip (fetches Pico if missing)
 """
 import ctypes as ct
-import hashlib
-import os
-import shutil
-import subprocess
 import sys
-import urllib.request
 
 import numpy as np
 
@@ -51,31 +46,9 @@ def unpacked(root):
 
 
 def fetch():
-    """Downloads, verifies and unpacks the pinned .deb files into CACHE/pico (once; files are
-    written under temporary names and renamed, so parallel shards and interrupted runs never
-    see half a file). Raises RuntimeError naming the file whose SHA-256 does not match."""
-    if unpacked(ROOT):
-        return
-    d = C.CACHE / "pico"
-    d.mkdir(parents=True, exist_ok=True)
-    tmp_root = d / f"root.tmp{os.getpid()}"
-    shutil.rmtree(tmp_root, ignore_errors=True)
-    for name, sha in DEBS.items():
-        path = d / name
-        if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != sha:
-            data = urllib.request.urlopen(DEBIAN + name, timeout=120).read()
-            got = hashlib.sha256(data).hexdigest()
-            if got != sha:
-                raise RuntimeError(f"{DEBIAN + name}: SHA-256 {got}, expected {sha} (pinned in pico_tts.py)")
-            part = d / f"{name}.tmp{os.getpid()}"
-            part.write_bytes(data)
-            os.replace(part, path)
-        subprocess.run(["dpkg-deb", "-x", str(path), str(tmp_root)], check=True)
-    if unpacked(ROOT):          # another process finished first
-        shutil.rmtree(tmp_root)
-        return
-    shutil.rmtree(ROOT, ignore_errors=True)
-    os.replace(tmp_root, ROOT)
+    """Downloads, verifies and unpacks the pinned .deb files into CACHE/pico, once
+    (common.fetch_debs). Raises RuntimeError naming the file whose SHA-256 does not match."""
+    C.fetch_debs(DEBIAN, DEBS, C.CACHE / "pico", ROOT, unpacked, "pico_tts.py")
 
 
 class Pico:

@@ -20,11 +20,7 @@ requirements-neural.txt).
   python recorded_speech.py          # fetch, decode, print the prompts per voice and their length
 """
 import gzip
-import hashlib
 import os
-import shutil
-import subprocess
-import urllib.request
 
 import numpy as np
 
@@ -74,29 +70,10 @@ def transcript_path(root, lang):
 
 
 def fetch():
-    """Downloads, verifies and unpacks the pinned .deb files into CACHE/recorded (once; written
-    under temporary names and renamed, so an interrupted run never leaves half a file).
-    Raises RuntimeError naming the file whose SHA-256 does not match its pin."""
-    if unpacked(ROOT):
-        return
-    d = ROOT.parent
-    d.mkdir(parents=True, exist_ok=True)
-    tmp_root = d / f"root.tmp{os.getpid()}"
-    shutil.rmtree(tmp_root, ignore_errors=True)
-    for part, sha in DEBS.items():
-        path = d / deb_name(part)
-        if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != sha:
-            data = urllib.request.urlopen(DEBIAN + deb_name(part), timeout=300).read()
-            got = hashlib.sha256(data).hexdigest()
-            if got != sha:
-                raise RuntimeError(f"{DEBIAN + deb_name(part)}: SHA-256 {got}, expected {sha} "
-                                   "(pinned in recorded_speech.py)")
-            tmp = d / f"{path.name}.tmp{os.getpid()}"
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        subprocess.run(["dpkg-deb", "-x", str(path), str(tmp_root)], check=True)
-    shutil.rmtree(ROOT, ignore_errors=True)
-    os.replace(tmp_root, ROOT)
+    """Downloads, verifies and unpacks the pinned .deb files into CACHE/recorded, once
+    (common.fetch_debs). Raises RuntimeError naming the file whose SHA-256 does not match."""
+    C.fetch_debs(DEBIAN, {deb_name(part): sha for part, sha in DEBS.items()}, ROOT.parent, ROOT, unpacked,
+                 "recorded_speech.py")
 
 
 def transcripts(lang):
