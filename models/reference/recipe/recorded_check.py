@@ -4,11 +4,11 @@ four speakers in five languages, ~2.2 h, none of it a command).
 Same protocol as the negative streams of evaluate.py: each voice's prompts, peak-normalised to
 0.7 of full scale like the synthetic clips, go in a seeded order into streams of 60 utterances
 with 0.2-1.2 s gaps and a per-utterance level of -14..0 dB, clean (1 LSB floor) and at 10 dB SNR
-(the noise cycle of evaluate.py, babble made of the voice's own prompts); every frame goes
-through the literal StreamingPipeline and the decision runs at training_report.json's operating
-point. A detection anywhere in a stream is a false accept. The per-frame scores and VAD are
-kept per head (CACHE/recorded/negrec_<SHA-256 of the head and of the stream code>.pkl), so
-another decision point of the same head is re-decided in seconds.
+(the noise cycle of evaluate.py, babble made of the voice's own prompts), in DRAWS seeded
+draws; every frame goes through the literal StreamingPipeline and the decision runs at
+training_report.json's operating point. A detection anywhere in a stream is a false accept.
+The per-frame scores and VAD are kept per head (CACHE/recorded/negrec_<SHA-256 of the head and
+of the stream code>.pkl), so another decision point of the same head is re-decided in seconds.
 
   python recorded_check.py                        # shipped head: prints and writes ../recorded_speech_check.md
   python recorded_check.py HEAD.onnx [T K R V H]  # another head / decision point: prints only
@@ -41,12 +41,23 @@ def negatives(lang):
             if not name.startswith("silence/") and len(x) and (name in R.SOUNDS) == (lang == SOUNDS)]
 
 
+# Seeded draws of each set's streams (order, gaps, levels, noise). One draw is a coarse
+# estimate: adding one prompt to the English set reshuffled its streams and moved its count 19 -> 11.
+DRAWS = 3
+
+
 def record(lang, head):
-    """negrec of evaluate.record_streams for one set (no command streams)."""
+    """negrec of evaluate.record_streams for one set (no command streams), DRAWS draws of its
+    streams in one: every prompt is played DRAWS times clean and DRAWS times at 10 dB."""
     neg = negatives(lang)
     bank = A.NoiseBank([x[slice(*A.speech_bounds(x))] for _, x in neg[::3]])
-    _, negrec = E.record_streams([], neg, head, bank, ("recorded", f"recorded-{lang}"), None, None,
-                                 lambda it: it[0][2] or it[0][1])
+    negrec = {}
+    for d in range(DRAWS):
+        _, one = E.record_streams([], neg, head, bank, ("recorded", f"recorded-{lang}" + (f"-{d}" if d else "")),
+                                  None, None, lambda it: it[0][2] or it[0][1])
+        for cname, lists in one.items():
+            for acc, new in zip(negrec.setdefault(cname, ([], [], [], [])), lists):
+                acc.extend(new)
     return lang, len(neg), negrec
 
 
@@ -89,8 +100,9 @@ def main():
          "letters and a few long paragraphs, none of them a command (three English prompts that say "
          "`cancel` are left out); the sets' sound effects (screaming monkeys, beeps, tone sequences) "
          "are streamed apart, in the last row. Streamed as evaluate.py streams negatives (60 prompts per stream, "
-         "0.2–1.2 s gaps, level −14..0 dB), each prompt once clean and once at 10 dB SNR: the hours below "
-         "are those streams, gaps included, about twice the prompts' own length. The report's own false accepts are "
+         f"0.2–1.2 s gaps, level −14..0 dB), in {DRAWS} seeded draws (order, gaps, levels, noise), each "
+         f"clean and at 10 dB SNR: every prompt is played {2 * DRAWS} times, and the hours below are those "
+         "streams, gaps included. The report's own false accepts are "
          "counted on synthetic voices and weighted to near-miss words (`concern`, `park position`); "
          "this is everyday speech, the kind openWakeWord counts false accepts on.\n",
          "| voice | licence | prompts | hours (clean + 10 dB) | false accepts | per hour |", "|---|---|---|---|---|---|"]
@@ -104,7 +116,7 @@ def main():
         if lang == SOUNDS:
             plays = len({(c, si, i) for c, si, i, _, _ in fas if i is not None})
             sounds_row = (f"| sound effects of all five sets (not speech) | | {n} | {hours:.2f} | {n_fa} "
-                          f"(on {plays} of {2 * n} plays) | |")
+                          f"(on {plays} of {2 * DRAWS * n} plays) | |")
             summary[lang]["plays_fired"] = plays
             continue
         tot_fa, tot_h = tot_fa + n_fa, tot_h + hours
