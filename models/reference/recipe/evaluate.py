@@ -79,6 +79,14 @@ def run_stream(audio, head, embs_out=None):
     return scores, vad
 
 
+def utterance_at(k, utts):
+    """Index of the utterance a detection at frame k is credited to: the latest one that started
+    before the end of frame k's audio (utts: [(start, end, label)] in samples, in stream order),
+    or None before the first. Used to name the negative text behind each false accept."""
+    j = int(np.searchsorted([u[0] for u in utts], C.frame_audio_end(k), side="right")) - 1
+    return j if j >= 0 else None
+
+
 def thresholds(T):
     """T: one threshold for every command, or a sequence of C.NONE per-command thresholds."""
     return np.broadcast_to(np.asarray(T, np.float64), (C.NONE,))

@@ -105,18 +105,14 @@ def record(head, pos, neg, check, gain_db=0.0):
 
 def false_accept_texts(negrec, params):
     """The negative text that each detection fired on: [(condition, stream, utterance index or
-    None, text, label)] in stream order. A detection belongs to the utterance it falls in, else
-    to the latest one that ended at most 1.1 s before it (evaluate.ASSIGN_AFTER_S), else to the
-    gap ("(gap)")."""
+    None, text, label)] in stream order; the utterance is evaluate.utterance_at's (the latest
+    that started before the detection), as in the training report."""
     out = []
     for cname, (scs, vds, uts, txts) in negrec.items():
         for si, (sc, vd, ut, tx) in enumerate(zip(scs, vds, uts, txts)):
             for frame, lab, _ in E.decide_fast(sc, vd, *params):
-                inside = [i for i, (s, e, _) in enumerate(ut) if s // C.FRAME <= frame <= e // C.FRAME]
-                after = [i for i, (s, e, _) in enumerate(ut)
-                         if s // C.FRAME <= frame <= (e + int(E.ASSIGN_AFTER_S * C.SR)) // C.FRAME]
-                i = inside[0] if inside else after[-1] if after else None
-                out.append((cname, si, i, tx[i] if i is not None else "(gap)", C.LABELS[lab]))
+                i = E.utterance_at(frame, ut)
+                out.append((cname, si, i, tx[i] if i is not None else "(before first utterance)", C.LABELS[lab]))
     return out
 
 

@@ -129,10 +129,9 @@ def fa_breakdown(negrec, params):
         for sc, vd, ut, tx in zip(scs, vds, uts, txts):
             for t in tx:
                 n_cat[text_category(t)] += 1
-            starts = np.array([u[0] for u in ut])
             for k, c, _ in E.decide_fast(sc, vd, *params):
-                j = int(np.searchsorted(starts, C.frame_audio_end(k), side="right")) - 1
-                t = tx[j] if j >= 0 else "(before first utterance)"
+                j = E.utterance_at(k, ut)
+                t = tx[j] if j is not None else "(before first utterance)"
                 by_cat[text_category(t)] += 1
                 by_text[f"{t!r} -> {C.LABELS[c]}"] += 1
                 by_label[C.LABELS[c]] += 1
