@@ -41,12 +41,16 @@ N_BABBLE_STREAMS = 900
 BABBLE_SPLITS = ["train", "trainn", "traink", "traink2"]
 V3_FAMILY = (AUG_V3, "v3b", "v3nb")    # stream versions with AUG v3 utterances (augment.random_effects_v3)
 N_AUG_V3 = {("espeak", True): 1, ("flite", True): 3, ("espeak", False): 1, ("flite", False): 2,
-            ("piper", True): 3, ("piper", False): 1, ("kokoro", True): 4, ("kokoro", False): 2}
+            ("piper", True): 3, ("piper", False): 1, ("kokoro", True): 4, ("kokoro", False): 2,
+            ("recorded", False): 3}
 # Extra training set "trainn" (AUG v3 streams of split "trainn"): the neural Piper voice of
 # synth_neural.py (CACHE/tts_manifest_neural.json), 3 VTLP/EQ/channel copies per command clip.
 # Extra training sets "traink", "traink2", "traink3" (AUG v3 streams of those splits): mixes of three
 # Kokoro voice styles (synth_neural.py, three rounds, the third mostly negatives), 4 copies per
 # command clip, 2 per negative.
+# Extra training set "trainr" (AUG v3 streams of split "trainr"): recorded human speech as
+# negatives, the Italian and Russian Asterisk prompts (recorded_speech.py, CACHE/
+# tts_manifest_recorded.json), 3 copies per prompt (training report item 23).
 PARTIAL = os.environ.get("OUTPOST_PARTIAL") == "1"   # only use already-cached streams (quick first head)
 
 
@@ -56,8 +60,10 @@ def seed_of(*parts):
 
 def load_manifest():
     jobs = json.loads((C.CACHE / "tts_manifest.json").read_text())
-    extra = C.CACHE / "tts_manifest_neural.json"       # synth_neural.py (splits "trainn", "traink*")
-    return jobs + (json.loads(extra.read_text()) if extra.exists() else [])
+    # synth_neural.py (splits "trainn", "traink*"), recorded_speech.py (split "trainr")
+    for extra in (C.CACHE / "tts_manifest_neural.json", C.CACHE / "tts_manifest_recorded.json"):
+        jobs = jobs + (json.loads(extra.read_text()) if extra.exists() else [])
+    return jobs
 
 
 def babble_pool(jobs, splits, n=300):
@@ -216,10 +222,12 @@ def plan(split, version=AUG_VERSION):
 def build(name):
     """name: "train", "val" (AUG v2), "trainx" (AUG v3 streams of the training clips), "trainb"
     (babble-heavy), "trainn" / "traink", "traink2", "traink3" (AUG v3 streams of the Piper / Kokoro
-    clips), "trainnb" / "traink2b" (babble-heavy streams of the Piper / second-round Kokoro clips)."""
+    clips), "trainr" (AUG v3 streams of the recorded Italian and Russian prompts, negatives only),
+    "trainnb" / "traink2b" (babble-heavy streams of the Piper / second-round Kokoro clips)."""
     split, version = {"trainx": ("train", AUG_V3), "trainb": ("train", "v3b"),
                       "trainn": ("trainn", AUG_V3), "traink": ("traink", AUG_V3),
-                      "traink2": ("traink2", AUG_V3), "traink3": ("traink3", AUG_V3), "trainnb": ("trainn", "v3nb"),
+                      "traink2": ("traink2", AUG_V3), "traink3": ("traink3", AUG_V3),
+                      "trainr": ("trainr", AUG_V3), "trainnb": ("trainn", "v3nb"),
                       "traink2b": ("traink2", "v3nb")}.get(name, (name, AUG_VERSION))
     streams = plan(split, version)
     if version in ("v3b", "v3nb"):

@@ -18,9 +18,12 @@ files are decoded by FFmpeg's G.722 decoder through PyAV (`av`, pinned in
 requirements-neural.txt).
 
   python recorded_speech.py          # fetch, decode, print the prompts per voice and their length
+  python recorded_speech.py trainr   # write the training negatives of TRAIN_LANGS (features.py split "trainr")
 """
 import gzip
+import json
 import os
+import sys
 
 import numpy as np
 
@@ -53,6 +56,10 @@ ROOT = C.CACHE / "recorded" / "root"
 # screaming monkeys, beeps and tone sequences. (`spy-zap` is the spoken word "Zap", speech.)
 SOUNDS = {"tt-monkeys", "beep", "beeperr", "ascending-2tone", "descending-2tone", "confbridge-join",
           "confbridge-leave"}
+# Voices whose speech prompts are training negatives (split "trainr", training report item 23):
+# the two CC-BY-3.0 sets, so the head's training data carries no share-alike licence. Allison
+# Smith (en, es) and June Wallack (fr) are never trained on.
+TRAIN_LANGS = ("it", "ru")
 
 
 def deb_name(part):
@@ -133,7 +140,32 @@ def prompts(lang):
     return out
 
 
+def write_training_split():
+    """Writes the speech prompts of TRAIN_LANGS (no sound effects, no silence files), peak-normalised
+    to 0.7 of full scale like the synthetic clips, as CACHE/tts/r_LANG_NAME.wav, and their jobs
+    (split "trainr", engine "recorded", label none) to CACHE/tts_manifest_recorded.json for
+    features.py. Returns the number of prompts."""
+    import neural_tts as NT
+    d = C.CACHE / "tts"
+    d.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for lang in TRAIN_LANGS:
+        for name, text, x in prompts(lang):
+            if name.startswith("silence/") or name in SOUNDS or not len(x):
+                continue
+            key = f"r_{lang}_{name.replace('/', '_')}"
+            f = d / f"{key}.wav"
+            if not f.exists():
+                C.write_wav(f, NT.peak_normalise(x))
+            jobs.append(dict(key=key, split="trainr", engine="recorded", voice=lang, label=C.NONE, text=text))
+    (C.CACHE / "tts_manifest_recorded.json").write_text(json.dumps(jobs))
+    return len(jobs)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["trainr"]:
+        print(f"trainr: {write_training_split()} prompts of {', '.join(TRAIN_LANGS)}")
+        sys.exit(0)
     for lang, (_, who, lic) in VOICES.items():
         ps = prompts(lang)
         print(f"{lang}: {who}, {lic}: {len(ps)} prompts, {sum(len(x) for _, _, x in ps) / C.SR / 60:.1f} min, "

