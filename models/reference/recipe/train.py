@@ -8,7 +8,6 @@ and the newest audio the head has seen, see common.frame_audio_end):
 """
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -299,7 +298,6 @@ def main():
     model = MLP(rng, [C.HEAD_WIN * C.EMB_DIM, *HIDDEN, len(C.LABELS)])
     steps = EPOCHS * 400
     Xv = gather(Pvn, idxv)
-    best = None
     t0 = time.time()
     for st in range(steps):
         lr = LR * 0.5 * (1 + np.cos(np.pi * st / steps))
