@@ -129,7 +129,8 @@ def random_effects_v3(rng, engine):
     vocal-tract-length perturbation (sox `speed f` then `pitch` back by -1200*log2(f) cents
     +- a random pitch change: formants shift by f, the pitch stays roughly where it was; the
     flite and Piper training voices are male, so their range reaches up to female formants,
-    the Kokoro training styles are female, so theirs reaches down to male ones), random
+    the Kokoro training styles are female, so theirs reaches down to male ones; other engines,
+    espeak-ng and the recorded Italian (male) and Russian (female) speakers, get 0.85-1.18), random
     tempo, 0-3 random peaking-EQ bands, band-limited / radio channels, reverb, compand."""
     eff = ["gain", "-8"]                               # headroom for EQ/pitch; level is set later
     if rng.random() < 0.85:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Streaming evaluation of the shipped command head on speech that no training step has heard.
+# Streaming evaluation of the shipped command head on speech that no training step has heard
+# (the recorded Italian and Russian prompts excepted: they are training negatives, item 23).
 # Run as neural_check.sh: natural voices (the two held-out Kokoro-82M voice styles and SVOX
 # Pico's en-GB voice; see neural_check.py). Run as recorded_check.sh (a symlink to this file):
 # false accepts on recorded human speech (recorded_check.py). Needs the recipe venv (train.sh or

@@ -133,8 +133,9 @@ def main():
         _, who, lic = R.VOICES[lang]
         L.append(f"| {who}{' — trained on as negatives' if trained else ''} | {lic} | {n} | {hours:.2f} | {n_fa} "
                  f"| {n_fa / hours:.2f} |")
-    L += [f"| **speech of the voices never trained on** | | | {held_h:.2f} | {held_fa} | **{held_fa / held_h:.2f}** |",
-          f"| all speech | | | {tot_h:.2f} | {tot_fa} | {tot_fa / tot_h:.2f} |", sounds_row]
+    if held_h:
+        L.append(f"| **speech of the voices never trained on** | | | {held_h:.2f} | {held_fa} | **{held_fa / held_h:.2f}** |")
+    L += [f"| all speech | | | {tot_h:.2f} | {tot_fa} | {tot_fa / tot_h:.2f} |", sounds_row]
     if triggers:
         L.append("\nFalse accepts (voice: prompt → command): "
                  + ", ".join(f"{lang}: `{t}` → {lab}" for lang, t, lab in triggers) + ".")

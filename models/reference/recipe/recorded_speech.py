@@ -141,10 +141,11 @@ def prompts(lang):
 
 
 def write_training_split():
-    """Writes the speech prompts of TRAIN_LANGS (no sound effects, no silence files), peak-normalised
-    to 0.7 of full scale like the synthetic clips, as CACHE/tts/r_LANG_NAME.wav, and their jobs
-    (split "trainr", engine "recorded", label none) to CACHE/tts_manifest_recorded.json for
-    features.py. Returns the number of prompts."""
+    """Writes the speech prompts of TRAIN_LANGS (no sound effects, no silence files) as
+    CACHE/tts/r_LANG_NAME.wav (int16 mono, 16 kHz; peak amplitude 0.7 of int16 full scale, as the
+    synthetic clips), and their jobs (split "trainr", engine "recorded", label none) to
+    CACHE/tts_manifest_recorded.json for features.py. The WAVs are written every time, so they
+    always hold the pinned release's audio. Returns the number of prompts."""
     import neural_tts as NT
     d = C.CACHE / "tts"
     d.mkdir(parents=True, exist_ok=True)
@@ -154,9 +155,7 @@ def write_training_split():
             if name.startswith("silence/") or name in SOUNDS or not len(x):
                 continue
             key = f"r_{lang}_{name.replace('/', '_')}"
-            f = d / f"{key}.wav"
-            if not f.exists():
-                C.write_wav(f, NT.peak_normalise(x))
+            C.write_wav(d / f"{key}.wav", NT.peak_normalise(x))
             jobs.append(dict(key=key, split="trainr", engine="recorded", voice=lang, label=C.NONE, text=text))
     (C.CACHE / "tts_manifest_recorded.json").write_text(json.dumps(jobs))
     return len(jobs)

@@ -99,8 +99,8 @@ def load_sets(names):
     Ps, idxs, ys, grps, kinds, base, gbase = [], [], [], [], [], 0, 0
     for nm in names:
         if not (C.CACHE / f"features_{nm}.npz").exists():
-            print("feature set missing, skipped:", nm)
-            continue
+            raise SystemExit(f"feature set {nm} missing: CACHE/features_{nm}.npz (run features.py {nm}, or leave "
+                             "it out of OUTPOST_TRAIN_SETS)")
         P, idx, y, grp, kind, _ = load(nm)
         Ps.append(P)
         idxs.append(idx + base)
