@@ -40,7 +40,7 @@ def negatives(lang):
     (no silence files, no sound effects), or with lang SOUNDS the sound effects of every voice."""
     langs = list(R.VOICES) if lang == SOUNDS else [lang]
     return [((lg, name, text), NT.peak_normalise(x)) for lg in langs for name, text, x in R.prompts(lg)
-            if not name.startswith("silence/") and len(x) and (name in R.SOUNDS) == (lang == SOUNDS)]
+            if R.prompt_kind(name, x) == ("sound" if lang == SOUNDS else "speech")]
 
 
 # Seeded draws of each set's streams (order, gaps, levels, noise). One draw is a coarse

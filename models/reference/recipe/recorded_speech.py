@@ -140,6 +140,13 @@ def prompts(lang):
     return out
 
 
+def prompt_kind(name, x):
+    """"sound" for a SOUNDS prompt, None for a silence file or an empty clip, else "speech"."""
+    if name.startswith("silence/") or not len(x):
+        return None
+    return "sound" if name in SOUNDS else "speech"
+
+
 def write_training_split():
     """Writes the speech prompts of TRAIN_LANGS (no sound effects, no silence files) as
     CACHE/tts/r_LANG_NAME.wav (int16 mono, 16 kHz; peak amplitude 0.7 of int16 full scale, as the
@@ -152,7 +159,7 @@ def write_training_split():
     jobs = []
     for lang in TRAIN_LANGS:
         for name, text, x in prompts(lang):
-            if name.startswith("silence/") or name in SOUNDS or not len(x):
+            if prompt_kind(name, x) != "speech":
                 continue
             key = f"r_{lang}_{name.replace('/', '_')}"
             C.write_wav(d / f"{key}.wav", NT.peak_normalise(x))
