@@ -226,7 +226,8 @@ fn every_command_is_recognised_over_the_pty_and_the_socket() {
 /// commands 50 dB below their recorded level (speech RMS about −67 dBFS, peaks under 80
 /// LSB), where Silero VAD no longer reports speech at its usual 0.5, are still recognised,
 /// because the reference bundle's VAD gate is only a floor (`vad_threshold = 0.005`, which
-/// such speech still reaches; a gate at 0.2 loses 7 of the 12; training report items 20 and 22).
+/// such speech still reaches; with head 16 of the training report a gate at 0.2 lost 7 of the
+/// 12; training report items 20 and 22).
 #[test]
 fn commands_50_db_below_the_recorded_level_are_recognised_over_the_socket() {
     let d = start(&[]);
