@@ -130,7 +130,8 @@ def random_effects_v3(rng, engine):
     +- a random pitch change: formants shift by f, the pitch stays roughly where it was; the
     flite and Piper training voices are male, so their range reaches up to female formants,
     the Kokoro training styles are female, so theirs reaches down to male ones; other engines,
-    espeak-ng and the recorded Italian (male) and Russian (female) speakers, get 0.85-1.18), random
+    espeak-ng, the recorded Italian (male) and Russian (female) speakers and field recordings
+    (field_recordings.py, speakers of either sex), get 0.85-1.18), random
     tempo, 0-3 random peaking-EQ bands, band-limited / radio channels, reverb, compand."""
     eff = ["gain", "-8"]                               # headroom for EQ/pitch; level is set later
     if rng.random() < 0.85:

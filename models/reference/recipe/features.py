@@ -42,7 +42,7 @@ BABBLE_SPLITS = ["train", "trainn", "traink", "traink2"]
 V3_FAMILY = (AUG_V3, "v3b", "v3nb")    # stream versions with AUG v3 utterances (augment.random_effects_v3)
 N_AUG_V3 = {("espeak", True): 1, ("flite", True): 3, ("espeak", False): 1, ("flite", False): 2,
             ("piper", True): 3, ("piper", False): 1, ("kokoro", True): 4, ("kokoro", False): 2,
-            ("recorded", False): 3}
+            ("recorded", False): 3, ("field", True): 4, ("field", False): 2}
 # Extra training set "trainn" (AUG v3 streams of split "trainn"): the neural Piper voice of
 # synth_neural.py (CACHE/tts_manifest_neural.json), 3 VTLP/EQ/channel copies per command clip.
 # Extra training sets "traink", "traink2", "traink3" (AUG v3 streams of those splits): mixes of three
@@ -51,6 +51,9 @@ N_AUG_V3 = {("espeak", True): 1, ("flite", True): 3, ("espeak", False): 1, ("fli
 # Extra training set "trainr" (AUG v3 streams of split "trainr"): recorded human speech as
 # negatives, the Italian and Russian Asterisk prompts (recorded_speech.py, CACHE/
 # tts_manifest_recorded.json), 3 copies per prompt (training report item 23).
+# Extra training set "trainf" (AUG v3 streams of split "trainf"): recordings of people saying the
+# commands, imported by field_recordings.py (CACHE/tts_manifest_field.json; the training speakers
+# only), 4 copies per command clip and 2 per negative, as Kokoro's.
 PARTIAL = os.environ.get("OUTPOST_PARTIAL") == "1"   # only use already-cached streams (quick first head)
 
 
@@ -60,8 +63,10 @@ def seed_of(*parts):
 
 def load_manifest():
     jobs = json.loads((C.CACHE / "tts_manifest.json").read_text())
-    # synth_neural.py (splits "trainn", "traink*"), recorded_speech.py (split "trainr")
-    for extra in (C.CACHE / "tts_manifest_neural.json", C.CACHE / "tts_manifest_recorded.json"):
+    # synth_neural.py (splits "trainn", "traink*"), recorded_speech.py (split "trainr"),
+    # field_recordings.py (splits "trainf", "valf")
+    for extra in (C.CACHE / "tts_manifest_neural.json", C.CACHE / "tts_manifest_recorded.json",
+                  C.CACHE / "tts_manifest_field.json"):
         jobs = jobs + (json.loads(extra.read_text()) if extra.exists() else [])
     return jobs
 
@@ -223,11 +228,12 @@ def build(name):
     """name: "train", "val" (AUG v2), "trainx" (AUG v3 streams of the training clips), "trainb"
     (babble-heavy), "trainn" / "traink", "traink2", "traink3" (AUG v3 streams of the Piper / Kokoro
     clips), "trainr" (AUG v3 streams of the recorded Italian and Russian prompts, negatives only),
+    "trainf" (AUG v3 streams of the training speakers' recordings of field_recordings.py),
     "trainnb" / "traink2b" (babble-heavy streams of the Piper / second-round Kokoro clips)."""
     split, version = {"trainx": ("train", AUG_V3), "trainb": ("train", "v3b"),
                       "trainn": ("trainn", AUG_V3), "traink": ("traink", AUG_V3),
                       "traink2": ("traink2", AUG_V3), "traink3": ("traink3", AUG_V3),
-                      "trainr": ("trainr", AUG_V3), "trainnb": ("trainn", "v3nb"),
+                      "trainr": ("trainr", AUG_V3), "trainf": ("trainf", AUG_V3), "trainnb": ("trainn", "v3nb"),
                       "traink2b": ("traink2", "v3nb")}.get(name, (name, AUG_VERSION))
     streams = plan(split, version)
     if version in ("v3b", "v3nb"):
@@ -235,7 +241,9 @@ def build(name):
     if version == "v3nb":
         bank = A.NoiseBank(babble_pool(load_manifest(), BABBLE_SPLITS, 250))    # 250 per engine
     else:
-        bank = A.NoiseBank(babble_pool(load_manifest(), split, 300 if version == AUG_VERSION else 800))
+        pool = babble_pool(load_manifest(), split, 300 if version == AUG_VERSION else 800)
+        # recordings imported without negatives (field_recordings.py): babble of the training engines
+        bank = A.NoiseBank(pool or babble_pool(load_manifest(), BABBLE_SPLITS, 250))
     d = C.CACHE / "feat" / version
     d.mkdir(parents=True, exist_ok=True)
     embs, segs, voices = [], [], []

@@ -243,6 +243,18 @@ def pct(x):
     return f"{100 * x:.1f} %"
 
 
+def field_sets_text():
+    """The Data section's words on the set "trainf" (field_recordings.py's import)."""
+    import field_recordings as F
+    jobs = F.load()
+    tr = [j for j in jobs if j["split"] == "trainf"]
+    held = {j["voice"] for j in jobs if j["split"] == "valf"}
+    return (f"; `trainf` = AUG v3 streams of recordings of people saying the commands (field_recordings.py: "
+            f"{len({j['voice'] for j in tr})} training speakers, {sum(j['label'] != C.NONE for j in tr)} command and "
+            f"{sum(j['label'] == C.NONE for j in tr)} negative recordings; {len(held)} speakers held out for "
+            "field_check.py), 4 copies per command clip, 2 per negative")
+
+
 def write_md(rep):
     d, sm, det = rep["decision"], rep["summary"], rep["details"]
     L = []
@@ -391,6 +403,7 @@ def write_md(rep):
              + ("; `trainr` = AUG v3 streams of recorded human speech as negatives: the Italian and Russian "
                 "Asterisk prompts (recorded_speech.py, Carlo Flora and IvrvoiceRU, CC-BY-3.0; 1 140 prompts, 3 copies "
                 "each, babble from the same prompts, item 23)" if "trainr" in t.get("feature_sets", []) else "")
+             + (field_sets_text() if "trainf" in t.get("feature_sets", []) else "")
              + ".\n")
     L.append(f"Head: MLP {C.HEAD_WIN * C.EMB_DIM}→{'→'.join(map(str, t['hidden']))}→{len(C.LABELS)} (ReLU, softmax), "
              f"{t['params']} parameters, input normalisation folded into the first Gemm; ONNX vs numpy max abs diff "

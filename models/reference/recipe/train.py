@@ -31,8 +31,11 @@ EMA = float(os.environ.get("OUTPOST_EMA", "0.999"))             # exported weigh
 # feature sets (features.py): "train" (AUG v2) + "trainx" (AUG v3: VTLP/EQ, noise weighted to 0-10 dB)
 # + "trainn" / "traink", "traink2", "traink3" (neural speech of synth_neural.py: Piper / three rounds
 # of Kokoro style mixes, the third mostly negatives, AUG v3) + "trainr" (recorded Italian and Russian
-# speech as negatives, recorded_speech.py, AUG v3)
+# speech as negatives, recorded_speech.py, AUG v3); with OUTPOST_FIELD_RECORDINGS set (train.sh), also
+# "trainf" (the training speakers' recordings of people saying the commands, field_recordings.py)
 SETS = os.environ.get("OUTPOST_TRAIN_SETS", "train,trainx,trainn,traink,traink2,traink3,trainr").split(",")
+if os.environ.get("OUTPOST_FIELD_RECORDINGS") and "trainf" not in SETS:
+    SETS.append("trainf")
 OHEM = int(os.environ.get("OUTPOST_OHEM", "0"))                # >1: half of the `none` windows of a batch are the
                                                                 # hardest (highest command score) of OHEM x candidates
 OUT = os.environ.get("OUTPOST_HEAD_OUT")                        # default: models/reference/command_head.onnx

