@@ -6,8 +6,9 @@ with 1.2-2.2 s gaps (evaluate.record_streams), noise over the whole stream (clea
 20/10/5 dB with evaluate.py's noise cycle), every frame through the literal StreamingPipeline,
 and the decision at training_report.json's operating point. The held-out speakers' negative
 recordings (DIR/none), if any, are streamed clean and at 10 dB for false accepts per hour, and
-are the babble noise; without them the babble is the report's held-out negative speech and no
-false-accept rate is given. Prints accuracy per condition, per speaker and per command, and the
+are the babble noise; without them the babble is their command recordings played backwards
+(speech-shaped, no command words) and no false-accept rate is given. Needs only the venv of
+scripts/setup and the imported recordings, not the recipe's cache of synthetic speech. Prints accuracy per condition, per speaker and per command, and the
 files missed or misheard in clean streams (to listen to), and writes it to CACHE/field_check.md.
 
   python field_check.py                          # the shipped head at its operating point
@@ -36,8 +37,10 @@ def report(head, params, jobs):
     neg = [(j, C.read_wav(C.CACHE / "tts" / f"{j['key']}.wav")) for j in held if j["label"] == C.NONE]
     if not pos:
         return None
-    bab = neg[::3] or E.load_clips(lambda j: j["split"] == "val" and j["label"] == C.NONE)[::3]
-    bank = A.NoiseBank([x[slice(*A.speech_bounds(x))] for _, x in bab])
+    # babble: the negative recordings, else the command recordings played backwards (speech-shaped and
+    # unintelligible: no command words in the noise)
+    bab = [x for _, x in neg[::3]] or [x[::-1].copy() for _, x in pos[::3]]
+    bank = A.NoiseBank([x[slice(*A.speech_bounds(x))] for x in bab])
     recs, negrec = E.record_streams(pos, neg, head, bank, TAGS, lambda it: it[0]["label"],
                                     lambda it: (it[0]["voice"], it[0]["src"]), lambda it: it[0]["src"])
     out, fa = E.evaluate(recs, negrec, params)
@@ -45,7 +48,8 @@ def report(head, params, jobs):
     T, K, R, V, H = params
     L = ["# Field recordings: held-out speakers\n",
          f"`field_check.py` for `{head.split('/')[-1]}` at T={T} K={K} R={R} V={V} H={H}: {len(pos)} command "
-         f"recordings of {len(speakers)} held-out speakers ({', '.join(speakers)}), streamed as evaluate.py does.\n",
+         f"recordings of {len(speakers)} held-out speakers ({', '.join(speakers)}), streamed as evaluate.py does; "
+         f"the babble noise is {'their negative recordings' if neg else 'their command recordings played backwards'}.\n",
          "| condition | accuracy | n | misses | wrong label | median detection after speech end |",
          "|---|---|---|---|---|---|"]
     for cname, _ in E.CONDITIONS:
