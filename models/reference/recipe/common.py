@@ -236,6 +236,14 @@ class Decision:
         return det
 
 
+def train_info_path(head=None):
+    """train.py's record of a head it wrote: CACHE/train_info.json for the shipped head
+    (head None or REF/command_head.onnx), else CACHE/train_info_<file name without .onnx>.json."""
+    if head is None or Path(head).resolve() == (REF / "command_head.onnx").resolve():
+        return CACHE / "train_info.json"
+    return CACHE / f"train_info_{Path(head).name.replace('.onnx', '')}.json"
+
+
 def read_wav(path):
     import wave
     with wave.open(str(path), "rb") as w:

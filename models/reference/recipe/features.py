@@ -236,6 +236,9 @@ def build(name):
                       "trainr": ("trainr", AUG_V3), "trainf": ("trainf", AUG_V3), "trainnb": ("trainn", "v3nb"),
                       "traink2b": ("traink2", "v3nb")}.get(name, (name, AUG_VERSION))
     streams = plan(split, version)
+    if not streams:
+        raise SystemExit(f"features {name}: split {split!r} has no clips in the manifests (CACHE/tts_manifest*.json)"
+                         + (": import recordings with field_recordings.py import DIR --train" if split == "trainf" else ""))
     if version in ("v3b", "v3nb"):
         streams = streams[:N_BABBLE_STREAMS]
     if version == "v3nb":

@@ -9,12 +9,18 @@ recordings (DIR/none), if any, are streamed clean and at 10 dB for false accepts
 are the babble noise; without them the babble is their command recordings played backwards
 (speech-shaped, no command words) and no false-accept rate is given. Needs only the venv of
 scripts/setup and the imported recordings, not the recipe's cache of synthetic speech. Prints accuracy per condition, per speaker and per command, and the
-files missed or misheard in clean streams (to listen to), and writes it to CACHE/field_check.md.
+files missed or misheard in clean streams (to listen to). For the shipped head at its operating
+point the record is also written to CACHE/field_check.md (not to the repository: the recordings
+are the user's). When the head's training record (common.train_info_path) lists a held-out
+speaker among the speakers it was trained on (the recordings were imported again with another
+split after training), the check says so above its numbers: they are not held out.
 
   python field_check.py                          # the shipped head at its operating point
   python field_check.py HEAD.onnx [T K R V H]    # another head / decision point
 """
 import argparse
+import json
+import sys
 
 import numpy as np
 
@@ -27,6 +33,12 @@ import neural_check as N
 
 TAGS = ("field", "field-neg")     # stream seeds of evaluate.record_streams
 MAX_LISTED = 40                   # files listed as missed / misheard
+
+
+def trained_speakers(head):
+    """The field speakers head was trained on, from its train_info (empty when unknown)."""
+    p = C.train_info_path(head)
+    return set(json.loads(p.read_text()).get("field", {}).get("speakers", [])) if p.exists() else set()
 
 
 def report(head, params, jobs):
@@ -45,8 +57,14 @@ def report(head, params, jobs):
                                     lambda it: (it[0]["voice"], it[0]["src"]), lambda it: it[0]["src"])
     out, fa = E.evaluate(recs, negrec, params)
     speakers = sorted({j["voice"] for j, _ in pos})
+    seen = sorted(trained_speakers(head) & {j["voice"] for j in held})
     T, K, R, V, H = params
-    L = ["# Field recordings: held-out speakers\n",
+    L = ["# Field recordings: held-out speakers\n"]
+    if seen:
+        L.append(f"**Not held out: {', '.join(seen)} were trained on by this head** (its train_info); the recordings "
+                 "were imported again with another split after training, so these numbers overstate it.\n")
+        print(f"warning: {', '.join(seen)} were trained on by {head}", file=sys.stderr)
+    L += [
          f"`field_check.py` for `{head.split('/')[-1]}` at T={T} K={K} R={R} V={V} H={H}: {len(pos)} command "
          f"recordings of {len(speakers)} held-out speakers ({', '.join(speakers)}), streamed as evaluate.py does; "
          f"the babble noise is {'their negative recordings' if neg else 'their command recordings played backwards'}.\n",
@@ -105,12 +123,16 @@ def main():
     if lt:
         raise SystemExit("per-command thresholds are not supported by this check")
     text = report(head, (T, K, R, V, H), jobs)
+    record = C.CACHE / "field_check.md"
+    if args.head is None:
+        record.unlink(missing_ok=True)        # never leave the record of an earlier import behind
     if text is None:      # not an error: every speaker was imported as training speech
         print("no held-out speaker has command recordings, nothing to check (field_recordings.py import DIR "
               "--holdout F with F > 0 and two speakers or more holds some out; F = 1 tests on every speaker)")
         return
     print(text)
-    (C.CACHE / "field_check.md").write_text(text)
+    if args.head is None:
+        record.write_text(text)
 
 
 if __name__ == "__main__":

@@ -13,22 +13,28 @@ in the layout of Google's Speech Commands data set:
                                          `<speaker>_nohash_<n>.wav` fits)
     DIR/none/<speaker>_<take>.wav        optional: speech that is not a command (for false accepts)
 
-Each file is converted to 16 kHz mono 16-bit by sox (any rate, channel count and sample format
-sox reads; no dither), cut to its speech with Silero VAD (first to last 32 ms window with speech
-probability >= VAD_SPEECH, plus MARGIN_S before and after) and written to CACHE/tts/f_<hash>.wav
-with a manifest, CACHE/tts_manifest_field.json, in the format of synth.py's. Speakers, never
-files, are split: a speaker is held out (split "valf", never trained on; field_check.py measures
-a head on them) when the SHA-1 of its id falls below the held-out fraction, the others are
-training speech (split "trainf", features.py set "trainf", trained on when train.sh is run with
-OUTPOST_FIELD_RECORDINGS). With two speakers or more, at least one is held out and one trained
-on, unless the fraction is 0 or 1.
+Folder names may also be written with spaces (`lights on`) and in any case; speaker ids are
+case-insensitive. Hidden files and what operating systems leave on a USB stick (JUNK) are
+ignored. Each file is converted to 16 kHz mono 16-bit by sox (any rate, channel count and
+sample format sox reads; no dither), cut to its speech with Silero VAD (first to last 32 ms
+window with speech probability >= VAD_SPEECH, plus MARGIN_S before and after), peak-normalised
+as every other clip of the recipe (neural_tts.peak_normalise) and written to
+CACHE/tts/f_<hash>.wav with a manifest, CACHE/tts_manifest_field.json, in the format of
+synth.py's. Speakers, never files, are split: a speaker is held out (split "valf", never trained
+on; field_check.py measures a head on them) when the SHA-1 of its id falls below the held-out
+fraction, the others are training speech (split "trainf", features.py set "trainf", trained on
+when train.sh is run with OUTPOST_FIELD_RECORDINGS). See heldout_speakers for the rule with few
+speakers.
 
-A file that breaks a rule (unknown folder, no speaker id, not a WAV sox can read, too short or
-too long, no speech found) is named with the rule it breaks and what was expected; the import
-then writes nothing, unless --skip-bad is given, which imports the rest and lists the skipped.
+The rules, each named with what was expected when a file breaks it: the file is in a folder
+of the layout, named <speaker>_<take>.wav, and sox reads it; it lasts at most MAX_FILE_S; Silero
+finds at least MIN_SPEECH_S of speech in it, and at most MAX_COMMAND_S in a command's file (one
+command per file). When a file breaks one, the import writes nothing, unless --skip-bad is
+given, which imports the rest and lists what it skipped. --train (train.sh) also requires at
+least one speaker's command recordings on the training side.
 
-  python field_recordings.py import DIR [--holdout F] [--skip-bad]   # F in [0, 1], default 0.25
-  python field_recordings.py show                                    # what was imported
+  python field_recordings.py import DIR [--holdout F] [--skip-bad] [--train]   # F in [0, 1], default 0.25
+  python field_recordings.py show                                              # what was imported
 """
 import argparse
 import hashlib
@@ -41,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 import common as C
+import neural_tts as NT
 
 MANIFEST = C.CACHE / "tts_manifest_field.json"
 NEGATIVE_DIR = "none"
@@ -50,8 +57,8 @@ VAD_WINDOW = 512         # samples per Silero call at 16 kHz (32 ms), as the run
 MARGIN_S = 0.15          # kept before and after the speech (s): Silero's onset lags soft consonants
 MIN_SPEECH_S = 0.15      # shorter speech is a click or a cut-off take, not a command
 MAX_COMMAND_S = 4.0      # longest speech of one command (s); the head sees 1.28 s of embeddings
-MAX_NEGATIVE_S = 30.0    # longest negative recording (s)
-CLIPPED_FRACTION = 0.001  # warn when more samples than this sit at full scale
+MAX_FILE_S = 30.0        # longest file (s)
+JUNK = {"thumbs.db", "desktop.ini", "system volume information", "$recycle.bin"}   # ignored, any case
 
 
 def slug(command):
@@ -64,19 +71,31 @@ def folders():
     return {**{slug(c): i for i, c in enumerate(C.COMMANDS)}, NEGATIVE_DIR: C.NONE}
 
 
+def label_of(folder):
+    """The label index of a folder name (`lights_on`, `lights on`, `Lights_On`), or None."""
+    return folders().get(slug(folder.strip().lower()))
+
+
 def speaker_of(name):
-    """The speaker id of a file name (up to its first "_"), or None when there is none."""
+    """The speaker id of a file name (up to its first "_", lower-cased), or None when there is none."""
     stem = Path(name).stem
     sp, sep, rest = stem.partition("_")
-    return sp if sep and sp and rest else None
+    return sp.lower() if sep and sp and rest else None
+
+
+def speaker_hash(speaker):
+    """A speaker id's place in [0, 1): the first 32 bits of its SHA-1 / 2^32."""
+    return int(hashlib.sha1(speaker.encode()).hexdigest()[:8], 16) / 2 ** 32
 
 
 def heldout_speakers(speakers, fraction):
-    """The speakers held out of training: those whose SHA-1 (first 32 bits / 2^32) is below
-    fraction, so a speaker stays on its side when others are added. With two or more speakers
-    and 0 < fraction < 1, at least one is held out and at least one is not."""
+    """The speakers held out of training: those whose speaker_hash is below fraction, so a
+    speaker stays on its side when others are added. With two or more speakers and
+    0 < fraction < 1, at least one is held out and at least one is not: the lowest hash is held
+    out when none is below fraction (or the highest trained on when all are), and that forced
+    speaker may change sides when more speakers arrive."""
     speakers = sorted(set(speakers))
-    h = {s: int(hashlib.sha1(s.encode()).hexdigest()[:8], 16) / 2 ** 32 for s in speakers}
+    h = {s: speaker_hash(s) for s in speakers}
     out = {s for s in speakers if h[s] < fraction}
     if len(speakers) >= 2 and 0 < fraction < 1:
         if not out:
@@ -115,16 +134,14 @@ def speech_span(x):
 
 
 def check_clip(path, label):
-    """The clip of one file, cut to its speech: (int16 samples, warnings). Raises ValueError
-    naming the rule the file breaks."""
+    """The clip of one file, cut to its speech and peak-normalised (int16 samples). Raises
+    ValueError naming the rule the file breaks."""
     x = to_16k_mono(path)
     dur = len(x) / C.SR
-    longest = MAX_NEGATIVE_S if label == C.NONE else MAX_COMMAND_S + 2 * MARGIN_S + 2.0
     if dur < MIN_SPEECH_S:
         raise ValueError(f"{dur:.2f} s long, expected at least {MIN_SPEECH_S} s of speech")
-    if dur > longest:
-        raise ValueError(f"{dur:.1f} s long, expected at most {longest:.1f} s "
-                         f"({'a negative recording' if label == C.NONE else 'one command per file'})")
+    if dur > MAX_FILE_S:
+        raise ValueError(f"{dur:.1f} s long, expected at most {MAX_FILE_S:.0f} s")
     span = speech_span(x)
     if span is None:
         raise ValueError(f"no speech found (Silero VAD never reached {VAD_SPEECH}; peak level "
@@ -134,39 +151,36 @@ def check_clip(path, label):
         raise ValueError(f"{(e - s) / C.SR:.2f} s of speech, expected at least {MIN_SPEECH_S} s")
     if label != C.NONE and (e - s) / C.SR > MAX_COMMAND_S:
         raise ValueError(f"{(e - s) / C.SR:.1f} s of speech, expected one command (at most {MAX_COMMAND_S} s)")
-    warn = []
-    if np.mean(np.abs(x.astype(np.int32)) >= 32767) > CLIPPED_FRACTION:
-        warn.append("clipped (samples at full scale)")
     m = int(MARGIN_S * C.SR)
-    return x[max(0, s - m):min(len(x), e + m)], warn
+    return NT.peak_normalise(x[max(0, s - m):min(len(x), e + m)])
 
 
 def scan(root):
     """The files of the layout under root: ([(path, label, speaker)], [(path, problem)]).
-    Hidden files (a USB stick's .DS_Store, ._* resource forks) are ignored."""
-    known = folders()
+    Hidden files and directories (a USB stick's .DS_Store, ._* resource forks) and JUNK are
+    ignored."""
     files, bad = [], []
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or p.is_dir():
+        if any(part.startswith(".") or part.lower() in JUNK for part in rel.parts) or p.is_dir():
             continue
         if len(rel.parts) != 2:
             bad.append((rel, "not in a command folder: expected DIR/<command>/<speaker>_<take>.wav"))
-        elif rel.parts[0] not in known:
-            bad.append((rel, f"unknown folder {rel.parts[0]!r}: expected one of {', '.join(known)}"))
+        elif label_of(rel.parts[0]) is None:
+            bad.append((rel, f"unknown folder {rel.parts[0]!r}: expected one of {', '.join(folders())}"))
         elif p.suffix.lower() != ".wav":
             bad.append((rel, "not a .wav file"))
         elif speaker_of(p.name) is None:
             bad.append((rel, "no speaker id: expected <speaker>_<take>.wav"))
         else:
-            files.append((p, known[rel.parts[0]], speaker_of(p.name)))
+            files.append((p, label_of(rel.parts[0]), speaker_of(p.name)))
     return files, bad
 
 
-def import_dir(root, fraction=HOLDOUT_FRACTION, skip_bad=False, log=print):
+def import_dir(root, fraction=HOLDOUT_FRACTION, skip_bad=False, train=False, log=print):
     """Imports the recordings under root (module docstring): writes the clips and MANIFEST,
     returns the manifest's jobs. Raises SystemExit listing every bad file (and writes nothing)
-    unless skip_bad."""
+    unless skip_bad; with train, also when no command recording is on the training side."""
     root = Path(root)
     if not root.is_dir():
         raise SystemExit(f"{root}: not a directory (expected DIR/<command>/<speaker>_<take>.wav)")
@@ -177,13 +191,9 @@ def import_dir(root, fraction=HOLDOUT_FRACTION, skip_bad=False, log=print):
     clips = []
     for path, label, speaker in files:
         try:
-            x, warn = check_clip(path, label)
+            clips.append((path, label, speaker, check_clip(path, label)))
         except ValueError as e:
             bad.append((path.relative_to(root), str(e)))
-            continue
-        for w in warn:
-            log(f"warning: {path.relative_to(root)}: {w}")
-        clips.append((path, label, speaker, x))
     for rel, why in bad:
         log(f"{'skipped' if skip_bad else 'error'}: {rel}: {why}")
     if bad and not skip_bad:
@@ -192,7 +202,13 @@ def import_dir(root, fraction=HOLDOUT_FRACTION, skip_bad=False, log=print):
     if not any(label != C.NONE for _, label, _, _ in clips):
         raise SystemExit(f"{root}: no command recordings (expected DIR/<command>/<speaker>_<take>.wav, "
                          f"<command> one of {', '.join(folders())})")
-    held = heldout_speakers([sp for _, _, sp, _ in clips], fraction)
+    # the split is over the speakers with command recordings; one with negatives only follows its hash
+    talkers = {sp for _, label, sp, _ in clips if label != C.NONE}
+    held = heldout_speakers(talkers, fraction)
+    held |= {sp for _, _, sp, _ in clips if sp not in talkers and speaker_hash(sp) < fraction}
+    if train and all(sp in held for _, label, sp, _ in clips if label != C.NONE):
+        raise SystemExit(f"{root}: every speaker with command recordings is held out (--holdout {fraction}), so "
+                         "there is nothing to train on: give two speakers or more, or a held-out fraction below 1")
     out_dir = C.CACHE / "tts"
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = []
@@ -201,7 +217,8 @@ def import_dir(root, fraction=HOLDOUT_FRACTION, skip_bad=False, log=print):
         key = "f_" + hashlib.sha1(rel.encode() + b"\0" + x.tobytes()).hexdigest()[:14]
         C.write_wav(out_dir / f"{key}.wav", x)
         jobs.append(dict(key=key, split="valf" if speaker in held else "trainf", label=label, engine="field",
-                         voice=speaker, text=C.LABELS[label] if label != C.NONE else "(recorded negative)", src=rel))
+                         voice=speaker, text=C.LABELS[label] if label != C.NONE else "(recorded negative)", src=rel,
+                         samples=len(x)))
     tmp = MANIFEST.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(jobs, indent=0))
     os.replace(tmp, MANIFEST)
@@ -214,6 +231,14 @@ def load():
     return json.loads(MANIFEST.read_text()) if MANIFEST.exists() else []
 
 
+def training_side():
+    """The imported training side (split "trainf"), as train.py records it in train_info.json:
+    {"speakers": sorted ids, "commands": clips, "negatives": clips}."""
+    tr = [j for j in load() if j["split"] == "trainf"]
+    return dict(speakers=sorted({j["voice"] for j in tr}), commands=sum(j["label"] != C.NONE for j in tr),
+                negatives=sum(j["label"] == C.NONE for j in tr))
+
+
 def summary(jobs):
     """Speakers and clips per split and label, as text."""
     L = []
@@ -223,7 +248,7 @@ def summary(jobs):
         per = {C.LABELS[i]: sum(j["label"] == i for j in js) for i in range(len(C.LABELS))}
         L.append(f"{what} ({split}): {len(sp)} speaker{'' if len(sp) == 1 else 's'} ({', '.join(sp) or '-'}), "
                  f"{len(js)} clips, "
-                 f"{sum(len(C.read_wav(C.CACHE / 'tts' / (j['key'] + '.wav'))) for j in js) / C.SR / 60:.1f} min; "
+                 f"{sum(j['samples'] for j in js) / C.SR / 60:.1f} min; "
                  + ", ".join(f"{k} {v}" for k, v in per.items()))
     return "\n".join(L)
 
@@ -236,10 +261,11 @@ def main(argv=None):
     im.add_argument("--holdout", type=float, default=HOLDOUT_FRACTION, metavar="F",
                     help=f"fraction of speakers held out of training (default {HOLDOUT_FRACTION})")
     im.add_argument("--skip-bad", action="store_true", help="import the good files when some break a rule")
+    im.add_argument("--train", action="store_true", help="fail when no command recording is on the training side")
     sub.add_parser("show", help="print what was imported")
     a = ap.parse_args(argv)
     if a.cmd == "import":
-        import_dir(a.dir, a.holdout, a.skip_bad)
+        import_dir(a.dir, a.holdout, a.skip_bad, a.train)
     else:
         jobs = load()
         print(summary(jobs) if jobs else f"nothing imported ({MANIFEST} does not exist)")

@@ -243,16 +243,15 @@ def pct(x):
     return f"{100 * x:.1f} %"
 
 
-def field_sets_text():
-    """The Data section's words on the set "trainf" (field_recordings.py's import)."""
-    import field_recordings as F
-    jobs = F.load()
-    tr = [j for j in jobs if j["split"] == "trainf"]
-    held = {j["voice"] for j in jobs if j["split"] == "valf"}
+def field_sets_text(t):
+    """The Data section's words on the set "trainf" (field_recordings.py's import), from train.py's
+    record t of the training side (not the manifest, which a later import may have replaced)."""
+    import features as FE
+    f = t.get("field", {})
     return (f"; `trainf` = AUG v3 streams of recordings of people saying the commands (field_recordings.py: "
-            f"{len({j['voice'] for j in tr})} training speakers, {sum(j['label'] != C.NONE for j in tr)} command and "
-            f"{sum(j['label'] == C.NONE for j in tr)} negative recordings; {len(held)} speakers held out for "
-            "field_check.py), 4 copies per command clip, 2 per negative")
+            f"{len(f.get('speakers', []))} speakers, {f.get('commands', '?')} command and {f.get('negatives', '?')} "
+            f"negative recordings; other speakers held out for field_check.py), {FE.N_AUG_V3[('field', True)]} copies "
+            f"per command clip, {FE.N_AUG_V3[('field', False)]} per negative")
 
 
 def write_md(rep):
@@ -403,7 +402,7 @@ def write_md(rep):
              + ("; `trainr` = AUG v3 streams of recorded human speech as negatives: the Italian and Russian "
                 "Asterisk prompts (recorded_speech.py, Carlo Flora and IvrvoiceRU, CC-BY-3.0; 1 140 prompts, 3 copies "
                 "each, babble from the same prompts, item 23)" if "trainr" in t.get("feature_sets", []) else "")
-             + (field_sets_text() if "trainf" in t.get("feature_sets", []) else "")
+             + (field_sets_text(t) if "trainf" in t.get("feature_sets", []) else "")
              + ".\n")
     L.append(f"Head: MLP {C.HEAD_WIN * C.EMB_DIM}→{'→'.join(map(str, t['hidden']))}→{len(C.LABELS)} (ReLU, softmax), "
              f"{t['params']} parameters, input normalisation folded into the first Gemm; ONNX vs numpy max abs diff "

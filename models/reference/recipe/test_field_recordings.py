@@ -7,6 +7,7 @@ of golden.py, 16 kHz s16le), re-encoded the ways recorders write files.
 """
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import unittest
@@ -37,23 +38,37 @@ def padded(x, before_s, after_s, noise_lsb=20.0, seed=0):
     return np.clip(np.round(y + rng.normal(0, noise_lsb, len(y))), -32768, 32767).astype(np.int16)
 
 
+def setUpModule():
+    # never the user's cache: setUp deletes the manifest
+    assert C.CACHE == Path(_CACHE.name) and F.MANIFEST.parent == C.CACHE, C.CACHE
+
+
 class FieldRecordingsTest(unittest.TestCase):
     def setUp(self):
         self.dir = Path(tempfile.mkdtemp(prefix="field-", dir=_CACHE.name))
         F.MANIFEST.unlink(missing_ok=True)
+        shutil.rmtree(C.CACHE / "tts", ignore_errors=True)
         self.log = []
+
+    def written(self):
+        return sorted(p.name for p in (C.CACHE / "tts").glob("*.wav")) if (C.CACHE / "tts").exists() else []
 
     def run_import(self, **kw):
         return F.import_dir(self.dir, log=self.log.append, **kw)
 
     def test_converts_cuts_and_splits_by_speaker(self):
         write(self.dir / "lights_on" / "alice_take1.wav", padded(SPEECH, 1.5, 2.0), rate=44100, channels=2)
+        write(self.dir / "Lights On" / "Alice_take2.WAV", padded(SPEECH, 0.3, 0.3, seed=3))   # spaces, case
         write(self.dir / "lights_on" / "bob_nohash_0.wav", padded(SPEECH, 0.5, 0.5, seed=1), rate=8000, bits=8)
         write(self.dir / "none" / "alice_chat.wav", padded(SPEECH[::-1].copy(), 1.0, 1.0, seed=2), rate=48000)
-        (self.dir / "lights_on" / ".DS_Store").write_bytes(b"\0\1")
+        (self.dir / "lights_on" / ".DS_Store").write_bytes(b"\0\1")                       # what a USB stick holds
+        (self.dir / "Thumbs.db").write_bytes(b"\0")
+        write(self.dir / "System Volume Information" / "x_1.wav", SPEECH)
+        write(self.dir / ".Trashes" / "stop" / "eve_1.wav", SPEECH)
         jobs = self.run_import(fraction=0.5)
         self.assertEqual(sorted((j["src"], j["label"], j["voice"]) for j in jobs),
-                         [("lights_on/alice_take1.wav", C.COMMANDS.index("lights on"), "alice"),
+                         [("Lights On/Alice_take2.WAV", C.COMMANDS.index("lights on"), "alice"),
+                          ("lights_on/alice_take1.wav", C.COMMANDS.index("lights on"), "alice"),
                           ("lights_on/bob_nohash_0.wav", C.COMMANDS.index("lights on"), "bob"),
                           ("none/alice_chat.wav", C.NONE, "alice")])
         self.assertEqual(json.loads(F.MANIFEST.read_text()), jobs)
@@ -61,16 +76,18 @@ class FieldRecordingsTest(unittest.TestCase):
         side = {j["voice"]: j["split"] for j in jobs}
         self.assertEqual(len({j["split"] for j in jobs if j["voice"] == "alice"}), 1)
         self.assertEqual(sorted(side.values()), ["trainf", "valf"])
-        speech_s = len(SPEECH) / C.SR
+        s, e = F.speech_span(SPEECH)
+        cut_s = (e - s) / C.SR + 2 * F.MARGIN_S           # the speech Silero finds in the clip, plus the margins
+        self.assertLess(cut_s, len(SPEECH) / C.SR - 0.3)  # (the clip itself has silence to cut)
         for j in jobs:
             x = C.read_wav(C.CACHE / "tts" / f"{j['key']}.wav")      # asserts 16 kHz mono 16-bit
-            # cut to the speech: the 1-3.5 s of padding are gone, the margins kept
-            self.assertLess(len(x) / C.SR, speech_s + 2 * F.MARGIN_S + 0.1, j["src"])
-            self.assertGreater(len(x) / C.SR, 0.3, j["src"])
-        alice = C.read_wav(C.CACHE / "tts" / f"{next(j for j in jobs if j['src'].endswith('take1.wav'))['key']}.wav")
-        # same speech after 44.1 kHz stereo and back: the level is kept (channels averaged, not summed)
-        self.assertAlmostEqual(np.abs(alice).max() / np.abs(SPEECH).max(), 1.0, delta=0.05)
+            self.assertEqual(j["samples"], len(x))
+            # cut to the speech: the 0.3-3.5 s of padding are gone, the margins kept (+- two 32 ms windows)
+            self.assertAlmostEqual(len(x) / C.SR, cut_s, delta=0.07, msg=j["src"])
+            self.assertEqual(np.abs(x).max(), round(0.7 * 32767), j["src"])   # peak-normalised as every clip
+        self.assertEqual(len(self.written()), 4)
         self.assertIn("training (trainf): 1 speaker (", F.summary(jobs))
+        self.assertEqual(F.training_side()["speakers"], [next(sp for sp, sd in side.items() if sd == "trainf")])
 
     def test_every_bad_file_is_named_and_nothing_is_written(self):
         write(self.dir / "stop" / "carol_1.wav", padded(SPEECH, 0.5, 0.5))
@@ -82,17 +99,22 @@ class FieldRecordingsTest(unittest.TestCase):
         (self.dir / "go_ahead" / "carol_6.mp3").write_bytes(b"ID3")
         (self.dir / "volume_up").mkdir()
         (self.dir / "volume_up" / "carol_7.wav").write_bytes(b"RIFF\0\0\0\0WAVEjunk")   # not a readable WAV
+        write(self.dir / "stop" / "carol_8.wav", SPEECH[:1200])                        # 75 ms
+        write(self.dir / "none" / "carol_9.wav", padded(np.zeros(0, np.int16), 16.0, 15.0))   # 31 s
         with self.assertRaises(SystemExit) as e:
             self.run_import()
-        self.assertIn("7 of 8 files", str(e.exception))
+        self.assertIn("9 of 10 files", str(e.exception))
         self.assertFalse(F.MANIFEST.exists())
+        self.assertEqual(self.written(), [])
         for rel, why in [("lights-on/carol_2.wav", "unknown folder 'lights-on': expected one of stop, go_ahead"),
                          ("carol_3.wav", "not in a command folder"),
                          ("cancel/carol.wav", "no speaker id"),
                          ("confirm/carol_4.wav", "no speech found"),
                          ("go_ahead/carol_5.wav", "expected one command"),
                          ("go_ahead/carol_6.mp3", "not a .wav file"),
-                         ("volume_up/carol_7.wav", "sox cannot read it")]:
+                         ("volume_up/carol_7.wav", "sox cannot read it"),
+                         ("stop/carol_8.wav", "0.07 s long, expected at least 0.15 s of speech"),
+                         ("none/carol_9.wav", "31.0 s long, expected at most 30 s")]:
             line = next((l for l in self.log if l.startswith(f"error: {rel}: ")), "")
             self.assertIn(why, line, rel)
         # --skip-bad imports the one good file and lists the others as skipped
@@ -101,6 +123,8 @@ class FieldRecordingsTest(unittest.TestCase):
         self.assertIn("skipped: carol_3.wav: not in a command folder", "\n".join(self.log))
 
     def test_only_negatives_or_empty_is_an_error(self):
+        with self.assertRaisesRegex(SystemExit, "no command recordings"):
+            self.run_import()
         write(self.dir / "none" / "dave_1.wav", padded(SPEECH, 0.5, 0.5))
         with self.assertRaisesRegex(SystemExit, "no command recordings"):
             self.run_import()
@@ -108,6 +132,16 @@ class FieldRecordingsTest(unittest.TestCase):
             F.import_dir(self.dir / "missing", log=self.log.append)
         with self.assertRaisesRegex(SystemExit, r"expected a number in \[0, 1\]"):
             self.run_import(fraction=1.5)
+
+    def test_training_needs_a_training_speaker(self):
+        write(self.dir / "stop" / "dave_1.wav", padded(SPEECH, 0.5, 0.5))
+        write(self.dir / "none" / "erin_1.wav", padded(SPEECH, 0.5, 0.5))     # negatives only: never forced
+        jobs = self.run_import(fraction=0.25, train=True)
+        self.assertEqual({j["voice"]: j["split"] for j in jobs},
+                         {"dave": "trainf", "erin": "valf" if F.speaker_hash("erin") < 0.25 else "trainf"})
+        with self.assertRaisesRegex(SystemExit, "nothing to train on"):
+            self.run_import(fraction=1.0, train=True)
+        self.assertEqual({j["split"] for j in self.run_import(fraction=1.0)}, {"valf"})   # measuring only
 
     def test_heldout_speakers(self):
         sp = [f"op{i:02d}" for i in range(40)]
@@ -125,7 +159,7 @@ class FieldRecordingsTest(unittest.TestCase):
 
     def test_speaker_of(self):
         self.assertEqual(F.speaker_of("0a7c2a8d_nohash_0.wav"), "0a7c2a8d")
-        self.assertEqual(F.speaker_of("alice_take1.WAV"), "alice")
+        self.assertEqual(F.speaker_of("Alice_take1.WAV"), "alice")
         self.assertIsNone(F.speaker_of("alice.wav"))
         self.assertIsNone(F.speaker_of("_take1.wav"))
         self.assertIsNone(F.speaker_of("alice_.wav"))

@@ -31,10 +31,11 @@ EMA = float(os.environ.get("OUTPOST_EMA", "0.999"))             # exported weigh
 # feature sets (features.py): "train" (AUG v2) + "trainx" (AUG v3: VTLP/EQ, noise weighted to 0-10 dB)
 # + "trainn" / "traink", "traink2", "traink3" (neural speech of synth_neural.py: Piper / three rounds
 # of Kokoro style mixes, the third mostly negatives, AUG v3) + "trainr" (recorded Italian and Russian
-# speech as negatives, recorded_speech.py, AUG v3); with OUTPOST_FIELD_RECORDINGS set (train.sh), also
-# "trainf" (the training speakers' recordings of people saying the commands, field_recordings.py)
+# speech as negatives, recorded_speech.py, AUG v3); with OUTPOST_FIELD_RECORDINGS set (train.sh) and no
+# OUTPOST_TRAIN_SETS, also "trainf" (the training speakers' recordings of people saying the commands,
+# field_recordings.py; their ids and clip counts go into train_info.json)
 SETS = os.environ.get("OUTPOST_TRAIN_SETS", "train,trainx,trainn,traink,traink2,traink3,trainr").split(",")
-if os.environ.get("OUTPOST_FIELD_RECORDINGS") and "trainf" not in SETS:
+if os.environ.get("OUTPOST_FIELD_RECORDINGS") and "OUTPOST_TRAIN_SETS" not in os.environ:
     SETS.append("trainf")
 OHEM = int(os.environ.get("OUTPOST_OHEM", "0"))                # >1: half of the `none` windows of a batch are the
                                                                 # hardest (highest command score) of OHEM x candidates
@@ -349,9 +350,13 @@ def main():
                 train_windows=int(len(y)), train_window_counts=np.bincount(y, minlength=len(C.LABELS)).tolist(),
                 val_windows=int(len(yv)), val_window_confusion=cm.tolist(), onnx_vs_numpy_max_abs=diff,
                 params=int(sum(w.size for w in model.W) + sum(b.size for b in model.b)))
-    tag = "" if OUT is None else "_" + os.path.basename(str(OUT)).replace(".onnx", "")
-    (C.CACHE / f"train_info{tag}.json").write_text(json.dumps(info, indent=1))
-    np.savez(C.CACHE / f"head_numpy{tag}.npz", mu=mu, sd=sd, *model.W, *model.b)
+    if "trainf" in SETS:
+        import field_recordings as F
+        info["field"] = F.training_side()
+    info_path = C.train_info_path(OUT)
+    info_path.write_text(json.dumps(info, indent=1))
+    np.savez(info_path.with_name(info_path.name.replace("train_info", "head_numpy")).with_suffix(".npz"),
+             mu=mu, sd=sd, *model.W, *model.b)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ cd models/reference/recipe
 "$PY" synth.py
 "$PY" synth_neural.py
 "$PY" recorded_speech.py trainr
-if [ -n "$FIELD" ]; then "$PY" field_recordings.py import "$FIELD" ${OUTPOST_FIELD_HOLDOUT:+--holdout "$OUTPOST_FIELD_HOLDOUT"}; fi
+if [ -n "$FIELD" ]; then "$PY" field_recordings.py import "$FIELD" --train ${OUTPOST_FIELD_HOLDOUT:+--holdout "$OUTPOST_FIELD_HOLDOUT"}; fi
 "$PY" features.py train trainx trainn traink traink2 traink3 trainr ${FIELD:+trainf}
 "$PY" train.py
 "$PY" evaluate.py
@@ -46,4 +46,5 @@ if [ -n "$FIELD" ]; then "$PY" field_recordings.py import "$FIELD" ${OUTPOST_FIE
 "$PY" neural_check.py
 "$PY" recorded_check.py
 if [ -n "$FIELD" ]; then "$PY" field_check.py; fi
-echo "done: models/reference/{command_head.onnx,training_report.md,training_report.json,golden/,bundle.toml,neural_voice_check.md,recorded_speech_check.md}${FIELD:+ and $CACHE/field_check.md}"
+echo "done: models/reference/{command_head.onnx,training_report.md,training_report.json,golden/,bundle.toml,neural_voice_check.md,recorded_speech_check.md}"
+if [ -n "$FIELD" ] && [ -f "$CACHE/field_check.md" ]; then echo "field check of the held-out speakers: $CACHE/field_check.md"; fi
