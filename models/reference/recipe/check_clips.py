@@ -27,6 +27,26 @@ def operating_point(argv=()):
     return d["threshold"], d["smoothing_frames"], d["refractory_ms"], d["vad_threshold"], d["vad_hangover_ms"], lt
 
 
+def head_and_point(ap, argv=None):
+    """The checks' common arguments `[HEAD.onnx [T K R V H]]`: adds them to ArgumentParser ap,
+    parses argv (None: sys.argv) and returns (args, head path, (T, K, R, V, H)), by default the
+    shipped command_head.onnx at training_report.json's point. A usage error when the head is not
+    a file or the point is not five values after a head; SystemExit when the report's point has per-command thresholds, which
+    these checks' single-threshold decision does not apply."""
+    ap.add_argument("head", nargs="?", help="head ONNX (default: the shipped command_head.onnx)")
+    ap.add_argument("point", nargs="*", metavar="T K R V H", help="decision point (default: training_report.json)")
+    args = ap.parse_args(argv)
+    if args.head is not None and not os.path.isfile(args.head):
+        ap.error(f"no head model at {args.head} (expected HEAD.onnx [T K R V H])")
+    if args.point and (args.head is None or len(args.point) != 5):
+        ap.error("the decision point is five values after the head: T K R V H")
+    head = args.head or str(C.REF / "command_head.onnx")
+    T, K, R, V, H, lt = operating_point([None, head, *args.point])
+    if lt:
+        raise SystemExit("per-command thresholds are not supported by this check: give the point as HEAD.onnx T K R V H")
+    return args, head, (T, K, R, V, H)
+
+
 def stream_clip(x, head, op, label=None):
     """Streams int16 clip x (zero-padded to whole frames + TAIL silent frames) through a fresh
     pipeline and the decision at op = (T, K, R, V, H, label_thresholds).

@@ -110,19 +110,11 @@ def report(head, params, jobs):
 
 def main():
     ap = argparse.ArgumentParser(description="Streaming check of a head on the held-out field recordings.")
-    ap.add_argument("head", nargs="?", help="head ONNX (default: the shipped command_head.onnx)")
-    ap.add_argument("point", nargs="*", metavar="T K R V H", help="decision point (default: training_report.json)")
-    args = ap.parse_args()
-    if args.point and (args.head is None or len(args.point) != 5):
-        ap.error("the decision point is five values after the head: T K R V H")
+    args, head, params = CC.head_and_point(ap)
     jobs = F.load()
     if not jobs:
         raise SystemExit(f"nothing imported ({F.MANIFEST} does not exist): run field_recordings.py import DIR first")
-    head = args.head or str(C.REF / "command_head.onnx")
-    T, K, R, V, H, lt = CC.operating_point([None, head, *args.point])
-    if lt:
-        raise SystemExit("per-command thresholds are not supported by this check")
-    text = report(head, (T, K, R, V, H), jobs)
+    text = report(head, params, jobs)
     record = C.CACHE / "field_check.md"
     if args.head is None:
         record.unlink(missing_ok=True)        # never leave the record of an earlier import behind

@@ -65,17 +65,8 @@ def record(lang, head):
 
 def main():
     ap = argparse.ArgumentParser(description="False accepts of a head on recorded human speech.")
-    ap.add_argument("head", nargs="?", help="head ONNX (default: the shipped command_head.onnx)")
-    ap.add_argument("point", nargs="*", metavar="T K R V H", help="decision point (default: training_report.json)")
-    args = ap.parse_args()
-    if args.point and (args.head is None or len(args.point) != 5):
-        ap.error("the decision point is five values after the head: T K R V H")
-    head = args.head or str(C.REF / "command_head.onnx")
-    T, K, R_, V, H, lt = CC.operating_point([None, head, *args.point])
-    if lt:
-        raise SystemExit("per-command thresholds are not supported by this check: give the point as "
-                         "HEAD.onnx T K R V H")
-    params = (T, K, R_, V, H)
+    args, head, params = CC.head_and_point(ap)
+    T, K, R_, V, H = params
     # the scores and VAD of the streams depend on the head and the stream code only: recorded
     # once per (head, code), so other decision points of the same head take seconds
     key = hashlib.sha256(open(head, "rb").read())
