@@ -3,7 +3,7 @@
 The recipe trains on espeak-ng and flite (formant and diphone synthesis), one Piper voice and
 mixes of three Kokoro-82M voice styles (synth_neural.py), and evaluates on held-out voices of
 espeak-ng, flite and festival. This check (CHECKS) measures the head on natural voices that no
-training step uses, in two sets:
+training step uses, in three sets:
 
 - Kokoro: the styles jf_tebukuro (female) and jm_kumo (male), alone in turn, Japanese speakers
   speaking English from espeak-ng phonemes (neural_tts.Kokoro; accented English, natural timbre
@@ -11,6 +11,9 @@ training step uses, in two sets:
   `neural_check.sh`.
 - Pico: the en-GB voice of SVOX Pico (pico_tts.py; a British English speaker, an engine no
   training step uses), pitch 70-140 % and speed 75-135 % of the voice's own.
+- RHVoice: its US English voices bdl (male) and clb (female) in turn (rhvoice_tts.py; two CMU
+  ARCTIC speakers, a third engine no training step uses), rate -0.3..0.4 and pitch -0.3..0.3
+  (RHVoice's absolute parameters, 0 = the voice's own).
 
 Same protocol as evaluate.py + report.py: the utterances are concatenated into streams with
 1.2-2.2 s gaps, noise over the whole stream (clean = 1 LSB floor; 20/10/5 dB with the noise
@@ -41,6 +44,7 @@ import check_clips as CC
 import common as C
 import evaluate as E
 import pico_tts as P
+import rhvoice_tts as RH
 import synth_neural as SN
 import texts as TX
 
@@ -61,6 +65,13 @@ CHECKS = [
          variation="Pico pitch 70–140 % and speed 75–135 %",
          about="One British English speaker of a second engine (HMM synthesis trained on a recorded "
                "speaker), no voice of which is trained on"),
+    dict(name="rhvoice", title="RHVoice, US English voices bdl and clb", prefix="rh_", seed=4345,
+         tags=("neural-rhvoice", "neural-rhvoice-neg"),
+         voices=RH.VOICES, maker=RH.maker,
+         params=lambda rng: dict(rate=round(rng.uniform(-0.3, 0.4), 3), pitch=round(rng.uniform(-0.3, 0.3), 3)),
+         variation="RHVoice rate −0.3..0.4 and pitch −0.3..0.3 (absolute, 0 = the voice's own)",
+         about="Two US English speakers of the CMU ARCTIC recordings (a man and a woman) through a third engine "
+               "(statistical parametric synthesis), none of whose voices is trained on"),
 ]
 assert not set(CHECKS[0]["voices"]) & set(SN.KOKORO_TRAIN_VOICES), "a held-out Kokoro voice is in training"
 N_PER_COMMAND = 20

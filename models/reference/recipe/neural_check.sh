@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Streaming evaluation of the shipped command head on speech that no training step has heard
 # (the recorded Italian and Russian prompts excepted: they are training negatives, item 23).
-# Run as neural_check.sh: natural voices (the two held-out Kokoro-82M voice styles and SVOX
-# Pico's en-GB voice; see neural_check.py). Run as recorded_check.sh (a symlink to this file):
-# false accepts on recorded human speech (recorded_check.py). Needs the recipe venv (train.sh or
-# scripts/setup), sox and dpkg-deb; installs requirements-neural.txt into it; pico_tts.py and
-# recorded_speech.py fetch their pinned .debs into the cache.
+# Run as neural_check.sh: natural voices (the two held-out Kokoro-82M voice styles, SVOX Pico's
+# en-GB voice and RHVoice's US English bdl and clb; see neural_check.py). Run as recorded_check.sh
+# (a symlink to this file): false accepts on recorded human speech (recorded_check.py). Needs the
+# recipe venv (train.sh or scripts/setup), sox and dpkg-deb; installs requirements-neural.txt into
+# it; pico_tts.py, rhvoice_tts.py and recorded_speech.py fetch their pinned .debs into the cache.
 #   models/reference/recipe/neural_check.sh [HEAD.onnx [T K R V H]] [--gain DB]   # no arguments: writes neural_voice_check.md
 #   models/reference/recipe/recorded_check.sh [HEAD.onnx [T K R V H]]             # no arguments: writes recorded_speech_check.md
 set -euo pipefail
