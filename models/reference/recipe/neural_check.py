@@ -146,6 +146,12 @@ def section(check, head_name, pos, neg, recs, negrec, params):
     hours = sum(v[1] for v in fa.values())
     L.append(f"\nFalse accepts: {sum(v[0] for v in fa.values())} in {hours:.3f} h of negative speech "
              f"(clean + 10 dB) = **{sm['fa_per_hour']:.1f} per hour**.\n")
+    if len(check["voices"]) > 1:       # rows: (label, detected, ...) + record()'s meta ("neural", set, voice, text)
+        L += ["| voice | " + " | ".join(c for c, _ in E.CONDITIONS) + " |", "|---|" + "---|" * len(E.CONDITIONS)]
+        for v in check["voices"]:
+            L.append(f"| {v} | " + " | ".join(
+                f"{100 * np.mean([r[1] == r[0] for r in out[c][0] if r[6] == v]):.1f} %" for c, _ in E.CONDITIONS) + " |")
+        L.append("")
     L += ["Per noise type (the babble is 2–5 simultaneous talkers of this set's own negative speech):\n",
           E.per_noise_table(E.per_noise(recs, params)), ""]
     L += ["| command | " + " | ".join(c for c, _ in E.CONDITIONS) + " |", "|---|" + "---|" * len(E.CONDITIONS)]
