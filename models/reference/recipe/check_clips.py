@@ -6,9 +6,9 @@ when its first detection has its label.
 
   python check_clips.py [HEAD.onnx] [T K R V H]
 """
+import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
@@ -17,34 +17,47 @@ import common as C
 TAIL = 13
 
 
-def operating_point(argv=()):
-    """(T, K, R, V, H, label_thresholds): from argv[2:7] (a script's `HEAD T K R V H` arguments,
-    no per-label thresholds) when given, else the decision of training_report.json."""
-    if len(argv) > 6:
-        return float(argv[2]), int(argv[3]), int(argv[4]), float(argv[5]), int(argv[6]), {}
+def report_point():
+    """(T, K, R, V, H, label_thresholds) of training_report.json's decision; label_thresholds:
+    {label index: threshold} (empty when the report adopted none)."""
     d = json.loads((C.REF / "training_report.json").read_text())["decision"]
     lt = {C.LABELS.index(l): t for l, t in d.get("label_thresholds", [])}
     return d["threshold"], d["smoothing_frames"], d["refractory_ms"], d["vad_threshold"], d["vad_hangover_ms"], lt
 
 
-def head_and_point(ap, argv=None):
-    """The checks' common arguments `[HEAD.onnx [T K R V H]]`: adds them to ArgumentParser ap,
-    parses argv (None: sys.argv) and returns (args, head path, (T, K, R, V, H)), by default the
-    shipped command_head.onnx at training_report.json's point. A usage error when the head is not
-    a file or the point is not five values after a head; SystemExit when the report's point has per-command thresholds, which
-    these checks' single-threshold decision does not apply."""
+def add_head_and_point(ap):
+    """Adds the checks' common positional arguments `[HEAD.onnx [T K R V H]]` to ArgumentParser ap."""
     ap.add_argument("head", nargs="?", help="head ONNX (default: the shipped command_head.onnx)")
-    ap.add_argument("point", nargs="*", metavar="T K R V H", help="decision point (default: training_report.json)")
-    args = ap.parse_args(argv)
+    ap.add_argument("point", nargs="*", metavar="T K R V H",
+                    help="decision point: threshold (score, 0-1), smoothing (80 ms frames), refractory (ms), "
+                         "VAD threshold (probability), VAD hang-over (ms); default: training_report.json's")
+
+
+def head_and_point(ap, args, label_thresholds=False):
+    """(head path, (T, K, R, V, H[, label_thresholds])) of arguments parsed with add_head_and_point:
+    the head as given (relative to the working directory) or the shipped command_head.onnx, and the
+    point as given or training_report.json's (report_point). T: score threshold in [0, 1]; K:
+    smoothing in 80 ms frames; R: refractory period in ms; V: VAD probability threshold; H: VAD
+    hang-over in ms. With label_thresholds the tuple ends with {label index: threshold}; without
+    it, a report point with per-command thresholds is a SystemExit (the caller's decision has one
+    threshold). A head that is not a file, a point that is not five numbers after a head, or a
+    value of the wrong type is a usage error (ap.error)."""
     if args.head is not None and not os.path.isfile(args.head):
         ap.error(f"no head model at {args.head} (expected HEAD.onnx [T K R V H])")
     if args.point and (args.head is None or len(args.point) != 5):
         ap.error("the decision point is five values after the head: T K R V H")
     head = args.head or str(C.REF / "command_head.onnx")
-    T, K, R, V, H, lt = operating_point([None, head, *args.point])
-    if lt:
+    if args.point:
+        try:
+            point = tuple(f(v) for f, v in zip((float, int, int, float, int), args.point)) + ({},)
+        except ValueError:
+            ap.error(f"decision point {' '.join(args.point)}: expected T (number) K R (integers) V (number) "
+                     "H (integer)")
+    else:
+        point = report_point()
+    if point[5] and not label_thresholds:
         raise SystemExit("per-command thresholds are not supported by this check: give the point as HEAD.onnx T K R V H")
-    return args, head, (T, K, R, V, H)
+    return head, point if label_thresholds else point[:5]
 
 
 def stream_clip(x, head, op, label=None):
@@ -67,8 +80,9 @@ def stream_clip(x, head, op, label=None):
 
 
 def main():
-    head = sys.argv[1] if len(sys.argv) > 1 else str(C.REF / "command_head.onnx")
-    op = operating_point(sys.argv)
+    ap = argparse.ArgumentParser(description="Streams the hold-out test clips of scripts/make-clips through the pipeline.")
+    add_head_and_point(ap)
+    head, op = head_and_point(ap, ap.parse_args(), label_thresholds=True)
     T, K, R, V, H, lt = op
     tsv = os.environ.get("OUTPOST_CLIPS", str(C.REPO / ".outpost" / "clips")) + "/clips.tsv"
     ok, by_voice = 0, {}

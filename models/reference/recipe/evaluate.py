@@ -281,6 +281,21 @@ def per_noise_table(pn):
     return "\n".join(L)
 
 
+def accuracy_table(out, title, groups, cell):
+    """Markdown lines of a table of accuracy per group (rows) and condition of evaluate()'s out
+    (columns, CONDITIONS' order). groups: [(row name, keep)], keep(row) -> bool over out's rows
+    ((label, detected, detections, latency) + the item's meta tuple of record_streams); cell(accuracy
+    in %, n) -> the cell's text, called with (None, 0) for a group without rows."""
+    L = [f"| {title} | " + " | ".join(c for c, _ in CONDITIONS) + " |", "|---|" + "---|" * len(CONDITIONS)]
+    for name, keep in groups:
+        cells = []
+        for cname, _ in CONDITIONS:
+            sel = [r for r in out[cname][0] if keep(r)]
+            cells.append(cell(100 * np.mean([r[1] == r[0] for r in sel]) if sel else None, len(sel)))
+        L.append(f"| {name} | " + " | ".join(cells) + " |")
+    return L
+
+
 def summarize(out, fa):
     s = {}
     for cname, (rows, extras, frames) in out.items():

@@ -86,20 +86,12 @@ def report(head, params, jobs):
             L.append("Fired on: " + ", ".join(f"`{t}` → {l}" for *_, t, l in fas[:MAX_LISTED]) + ".")
     else:
         L.append("\nNo negative recordings of the held-out speakers (DIR/none): no false-accept rate.")
-    L += ["", "| speaker | " + " | ".join(c for c, _ in E.CONDITIONS) + " |", "|---|" + "---|" * len(E.CONDITIONS)]
-    for sp in speakers:
-        cells = []
-        for cname, _ in E.CONDITIONS:
-            rows = [r for r in out[cname][0] if r[4] == sp]
-            cells.append(f"{100 * np.mean([r[1] == r[0] for r in rows]):.0f} % ({len(rows)})")
-        L.append(f"| {sp} | " + " | ".join(cells) + " |")
-    L += ["", "| command | " + " | ".join(c for c, _ in E.CONDITIONS) + " |", "|---|" + "---|" * len(E.CONDITIONS)]
-    for li, cmd in enumerate(C.COMMANDS):
-        cells = []
-        for cname, _ in E.CONDITIONS:
-            rows = [r for r in out[cname][0] if r[0] == li]
-            cells.append(f"{100 * np.mean([r[1] == r[0] for r in rows]):.0f} % ({len(rows)})" if rows else "-")
-        L.append(f"| {cmd} | " + " | ".join(cells) + " |")
+    # rows: (label, detected, ...) + meta (speaker, file)
+    def cell(a, n):
+        return f"{a:.0f} % ({n})" if n else "-"
+    L += [""] + E.accuracy_table(out, "speaker", [(sp, lambda r, sp=sp: r[4] == sp) for sp in speakers], cell)
+    L += [""] + E.accuracy_table(out, "command", [(cmd, lambda r, li=li: r[0] == li)
+                                                  for li, cmd in enumerate(C.COMMANDS)], cell)
     wrong = [r for r in out["clean"][0] if r[1] != r[0]]
     if wrong:
         L.append(f"\nClean streams, missed or misheard ({len(wrong)}): "
@@ -110,7 +102,9 @@ def report(head, params, jobs):
 
 def main():
     ap = argparse.ArgumentParser(description="Streaming check of a head on the held-out field recordings.")
-    args, head, params = CC.head_and_point(ap)
+    CC.add_head_and_point(ap)
+    args = ap.parse_args()
+    head, params = CC.head_and_point(ap, args)
     jobs = F.load()
     if not jobs:
         raise SystemExit(f"nothing imported ({F.MANIFEST} does not exist): run field_recordings.py import DIR first")

@@ -65,7 +65,9 @@ def record(lang, head):
 
 def main():
     ap = argparse.ArgumentParser(description="False accepts of a head on recorded human speech.")
-    args, head, params = CC.head_and_point(ap)
+    CC.add_head_and_point(ap)
+    args = ap.parse_args()
+    head, params = CC.head_and_point(ap, args)
     T, K, R_, V, H = params
     # the scores and VAD of the streams depend on the head and the stream code only: recorded
     # once per (head, code), so other decision points of the same head take seconds

@@ -16,7 +16,8 @@ sox without dither (neural_tts.to_16k). It needs libsonic (Debian `libsonic0`, w
 depends on, so scripts/setup brings it). Synthesis is deterministic: the same text and
 parameters give the same samples.
 
-Rate and pitch are RHVoice's absolute synthesis parameters, in [-1, 1] (0 = the voice's own).
+Rate and pitch are RHVoice's absolute synthesis parameters, in [-1, 1] (0 = the voice's own;
+rate 0.4 makes an utterance about 0.7 times as long). Voice names are case-insensitive.
 
   python rhvoice_tts.py OUT.wav bdl "lights on" [RATE PITCH]    # one clip (fetches RHVoice if missing)
 """
@@ -78,7 +79,8 @@ def fetch():
 class RHVoice:
     """One RHVoice engine over the unpacked English data. Calling it with (text, voice, rate,
     pitch) returns the utterance as int16 at 16 kHz. Raises RuntimeError when the engine does not
-    load or an utterance gives no audio."""
+    load, refuses the text or voice, or an utterance fails or gives no audio. close() frees the
+    engine (also on garbage collection)."""
 
     def __init__(self):
         fetch()
@@ -95,7 +97,8 @@ class RHVoice:
                                             ct.POINTER(_SynthParams), ct.c_void_p]
         lib.RHVoice_speak.argtypes = [ct.c_void_p]
         lib.RHVoice_delete_message.argtypes = [ct.c_void_p]
-        self.rate, self.chunks = None, []
+        lib.RHVoice_delete_tts_engine.argtypes = [ct.c_void_p]
+        self.rate, self.chunks, self.error = None, [], None
         # the callbacks stay referenced by self for the engine's lifetime
         self._cb_rate = _SAMPLE_RATE_CB(self._set_rate)
         self._cb_play = _PLAY_SPEECH_CB(self._play)
@@ -110,22 +113,34 @@ class RHVoice:
         return 1
 
     def _play(self, samples, n, _user):
-        self.chunks.append(np.ctypeslib.as_array(samples, (n,)).copy())
-        return 1
+        try:            # an exception here would be printed by ctypes and lost: stop synthesis instead
+            self.chunks.append(np.ctypeslib.as_array(samples, (n,)).copy())
+            return 1
+        except Exception as e:
+            self.error = e
+            return 0
+
+    def close(self):
+        if getattr(self, "engine", None):
+            self.lib.RHVoice_delete_tts_engine(ct.c_void_p(self.engine))
+            self.engine = None
+
+    __del__ = close
 
     def __call__(self, text, voice, rate=0.0, pitch=0.0):
-        self.chunks = []
+        self.chunks, self.rate, self.error = [], None, None
         sp = _SynthParams(voice.encode(), rate, pitch, 0.0, 1.0, 1.0, 1.0, 0, None, 0, 0)
         b = text.encode()
         msg = self.lib.RHVoice_new_message(self.engine, b, len(b), 0, ct.byref(sp), None)   # 0: plain text
         if not msg:
             raise RuntimeError(f"RHVoice refused the message {text!r} for voice {voice}")
         try:
-            self.lib.RHVoice_speak(msg)
+            ok = self.lib.RHVoice_speak(msg)
         finally:
             self.lib.RHVoice_delete_message(msg)
-        if not self.chunks:
-            raise RuntimeError(f"RHVoice gave no audio for {text!r} with voice {voice}")
+        if not ok or self.error or not self.chunks or not self.rate:
+            raise RuntimeError(f"RHVoice failed on {text!r} with voice {voice}"
+                               + (f": {self.error!r}" if self.error else " (no audio)"))
         return NT.to_16k(np.concatenate(self.chunks), self.rate)
 
 
