@@ -78,6 +78,12 @@ class NoiseBank:
     def __init__(self, babble_clips):
         self.babble = [np.asarray(b, np.float32) for b in babble_clips]
 
+    @classmethod
+    def of_speech(cls, clips):
+        """The bank whose babble is these clean int16 clips (16 kHz), each cut to its speech
+        (speech_bounds), as the checks build it from every third negative utterance."""
+        return cls([x[slice(*speech_bounds(x))] for x in clips])
+
     def babble_noise(self, rng, n):
         y = np.zeros(n)
         for _ in range(rng.integers(2, 6)):

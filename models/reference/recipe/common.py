@@ -236,12 +236,17 @@ class Decision:
         return det
 
 
-def train_info_path(head=None):
-    """train.py's record of a head it wrote: CACHE/train_info.json for the shipped head
-    (head None or REF/command_head.onnx), else CACHE/train_info_<file name without .onnx>.json."""
+def head_tag(head=None):
+    """The suffix of train.py's files for a head it wrote: "" for the shipped head (head None or
+    REF/command_head.onnx), else "_<file name without .onnx>"."""
     if head is None or Path(head).resolve() == (REF / "command_head.onnx").resolve():
-        return CACHE / "train_info.json"
-    return CACHE / f"train_info_{Path(head).name.replace('.onnx', '')}.json"
+        return ""
+    return "_" + Path(head).name.replace(".onnx", "")
+
+
+def train_info_path(head=None):
+    """train.py's record of a head it wrote: CACHE/train_info<head_tag>.json."""
+    return CACHE / f"train_info{head_tag(head)}.json"
 
 
 def read_wav(path):

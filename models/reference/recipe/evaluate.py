@@ -215,11 +215,7 @@ def record(head):
     frac = float(os.environ.get("OUTPOST_EVAL_FRACTION", "1"))   # < 1: quick look (not for the report)
     if frac < 1:
         pos, neg = pos[::int(round(1 / frac))], neg[::int(round(1 / frac))]
-    bab = []
-    for j, x in neg[::3]:
-        s, e = A.speech_bounds(x)
-        bab.append(x[s:e])
-    bank = A.NoiseBank(bab)
+    bank = A.NoiseBank.of_speech([x for _, x in neg[::3]])
     t0 = time.time()
     emb_rec = {}      # per-frame embeddings of every stream (head-independent; see rescore.py)
     recs, negrec = record_streams(

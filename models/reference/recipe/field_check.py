@@ -52,7 +52,7 @@ def report(head, params, jobs):
     # babble: the negative recordings, else the command recordings played backwards (speech-shaped and
     # unintelligible: no command words in the noise)
     bab = [x for _, x in neg[::3]] or [x[::-1].copy() for _, x in pos[::3]]
-    bank = A.NoiseBank([x[slice(*A.speech_bounds(x))] for x in bab])
+    bank = A.NoiseBank.of_speech(bab)
     recs, negrec = E.record_streams(pos, neg, head, bank, TAGS, lambda it: it[0]["label"],
                                     lambda it: (it[0]["voice"], it[0]["src"]), lambda it: it[0]["src"])
     out, fa = E.evaluate(recs, negrec, params)

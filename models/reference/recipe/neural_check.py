@@ -107,7 +107,7 @@ def record(head, pos, neg, check, gain_db=0.0):
     """evaluate.py's streams (evaluate.record_streams, seeded by check["tags"]) of these clips
     ([(job, clip)]) of one check set, every utterance gain_db (dB) from the protocol's level:
     (recs, negrec)."""
-    bank = A.NoiseBank([x[slice(*A.speech_bounds(x))] for _, x in neg[::3]])
+    bank = A.NoiseBank.of_speech([x for _, x in neg[::3]])
     return E.record_streams(pos, neg, head, bank, check["tags"], lambda it: it[0][2],
                             lambda it: ("neural", check["name"], it[0][3], it[0][1]), lambda it: it[0][1],
                             gain_db=gain_db)

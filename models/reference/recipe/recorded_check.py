@@ -52,7 +52,7 @@ def record(lang, head):
     """negrec of evaluate.record_streams for one set (no command streams), DRAWS draws of its
     streams in one: every prompt is played DRAWS times clean and DRAWS times at 10 dB."""
     neg = negatives(lang)
-    bank = A.NoiseBank([x[slice(*A.speech_bounds(x))] for _, x in neg[::3]])
+    bank = A.NoiseBank.of_speech([x for _, x in neg[::3]])
     negrec = {}
     for d in range(DRAWS):
         _, one = E.record_streams([], neg, head, bank, ("recorded", f"recorded-{lang}" + (f"-{d}" if d else "")),

@@ -353,10 +353,8 @@ def main():
     if "trainf" in SETS:
         import field_recordings as F
         info["field"] = F.training_side()
-    info_path = C.train_info_path(OUT)
-    info_path.write_text(json.dumps(info, indent=1))
-    np.savez(info_path.with_name(info_path.name.replace("train_info", "head_numpy")).with_suffix(".npz"),
-             mu=mu, sd=sd, *model.W, *model.b)
+    C.train_info_path(OUT).write_text(json.dumps(info, indent=1))
+    np.savez(C.CACHE / f"head_numpy{C.head_tag(OUT)}.npz", mu=mu, sd=sd, *model.W, *model.b)
 
 
 if __name__ == "__main__":
