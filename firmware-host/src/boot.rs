@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use outpost_models::manifest::SelfTest;
 use outpost_models::{verify_path, PublicKey, TrustedKeys, VerifiedBundle, VerifyOptions};
 use outpost_protocol::Stage;
-use outpost_runtime::ort_env::{provider_name, SessionConfig};
+use outpost_runtime::ort_env::SessionConfig;
 use outpost_runtime::pipeline::{Engine, FRAME_SAMPLES, MODEL_STAGES};
 use outpost_runtime::scheduler::{Counters, Scheduler, SchedulerConfig};
 use outpost_runtime::stats::LatencyStats;
@@ -384,11 +384,7 @@ fn serve_bundle(
     }
     let providers = engines[0].providers();
     for (s, p) in MODEL_STAGES.iter().zip(providers) {
-        log::info!(
-            "stage {}: {} execution provider",
-            outpost_runtime::stats::stage_name(*s),
-            provider_name(p)
-        );
+        log::info!("stage {}: {} execution provider", s, p);
     }
     // Warm-up: every engine, deterministic audio; the worst frame seeds admission control.
     let audio = warmup_audio(opts.warmup_frames.max(2));

@@ -1,9 +1,7 @@
 //! The Outpost appliance host: the `outpostd` daemon (boot sequence, transports,
-//! request dispatch, status, signals) and the `outpost` client CLI. The binaries in
-//! `src/bin/` are thin; the logic lives here so tests can call it.
+//! request dispatch, status, signals). The binary in `src/bin/` is thin; the logic lives
+//! here so tests can call it. The `outpost` client is its own crate (`client/`).
 
 pub mod boot;
-pub mod cli;
 pub mod server;
 pub mod transport;
-pub mod wav;

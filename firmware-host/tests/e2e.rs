@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use outpost_host::cli::{connect, send, AnyClient, SendOptions, Target};
+use outpost_client::cli::{connect, send, AnyClient, SendOptions, Target};
 use outpost_protocol::client::Received;
 use outpost_protocol::{
     encode_frame, Audio, DeviceState, OpenStream, RejectReason, Request, Response, WireError,
@@ -135,7 +135,7 @@ fn test_voice() -> String {
 }
 
 fn read_wav(p: &Path) -> Vec<i16> {
-    outpost_host::cli::read_audio(p).unwrap().pcm
+    outpost_client::cli::read_audio(p).unwrap().pcm
 }
 
 /// The test voice's clip of `label`: its samples and its expected label.
@@ -250,7 +250,7 @@ fn commands_50_db_below_the_recorded_level_are_recognised_over_the_socket() {
 /// resampler, channels averaged) and the command is still recognised.
 #[test]
 fn a_48_khz_stereo_recording_is_converted_by_outpost_send_and_recognised() {
-    use outpost_host::cli::read_audio;
+    use outpost_client::cli::read_audio;
     use rubato::audioadapter_buffers::owned::InterleavedOwned;
     use rubato::{Fft, FixedSync, Resampler};
 
@@ -281,7 +281,7 @@ fn a_48_khz_stereo_recording_is_converted_by_outpost_send_and_recognised() {
     w.finalize().unwrap();
     assert_eq!(read_audio(&wav).unwrap().pcm.len(), n);
 
-    let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+    let out = Command::new(outpost_client_bin())
         .arg("send")
         .arg(&wav)
         .arg("--socket")
@@ -303,6 +303,25 @@ fn a_48_khz_stereo_recording_is_converted_by_outpost_send_and_recognised() {
         .map(|v| v["command"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(detected, [expected], "stdout: {stdout}");
+}
+
+/// The `outpost` client binary. It is another package's binary (`outpost-client`), so
+/// Cargo gives this crate no `CARGO_BIN_EXE_` for it: it is taken from the same target
+/// directory as this test (`target/<profile>/outpost`, built by `cargo build --bins`,
+/// which `scripts/setup` runs before the tests).
+fn outpost_client_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("outpost"))
+        .unwrap();
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the client first with `cargo build --release -p outpost-client`",
+        bin.display()
+    );
+    bin
 }
 
 fn frame_bytes(id: u32, req: &Request<'_>) -> Vec<u8> {

@@ -269,6 +269,28 @@ pub enum Stage {
     Total,
 }
 
+impl Stage {
+    /// The name every tool prints for this stage (`"head+decision"` for [`Stage::Head`]).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Stage::Transport => "transport",
+            Stage::Queue => "queue",
+            Stage::Vad => "vad",
+            Stage::Mel => "mel",
+            Stage::Embedding => "embedding",
+            Stage::Head => "head+decision",
+            Stage::Write => "write",
+            Stage::Total => "total",
+        }
+    }
+}
+
+impl core::fmt::Display for Stage {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// ONNX Runtime execution provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Provider {
@@ -278,6 +300,23 @@ pub enum Provider {
     Cuda,
     /// TensorRT execution provider.
     TensorRt,
+}
+
+impl Provider {
+    /// The name every tool prints for this provider: `CPU`, `CUDA`, `TensorRT`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Provider::Cpu => "CPU",
+            Provider::Cuda => "CUDA",
+            Provider::TensorRt => "TensorRT",
+        }
+    }
+}
+
+impl core::fmt::Display for Provider {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Which provider serves a stage.

@@ -126,15 +126,6 @@ pub struct SessionConfig {
     pub trt_cache_dir: Option<PathBuf>,
 }
 
-/// Provider name as printed in logs and status.
-pub fn provider_name(p: Provider) -> &'static str {
-    match p {
-        Provider::Cpu => "CPU",
-        Provider::Cuda => "CUDA",
-        Provider::TensorRt => "TensorRT",
-    }
-}
-
 /// The TensorRT engine cache directory for one model under the slot's cache root:
 /// keyed by the model's SHA-256, the ONNX Runtime build (which pins the TensorRT it was
 /// built with) and the precision, so no stale engine is ever reused.
@@ -207,7 +198,7 @@ pub fn build_session(
         if !explicit && p != Provider::Cpu && !available(p) {
             log::debug!(
                 "{stage}: {} provider not available in this ONNX Runtime build",
-                provider_name(p)
+                p
             );
             continue;
         }
@@ -224,20 +215,20 @@ pub fn build_session(
                 if p != order[0] {
                     log::warn!(
                         "{stage}: served by the {} provider ({} unavailable)",
-                        provider_name(p),
-                        provider_name(order[0])
+                        p,
+                        order[0]
                     );
                 } else {
-                    log::info!("{stage}: served by the {} provider", provider_name(p));
+                    log::info!("{stage}: served by the {} provider", p);
                 }
                 return Ok((s, p));
             }
             Err(e) => {
-                last_err = format!("{}: {e}", provider_name(p));
+                last_err = format!("{}: {e}", p);
                 if explicit {
                     break;
                 }
-                log::warn!("{stage}: {} provider failed: {e}", provider_name(p));
+                log::warn!("{stage}: {} provider failed: {e}", p);
             }
         }
     }

@@ -115,20 +115,6 @@ impl LatencyStats {
     }
 }
 
-/// Stage name for tables.
-pub fn stage_name(stage: Stage) -> &'static str {
-    match stage {
-        Stage::Transport => "transport",
-        Stage::Queue => "queue",
-        Stage::Vad => "vad",
-        Stage::Mel => "mel",
-        Stage::Embedding => "embedding",
-        Stage::Head => "head+decision",
-        Stage::Write => "write",
-        Stage::Total => "total",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use outpost_host::cli::{
+use outpost_client::cli::{
     connect, print_summary, read_audio, reload, send, status, SendOptions, Target,
 };
 

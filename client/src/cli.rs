@@ -14,8 +14,6 @@ use outpost_protocol::client::{Client, Received};
 use outpost_protocol::{
     Audio, DeviceState, Hello, OpenStream, Request, Response, FRAME_SAMPLES, SAMPLE_RATE_HZ,
 };
-use outpost_runtime::ort_env::provider_name;
-use outpost_runtime::stats::stage_name;
 use serde_json::json;
 
 pub use crate::wav::{read_audio, LoadedAudio, WavFormat};
@@ -394,13 +392,13 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
         let stages: Vec<_> = st
             .latency
             .iter()
-            .map(|l| json!({"stage": stage_name(l.stage), "count": l.count, "p50_us": l.p50_us, "p99_us": l.p99_us,
+            .map(|l| json!({"stage": l.stage.name(), "count": l.count, "p50_us": l.p50_us, "p99_us": l.p99_us,
                             "p999_us": l.p999_us, "max_us": l.max_us, "budget_us": l.budget_us}))
             .collect();
         let providers: Vec<_> = st
             .providers
             .iter()
-            .map(|p| json!({"stage": stage_name(p.stage), "provider": provider_name(p.provider)}))
+            .map(|p| json!({"stage": p.stage.name(), "provider": p.provider.name()}))
             .collect();
         writeln!(
             out,
@@ -464,7 +462,7 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
             .providers
             .iter()
             .find(|p| p.stage == l.stage)
-            .map_or("-", |p| provider_name(p.provider));
+            .map_or("-", |p| p.provider.name());
         let ok = if l.count == 0 {
             "-"
         } else if l.p99_us <= l.budget_us {
@@ -475,7 +473,7 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
         writeln!(
             out,
             "{:<16} {:<10} {:>8} {:>8} {:>8} {:>10} {:>8} {:>10}  {ok}",
-            stage_name(l.stage),
+            l.stage.name(),
             prov,
             l.count,
             l.p50_us,
