@@ -12,10 +12,10 @@ use outpost_models::{verify_path, PublicKey, TrustedKeys, VerifiedBundle, Verify
 use outpost_protocol::Stage;
 use outpost_runtime::ort_env::SessionConfig;
 use outpost_runtime::pipeline::{Engine, FRAME_SAMPLES, MODEL_STAGES};
-use outpost_runtime::scheduler::{Counters, Scheduler, SchedulerConfig};
+use outpost_runtime::scheduler::{Counters, Scheduler};
 use outpost_runtime::stats::LatencyStats;
 
-use crate::server::{stage_providers, BundleInfo, Daemon, Limits, Serving};
+use crate::state::{stage_providers, BootOptions, BundleInfo, Daemon, Serving};
 
 /// The development public key, compiled in. Trusted only with `--dev`.
 pub const DEV_PUBLIC_KEY: &str =
@@ -24,31 +24,6 @@ pub const DEV_PUBLIC_KEY: &str =
 /// Where `scripts/setup` writes the dev-signed reference bundle, relative to the
 /// repository root.
 pub const DEV_BUNDLE_RELATIVE: &str = ".outpost/dev.bundle";
-
-/// Boot options (from the command line).
-#[derive(Debug, Clone)]
-pub struct BootOptions {
-    /// Bundle file; `None` with `dev` means the dev bundle.
-    pub bundle: Option<PathBuf>,
-    /// Development mode: trust the embedded dev key and accept development bundles.
-    pub dev: bool,
-    /// Directory of trusted `*.pub` keys.
-    pub trusted_keys: Option<PathBuf>,
-    /// Session settings (providers, TensorRT cache).
-    pub session: SessionConfig,
-    /// Inference workers (one engine each).
-    pub workers: usize,
-    /// Daemon limits.
-    pub limits: Limits,
-    /// Scheduler limits.
-    pub scheduler: SchedulerConfig,
-    /// Warm-up frames per worker before ready.
-    pub warmup_frames: usize,
-    /// A/B slot state directory (`outpost-provision install`): boot the selected slot,
-    /// self-test it, then mark it good (raising the anti-rollback floor) or, for a slot
-    /// on trial, mark it bad and fall back to the other slot. Overrides `bundle`.
-    pub state_dir: Option<PathBuf>,
-}
 
 /// Finds the dev bundle: `$OUTPOST_DEV_BUNDLE`, `./.outpost/dev.bundle`, or the
 /// repository that holds the running binary (`target/<profile>/outpostd`).

@@ -4,4 +4,5 @@
 
 pub mod boot;
 pub mod server;
+pub mod state;
 pub mod transport;

@@ -13,7 +13,8 @@ use anyhow::{Context, Result};
 use outpost_protocol::{encode_frame, Response, WireError, MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES};
 use serialport::{SerialPort, TTYPort};
 
-use crate::server::{serve_connection, Daemon, TransportKind};
+use crate::server::{serve_connection, TransportKind};
+use crate::state::Daemon;
 
 /// How often blocked reads wake up to notice shutdown.
 const POLL: Duration = Duration::from_millis(100);

@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use outpost_host::boot::{boot, load_bundle, run_self_test, BootOptions, SELF_TEST_TIMING_PASSES};
-use outpost_host::server::{serve_connection, Daemon, Limits, TransportKind};
+use outpost_host::boot::{boot, load_bundle, run_self_test, SELF_TEST_TIMING_PASSES};
+use outpost_host::server::{serve_connection, TransportKind};
+use outpost_host::state::{BootOptions, Daemon, Limits};
 use outpost_protocol::client::{Client, Received, ResponseFrame};
 use outpost_protocol::{
     Audio, Hello, OpenStream, Request, Response, FRAME_AUDIO_BYTES, FRAME_SAMPLES, SAMPLE_RATE_HZ,

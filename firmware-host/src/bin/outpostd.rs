@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use outpost_host::boot::{boot, BootOptions};
-use outpost_host::server::Daemon;
-use outpost_host::server::Limits;
+use outpost_host::boot::{boot, reload};
+use outpost_host::state::{BootOptions, Daemon, Limits};
 use outpost_host::transport::{spawn_pty, spawn_serial, spawn_socket};
 use outpost_runtime::ort_env::{ProviderChoice, SessionConfig};
 use outpost_runtime::rt::{RtConfig, WorkerPolicy};
@@ -153,6 +152,7 @@ fn main() -> Result<()> {
     daemon.state_dir = a.state_dir.clone();
     daemon.rt = rt.clone();
     daemon.boot_opts = Some(opts);
+    daemon.reloader = Some(reload);
     outpost_runtime::rt::lock_memory(&rt);
     let daemon = Arc::new(daemon);
 

@@ -1,0 +1,345 @@
+//! The daemon's state, shared by the boot sequence (`boot`), the request handlers
+//! (`server`) and the transports: limits, what is being served (a verified bundle and
+//! its scheduler, or safe mode), counters, and the options a reload boots with. Neither
+//! `boot` nor `server` depends on the other; both depend on this module.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use outpost_protocol::{DeviceState, StageProvider, StatusReport};
+use outpost_runtime::ort_env::SessionConfig;
+use outpost_runtime::pipeline::{StreamState, MODEL_STAGES};
+use outpost_runtime::rt::RtConfig;
+use outpost_runtime::scheduler::{Counters, Scheduler, SchedulerConfig};
+use outpost_runtime::stats::LatencyStats;
+
+/// What a `Reload` request runs: boots the newly selected slot beside the running one
+/// and switches to it (`boot::reload`).
+pub type Reloader = fn(&Daemon) -> anyhow::Result<()>;
+
+/// Boot options (from the command line).
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// Bundle file; `None` with `dev` means the dev bundle.
+    pub bundle: Option<PathBuf>,
+    /// Development mode: trust the embedded dev key and accept development bundles.
+    pub dev: bool,
+    /// Directory of trusted `*.pub` keys.
+    pub trusted_keys: Option<PathBuf>,
+    /// Session settings (providers, TensorRT cache).
+    pub session: SessionConfig,
+    /// Inference workers (one engine each).
+    pub workers: usize,
+    /// Daemon limits.
+    pub limits: Limits,
+    /// Scheduler limits.
+    pub scheduler: SchedulerConfig,
+    /// Warm-up frames per worker before ready.
+    pub warmup_frames: usize,
+    /// A/B slot state directory (`outpost-provision install`): boot the selected slot,
+    /// self-test it, then mark it good (raising the anti-rollback floor) or, for a slot
+    /// on trial, mark it bad and fall back to the other slot. Overrides `bundle`.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Limits of the daemon.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Default per-frame deadline in µs.
+    pub default_deadline_us: u32,
+    /// Longest deadline a client may ask for, in µs.
+    pub max_deadline_us: u32,
+    /// Connected clients at once (Unix socket; serial ports count one each).
+    pub max_clients: usize,
+    /// Streams one connection may have open.
+    pub max_streams_per_conn: u16,
+    /// Responses queued for one connection's writer before it is deemed stuck.
+    pub writer_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            default_deadline_us: outpost_protocol::DEFAULT_DEADLINE_US,
+            max_deadline_us: outpost_protocol::DEFAULT_DEADLINE_US,
+            max_clients: 16,
+            max_streams_per_conn: 8,
+            writer_queue: 256,
+        }
+    }
+}
+
+/// What the daemon serves: identity of the loaded bundle.
+#[derive(Debug, Clone, Default)]
+pub struct BundleInfo {
+    /// Bundle name.
+    pub name: String,
+    /// Bundle version.
+    pub version: u32,
+    /// Signing key id.
+    pub key_id: [u8; 8],
+    /// Signed by a development key.
+    pub development: bool,
+    /// Labels in head output order.
+    pub labels: Vec<String>,
+    /// Provider per model stage.
+    pub providers: Vec<StageProvider>,
+    /// Bundle id for logs (`name@version (hash)`).
+    pub id: String,
+    /// A/B slot served (`a`, `b (trial)`), or empty when serving a bundle file.
+    pub slot: String,
+}
+
+/// What is being served: one verified bundle and its scheduler, or safe mode. Replaced
+/// whole by a reload; connections take a snapshot per request.
+pub struct Serving {
+    /// Loaded bundle (empty in safe mode).
+    pub bundle: BundleInfo,
+    /// The scheduler; `None` in safe mode.
+    pub scheduler: Option<Scheduler<StreamState>>,
+    /// Serving state.
+    pub state: DeviceState,
+    /// Why the daemon is in safe mode, or empty.
+    pub detail: String,
+    /// Incremented by each reload; streams opened on an older generation are reopened
+    /// on the new scheduler at their next frame.
+    pub generation: u64,
+}
+
+impl Serving {
+    /// Serving `bundle` with `scheduler`.
+    pub fn ready(bundle: BundleInfo, scheduler: Scheduler<StreamState>) -> Self {
+        Self {
+            bundle,
+            scheduler: Some(scheduler),
+            state: DeviceState::Ready,
+            detail: String::new(),
+            generation: 0,
+        }
+    }
+
+    /// Safe mode: status answers with `detail`, inference is refused.
+    pub fn safe_mode(detail: String) -> Self {
+        Self {
+            bundle: BundleInfo::default(),
+            scheduler: None,
+            state: DeviceState::SafeMode,
+            detail,
+            generation: 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serving")
+            .field("bundle", &self.bundle.id)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shared daemon state, one per process.
+pub struct Daemon {
+    /// Limits.
+    pub limits: Limits,
+    serving: RwLock<Arc<Serving>>,
+    /// Latency histograms, cumulative since start (across reloads).
+    pub stats: Arc<LatencyStats>,
+    /// Frame counters, cumulative since start (across reloads).
+    pub counters: Arc<Counters>,
+    /// Process start.
+    pub started: Instant,
+    /// Start to ready, in ms.
+    pub boot_to_ready_ms: AtomicU32,
+    clients: AtomicUsize,
+    next_conn: AtomicU64,
+    errors: AtomicU64,
+    /// Set when the daemon is stopping.
+    pub stopping: AtomicBool,
+    /// A/B slot state directory, for the provisioning audit in status.
+    pub state_dir: Option<PathBuf>,
+    /// Real-time settings for connection threads.
+    pub rt: RtConfig,
+    /// How the daemon booted; a reload boots again with these.
+    pub boot_opts: Option<BootOptions>,
+    /// What a `Reload` request runs (`boot::reload` in `outpostd`); `None` refuses
+    /// reloads. A function pointer, so the request handlers need not know the boot
+    /// sequence.
+    pub reloader: Option<Reloader>,
+    /// Held while a reload runs (one at a time).
+    pub reload_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("serving", &self.serving())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// A daemon serving `serving`.
+    pub fn new(
+        limits: Limits,
+        serving: Serving,
+        stats: Arc<LatencyStats>,
+        counters: Arc<Counters>,
+        started: Instant,
+    ) -> Self {
+        Self {
+            limits,
+            serving: RwLock::new(Arc::new(serving)),
+            stats,
+            counters,
+            started,
+            boot_to_ready_ms: AtomicU32::new(0),
+            clients: AtomicUsize::new(0),
+            next_conn: AtomicU64::new(1),
+            errors: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            state_dir: None,
+            rt: RtConfig::off(),
+            boot_opts: None,
+            reloader: None,
+            reload_lock: Mutex::new(()),
+        }
+    }
+
+    /// The current serving snapshot.
+    pub fn serving(&self) -> Arc<Serving> {
+        Arc::clone(&self.serving.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Switches to `new`; returns the previous snapshot (drain it before dropping).
+    pub fn replace_serving(&self, mut new: Serving) -> Arc<Serving> {
+        let mut g = self.serving.write().unwrap_or_else(|p| p.into_inner());
+        new.generation = g.generation + 1;
+        std::mem::replace(&mut *g, Arc::new(new))
+    }
+
+    /// A new connection's id (for logs and stream keys), unique in this process.
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts one error answered to a client (shown in status).
+    pub fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Boots the newly installed slot (or bundle file) with [`Daemon::reloader`] and
+    /// switches to it.
+    ///
+    /// # Errors
+    /// No reloader configured, or why the reload failed (the running bundle serves on).
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let reload = self
+            .reloader
+            .ok_or_else(|| anyhow::anyhow!("this daemon has no boot options to reload with"))?;
+        reload(self)
+    }
+
+    /// One line about the newest provisioning decision (audit log), or empty.
+    pub fn last_provisioning(&self) -> String {
+        let Some(dir) = &self.state_dir else {
+            return String::new();
+        };
+        match outpost_provision::read_audit(dir, 1) {
+            Ok(v) => v.last().map_or_else(String::new, |r| {
+                let mut line = format!("{} {} {}", r.time, r.action, r.result);
+                if let Some(b) = &r.bundle {
+                    line += &format!(" {b}");
+                }
+                if let Some(why) = &r.reason {
+                    line += &format!(": {why}");
+                }
+                line.chars().take(200).collect()
+            }),
+            Err(e) => format!("audit log unreadable: {e}"),
+        }
+    }
+
+    /// Connected clients.
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Releases a client slot taken with [`Daemon::try_add_client`].
+    pub fn release_client(&self) {
+        self.clients.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Reserves a client slot; `false` when the bound is reached.
+    pub fn try_add_client(&self) -> bool {
+        self.clients
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                (c < self.limits.max_clients).then_some(c + 1)
+            })
+            .is_ok()
+    }
+
+    /// The status report of `sv` as served by this daemon; `provisioning` is
+    /// [`Daemon::last_provisioning`].
+    pub fn status<'a>(&'a self, sv: &'a Serving, provisioning: &'a str) -> StatusReport<'a> {
+        let mut providers = heapless::Vec::new();
+        for p in &sv.bundle.providers {
+            let _ = providers.push(*p);
+        }
+        let mut latency = heapless::Vec::new();
+        for l in self.stats.snapshot() {
+            let _ = latency.push(l);
+        }
+        let c = &self.counters;
+        StatusReport {
+            state: sv.state,
+            detail: &sv.detail,
+            bundle_name: &sv.bundle.name,
+            bundle_version: sv.bundle.version,
+            key_id: sv.bundle.key_id,
+            development: sv.bundle.development,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            boot_to_ready_ms: self.boot_to_ready_ms.load(Ordering::Relaxed),
+            clients: self.clients() as u16,
+            streams: sv.scheduler.as_ref().map_or(0, |s| s.open_streams()) as u16,
+            frames: c.frames.load(Ordering::Relaxed),
+            detections: c.detections.load(Ordering::Relaxed),
+            deadline_misses: c.deadline_misses.load(Ordering::Relaxed),
+            rejections: c.rejections.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            providers,
+            latency,
+            slot: &sv.bundle.slot,
+            provisioning,
+            cancellations: c.cancellations.load(Ordering::Relaxed),
+            wcet_us: sv
+                .scheduler
+                .as_ref()
+                .map_or(0, |s| s.wcet_us().min(u32::MAX as u64) as u32),
+            typical_us: sv
+                .scheduler
+                .as_ref()
+                .map_or(0, |s| s.typical_us().min(u32::MAX as u64) as u32),
+            late_writes: c.late_writes.load(Ordering::Relaxed),
+            spread_us: sv
+                .scheduler
+                .as_ref()
+                .map_or(0, |s| s.spread_us().min(u32::MAX as u64) as u32),
+        }
+    }
+}
+
+/// Model stages in status order with their providers.
+pub fn stage_providers(p: [outpost_protocol::Provider; 4]) -> Vec<StageProvider> {
+    MODEL_STAGES
+        .iter()
+        .zip(p)
+        .map(|(s, p)| StageProvider {
+            stage: *s,
+            provider: p,
+        })
+        .collect()
+}
