@@ -4,12 +4,12 @@
 //! A damaged or invalid frame gets an explicit [`Response::Error`] and the connection
 //! carries on at the next delimiter; nothing a client sends affects another client.
 
+use embassy_time::Instant;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use outpost_protocol::{
     decode_payload, encode_frame, Audio, FrameDecoder, HelloAck, OpenStream, RejectReason, Request,
@@ -139,7 +139,7 @@ fn write_answers(
             log::info!("connection {conn}: write failed: {e}");
             return false;
         }
-        stats.record(Stage::Write, queued.elapsed().as_micros() as u64);
+        stats.record(Stage::Write, queued.elapsed().as_micros());
     }
     true
 }
@@ -498,7 +498,7 @@ impl Ctx<'_> {
             .map(|c| i16::from_le_bytes([c[0], c[1]]))
             .collect();
         d.stats
-            .record(Stage::Transport, self.arrived.elapsed().as_micros() as u64);
+            .record(Stage::Transport, self.arrived.elapsed().as_micros());
         let key = self.key(a.stream_id);
         if st.generation != sv.generation {
             reopen_after_reload(s, key, self.conn);

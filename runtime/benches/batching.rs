@@ -25,7 +25,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use ort::session::Session;
 use ort::value::TensorRef;
-use outpost_protocol::Provider;
+use outpost_protocol::{Provider, Stage};
 use outpost_runtime::ort_env::{build_session, ProviderChoice, SessionConfig};
 
 const BATCHES: [usize; 4] = [1, 2, 4, 8];
@@ -37,7 +37,7 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-fn load(what: &str, path: PathBuf) -> Session {
+fn load(what: Stage, path: PathBuf) -> Session {
     let bytes = std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup)", path.display()));
     let cfg = SessionConfig {
@@ -88,10 +88,13 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
     let models = repo().join(".outpost/models");
-    let mut vad = load("vad", models.join("silero_vad.onnx"));
-    let mut emb = load("embedding", models.join("embedding_model.onnx"));
-    let mut head = load("head", repo().join("models/reference/command_head.onnx"));
-    let mut mel = load("mel", models.join("melspectrogram.onnx"));
+    let mut vad = load(Stage::Vad, models.join("silero_vad.onnx"));
+    let mut emb = load(Stage::Embedding, models.join("embedding_model.onnx"));
+    let mut head = load(
+        Stage::Head,
+        repo().join("models/reference/command_head.onnx"),
+    );
+    let mut mel = load(Stage::Mel, models.join("melspectrogram.onnx"));
     let mut rows = Vec::new();
     for &b in &BATCHES {
         // Silero VAD: input [b, 64 context + 512 samples], state [2, b, 128], sr scalar.

@@ -1,15 +1,20 @@
 //! Outpost runtime: ONNX Runtime sessions and execution providers
 //! ([`ort_env`]), the streaming voice-command pipeline ([`pipeline`]), the decision
-//! logic ([`decision`]), the deadline scheduler ([`scheduler`]), real-time setup
-//! ([`rt`]) and latency accounting ([`stats`]).
+//! logic ([`decision`]), the deadline scheduler ([`scheduler`]: the EDF policy in
+//! [`edf`], the compute estimates in [`estimator`], the answer contract in [`answer`]),
+//! real-time setup ([`rt`]) and latency accounting ([`stats`]).
 
+pub mod answer;
 pub mod decision;
 pub mod edf;
+pub mod estimator;
 pub mod ort_env;
 pub mod pipeline;
 pub mod rt;
 pub mod scheduler;
 pub mod stats;
+
+use outpost_protocol::Stage;
 
 /// Errors of the runtime. Each names the stage or file involved and what was expected.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +38,7 @@ pub enum RuntimeError {
     #[error("{stage} model: could not create an ONNX Runtime session: {detail}")]
     Session {
         /// Pipeline stage.
-        stage: String,
+        stage: Stage,
         /// ONNX Runtime message.
         detail: String,
     },
@@ -41,10 +46,13 @@ pub enum RuntimeError {
     #[error("{stage} inference failed: {detail}")]
     Inference {
         /// Pipeline stage.
-        stage: String,
+        stage: Stage,
         /// ONNX Runtime message.
         detail: String,
     },
+    /// ONNX Runtime could not create the options a run is cancelled through.
+    #[error("could not create ONNX Runtime run options: {0}")]
+    RunOptions(String),
     /// The bundle's pipeline does not fit this runtime.
     #[error("pipeline does not fit this runtime: {0}")]
     Pipeline(String),

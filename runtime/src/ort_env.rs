@@ -12,7 +12,7 @@ use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
-use outpost_protocol::Provider;
+use outpost_protocol::{Provider, Stage};
 
 use crate::RuntimeError;
 
@@ -181,7 +181,7 @@ fn available(p: Provider) -> bool {
 /// [`RuntimeError::Session`] naming the stage and provider when the model cannot be
 /// loaded, or when an explicitly requested provider cannot be registered.
 pub fn build_session(
-    stage: &str,
+    stage: Stage,
     model: &[u8],
     cfg: &SessionConfig,
 ) -> Result<(Session, Provider), RuntimeError> {
@@ -233,7 +233,7 @@ pub fn build_session(
         }
     }
     Err(RuntimeError::Session {
-        stage: stage.to_string(),
+        stage,
         detail: last_err,
     })
 }

@@ -11,6 +11,8 @@
 //! pre-filled with the features of zeros, so the first frame already produces scores
 //! (openWakeWord's streaming service has ~2 s of dead time here instead).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 use outpost_models::manifest::{ModelStage, PipelineSpec};
@@ -19,6 +21,7 @@ use outpost_protocol::{Provider, Stage};
 
 use crate::decision::{Decided, Decider, DecisionParams};
 use crate::ort_env::{build_session, SessionConfig};
+use crate::scheduler::FrameProcessor;
 use crate::RuntimeError;
 
 /// Samples per frame (80 ms at 16 kHz).
@@ -142,9 +145,9 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-fn stage_err(stage: &str, e: impl std::fmt::Display) -> RuntimeError {
+fn stage_err(stage: Stage, e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Inference {
-        stage: stage.to_string(),
+        stage,
         detail: e.to_string(),
     }
 }
@@ -165,7 +168,7 @@ impl Engine {
                 spec.sample_rate_hz, spec.frame_samples
             )));
         }
-        let model = |st: &ModelStage, what: &str| -> Result<(Session, Provider), RuntimeError> {
+        let model = |st: &ModelStage, what: Stage| -> Result<(Session, Provider), RuntimeError> {
             let bytes = bundle.file(&st.file).ok_or_else(|| {
                 RuntimeError::Pipeline(format!(
                     "{what} model file '{}' is not in the bundle",
@@ -174,10 +177,10 @@ impl Engine {
             })?;
             build_session(what, bytes, cfg)
         };
-        let (vad, pv) = model(&spec.vad, "vad")?;
-        let (mel, pm) = model(&spec.mel, "mel")?;
-        let (emb, pe) = model(&spec.embedding, "embedding")?;
-        let (head, ph) = model(&spec.head, "head")?;
+        let (vad, pv) = model(&spec.vad, Stage::Vad)?;
+        let (mel, pm) = model(&spec.mel, Stage::Mel)?;
+        let (emb, pe) = model(&spec.embedding, Stage::Embedding)?;
+        let (head, ph) = model(&spec.head, Stage::Head)?;
         let head_window = spec.head_window as usize;
         if !(1..=64).contains(&head_window) {
             return Err(RuntimeError::Pipeline(format!(
@@ -202,7 +205,7 @@ impl Engine {
             silence_mel: [0.0; MEL_BINS],
             silence_emb: [0.0; EMBEDDING_DIM],
             no_cancel: std::sync::Arc::new(
-                RunOptions::new().map_err(|e| stage_err("run options", e))?,
+                RunOptions::new().map_err(|e| RuntimeError::RunOptions(e.to_string()))?,
             ),
             vad_in: vec![0.0; VAD_CONTEXT + VAD_WINDOW],
             mel_in: vec![0.0; MEL_WINDOW_SAMPLES],
@@ -419,22 +422,22 @@ fn run_vad(
     let out = s
         .run_with_options(
             ort::inputs![
-                names.inputs[0].as_str() => TensorRef::from_array_view(([1usize, input.len()], input)).map_err(|e| stage_err("vad", e))?,
-                names.inputs[1].as_str() => TensorRef::from_array_view(([2usize, 1, 128], &state[..])).map_err(|e| stage_err("vad", e))?,
-                names.inputs[2].as_str() => TensorRef::from_array_view((Vec::<i64>::new(), &sr[..])).map_err(|e| stage_err("vad", e))?,
+                names.inputs[0].as_str() => TensorRef::from_array_view(([1usize, input.len()], input)).map_err(|e| stage_err(Stage::Vad, e))?,
+                names.inputs[1].as_str() => TensorRef::from_array_view(([2usize, 1, 128], &state[..])).map_err(|e| stage_err(Stage::Vad, e))?,
+                names.inputs[2].as_str() => TensorRef::from_array_view((Vec::<i64>::new(), &sr[..])).map_err(|e| stage_err(Stage::Vad, e))?,
             ],
             run,
         )
-        .map_err(|e| stage_err("vad", e))?;
+        .map_err(|e| stage_err(Stage::Vad, e))?;
     let (_, prob) = out[names.outputs[0].as_str()]
         .try_extract_tensor::<f32>()
-        .map_err(|e| stage_err("vad", e))?;
+        .map_err(|e| stage_err(Stage::Vad, e))?;
     let (_, new_state) = out[names.outputs[1].as_str()]
         .try_extract_tensor::<f32>()
-        .map_err(|e| stage_err("vad", e))?;
+        .map_err(|e| stage_err(Stage::Vad, e))?;
     if prob.len() != 1 || new_state.len() != VAD_STATE {
         return Err(stage_err(
-            "vad",
+            Stage::Vad,
             format!(
                 "outputs {} and {} values (expected 1 and {VAD_STATE})",
                 prob.len(),
@@ -455,16 +458,16 @@ fn run_mel(
 ) -> Result<(), RuntimeError> {
     let out = s
         .run_with_options(
-            ort::inputs![names.inputs[0].as_str() => TensorRef::from_array_view(([1usize, input.len()], input)).map_err(|e| stage_err("mel", e))?],
+            ort::inputs![names.inputs[0].as_str() => TensorRef::from_array_view(([1usize, input.len()], input)).map_err(|e| stage_err(Stage::Mel, e))?],
             run,
         )
-        .map_err(|e| stage_err("mel", e))?;
+        .map_err(|e| stage_err(Stage::Mel, e))?;
     let (_, v) = out[names.outputs[0].as_str()]
         .try_extract_tensor::<f32>()
-        .map_err(|e| stage_err("mel", e))?;
+        .map_err(|e| stage_err(Stage::Mel, e))?;
     if v.len() != out_frames.len() {
         return Err(stage_err(
-            "mel",
+            Stage::Mel,
             format!(
                 "output has {} values (expected {} = 8 frames x 32 bins)",
                 v.len(),
@@ -487,16 +490,16 @@ fn run_embedding(
 ) -> Result<(), RuntimeError> {
     let out = s
         .run_with_options(
-            ort::inputs![names.inputs[0].as_str() => TensorRef::from_array_view(([1usize, EMBEDDING_WINDOW, MEL_BINS, 1], mel)).map_err(|e| stage_err("embedding", e))?],
+            ort::inputs![names.inputs[0].as_str() => TensorRef::from_array_view(([1usize, EMBEDDING_WINDOW, MEL_BINS, 1], mel)).map_err(|e| stage_err(Stage::Embedding, e))?],
             run,
         )
-        .map_err(|e| stage_err("embedding", e))?;
+        .map_err(|e| stage_err(Stage::Embedding, e))?;
     let (_, v) = out[names.outputs[0].as_str()]
         .try_extract_tensor::<f32>()
-        .map_err(|e| stage_err("embedding", e))?;
+        .map_err(|e| stage_err(Stage::Embedding, e))?;
     if v.len() != EMBEDDING_DIM {
         return Err(stage_err(
-            "embedding",
+            Stage::Embedding,
             format!("output has {} values (expected 96)", v.len()),
         ));
     }
@@ -514,21 +517,98 @@ fn run_head(
 ) -> Result<usize, RuntimeError> {
     let out = s
         .run_with_options(
-            ort::inputs![names.inputs[0].as_str() => TensorRef::from_array_view(([1usize, window, EMBEDDING_DIM], emb)).map_err(|e| stage_err("head", e))?],
+            ort::inputs![names.inputs[0].as_str() => TensorRef::from_array_view(([1usize, window, EMBEDDING_DIM], emb)).map_err(|e| stage_err(Stage::Head, e))?],
             run,
         )
-        .map_err(|e| stage_err("head", e))?;
+        .map_err(|e| stage_err(Stage::Head, e))?;
     let (_, v) = out[names.outputs[0].as_str()]
         .try_extract_tensor::<f32>()
-        .map_err(|e| stage_err("head", e))?;
+        .map_err(|e| stage_err(Stage::Head, e))?;
     if v.is_empty() || v.len() > scores.len() {
         return Err(stage_err(
-            "head",
+            Stage::Head,
             format!("output has {} scores (expected 1..=32)", v.len()),
         ));
     }
     scores[..v.len()].copy_from_slice(v);
     Ok(v.len())
+}
+
+/// Cancels one frame's work from another thread: a flag, plus the ONNX Runtime
+/// `RunOptions` the run uses, terminated at the next operator boundary.
+#[derive(Debug, Default)]
+pub struct CancelToken {
+    cancelled: AtomicBool,
+    run: Option<RunOptionsCell>,
+}
+
+/// `RunOptions` wrapper (`RunOptions` has no `Debug`).
+struct RunOptionsCell(RunOptions);
+
+impl std::fmt::Debug for RunOptionsCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunOptions")
+    }
+}
+
+impl CancelToken {
+    /// A token that also terminates an ONNX Runtime run.
+    pub fn with_run_options(run: RunOptions) -> Self {
+        Self {
+            cancelled: AtomicBool::new(false),
+            run: Some(RunOptionsCell(run)),
+        }
+    }
+
+    /// Requests cancellation.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        if let Some(r) = &self.run {
+            if let Err(e) = r.0.terminate() {
+                log::warn!("could not terminate an ONNX Runtime run: {e}");
+            }
+        }
+    }
+
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// The ONNX Runtime options to run with, if any.
+    pub fn run_options(&self) -> Option<&RunOptions> {
+        self.run.as_ref().map(|r| &r.0)
+    }
+}
+
+impl FrameProcessor for Engine {
+    type State = StreamState;
+
+    fn new_stream(&self) -> StreamState {
+        Engine::new_stream(self)
+    }
+
+    fn cancel_token(&self) -> CancelToken {
+        match RunOptions::new() {
+            Ok(r) => CancelToken::with_run_options(r),
+            Err(e) => {
+                log::warn!("no RunOptions for cancellation: {e}");
+                CancelToken::default()
+            }
+        }
+    }
+
+    fn process(
+        &mut self,
+        state: &mut StreamState,
+        pcm: &[i16],
+        cancel: &CancelToken,
+    ) -> Result<FrameOutput, RuntimeError> {
+        match cancel.run_options() {
+            Some(run) => Engine::process(self, state, pcm, run),
+            None => Engine::process_uninterruptible(self, state, pcm),
+        }
+    }
 }
 
 /// Low-level stage calls for golden-vector tests and benchmarks: each runs one model
@@ -557,7 +637,7 @@ pub mod stages {
         /// # Errors
         /// As [`build_session`].
         pub fn new(
-            what: &str,
+            what: Stage,
             model: &[u8],
             stage: &ModelStage,
             cfg: &SessionConfig,
@@ -569,7 +649,7 @@ pub mod stages {
                     inputs: stage.inputs.clone(),
                     outputs: stage.outputs.clone(),
                 },
-                run: RunOptions::new().map_err(|e| stage_err("run options", e))?,
+                run: RunOptions::new().map_err(|e| RuntimeError::RunOptions(e.to_string()))?,
             })
         }
 

@@ -31,161 +31,22 @@
 //!   ([`Counters::late_writes`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use embassy_time::{Duration, Instant};
 
-use ort::session::RunOptions;
 use outpost_protocol::{Detection, FrameResult, RejectReason, Response, Stage, Timing, WireError};
 
-use crate::edf::{Admission, CostEstimate, Edf, EdfConfig};
+pub use crate::answer::{Counters, Due, FrameAnswer, ResponseSink};
+use crate::edf::{Admission, Edf, EdfConfig};
 pub use crate::edf::{OpenError, StreamKey};
-use crate::pipeline::{Engine, FrameOutput, StreamState, MODEL_STAGES};
+use crate::estimator::ComputeEstimator;
+use crate::pipeline::{CancelToken, FrameOutput, MODEL_STAGES};
 use crate::rt::{apply_to_current_thread, Role, RtConfig};
 use crate::stats::LatencyStats;
 use crate::RuntimeError;
-
-/// Where a frame's single answer goes (one per connection). Implementations must not
-/// block: encode and hand the bytes to the connection's writer.
-pub trait ResponseSink: Send + Sync {
-    /// Sends `response` for `request_id`.
-    fn send(&self, request_id: u32, response: &Response<'_>);
-
-    /// Sends the answer to an audio frame, which is due by `due.deadline`.
-    ///
-    /// A sink that writes on another thread must call [`FrameAnswer::written_at`]
-    /// right before the write, not here: that is where a result that became late on
-    /// the way is turned into `DeadlineMissed` and the answer is counted. The default
-    /// writes at once.
-    fn send_frame_answer(&self, request_id: u32, answer: FrameAnswer, due: Due) {
-        self.send(
-            request_id,
-            &answer.written_at(&due, std::time::Instant::now()),
-        );
-    }
-}
-
-/// When an audio frame's answer is due, and where its write is accounted.
-#[derive(Debug, Clone)]
-pub struct Due {
-    /// When the transport read the frame's last byte.
-    pub arrived: std::time::Instant,
-    /// `arrived` plus the frame's deadline: the first byte of the answer must be
-    /// written by then (DESIGN.md §4).
-    pub deadline: std::time::Instant,
-    /// The frame's deadline in µs, as reported in `DeadlineMissed`.
-    pub deadline_us: u32,
-    counters: Arc<Counters>,
-    stats: Arc<LatencyStats>,
-}
-
-/// The answer to an audio frame before it is written: its final form and time stamps
-/// depend on when the write happens ([`FrameAnswer::written_at`]).
-#[derive(Debug, Clone, Copy)]
-pub enum FrameAnswer {
-    /// The result; `timing.total_us` is set at the write.
-    Result(FrameResult),
-    /// `DeadlineMissed` (already counted as a miss); `elapsed_us` is set at the write.
-    Missed {
-        /// Stream id.
-        stream_id: u16,
-        /// Frame sequence number.
-        seq: u32,
-    },
-}
-
-impl FrameAnswer {
-    /// The response to write at `now`, which should be the moment of the write.
-    ///
-    /// * A result written by `due.deadline` goes out with `total_us` = `now` −
-    ///   `arrived` and is counted in [`Counters::frames`] (and `detections`); its
-    ///   total is recorded as [`Stage::Total`].
-    /// * A result written after the deadline becomes `DeadlineMissed` and is counted
-    ///   in [`Counters::deadline_misses`]: never a late result passed off as on time.
-    /// * `elapsed_us` of a miss is `now` − `arrived`.
-    /// * Any answer written after the deadline also counts in
-    ///   [`Counters::late_writes`].
-    pub fn written_at(self, due: &Due, now: std::time::Instant) -> Response<'static> {
-        let elapsed_us = now
-            .saturating_duration_since(due.arrived)
-            .as_micros()
-            .min(u32::MAX as u128) as u32;
-        let late = now > due.deadline;
-        let c = &due.counters;
-        if late {
-            c.late_writes.fetch_add(1, Ordering::Relaxed);
-        }
-        let (stream_id, seq) = match self {
-            FrameAnswer::Result(mut r) if !late => {
-                r.timing.total_us = elapsed_us;
-                c.frames.fetch_add(1, Ordering::Relaxed);
-                c.detections
-                    .fetch_add(u64::from(r.detection.is_some()), Ordering::Relaxed);
-                due.stats.record(Stage::Total, u64::from(elapsed_us));
-                return Response::Frame(r);
-            }
-            FrameAnswer::Result(r) => {
-                c.deadline_misses.fetch_add(1, Ordering::Relaxed);
-                (r.stream_id, r.seq)
-            }
-            FrameAnswer::Missed { stream_id, seq } => (stream_id, seq),
-        };
-        Response::DeadlineMissed {
-            stream_id,
-            seq,
-            deadline_us: due.deadline_us,
-            elapsed_us,
-        }
-    }
-}
-
-/// Cancels one frame's work from another thread.
-#[derive(Debug, Default)]
-pub struct CancelToken {
-    cancelled: AtomicBool,
-    run: Option<RunOptionsCell>,
-}
-
-/// `RunOptions` wrapper (`RunOptions` has no `Debug`).
-struct RunOptionsCell(RunOptions);
-
-impl std::fmt::Debug for RunOptionsCell {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RunOptions")
-    }
-}
-
-impl CancelToken {
-    /// A token that also terminates an ONNX Runtime run.
-    pub fn with_run_options(run: RunOptions) -> Self {
-        Self {
-            cancelled: AtomicBool::new(false),
-            run: Some(RunOptionsCell(run)),
-        }
-    }
-
-    /// Requests cancellation.
-    pub fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
-        if let Some(r) = &self.run {
-            if let Err(e) = r.0.terminate() {
-                log::warn!("could not terminate an ONNX Runtime run: {e}");
-            }
-        }
-    }
-
-    /// Whether cancellation was requested.
-    pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst)
-    }
-
-    /// The ONNX Runtime options to run with, if any.
-    pub fn run_options(&self) -> Option<&RunOptions> {
-        self.run.as_ref().map(|r| &r.0)
-    }
-}
 
 /// What the scheduler runs: the pipeline, or a fake in tests.
 pub trait FrameProcessor: Send + 'static {
@@ -205,36 +66,6 @@ pub trait FrameProcessor: Send + 'static {
         pcm: &[i16],
         cancel: &CancelToken,
     ) -> Result<FrameOutput, RuntimeError>;
-}
-
-impl FrameProcessor for Engine {
-    type State = StreamState;
-
-    fn new_stream(&self) -> StreamState {
-        Engine::new_stream(self)
-    }
-
-    fn cancel_token(&self) -> CancelToken {
-        match RunOptions::new() {
-            Ok(r) => CancelToken::with_run_options(r),
-            Err(e) => {
-                log::warn!("no RunOptions for cancellation: {e}");
-                CancelToken::default()
-            }
-        }
-    }
-
-    fn process(
-        &mut self,
-        state: &mut StreamState,
-        pcm: &[i16],
-        cancel: &CancelToken,
-    ) -> Result<FrameOutput, RuntimeError> {
-        match cancel.run_options() {
-            Some(run) => Engine::process(self, state, pcm, run),
-            None => Engine::process_uninterruptible(self, state, pcm),
-        }
-    }
 }
 
 /// Scheduler limits.
@@ -284,8 +115,9 @@ pub struct FrameJob {
     pub seq: u32,
     /// 1280 samples.
     pub pcm: Vec<i16>,
-    /// When the transport read the frame's last byte.
-    pub arrived: std::time::Instant,
+    /// When the transport read the frame's last byte (embassy-time, the scheduler's
+    /// clock).
+    pub arrived: Instant,
     /// Deadline relative to `arrived`, in µs.
     pub deadline_us: u32,
     /// Where the answer goes.
@@ -300,14 +132,6 @@ impl std::fmt::Debug for FrameJob {
             .field("deadline_us", &self.deadline_us)
             .finish_non_exhaustive()
     }
-}
-
-/// A std clock reading expressed on the embassy-time clock.
-fn to_embassy(t: std::time::Instant) -> Instant {
-    let age = std::time::Instant::now().saturating_duration_since(t);
-    Instant::now()
-        .checked_sub(Duration::from_micros(age.as_micros() as u64))
-        .unwrap_or(Instant::from_ticks(0))
 }
 
 fn to_std(d: Duration) -> std::time::Duration {
@@ -343,14 +167,12 @@ impl Slot {
 
     /// When the answer is due, accounted in `sh`.
     fn due<S>(&self, sh: &Shared<S>) -> Due {
-        Due {
-            arrived: self.job.arrived,
-            deadline: self.job.arrived
-                + std::time::Duration::from_micros(u64::from(self.job.deadline_us)),
-            deadline_us: self.job.deadline_us,
-            counters: Arc::clone(&sh.counters),
-            stats: Arc::clone(&sh.stats),
-        }
+        Due::new(
+            self.job.arrived,
+            self.job.deadline_us,
+            Arc::clone(&sh.counters),
+            Arc::clone(&sh.stats),
+        )
     }
 
     /// Answers `DeadlineMissed` (counted by the caller).
@@ -364,28 +186,6 @@ impl Slot {
             self.due(sh),
         );
     }
-}
-
-/// Counters for status, all monotonic.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Frames answered with a result, counted when the result is written (on time).
-    pub frames: AtomicU64,
-    /// Detections, counted with their frame.
-    pub detections: AtomicU64,
-    /// Frames answered `DeadlineMissed`: by the deadline timer, by a worker that
-    /// finished too late, or at the write (a result that became late on the way).
-    pub deadline_misses: AtomicU64,
-    /// Answers to audio frames whose first byte was written after the frame's
-    /// deadline (a result this late goes out as `DeadlineMissed`): the promise of
-    /// DESIGN.md §4 broken, by a stalled host or a client that reads too slowly.
-    pub late_writes: AtomicU64,
-    /// Frames answered `Rejected`.
-    pub rejections: AtomicU64,
-    /// Frames whose run was cancelled at the deadline.
-    pub cancellations: AtomicU64,
-    /// Frames that failed in a model stage.
-    pub failures: AtomicU64,
 }
 
 /// Everything behind the scheduler lock: the policy and the streams' states.
@@ -404,62 +204,11 @@ struct Shared<S> {
     cfg: SchedulerConfig,
     stats: Arc<LatencyStats>,
     counters: Arc<Counters>,
-    /// Current worst-case compute estimate per frame, in µs.
-    wcet_us: AtomicU64,
-    /// Current typical (mean) compute per frame, in µs.
-    typical_us: AtomicU64,
-    /// Current standard deviation of compute per frame, in µs.
-    spread_us: AtomicU64,
-    /// Measured compute per frame (all model stages), µs: the WCET source, over a
-    /// sliding window of two halves (current and previous).
-    compute: Mutex<[hdrhistogram::Histogram<u64>; 2]>,
+    /// Admission control's compute estimates, fed by the workers.
+    estimate: ComputeEstimator,
 }
 
-/// Frames per half of the WCET window: the estimate covers the last 4 096–8 192 frames
-/// (about 5–11 minutes of one real-time stream), so one stalled frame stops
-/// inflating admission once it has aged out.
-const WCET_WINDOW_HALF: u64 = 4096;
-
-/// Frames the window must hold before the WCET estimate is its p99.9; over fewer it is
-/// the p99. A p99.9 over fewer than 1 000 frames is the slowest frame, and over fewer
-/// than 2 000 one of the two slowest: one frame stalled on a loaded machine (cut at its
-/// deadline in a CI run on a 2-core VM, against ~3.5 ms usual) became the WCET and
-/// admission refused every frame that had to wait.
-pub const WCET_P999_MIN_FRAMES: u64 = 2_000;
-
 impl<S> Shared<S> {
-    /// Records one frame's compute and refreshes the estimates (online p99.9, mean and
-    /// standard deviation over the sliding window) every 32 frames once 100 frames
-    /// were seen; until then the warm-up seeds stand. Until the window holds
-    /// [`WCET_P999_MIN_FRAMES`] the WCET is the p99.
-    fn record_compute(&self, us: u64) {
-        let Ok(mut h) = self.compute.lock() else {
-            return;
-        };
-        let [cur, prev] = &mut *h;
-        cur.saturating_record(us.max(1));
-        let n = cur.len();
-        if n >= WCET_WINDOW_HALF {
-            std::mem::swap(cur, prev);
-            cur.reset();
-        }
-        if cur.len() + prev.len() >= 100 && n % 32 == 0 {
-            let mut both = prev.clone();
-            let _ = both.add(&*cur);
-            let q = if both.len() >= WCET_P999_MIN_FRAMES {
-                0.999
-            } else {
-                0.99
-            };
-            self.wcet_us
-                .store(both.value_at_quantile(q), Ordering::Relaxed);
-            self.typical_us
-                .store(both.mean().round() as u64, Ordering::Relaxed);
-            self.spread_us
-                .store(both.stdev().round() as u64, Ordering::Relaxed);
-        }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue<S>> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -509,12 +258,11 @@ impl<S: Send + 'static> Scheduler<S> {
             }),
             work: Condvar::new(),
             timer: Condvar::new(),
-            wcet_us: AtomicU64::new(cfg.initial_wcet_us as u64),
-            typical_us: AtomicU64::new(cfg.initial_typical_us.min(cfg.initial_wcet_us) as u64),
-            spread_us: AtomicU64::new(u64::from(cfg.initial_spread_us)),
-            compute: Mutex::new(std::array::from_fn(|_| {
-                hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds")
-            })),
+            estimate: ComputeEstimator::new(
+                cfg.initial_wcet_us,
+                cfg.initial_typical_us,
+                cfg.initial_spread_us,
+            ),
             cfg,
             stats,
             counters,
@@ -546,18 +294,18 @@ impl<S: Send + 'static> Scheduler<S> {
 
     /// Current worst-case compute estimate per frame in µs (admission control input).
     pub fn wcet_us(&self) -> u64 {
-        self.shared.wcet_us.load(Ordering::Relaxed)
+        self.shared.estimate.wcet_us()
     }
 
     /// Current typical (mean) compute estimate per frame in µs (admission control input).
     pub fn typical_us(&self) -> u64 {
-        self.shared.typical_us.load(Ordering::Relaxed)
+        self.shared.estimate.typical_us()
     }
 
     /// Current standard deviation of compute per frame in µs (admission control input:
     /// the margin for the queued frames' sum, [`crate::edf::QUEUE_SPREAD_Z`]).
     pub fn spread_us(&self) -> u64 {
-        self.shared.spread_us.load(Ordering::Relaxed)
+        self.shared.estimate.spread_us()
     }
 
     /// Open streams over all connections.
@@ -615,7 +363,7 @@ impl<S: Send + 'static> Scheduler<S> {
     /// `Rejected` (now), or `DeadlineMissed` (by the deadline), or an error.
     pub fn submit(&self, job: FrameJob) {
         let sh = &self.shared;
-        let arrived = to_embassy(job.arrived);
+        let arrived = job.arrived;
         let deadline = arrived + Duration::from_micros(job.deadline_us as u64);
         let reject = |job: &FrameJob, reason, retry_after_us| {
             sh.counters.rejections.fetch_add(1, Ordering::Relaxed);
@@ -643,11 +391,7 @@ impl<S: Send + 'static> Scheduler<S> {
                 }),
             );
         }
-        let cost = CostEstimate {
-            typical: Duration::from_micros(sh.typical_us.load(Ordering::Relaxed)),
-            wcet: Duration::from_micros(sh.wcet_us.load(Ordering::Relaxed)),
-            spread: Duration::from_micros(sh.spread_us.load(Ordering::Relaxed)),
-        };
+        let cost = sh.estimate.cost();
         if let Admission::Reject {
             reason,
             retry_after,
@@ -768,12 +512,7 @@ enum Answer {
 
 fn failed_stage(e: &RuntimeError) -> Stage {
     match e {
-        RuntimeError::Inference { stage, .. } => match stage.as_str() {
-            "vad" => Stage::Vad,
-            "mel" => Stage::Mel,
-            "embedding" => Stage::Embedding,
-            _ => Stage::Head,
-        },
+        RuntimeError::Inference { stage, .. } => *stage,
         _ => Stage::Total,
     }
 }
@@ -816,7 +555,7 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
             match run_frame(&mut proc_, &mut state, slot) {
                 Ok(out) => {
                     let compute_us: u64 = out.stage_us.iter().map(|&v| v as u64).sum();
-                    sh.record_compute(compute_us);
+                    sh.estimate.record(compute_us);
                     if slot.claim() {
                         (Answer::Frame(out), true)
                     } else {
@@ -827,7 +566,7 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
                     // A run cut at its deadline cost at least what it ran: leaving it out
                     // would drop exactly the slowest frames from the estimates, so an
                     // overloaded daemon would admit more just as it misses more.
-                    sh.record_compute(u64::from(us(run_started.elapsed())));
+                    sh.estimate.record(u64::from(us(run_started.elapsed())));
                     if slot.claim() {
                         log::error!("stream {:?} seq {}: {e}", slot.job.key, slot.job.seq);
                         (Answer::Failed(failed_stage(&e)), false)
@@ -922,116 +661,4 @@ fn run_frame<P: FrameProcessor>(
         *g = None;
     }
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration as StdDuration;
-
-    fn due(arrived: std::time::Instant) -> (Due, Arc<Counters>, Arc<LatencyStats>) {
-        let counters = Arc::new(Counters::default());
-        let stats = Arc::new(LatencyStats::new());
-        let d = Due {
-            arrived,
-            deadline: arrived + StdDuration::from_micros(30_000),
-            deadline_us: 30_000,
-            counters: Arc::clone(&counters),
-            stats: Arc::clone(&stats),
-        };
-        (d, counters, stats)
-    }
-
-    fn result(detected: bool) -> FrameAnswer {
-        FrameAnswer::Result(FrameResult {
-            stream_id: 3,
-            seq: 9,
-            vad_prob: 0.5,
-            detection: detected.then_some(Detection {
-                label: 1,
-                score: 0.99,
-                audio_ms: 800,
-            }),
-            timing: Timing {
-                queue_us: 100,
-                compute_us: 3_000,
-                total_us: 0,
-            },
-        })
-    }
-
-    fn count(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
-    }
-
-    #[test]
-    fn a_result_written_by_its_deadline_carries_the_write_time_and_counts_as_a_frame() {
-        let t0 = std::time::Instant::now();
-        let (d, c, stats) = due(t0);
-        // Exactly at the deadline is on time.
-        let r = result(true).written_at(&d, t0 + StdDuration::from_micros(30_000));
-        match r {
-            Response::Frame(f) => {
-                assert_eq!(f.timing.total_us, 30_000);
-                assert_eq!((f.timing.queue_us, f.timing.compute_us), (100, 3_000));
-                assert!(f.detection.is_some());
-            }
-            other => panic!("expected a result, got {other:?}"),
-        }
-        assert_eq!((count(&c.frames), count(&c.detections)), (1, 1));
-        assert_eq!((count(&c.deadline_misses), count(&c.late_writes)), (0, 0));
-        let total = stats
-            .snapshot()
-            .into_iter()
-            .find(|l| l.stage == Stage::Total)
-            .expect("total recorded");
-        assert_eq!(total.count, 1);
-    }
-
-    #[test]
-    fn a_result_that_would_be_written_late_goes_out_as_a_deadline_miss() {
-        let t0 = std::time::Instant::now();
-        let (d, c, _) = due(t0);
-        let r = result(true).written_at(&d, t0 + StdDuration::from_micros(30_001));
-        assert_eq!(
-            r,
-            Response::DeadlineMissed {
-                stream_id: 3,
-                seq: 9,
-                deadline_us: 30_000,
-                elapsed_us: 30_001,
-            }
-        );
-        assert_eq!((count(&c.frames), count(&c.detections)), (0, 0));
-        assert_eq!((count(&c.deadline_misses), count(&c.late_writes)), (1, 1));
-    }
-
-    #[test]
-    fn a_miss_is_stamped_at_the_write_and_counted_late_only_past_the_deadline() {
-        let t0 = std::time::Instant::now();
-        let (d, c, _) = due(t0);
-        let miss = FrameAnswer::Missed {
-            stream_id: 3,
-            seq: 9,
-        };
-        let on_time = miss.written_at(&d, t0 + StdDuration::from_micros(28_500));
-        assert!(matches!(
-            on_time,
-            Response::DeadlineMissed {
-                elapsed_us: 28_500,
-                ..
-            }
-        ));
-        assert_eq!(count(&c.late_writes), 0);
-        let late = miss.written_at(&d, t0 + StdDuration::from_micros(45_000));
-        assert!(matches!(
-            late,
-            Response::DeadlineMissed {
-                elapsed_us: 45_000,
-                ..
-            }
-        ));
-        // The miss itself was counted when it was decided, not again at the write.
-        assert_eq!((count(&c.deadline_misses), count(&c.late_writes)), (0, 1));
-    }
 }

@@ -12,6 +12,7 @@ use outpost_models::manifest::{DecisionSpec, Manifest, ModelStage, PipelineSpec,
 use outpost_models::{
     build_bundle, verify_bundle, PublicKey, SigningKey, TrustedKeys, VerifyOptions,
 };
+use outpost_protocol::Stage;
 use outpost_runtime::ort_env::SessionConfig;
 use outpost_runtime::pipeline::stages::StageSession;
 use outpost_runtime::pipeline::{Engine, FRAME_SAMPLES, VAD_STATE};
@@ -95,9 +96,9 @@ fn stage(file: &str, inputs: &[&str], outputs: &[&str]) -> ModelStage {
     }
 }
 
-fn session(file: &str, inputs: &[&str], outputs: &[&str]) -> StageSession {
+fn session(stage_of: Stage, file: &str, inputs: &[&str], outputs: &[&str]) -> StageSession {
     StageSession::new(
-        file,
+        stage_of,
         &model(file),
         &stage(file, inputs, outputs),
         &SessionConfig::default(),
@@ -114,7 +115,7 @@ fn transformed(name: &str) -> (Vec<f32>, f32) {
 #[test]
 fn mel_matches_upstream_on_the_first_window_and_a_later_one() {
     let audio: Vec<f32> = clip().iter().map(|&s| s as f32).collect();
-    let mut mel = session("melspectrogram.onnx", &["input"], &["output"]);
+    let mut mel = session(Stage::Mel, "melspectrogram.onnx", &["input"], &["output"]);
     let (want, tol) = transformed("mel_first_1760");
     assert_close(
         "mel_first_1760",
@@ -140,7 +141,12 @@ fn mel_matches_upstream_on_the_first_window_and_a_later_one() {
 
 #[test]
 fn embedding_matches_upstream() {
-    let mut emb = session("embedding_model.onnx", &["input_1"], &["conv2d_19"]);
+    let mut emb = session(
+        Stage::Embedding,
+        "embedding_model.onnx",
+        &["input_1"],
+        &["conv2d_19"],
+    );
     let (input, _) = tensor("embedding_input_last");
     let (want, tol) = tensor("embedding_output_last");
     assert_close(
@@ -164,6 +170,7 @@ fn embedding_matches_upstream() {
 fn silero_vad_matches_upstream_with_carried_context_and_state() {
     let audio: Vec<f32> = clip().iter().map(|&s| s as f32 / 32768.0).collect();
     let mut vad = session(
+        Stage::Vad,
         "silero_vad.onnx",
         &["input", "state", "sr"],
         &["output", "stateN"],
@@ -184,7 +191,12 @@ fn silero_vad_matches_upstream_with_carried_context_and_state() {
 
 #[test]
 fn command_head_matches_its_python_export() {
-    let mut head = session("command_head.onnx", &["embeddings"], &["scores"]);
+    let mut head = session(
+        Stage::Head,
+        "command_head.onnx",
+        &["embeddings"],
+        &["scores"],
+    );
     let (input, _) = tensor("head_input_last");
     let (want, tol) = tensor("head_scores_last");
     assert_close(

@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use outpost_protocol::Stage;
 use outpost_protocol::{RejectReason, Response};
-use outpost_runtime::pipeline::FrameOutput;
+use outpost_runtime::pipeline::{CancelToken, FrameOutput};
 use outpost_runtime::scheduler::{
-    CancelToken, FrameJob, FrameProcessor, ResponseSink, Scheduler, SchedulerConfig, StreamKey,
+    FrameJob, FrameProcessor, ResponseSink, Scheduler, SchedulerConfig, StreamKey,
 };
 use outpost_runtime::stats::LatencyStats;
 use outpost_runtime::RuntimeError;
@@ -81,7 +82,7 @@ impl FrameProcessor for Fake {
             if cancel.is_cancelled() {
                 self.cancelled_runs.fetch_add(1, Ordering::SeqCst);
                 return Err(RuntimeError::Inference {
-                    stage: "embedding".into(),
+                    stage: Stage::Embedding,
                     detail: "terminated".into(),
                 });
             }
@@ -129,7 +130,7 @@ fn job(
         request_id: id,
         seq,
         pcm,
-        arrived: Instant::now(),
+        arrived: embassy_time::Instant::now(),
         deadline_us,
         sink: Arc::clone(sink) as Arc<dyn ResponseSink>,
     }
