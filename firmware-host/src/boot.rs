@@ -247,7 +247,7 @@ pub fn reload(d: &Daemon) -> Result<()> {
     let old = d.replace_serving(Serving::ready(info, scheduler));
     if let Some(s) = &old.scheduler {
         // Frames admitted before the switch are answered by the old engines.
-        s.drain(std::time::Duration::from_micros(
+        s.drain(embassy_time::Duration::from_micros(
             d.limits.max_deadline_us as u64 + 5_000,
         ));
     }

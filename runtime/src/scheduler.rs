@@ -315,9 +315,9 @@ impl<S: Send + 'static> Scheduler<S> {
 
     /// Waits until no frame is queued or running, at most `timeout` (used before a
     /// replaced scheduler is dropped, so its frames are answered, not refused).
-    pub fn drain(&self, timeout: std::time::Duration) {
-        let until = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < until {
+    pub fn drain(&self, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
             let q = self.shared.lock();
             if q.edf.queued() == 0 && q.edf.running() == 0 {
                 return;
