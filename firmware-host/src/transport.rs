@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use outpost_protocol::{encode_frame, Response, WireError, MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES};
 use serialport::{SerialPort, TTYPort};
 
@@ -168,8 +169,7 @@ fn accept_loop(d: &Arc<Daemon>, listener: &UnixListener) {
         let _ = stream.set_read_timeout(Some(POLL));
         let (peer, admin) = match peer_credentials(&stream) {
             Some((pid, uid)) => {
-                // SAFETY: geteuid has no preconditions.
-                let me = unsafe { libc::geteuid() };
+                let me = nix::unistd::geteuid().as_raw();
                 (format!("pid {pid} uid {uid}"), uid == 0 || uid == me)
             }
             None => ("unknown peer".to_string(), false),
@@ -205,22 +205,6 @@ fn accept_loop(d: &Arc<Daemon>, listener: &UnixListener) {
 
 /// The peer's `(pid, uid)` from `SO_PEERCRED`, or `None` if the kernel does not say.
 fn peer_credentials(stream: &std::os::unix::net::UnixStream) -> Option<(i32, u32)> {
-    use std::os::fd::AsRawFd;
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes of the sizes passed; the fd is open.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some((cred.pid, cred.uid))
+    let cred = getsockopt(stream, PeerCredentials).ok()?;
+    Some((cred.pid(), cred.uid()))
 }

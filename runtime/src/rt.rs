@@ -12,6 +12,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use nix::libc;
+use nix::sched::{sched_setaffinity, CpuSet};
+use nix::sys::mman::{mlockall, MlockAllFlags};
+use nix::unistd::Pid;
+
 /// Which thread asks for real-time scheduling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -100,6 +105,7 @@ pub fn apply_to_current_thread(cfg: &RtConfig, role: Role) -> bool {
         let param = libc::sched_param {
             sched_priority: prio,
         };
+        // nix wraps neither pthread_setschedparam nor setpriority, hence libc here.
         // SAFETY: pthread_self() is the calling thread; `param` is a valid sched_param.
         let rc =
             unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
@@ -115,11 +121,9 @@ pub fn apply_to_current_thread(cfg: &RtConfig, role: Role) -> bool {
         }
     }
     if let (Role::Worker, Some(_), WorkerPolicy::Nice(nice)) = (role, cfg.fifo_base, cfg.workers) {
-        // SAFETY: gettid has no preconditions; setpriority on our own thread id.
-        let rc = unsafe {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, i32::from(nice))
-        };
+        let tid = nix::unistd::gettid().as_raw() as libc::id_t;
+        // SAFETY: setpriority on our own thread id has no memory-safety preconditions.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, i32::from(nice)) };
         if rc != 0 {
             ok = false;
             if !WARNED_NICE.swap(true, Ordering::Relaxed) {
@@ -132,22 +136,14 @@ pub fn apply_to_current_thread(cfg: &RtConfig, role: Role) -> bool {
     }
     if role == Role::Worker {
         if let Some(cpus) = &cfg.worker_cpus {
-            // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within its size for
-            // indices below CPU_SETSIZE, which is checked.
-            let rc = unsafe {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                for &c in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
-                    libc::CPU_SET(c, &mut set);
-                }
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-            };
-            if rc != 0 {
+            let mut set = CpuSet::new();
+            for &c in cpus.iter().filter(|&&c| c < CpuSet::count()) {
+                let _ = set.set(c);
+            }
+            if let Err(e) = sched_setaffinity(Pid::from_raw(0), &set) {
                 ok = false;
                 if !WARNED_AFFINITY.swap(true, Ordering::Relaxed) {
-                    log::warn!(
-                        "CPU pinning to {cpus:?} refused ({}); workers float",
-                        std::io::Error::last_os_error()
-                    );
+                    log::warn!("CPU pinning to {cpus:?} refused ({e}); workers float");
                 }
             }
         }
@@ -161,12 +157,9 @@ pub fn lock_memory(cfg: &RtConfig) -> bool {
     if !cfg.lock_memory {
         return true;
     }
-    // SAFETY: mlockall has no memory-safety preconditions.
-    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
-    if rc != 0 {
+    if let Err(e) = mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
         log::warn!(
-            "mlockall refused ({}); pages may be swapped or faulted in on the hot path (grant CAP_IPC_LOCK)",
-            std::io::Error::last_os_error()
+            "mlockall refused ({e}); pages may be swapped or faulted in on the hot path (grant CAP_IPC_LOCK)"
         );
         return false;
     }
