@@ -6,3 +6,4 @@ pub mod boot;
 pub mod server;
 pub mod state;
 pub mod transport;
+pub mod watchdog;

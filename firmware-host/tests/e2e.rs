@@ -2,6 +2,7 @@
 //! simulated serial port (PTY pair) and the Unix socket. Needs `scripts/setup` to have
 //! run (models, library, dev bundle, hold-out clips); fails with that instruction if not.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -53,6 +54,10 @@ impl Drop for Daemon {
 }
 
 fn start(extra: &[&str]) -> Daemon {
+    start_with_env(extra, &[])
+}
+
+fn start_with_env(extra: &[&str], env: &[(&str, &OsStr)]) -> Daemon {
     need(&repo().join(".outpost/dev.bundle"));
     let one = ONE_DAEMON.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
@@ -61,6 +66,7 @@ fn start(extra: &[&str]) -> Daemon {
         .args(["--dev", "--pty", "--warmup-frames", "10", "--socket"])
         .arg(&socket)
         .args(extra)
+        .envs(env.iter().copied())
         .current_dir(repo())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -303,6 +309,38 @@ fn a_48_khz_stereo_recording_is_converted_by_outpost_send_and_recognised() {
         .map(|v| v["command"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(detected, [expected], "stdout: {stdout}");
+}
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`) the daemon says `READY=1` once it
+/// serves and then pings the watchdog while its deadline timer runs: here the test is
+/// systemd, with its own notify socket and a 400 ms watchdog.
+#[test]
+fn the_daemon_notifies_systemd_when_ready_and_pings_the_watchdog() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let d = start_with_env(
+        &[],
+        &[
+            ("NOTIFY_SOCKET", notify.as_os_str()),
+            ("WATCHDOG_USEC", OsStr::new("400000")),
+        ],
+    );
+    assert_eq!(d.state, "ready");
+    let mut buf = [0u8; 1024];
+    let mut next = || {
+        let n = sock.recv(&mut buf).expect("a notification within 60 s");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let first = next();
+    assert!(first.contains("READY=1"), "first notification: {first:?}");
+    assert!(first.contains("STATUS=state=ready"), "{first:?}");
+    for _ in 0..3 {
+        let ping = next();
+        assert_eq!(ping.trim(), "WATCHDOG=1");
+    }
 }
 
 /// The `outpost` client binary. It is another package's binary (`outpost-client`), so

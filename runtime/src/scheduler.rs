@@ -31,7 +31,7 @@
 //!   ([`Counters::late_writes`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -206,6 +206,9 @@ struct Shared<S> {
     counters: Arc<Counters>,
     /// Admission control's compute estimates, fed by the workers.
     estimate: ComputeEstimator,
+    /// When the deadline timer last went round its loop, in embassy-time ticks: its
+    /// heartbeat, which the daemon turns into systemd watchdog pings.
+    timer_tick: AtomicU64,
 }
 
 impl<S> Shared<S> {
@@ -258,6 +261,7 @@ impl<S: Send + 'static> Scheduler<S> {
             }),
             work: Condvar::new(),
             timer: Condvar::new(),
+            timer_tick: AtomicU64::new(Instant::now().as_ticks()),
             estimate: ComputeEstimator::new(
                 cfg.initial_wcet_us,
                 cfg.initial_typical_us,
@@ -311,6 +315,18 @@ impl<S: Send + 'static> Scheduler<S> {
     /// Open streams over all connections.
     pub fn open_streams(&self) -> usize {
         self.shared.lock().edf.open_streams()
+    }
+
+    /// How long ago the deadline timer last went round its loop. It wakes at least
+    /// every [`TIMER_HEARTBEAT`], so an age well above that means the timer, and with
+    /// it the deadline promise, is stuck (the daemon then stops petting the systemd
+    /// watchdog).
+    pub fn deadline_timer_age(&self) -> Duration {
+        Instant::now()
+            .checked_duration_since(Instant::from_ticks(
+                self.shared.timer_tick.load(Ordering::Relaxed),
+            ))
+            .unwrap_or_default()
     }
 
     /// Waits until no frame is queued or running, at most `timeout` (used before a
@@ -451,8 +467,13 @@ impl<S: Send + 'static> Drop for Scheduler<S> {
     }
 }
 
+/// The longest the deadline timer sleeps with nothing due: its heartbeat period
+/// ([`Scheduler::deadline_timer_age`]).
+pub const TIMER_HEARTBEAT: Duration = Duration::from_millis(250);
+
 /// The deadline timer: at each frame's deadline minus the guard, answers frames still
-/// queued or running `DeadlineMissed` and cancels the running ones.
+/// queued or running `DeadlineMissed` and cancels the running ones. It wakes at least
+/// every [`TIMER_HEARTBEAT`] and stamps its heartbeat.
 fn timer_loop<S>(sh: Arc<Shared<S>>) {
     apply_to_current_thread(&sh.cfg.rt, Role::DeadlineTimer);
     let mut q = sh.lock();
@@ -460,21 +481,21 @@ fn timer_loop<S>(sh: Arc<Shared<S>>) {
         if q.shutdown {
             return;
         }
+        let now = Instant::now();
+        sh.timer_tick.store(now.as_ticks(), Ordering::Relaxed);
         let expired = q.edf.take_expired();
         let overrun = q.edf.take_overrunning();
         if expired.is_empty() && overrun.is_empty() {
-            q = match q.edf.next_expiry() {
-                None => sh.timer.wait(q).unwrap_or_else(|p| p.into_inner()),
-                Some(at) => {
-                    let wait = at
-                        .checked_duration_since(Instant::now())
-                        .unwrap_or_default();
-                    sh.timer
-                        .wait_timeout(q, to_std(wait))
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-            };
+            let wait = q.edf.next_expiry().map_or(TIMER_HEARTBEAT, |at| {
+                at.checked_duration_since(now)
+                    .unwrap_or_default()
+                    .min(TIMER_HEARTBEAT)
+            });
+            q = sh
+                .timer
+                .wait_timeout(q, to_std(wait))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
             continue;
         }
         drop(q);

@@ -10,6 +10,7 @@ use clap::Parser;
 use outpost_host::boot::{boot, reload};
 use outpost_host::state::{BootOptions, Daemon, Limits};
 use outpost_host::transport::{spawn_pty, spawn_serial, spawn_socket};
+use outpost_host::watchdog::{notify_ready, notify_stopping, Watchdog};
 use outpost_runtime::ort_env::{ProviderChoice, SessionConfig};
 use outpost_runtime::rt::{RtConfig, WorkerPolicy};
 use outpost_runtime::scheduler::{Counters, SchedulerConfig};
@@ -189,11 +190,21 @@ fn main() -> Result<()> {
     ready.push(format!("pid={}", std::process::id()));
     println!("READY {}", ready.join(" "));
     log::info!("ready in {boot_ms} ms");
+    notify_ready(&ready.join(" "));
+    let mut watchdog = Watchdog::from_env();
+    if let Some(every) = watchdog.interval() {
+        log::info!(
+            "systemd watchdog: a ping every {} ms while the deadline timer runs",
+            every.as_millis()
+        );
+    }
 
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        watchdog.tick(&daemon);
     }
     log::info!("stopping");
+    notify_stopping();
     daemon.stopping.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(200));
     if let Some(p) = &a.socket {
