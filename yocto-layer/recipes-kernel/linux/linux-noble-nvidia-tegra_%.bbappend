@@ -1,0 +1,1 @@
+require outpost-kernel.inc
