@@ -1,5 +1,5 @@
 //! Audio input of the `outpost` client: any PCM WAV a field recorder or a phone writes,
-//! converted to what the device takes (16 kHz mono s16le, DESIGN §3), or raw s16le
+//! converted to what the device takes (16 kHz mono s16le, docs/DESIGN.md §3), or raw s16le
 //! 16 kHz mono from stdin.
 //!
 //! Conversion, only when the WAV is not already 16 kHz mono 16-bit:

@@ -107,7 +107,7 @@ fn write_frame(w: &mut dyn Write, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The connection's writer thread: writes answers in order; an audio frame's answer
 /// is encoded right before its write, so the deadline check and its time stamps are
-/// those of the write (DESIGN.md §4: the deadline runs to the first byte written).
+/// those of the write (docs/DESIGN.md §4: the deadline runs to the first byte written).
 fn write_answers(
     rx: std::sync::mpsc::Receiver<Outgoing>,
     mut writer: Box<dyn Write + Send>,

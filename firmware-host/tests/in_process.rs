@@ -1,7 +1,7 @@
 //! In-process tests of the daemon's parts on the dev bundle (ONNX Runtime, CPU). Needs
 //! `scripts/setup` to have run.
 //!
-//! * The deadline runs to the first byte written (DESIGN.md §4): a connection whose
+//! * The deadline runs to the first byte written (docs/DESIGN.md §4): a connection whose
 //!   writes stall past the deadline gets `DeadlineMissed`, never a late result passed
 //!   off as on time, and the daemon counts every late write in status. The dev bundle
 //!   is booted with [`outpost_host::boot::boot`], one connection served by

@@ -2,7 +2,7 @@
 //! clients (`outpost` CLI, the HIL rig) and field-device firmware.
 //!
 //! `#![no_std]` and allocation-free: an MCU can encode requests and decode responses
-//! with fixed buffers. DESIGN.md §5 is the specification; this crate is its code.
+//! with fixed buffers. docs/DESIGN.md §5 is the specification; this crate is its code.
 //!
 //! # Framing
 //! `frame = COBS(postcard(Envelope) ‖ CRC-32/ISO-HDLC(le)) ‖ 0x00`
@@ -44,7 +44,7 @@ pub const MAX_PAYLOAD_BYTES: usize = 3072;
 /// Largest frame on the wire in bytes: COBS worst case of [`MAX_PAYLOAD_BYTES`]
 /// plus the `0x00` delimiter.
 pub const MAX_FRAME_BYTES: usize = cobs::max_encoding_length(MAX_PAYLOAD_BYTES) + 1;
-/// Default per-request deadline in µs (DESIGN.md §4).
+/// Default per-request deadline in µs (docs/DESIGN.md §4).
 pub const DEFAULT_DEADLINE_US: u32 = 30_000;
 /// Most labels a bundle may announce in the handshake.
 pub const MAX_LABELS: usize = 32;

@@ -343,7 +343,7 @@ pub struct StageLatency {
     pub p999_us: u32,
     /// Maximum in µs.
     pub max_us: u32,
-    /// Budget from DESIGN.md §4 / the bundle, in µs.
+    /// Budget from docs/DESIGN.md §4 / the bundle, in µs.
     pub budget_us: u32,
 }
 

@@ -1,5 +1,5 @@
 //! Micro-batching across streams: does running several streams' frames through one
-//! model call lower the cost per frame on this machine? (Scheduler issue; DESIGN §4.)
+//! model call lower the cost per frame on this machine? (docs/DESIGN.md §4.)
 //!
 //! For each batchable stage (Silero VAD with per-stream state, the openWakeWord
 //! embedding model, the command head) it times one call at batch 1, 2, 4 and 8 on the

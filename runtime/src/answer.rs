@@ -1,4 +1,4 @@
-//! The answer contract of an audio frame (DESIGN.md §4): exactly one answer, stamped
+//! The answer contract of an audio frame (docs/DESIGN.md §4): exactly one answer, stamped
 //! and checked against the frame's deadline at the moment of its write.
 //!
 //! The scheduler decides *what* a frame's answer is ([`FrameAnswer`]); the transport's
@@ -39,7 +39,7 @@ pub struct Due {
     /// When the transport read the frame's last byte.
     pub arrived: Instant,
     /// `arrived` plus the frame's deadline: the first byte of the answer must be
-    /// written by then (DESIGN.md §4).
+    /// written by then (docs/DESIGN.md §4).
     pub deadline: Instant,
     /// The frame's deadline in µs, as reported in `DeadlineMissed`.
     pub deadline_us: u32,
@@ -139,7 +139,7 @@ pub struct Counters {
     pub deadline_misses: AtomicU64,
     /// Answers to audio frames whose first byte was written after the frame's
     /// deadline (a result this late goes out as `DeadlineMissed`): the promise of
-    /// DESIGN.md §4 broken, by a stalled host or a client that reads too slowly.
+    /// docs/DESIGN.md §4 broken, by a stalled host or a client that reads too slowly.
     pub late_writes: AtomicU64,
     /// Frames answered `Rejected`.
     pub rejections: AtomicU64,

@@ -187,7 +187,7 @@ pub struct Edf<J> {
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The least time before its cut-off (deadline − guard) a frame must have to be a probe:
-/// the model stages' share of DESIGN §4's latency budget (VAD 1 + mel 2 + embedding 6 +
+/// the model stages' share of docs/DESIGN.md §4's latency budget (VAD 1 + mel 2 + embedding 6 +
 /// head 1 ms). A run cut sooner could not show whether the pipeline is back within its
 /// budget, and its truncated time would pull the estimates down.
 pub const PROBE_MIN_BUDGET: Duration = Duration::from_millis(10);

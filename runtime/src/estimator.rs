@@ -1,4 +1,4 @@
-//! Admission control's compute estimates (DESIGN.md §4): the worst case (online
+//! Admission control's compute estimates (docs/DESIGN.md §4): the worst case (online
 //! p99.9) and the typical cost (mean, standard deviation) of one frame's compute, over
 //! a sliding window of measured frames, seeded by the warm-up at boot.
 

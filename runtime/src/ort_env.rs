@@ -1,5 +1,5 @@
 //! Finding the ONNX Runtime library, creating the environment, and building every
-//! session in one place with the execution-provider order of DESIGN.md §7:
+//! session in one place with the execution-provider order of docs/DESIGN.md §7:
 //! TensorRT (FP16, engine cache) → CUDA → CPU.
 //!
 //! `ort` is built with `load-dynamic`: nothing is downloaded at build time and the

@@ -1,4 +1,4 @@
-//! The streaming voice-command pipeline of DESIGN.md §3, one 80 ms frame at a time:
+//! The streaming voice-command pipeline of docs/DESIGN.md §3, one 80 ms frame at a time:
 //! Silero VAD → openWakeWord mel spectrogram → openWakeWord embedding → command head
 //! → [`crate::decision`].
 //!

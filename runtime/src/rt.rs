@@ -1,4 +1,4 @@
-//! Real-time setup where the system permits it (DESIGN.md §4): `SCHED_FIFO` priorities
+//! Real-time setup where the system permits it (docs/DESIGN.md §4): `SCHED_FIFO` priorities
 //! for the deadline timer (highest) and connection I/O; inference workers either
 //! `SCHED_FIFO` below them or, by default, `SCHED_OTHER` at nice −10 (see
 //! [`WorkerPolicy`]); locking the

@@ -1,5 +1,5 @@
 //! The deadline scheduler: every submitted frame gets exactly one answer, never later
-//! than its deadline (DESIGN.md §4).
+//! than its deadline (docs/DESIGN.md §4).
 //!
 //! * **EDF across streams, FIFO within a stream.** Workers pick, among streams that
 //!   are not already being processed, the one whose queued frames hold the earliest

@@ -19,7 +19,7 @@ pub const STAGES: [Stage; 8] = [
     Stage::Total,
 ];
 
-/// Latency budget per stage in µs, from DESIGN.md §4 (the total is the deadline).
+/// Latency budget per stage in µs, from docs/DESIGN.md §4 (the total is the deadline).
 pub fn design_budget_us(stage: Stage) -> u32 {
     match stage {
         Stage::Transport => 1_000,
@@ -51,7 +51,7 @@ impl Default for LatencyStats {
 }
 
 impl LatencyStats {
-    /// Empty histograms tracking 1 µs .. 60 s; budgets from DESIGN.md §4.
+    /// Empty histograms tracking 1 µs .. 60 s; budgets from docs/DESIGN.md §4.
     pub fn new() -> Self {
         let budgets_us = STAGES.map(|s| AtomicU32::new(design_budget_us(s)));
         Self {

@@ -1,4 +1,4 @@
-"""Numerical checks of the streaming contract (DESIGN.md §3):
+"""Numerical checks of the streaming contract (docs/DESIGN.md §3):
 1. mel on the last 1760 samples per 80 ms frame == mel on the whole signal (aligned frames);
 2. the silent embedding is stationary (zeros pre-roll == runtime's pre-filled buffers);
 3. batch feature extraction (common.stream_embeddings) == literal streaming loop.

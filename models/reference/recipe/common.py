@@ -1,5 +1,5 @@
 """Shared pieces of the Outpost command-head recipe: paths, the voice split, and the
-feature pipeline (mel -> embedding) exactly as the Rust runtime streams it (DESIGN.md §3).
+feature pipeline (mel -> embedding) exactly as the Rust runtime streams it (docs/DESIGN.md §3).
 """
 import os
 from pathlib import Path
@@ -153,7 +153,7 @@ def frame_audio_end(k):
 
 
 class StreamingPipeline:
-    """Literal frame-by-frame emulation of the Rust runtime (DESIGN.md §3)."""
+    """Literal frame-by-frame emulation of the Rust runtime (docs/DESIGN.md §3)."""
 
     def __init__(self, head_path=None):
         self.raw = np.zeros(MEL_CTX, np.float32)

@@ -2,7 +2,7 @@
 
 The head is trained on synthetic speech, and recorded negatives of two people (training report
 items 1-23). Its accuracy / false-accept curve has stopped moving with more synthetic voices,
-and DESIGN §3's targets are still out of reach; what the recipe lacks is recordings of people
+and docs/DESIGN.md §3's targets are still out of reach; what the recipe lacks is recordings of people
 saying the commands, which none of the package registries it fetches from holds. This module
 takes such recordings from a directory (an operator's USB stick, a release engineer's share),
 in the layout of Google's Speech Commands data set:
