@@ -49,8 +49,21 @@ pub const MAX_PAYLOAD_LEN: u64 = 256 * 1024 * 1024;
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest string in the manifest (name, compatible, labels, tensor names, ...), in bytes.
 pub const MAX_STRING_LEN: usize = 64;
-/// Most head labels (and per-label thresholds).
-pub const MAX_LABELS: usize = 64;
+/// Most head labels (and per-label thresholds): the wire limit of the handshake
+/// ([`outpost_protocol::MAX_LABELS`], 32). One constant for the bundle, the runtime's
+/// decision and the wire, so a bundle the device cannot announce is refused when it is
+/// built, verified or installed, not at boot.
+pub const MAX_LABELS: usize = outpost_protocol::MAX_LABELS;
+/// Audio sample rate in Hz every v1 pipeline runs at: the protocol's
+/// ([`outpost_protocol::SAMPLE_RATE_HZ`], 16 000).
+pub const SAMPLE_RATE_HZ: u32 = outpost_protocol::SAMPLE_RATE_HZ;
+/// Samples per streamed frame every v1 pipeline takes: the protocol's
+/// ([`outpost_protocol::FRAME_SAMPLES`], 1280 = 80 ms at 16 kHz).
+pub const FRAME_SAMPLES: u32 = outpost_protocol::FRAME_SAMPLES as u32;
+/// Longest head window, in embeddings (the runtime keeps at most 64 per stream).
+pub const MAX_HEAD_WINDOW: u32 = 64;
+/// Longest score smoothing window, in frames (the runtime's decision keeps 16 per stream).
+pub const MAX_SMOOTHING_FRAMES: u32 = 16;
 /// Most self tests.
 pub const MAX_SELF_TESTS: usize = 16;
 /// Most input (or output) tensor names per model stage.
@@ -61,6 +74,20 @@ pub const MAX_BUNDLE_LEN: u64 =
     HEADER_LEN as u64 + MAX_MANIFEST_LEN as u64 + SIGNATURE_BLOCK_LEN as u64 + MAX_PAYLOAD_LEN;
 /// Chunk size, in bytes, in which payload files are streamed through SHA-256.
 pub const CHUNK_LEN: usize = 64 * 1024;
+
+/// Tensor names the runtime feeds and reads per model stage, as `(inputs, outputs)`:
+/// Silero VAD takes `input`, `state`, `sr` and gives `output`, `stateN`; the mel,
+/// embedding and head models take one tensor and give one. Checked by
+/// [`Manifest::check_runtime`](crate::manifest::Manifest::check_runtime).
+pub const STAGE_TENSORS: [(&str, usize, usize); 4] = [
+    ("vad", 3, 2),
+    ("mel", 1, 1),
+    ("embedding", 1, 1),
+    ("head", 1, 1),
+];
+
+// A detection names its label by a `u8` index on the wire.
+const _: () = assert!(MAX_LABELS <= u8::MAX as usize + 1);
 
 /// The fixed 24-byte header. Only `manifest_len` varies in format v1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

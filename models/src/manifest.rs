@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::BundleError;
 use crate::format::{
-    validate_file_name, MAX_FILES, MAX_FILE_LEN, MAX_LABELS, MAX_PAYLOAD_LEN, MAX_SELF_TESTS,
-    MAX_STRING_LEN, MAX_TENSORS_PER_STAGE,
+    validate_file_name, FRAME_SAMPLES, MAX_FILES, MAX_FILE_LEN, MAX_HEAD_WINDOW, MAX_LABELS,
+    MAX_PAYLOAD_LEN, MAX_SELF_TESTS, MAX_SMOOTHING_FRAMES, MAX_STRING_LEN, MAX_TENSORS_PER_STAGE,
+    SAMPLE_RATE_HZ, STAGE_TENSORS,
 };
 
 /// Everything a bundle declares. Parsed strictly (postcard, size caps checked
@@ -52,9 +53,9 @@ pub struct FileEntry {
 /// The pipeline of DESIGN.md §3: VAD, mel features, embedding, command head, decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineSpec {
-    /// Audio sample rate in Hz (16 000 for the reference models).
+    /// Audio sample rate in Hz; must be [`SAMPLE_RATE_HZ`] (16 000), the protocol's.
     pub sample_rate_hz: u32,
-    /// Samples per streamed frame (1280 = 80 ms at 16 kHz).
+    /// Samples per streamed frame; must be [`FRAME_SAMPLES`] (1280 = 80 ms at 16 kHz).
     pub frame_samples: u32,
     /// Voice activity detection model.
     pub vad: ModelStage,
@@ -64,9 +65,11 @@ pub struct PipelineSpec {
     pub embedding: ModelStage,
     /// Command classification head.
     pub head: ModelStage,
-    /// Number of embeddings the head sees (16 for the reference head: [1, 16, 96]).
+    /// Number of embeddings the head sees (16 for the reference head: [1, 16, 96]);
+    /// 1..=[`MAX_HEAD_WINDOW`].
     pub head_window: u32,
-    /// Head output labels, in output-index order. The label `none` is the rejection class.
+    /// Head output labels, in output-index order, 1..=[`MAX_LABELS`] (32) of them. The
+    /// label `none` is the rejection class.
     pub labels: Vec<String>,
     /// How head scores become detections.
     pub decision: DecisionSpec,
@@ -92,7 +95,8 @@ pub struct DecisionSpec {
     pub threshold: f32,
     /// Per-label overrides of `threshold`: `(label, threshold)`.
     pub label_thresholds: Vec<(String, f32)>,
-    /// Scores are averaged over this many consecutive frames (>= 1).
+    /// Scores are averaged over this many consecutive frames,
+    /// 1..=[`MAX_SMOOTHING_FRAMES`] (16).
     pub smoothing_frames: u32,
     /// No second detection within this many ms of the previous one.
     pub refractory_ms: u32,
@@ -118,11 +122,11 @@ pub struct StageBudgets {
 /// A self-test vector: raw 16 kHz mono s16le audio streamed through the pipeline at boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SelfTest {
-    /// Payload file with raw s16le samples.
+    /// Payload file with raw s16le samples (an even number of bytes).
     pub audio_file: String,
     /// The label that must be detected (exactly one detection), or `none` for no detection.
     pub expect_label: String,
-    /// Maximum allowed per-frame compute in µs during the self-test.
+    /// Maximum allowed per-frame compute in µs during the self-test (>= 1).
     pub max_frame_us: u32,
 }
 
@@ -134,12 +138,18 @@ impl Manifest {
     /// - `runtime_min` / `runtime_max`: `MAJOR.MINOR.PATCH`, min <= max;
     /// - at most [`MAX_FILES`] files, names valid ([`validate_file_name`]) and unique, each at
     ///   most [`MAX_FILE_LEN`] bytes, [`MAX_PAYLOAD_LEN`] bytes in all;
-    /// - at most [`MAX_LABELS`] labels (unique), [`MAX_SELF_TESTS`] self tests,
+    /// - 1..=[`MAX_LABELS`] labels (unique; the protocol's limit), at most
+    ///   [`MAX_LABELS`] per-label thresholds, [`MAX_SELF_TESTS`] self tests,
     ///   [`MAX_TENSORS_PER_STAGE`] inputs/outputs per stage;
     /// - every file named by a stage or self test is in `files`; every self-test label and
     ///   per-label threshold names a label (or `none`);
-    /// - thresholds finite and in [0, 1], `smoothing_frames >= 1`, `sample_rate_hz`,
-    ///   `frame_samples` and `head_window` non-zero.
+    /// - thresholds finite and in [0, 1]; `smoothing_frames` in
+    ///   1..=[`MAX_SMOOTHING_FRAMES`]; `head_window` in 1..=[`MAX_HEAD_WINDOW`];
+    ///   `sample_rate_hz` = [`SAMPLE_RATE_HZ`] and `frame_samples` = [`FRAME_SAMPLES`]
+    ///   (the protocol's audio format).
+    ///
+    /// What the runtime needs beyond the format (tensor counts per stage, self-test
+    /// vectors) is [`Manifest::check_runtime`].
     ///
     /// # Errors
     /// The first rule broken, as the matching [`BundleError`] variant.
@@ -185,15 +195,18 @@ impl Manifest {
         }
 
         let p = &self.pipeline;
-        for (field, value) in [
-            ("pipeline.sample_rate_hz", p.sample_rate_hz),
-            ("pipeline.frame_samples", p.frame_samples),
-            ("pipeline.head_window", p.head_window),
+        for (field, value, expected) in [
+            ("pipeline.sample_rate_hz", p.sample_rate_hz, SAMPLE_RATE_HZ),
+            ("pipeline.frame_samples", p.frame_samples, FRAME_SAMPLES),
         ] {
-            if value == 0 {
-                return Err(invalid(field, "is 0 (expected > 0)".into()));
+            if value != expected {
+                return Err(invalid(
+                    field,
+                    format!("is {value} (protocol v1 streams {expected}; expected {expected})"),
+                ));
             }
         }
+        check_range("pipeline.head_window", p.head_window, MAX_HEAD_WINDOW)?;
         for (stage_name, stage) in [
             ("vad", &p.vad),
             ("mel", &p.mel),
@@ -216,6 +229,12 @@ impl Manifest {
             }
         }
 
+        if p.labels.is_empty() {
+            return Err(invalid(
+                "pipeline.labels",
+                format!("is empty (expected 1..={MAX_LABELS} labels)"),
+            ));
+        }
         check_count("pipeline.labels", p.labels.len(), MAX_LABELS)?;
         let mut labels = BTreeSet::new();
         for (i, l) in p.labels.iter().enumerate() {
@@ -249,12 +268,11 @@ impl Manifest {
             }
             check_unit(&field, *t)?;
         }
-        if d.smoothing_frames == 0 {
-            return Err(invalid(
-                "pipeline.decision.smoothing_frames",
-                "is 0 (expected >= 1)".into(),
-            ));
-        }
+        check_range(
+            "pipeline.decision.smoothing_frames",
+            d.smoothing_frames,
+            MAX_SMOOTHING_FRAMES,
+        )?;
 
         check_count("self_tests", self.self_tests.len(), MAX_SELF_TESTS)?;
         for (i, t) in self.self_tests.iter().enumerate() {
@@ -273,6 +291,60 @@ impl Manifest {
                         "'{}' is not in pipeline.labels (expected a label or `none`)",
                         t.expect_label
                     ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what the runtime needs of a valid manifest beyond the format caps of
+    /// [`Manifest::validate`], so that a bundle it cannot serve is refused when it is built,
+    /// verified or installed (`outpost-provision` calls this), not first at boot:
+    ///
+    /// - each stage names exactly the tensors the runtime feeds and reads
+    ///   ([`STAGE_TENSORS`]: VAD 3 inputs and 2 outputs, mel, embedding and head 1 and 1);
+    /// - each self-test vector holds whole s16le samples (an even number of bytes) and has
+    ///   `max_frame_us >= 1` (0 can never pass).
+    ///
+    /// Whether the tensor names exist in the models and the head gives one score per label
+    /// needs ONNX Runtime: the daemon checks that at boot.
+    ///
+    /// # Errors
+    /// The first rule broken, as [`BundleError::InvalidManifest`] naming the field.
+    pub fn check_runtime(&self) -> Result<(), BundleError> {
+        let p = &self.pipeline;
+        for (stage, (name, n_in, n_out)) in [&p.vad, &p.mel, &p.embedding, &p.head]
+            .into_iter()
+            .zip(STAGE_TENSORS)
+        {
+            for (dir, got, want) in [
+                ("inputs", stage.inputs.len(), n_in),
+                ("outputs", stage.outputs.len(), n_out),
+            ] {
+                if got != want {
+                    return Err(invalid(
+                        &format!("pipeline.{name}.{dir}"),
+                        format!("names {got} tensors (the runtime uses exactly {want})"),
+                    ));
+                }
+            }
+        }
+        for (i, t) in self.self_tests.iter().enumerate() {
+            if let Some(f) = self.file(&t.audio_file) {
+                if f.len % 2 != 0 {
+                    return Err(invalid(
+                        &format!("self_tests[{i}].audio_file"),
+                        format!(
+                            "'{}' is {} bytes (expected whole s16le samples: an even number of bytes)",
+                            t.audio_file, f.len
+                        ),
+                    ));
+                }
+            }
+            if t.max_frame_us == 0 {
+                return Err(invalid(
+                    &format!("self_tests[{i}].max_frame_us"),
+                    "is 0 (expected >= 1 µs; no frame computes in 0 µs)".into(),
                 ));
             }
         }
@@ -334,6 +406,13 @@ fn check_count(what: &str, count: usize, max: usize) -> Result<(), BundleError> 
             count,
             max,
         });
+    }
+    Ok(())
+}
+
+fn check_range(field: &str, v: u32, max: u32) -> Result<(), BundleError> {
+    if !(1..=max).contains(&v) {
+        return Err(invalid(field, format!("is {v} (expected 1..={max})")));
     }
     Ok(())
 }

@@ -504,7 +504,7 @@ fn largest_valid_manifest_fits() {
         st.inputs = tensors.clone();
         st.outputs = tensors.clone();
     }
-    m.pipeline.labels = (0..64).map(|i| long("l", i)).collect();
+    m.pipeline.labels = (0..format::MAX_LABELS).map(|i| long("l", i)).collect();
     m.pipeline.decision.label_thresholds =
         m.pipeline.labels.iter().map(|l| (l.clone(), 0.5)).collect();
     m.self_tests = (0..16)
@@ -652,6 +652,11 @@ fn other_caps() {
             Box::new(|m| m.pipeline.labels = (0..65).map(|i| format!("l{i}")).collect()),
         ),
         (
+            "33 labels: over the wire limit",
+            Box::new(|m| m.pipeline.labels = (0..33).map(|i| format!("l{i}")).collect()),
+        ),
+        ("no labels", Box::new(|m| m.pipeline.labels.clear())),
+        (
             "duplicate label",
             Box::new(|m| m.pipeline.labels.push("none".into())),
         ),
@@ -681,6 +686,17 @@ fn other_caps() {
             "zero smoothing",
             Box::new(|m| m.pipeline.decision.smoothing_frames = 0),
         ),
+        (
+            "17 smoothing frames",
+            Box::new(|m| m.pipeline.decision.smoothing_frames = 17),
+        ),
+        ("zero head window", Box::new(|m| m.pipeline.head_window = 0)),
+        ("head window 65", Box::new(|m| m.pipeline.head_window = 65)),
+        (
+            "48 kHz pipeline",
+            Box::new(|m| m.pipeline.sample_rate_hz = 48_000),
+        ),
+        ("20 ms frames", Box::new(|m| m.pipeline.frame_samples = 320)),
         (
             "unknown self-test label",
             Box::new(|m| m.self_tests[0].expect_label = "dance".into()),
