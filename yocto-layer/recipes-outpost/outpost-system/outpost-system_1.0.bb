@@ -1,13 +1,16 @@
-SUMMARY = "Outpost appliance system configuration: clocks, CPU isolation, firewall, state partition"
-DESCRIPTION = "Pins the clocks at boot (nvpmodel MAXN, jetson_clocks), keeps every unit \
-but the Outpost daemon on the housekeeping CPUs, loads a drop-all nftables ruleset before \
-anything else starts, blacklists network drivers, and mounts the state partition."
+SUMMARY = "Outpost system setup: clocks, CPU isolation, firewall, state partition"
+DESCRIPTION = "Pins the clocks at boot (nvpmodel MAXN, jetson_clocks), keeps every \
+               unit but the Outpost daemon on the housekeeping CPUs, loads a drop-all \
+               nftables ruleset before anything else starts, blacklists network drivers, \
+               and mounts the state partition."
 HOMEPAGE = "https://example.invalid/outpost"
+BUGTRACKER = "https://example.invalid/outpost/issues"
+CVE_PRODUCT = "outpost"
 SECTION = "base"
 LICENSE = "Apache-2.0"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10"
 
-SRC_URI = " \
+SRC_URI = "\
     file://outpost-clocks.service \
     file://outpost-firewall.service \
     file://nftables.conf \

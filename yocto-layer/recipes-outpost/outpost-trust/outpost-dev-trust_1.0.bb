@@ -1,8 +1,11 @@
 SUMMARY = "Outpost DEVELOPMENT key and dev-signed reference bundle (outpost-image-dev only)"
 DESCRIPTION = "Trusts the repository's development public key, ships the dev-signed \
-reference bundle, and lets the daemon and USB provisioning accept development bundles. \
-For lab units only: outpost-image never contains this package."
+               reference bundle, and lets the daemon and USB provisioning accept \
+               development bundles. For lab units only: outpost-image never contains \
+               this package."
 HOMEPAGE = "https://example.invalid/outpost"
+BUGTRACKER = "https://example.invalid/outpost/issues"
+CVE_PRODUCT = "outpost"
 SECTION = "base"
 LICENSE = "Apache-2.0"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10"
@@ -43,10 +46,10 @@ do_install() {
     echo 'OUTPOST_PROVISION_ARGS="--compatible ${OUTPOST_COMPATIBLE} --allow-development"' \
         > ${D}${sysconfdir}/outpost/provision-dev.env
     printf '%s\n' '# DEVELOPMENT image: the daemon accepts development-signed bundles.' \
-        '[Service]' 'EnvironmentFile=/etc/outpost/outpostd-dev.env' \
+        '[Service]' 'EnvironmentFile=${sysconfdir}/outpost/outpostd-dev.env' \
         > ${D}${systemd_system_unitdir}/outpostd.service.d/50-development.conf
     printf '%s\n' '# DEVELOPMENT image: USB sticks may carry development-signed bundles.' \
-        '[Service]' 'EnvironmentFile=/etc/outpost/provision-dev.env' \
+        '[Service]' 'EnvironmentFile=${sysconfdir}/outpost/provision-dev.env' \
         > ${D}${systemd_system_unitdir}/outpost-usb@.service.d/50-development.conf
     chmod 0644 ${D}${sysconfdir}/outpost/outpostd-dev.env ${D}${sysconfdir}/outpost/provision-dev.env
     chmod 0644 ${D}${systemd_system_unitdir}/outpost-seed.service \
@@ -54,12 +57,8 @@ do_install() {
         ${D}${systemd_system_unitdir}/outpost-usb@.service.d/50-development.conf
 }
 
-FILES:${PN} = " \
-    ${sysconfdir}/outpost/keys \
-    ${sysconfdir}/outpost/outpostd-dev.env \
-    ${sysconfdir}/outpost/provision-dev.env \
+FILES:${PN} += "\
     ${datadir}/outpost/dev.bundle \
-    ${systemd_system_unitdir}/outpost-seed.service \
     ${systemd_system_unitdir}/outpostd.service.d \
     ${systemd_system_unitdir}/outpost-usb@.service.d \
 "

@@ -1,8 +1,11 @@
 SUMMARY = "Outpost trusted bundle-signing public keys and the image's release bundle"
 DESCRIPTION = "Installs the public keys a production image trusts (/etc/outpost/keys) \
-and the signed release bundle it ships with, both named by build configuration \
-variables, and a first-boot unit that installs that bundle into an empty state partition."
+               and the signed release bundle it ships with, both named by build \
+               configuration variables, and a first-boot unit that installs that bundle \
+               into an empty state partition."
 HOMEPAGE = "https://example.invalid/outpost"
+BUGTRACKER = "https://example.invalid/outpost/issues"
+CVE_PRODUCT = "outpost"
 SECTION = "base"
 LICENSE = "Apache-2.0"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10"
@@ -24,12 +27,6 @@ inherit systemd allarch
 
 SYSTEMD_SERVICE:${PN} = "outpost-seed.service"
 
-python () {
-    for p in (d.getVar('OUTPOST_TRUSTED_KEYS') or '').split():
-        if not p.endswith('.pub'):
-            bb.fatal("OUTPOST_TRUSTED_KEYS: %s is not a public key (*.pub); never put a private key into an image" % p)
-}
-
 def outpost_input_checksums(d):
     paths = (d.getVar('OUTPOST_TRUSTED_KEYS') or '').split() + (d.getVar('OUTPOST_RELEASE_BUNDLE') or '').split()
     return ' '.join('%s:%s' % (p, os.path.exists(p)) for p in paths)
@@ -43,6 +40,10 @@ do_install() {
     fi
     install -d ${D}${sysconfdir}/outpost/keys ${D}${datadir}/outpost ${D}${systemd_system_unitdir}
     for key in ${OUTPOST_TRUSTED_KEYS}; do
+        case "$key" in
+        *.pub) ;;
+        *) bbfatal "OUTPOST_TRUSTED_KEYS: $key is not a public key (*.pub); never put a private key into an image" ;;
+        esac
         if grep -q -i -e 'PRIVATE' -e 'development' "$key"; then
             bbfatal "$key: a private or development key must not be trusted by a production image"
         fi
@@ -55,5 +56,5 @@ do_install() {
     chmod 0644 ${D}${systemd_system_unitdir}/outpost-seed.service
 }
 
-FILES:${PN} = "${sysconfdir}/outpost/keys ${datadir}/outpost/release.bundle ${systemd_system_unitdir}/outpost-seed.service"
+FILES:${PN} += "${datadir}/outpost/release.bundle"
 RDEPENDS:${PN} = "outpost-provision"

@@ -1,8 +1,11 @@
-SUMMARY = "Outpost offline voice-command appliance: daemon, client CLI and bundle provisioning"
+SUMMARY = "Outpost voice-command daemon, client CLI and bundle provisioning"
 DESCRIPTION = "Builds the Outpost Cargo workspace once and splits it into outpostd (the \
-daemon and its systemd unit), outpost (the client CLI) and outpost-provision (bundle \
-verification and A/B install, with the USB provisioning udev rule and unit)."
+               daemon and its systemd unit), outpost (the client CLI) and outpost-provision \
+               (bundle verification and A/B install, with the USB provisioning udev rule \
+               and unit)."
 HOMEPAGE = "https://example.invalid/outpost"
+BUGTRACKER = "https://example.invalid/outpost/issues"
+CVE_PRODUCT = "outpost"
 SECTION = "base"
 LICENSE = "Apache-2.0"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10"
@@ -45,20 +48,20 @@ SRC_URI += "file://outpostd.service.in file://outpostd.env"
 
 PACKAGES =+ "outpostd outpost-provision"
 
-FILES:outpostd = " \
+FILES:outpostd += "\
     ${bindir}/outpostd \
     ${systemd_system_unitdir}/outpostd.service \
     ${sysconfdir}/outpost/outpostd.env \
 "
 CONFFILES:outpostd = "${sysconfdir}/outpost/outpostd.env"
-FILES:outpost-provision = " \
+FILES:outpost-provision += "\
     ${bindir}/outpost-provision \
     ${systemd_system_unitdir}/outpost-usb@.service \
     ${sysconfdir}/udev/rules.d/99-outpost-usb.rules \
     ${sysconfdir}/outpost/provision.env \
 "
 CONFFILES:outpost-provision = "${sysconfdir}/outpost/provision.env"
-FILES:${PN} = "${bindir}/outpost"
+# ${PN} (the client CLI) keeps what is left: ${bindir}/outpost.
 
 # load-dynamic: the dependency on ONNX Runtime is invisible to the shlibs scan, so it
 # is stated here. The provider libraries pull TensorRT and CUDA in through their own
@@ -72,7 +75,7 @@ SYSTEMD_AUTO_ENABLE:outpostd = "enable"
 
 USERADD_PACKAGES = "outpostd"
 GROUPADD_PARAM:outpostd = "--system outpost"
-USERADD_PARAM:outpostd = "--system --gid outpost --groups dialout --home-dir /var/lib/outpost --no-create-home --shell /sbin/nologin outpost"
+USERADD_PARAM:outpostd = "--system --gid outpost --groups dialout --home-dir ${localstatedir}/lib/outpost --no-create-home --shell /sbin/nologin outpost"
 
 do_install:append() {
     install -d ${D}${systemd_system_unitdir} ${D}${sysconfdir}/outpost

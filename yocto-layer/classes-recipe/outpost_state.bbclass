@@ -16,14 +16,18 @@ IMAGE_TYPES += "outpoststate"
 IMAGE_FSTYPES += "outpoststate"
 do_image_outpoststate[depends] += "e2fsprogs-native:do_populate_sysroot"
 do_image_outpoststate[cleandirs] = "${WORKDIR}/outpost-state"
+do_image_outpoststate[doc] = "Builds the empty ext4 state partition written to the UDA partition at flash time"
+IMAGE_CMD:outpoststate[doc] = "Makes the ext4 file system of the state partition"
 
 IMAGE_CMD:outpoststate () {
-	install -d -m 0750 ${WORKDIR}/outpost-state/root
-	rm -f ${IMGDEPLOYDIR}/${IMAGE_NAME}.outpoststate
-	mkfs.ext4 -F -L ${OUTPOST_STATE_LABEL} -d ${WORKDIR}/outpost-state/root \
-		-E root_owner=0:0 ${IMGDEPLOYDIR}/${IMAGE_NAME}.outpoststate ${OUTPOST_STATE_SIZE_MB}M
+    install -d -m 0750 ${WORKDIR}/outpost-state/root
+    rm -f ${IMGDEPLOYDIR}/${IMAGE_NAME}.outpoststate
+    mkfs.ext4 -F -L ${OUTPOST_STATE_LABEL} -d ${WORKDIR}/outpost-state/root \
+        -E root_owner=0:0 ${IMGDEPLOYDIR}/${IMAGE_NAME}.outpoststate ${OUTPOST_STATE_SIZE_MB}M
 }
 
 DATAFILE = "outpost-state.ext4"
 IMAGE_TEGRAFLASH_DATA = "${IMGDEPLOYDIR}/${IMAGE_NAME}.outpoststate"
+# IMAGE_TYPEDEP:<type> is a variable per image type (image.bbclass), not an override.
+# nooelint: oelint.vars.overrideappend,oelint.vars.specific
 IMAGE_TYPEDEP:tegraflash-tar:append = " outpoststate"
