@@ -26,7 +26,7 @@ pub struct Inspection {
     pub manifest_sha256: [u8; 32],
     /// The decoded manifest, or why it does not decode.
     pub manifest: Result<Manifest, String>,
-    /// `Manifest::validate` failure, if decoded and invalid.
+    /// `Manifest::validate` or `Manifest::check_runtime` failure, if decoded and invalid.
     pub validation_error: Option<String>,
     /// `None`: not attempted (no keys given). `Some(Ok(line))` / `Some(Err(message))`.
     pub verification: Option<Result<String, String>>,
@@ -52,7 +52,7 @@ pub fn inspect(bundle: &Path, keys: Option<&Path>) -> Result<Inspection> {
     let validation_error = manifest
         .as_ref()
         .ok()
-        .and_then(|m| m.validate().err())
+        .and_then(|m| m.validate().and_then(|()| m.check_runtime()).err())
         .map(|e| e.to_string());
     let verification = keys.map(|dir| {
         crate::verify(bundle, dir, true, None)

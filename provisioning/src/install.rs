@@ -5,7 +5,9 @@
 //! 2. copy the source once to `staging/bundle`, hashing it, bounded by
 //!    [`MAX_BUNDLE_LEN`] bytes; fsync;
 //! 3. verify the staged copy with [`verify_bundle`] (signature first, then the strict
-//!    manifest, then every file), then the runtime range, the anti-rollback floor
+//!    manifest, then every file), then what the runtime serves
+//!    ([`Manifest::check_runtime`](outpost_models::Manifest::check_runtime)), the
+//!    runtime range, the anti-rollback floor
 //!    (version > floor) and the rejected list; a refusal removes `staging/` and leaves the
 //!    rest of the state directory as it was (apart from the audit log);
 //! 4. rewrite the inactive slot: clear it (engine cache included), write `meta.json`,
@@ -402,6 +404,7 @@ fn check_staged<S: SlotStore>(
     let v = verify_bundle(reader, keys, opts).map_err(|e| (e.into(), None))?;
     let m = &v.manifest;
     let refuse = |e: InstallError| (e, Some(Box::new(v.clone())));
+    m.check_runtime().map_err(|e| refuse(e.into()))?;
     if !m
         .supports_runtime(RUNTIME_VERSION)
         .map_err(|e| refuse(e.into()))?
@@ -664,8 +667,9 @@ pub fn usb_install(
     let mut candidates = Vec::new();
     for path in scan.bundles {
         let head = open_regular(&path).and_then(|f| {
-            verify_head(&mut io::BufReader::with_capacity(CHUNK_LEN, f), keys, opts)
-                .map_err(InstallError::from)
+            let h = verify_head(&mut io::BufReader::with_capacity(CHUNK_LEN, f), keys, opts)?;
+            h.manifest.check_runtime()?;
+            Ok(h)
         });
         match head {
             Ok(h) => candidates.push((path, h)),

@@ -126,8 +126,11 @@ pub fn public_key_path(private_key: &Path) -> PathBuf {
 /// file in the same directory, fsynced, then renamed).
 ///
 /// The key's `.pub` must sit next to it and match it; the spec's `development` must equal
-/// the key's development flag. The written bundle is verified with that public key before
-/// it is renamed into place.
+/// the key's development flag. The written bundle is verified with that public key, and
+/// checked against what the runtime serves ([`Manifest::check_runtime`]), before it is
+/// renamed into place: a bundle the device would refuse at boot is never written.
+///
+/// [`Manifest::check_runtime`]: outpost_models::Manifest::check_runtime
 ///
 /// # Errors
 /// Spec, key, payload and output errors, each naming the file involved; any
@@ -244,11 +247,18 @@ fn write_and_check(tmp: &Path, bytes: &[u8], key: &PublicKey) -> Result<Verified
         allow_development: true,
         expected_compatible: None,
     };
-    verify_path(tmp, &trusted, &opts)
-        .with_context(|| format!("checking the written bundle {}", tmp.display()))
+    let verified = verify_path(tmp, &trusted, &opts)
+        .with_context(|| format!("checking the written bundle {}", tmp.display()))?;
+    verified
+        .manifest
+        .check_runtime()
+        .context("the runtime could not serve this bundle")?;
+    Ok(verified)
 }
 
-/// Verifies `bundle` against every `*.pub` in `keys_dir`.
+/// Verifies `bundle` against every `*.pub` in `keys_dir`, then checks that the runtime can
+/// serve it ([`outpost_models::Manifest::check_runtime`]): `verify` passes only bundles a
+/// device would boot.
 ///
 /// # Errors
 /// Key directory errors naming the file, or the [`outpost_models::BundleError`] that
@@ -271,7 +281,13 @@ pub fn verify(
         allow_development,
         expected_compatible: compatible.map(str::to_owned),
     };
-    verify_path(bundle, &trusted, &opts).with_context(|| format!("{}", bundle.display()))
+    let verified =
+        verify_path(bundle, &trusted, &opts).with_context(|| format!("{}", bundle.display()))?;
+    verified
+        .manifest
+        .check_runtime()
+        .with_context(|| format!("{}", bundle.display()))?;
+    Ok(verified)
 }
 
 /// The line `verify` prints on success: `OK <bundle id> signed by <key id> (<name>)`.

@@ -22,12 +22,17 @@ pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const STATE_FILE: &str = "state.json";
 /// The append-only audit log (JSON lines).
 pub const AUDIT_FILE: &str = "audit.log";
-/// Largest state file read, in bytes.
-const MAX_STATE_LEN: usize = 256 * 1024;
+/// Largest state file read, in bytes (a larger one is [`StateError::Corrupt`]).
+pub const MAX_STATE_LEN: usize = 256 * 1024;
 /// Largest audit log read by [`read_audit`], in bytes (older records are skipped).
 const MAX_AUDIT_READ: usize = 4 * 1024 * 1024;
 /// Most rejected bundles remembered (oldest forgotten first).
 pub const MAX_REJECTED: usize = 64;
+/// Longest self-test failure reason kept in a [`Rejected`] entry, in bytes (longer ones
+/// are cut at a character boundary and end in `…`). With [`MAX_REJECTED`] entries the
+/// state file stays below the [`MAX_STATE_LEN`] bytes it is read with, whatever the
+/// daemon reports.
+pub const MAX_REJECTED_REASON_LEN: usize = 512;
 
 /// One of the two slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -98,7 +103,8 @@ pub struct Rejected {
     pub bundle: String,
     /// Manifest version.
     pub version: u32,
-    /// Why it was rejected (the daemon's self-test failure).
+    /// Why it was rejected (the daemon's self-test failure), at most
+    /// [`MAX_REJECTED_REASON_LEN`] bytes.
     pub reason: String,
 }
 
@@ -665,7 +671,7 @@ pub fn mark_bad_in<S: SlotStore>(
             manifest_sha256: to_hex(&sha),
             bundle: bundle.clone(),
             version: manifest.version,
-            reason: reason.to_owned(),
+            reason: bounded_reason(reason),
         });
     }
     let excess = state.rejected.len().saturating_sub(MAX_REJECTED);
@@ -690,6 +696,19 @@ pub fn mark_bad_in<S: SlotStore>(
         },
     );
     Ok(())
+}
+
+/// `reason` cut to at most [`MAX_REJECTED_REASON_LEN`] bytes at a character boundary.
+fn bounded_reason(reason: &str) -> String {
+    if reason.len() <= MAX_REJECTED_REASON_LEN {
+        return reason.to_owned();
+    }
+    const ELLIPSIS: &str = "…";
+    let mut end = MAX_REJECTED_REASON_LEN - ELLIPSIS.len();
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ELLIPSIS}", &reason[..end])
 }
 
 /// After the daemon's self-test failed on the trial slot `slot`: records its manifest hash
@@ -735,6 +754,37 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_777_636_861), "2026-05-01T12:01:01Z");
+    }
+
+    /// The largest state `mark_bad` can write is read back: [`MAX_REJECTED`] entries with
+    /// the longest name and reason, in characters JSON escapes the most.
+    #[test]
+    fn the_largest_state_is_readable() {
+        let reason = bounded_reason(&"\u{1}".repeat(10_000));
+        assert!(reason.len() <= MAX_REJECTED_REASON_LEN, "{}", reason.len());
+        assert_eq!(
+            bounded_reason("é".repeat(300).as_str()).len(),
+            508 + "…".len()
+        );
+        let state = State {
+            active: Some(SlotName::B),
+            trial: true,
+            floor: u32::MAX,
+            rejected: vec![
+                Rejected {
+                    manifest_sha256: "f".repeat(64),
+                    bundle: format!("{}@{} (ffffffffffff)", "\"".repeat(64), u32::MAX),
+                    version: u32::MAX,
+                    reason,
+                };
+                MAX_REJECTED
+            ],
+        };
+        let mut store = crate::store::MemStore::new();
+        write_state_in(&mut store, &state).unwrap();
+        let len = store.read(Path::new(STATE_FILE)).unwrap().len();
+        assert!(len <= MAX_STATE_LEN, "{len} bytes");
+        assert_eq!(read_state_in(&store).unwrap(), state);
     }
 
     #[test]

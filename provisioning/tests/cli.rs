@@ -82,7 +82,7 @@ sample_rate_hz = 16000
 frame_samples = 1280
 head_window = 16
 labels = ["none", "go"]
-vad = {{ file = "vad.onnx", inputs = ["input"], outputs = ["output"] }}
+vad = {{ file = "vad.onnx", inputs = ["input", "state", "sr"], outputs = ["output", "stateN"] }}
 mel = {{ file = "mel.onnx", inputs = ["input"], outputs = ["output"] }}
 embedding = {{ file = "emb.onnx", inputs = ["input_1"], outputs = ["conv2d_19"] }}
 head = {{ file = "head.onnx", inputs = ["x"], outputs = ["scores"] }}
@@ -492,4 +492,106 @@ fn install_usb_and_status() {
     fs::create_dir_all(empty).unwrap();
     let out = ok(&run(&["usb", empty, "--state-dir", state, "--keys", trust]));
     assert!(out.contains("no *.bundle files"), "{out}");
+}
+
+/// Signs `spec.toml`'s manifest after `edit`, as `build` would but without its checks, with
+/// the production key: a bundle only a careless or hostile builder would make.
+fn sign_unchecked(s: &Setup, edit: impl FnOnce(&mut outpost_models::Manifest)) -> Vec<u8> {
+    use outpost_models::format;
+    let spec = outpost_provision::BundleSpec::load(Path::new(s.p("spec.toml"))).unwrap();
+    let mut m = spec.manifest();
+    let files: Vec<(String, Vec<u8>)> = spec
+        .payload
+        .iter()
+        .map(|p| {
+            let path = Path::new(s.p("files")).join(&p.name);
+            (p.name.clone(), fs::read(path).unwrap())
+        })
+        .collect();
+    m.files = files
+        .iter()
+        .map(|(name, data)| outpost_models::manifest::FileEntry {
+            name: name.clone(),
+            len: data.len() as u64,
+            sha256: format::sha256(data),
+        })
+        .collect();
+    edit(&mut m);
+    let key = outpost_models::SigningKey::load(Path::new(s.p("keys/prod.pk8"))).unwrap();
+    let mb = format::encode_manifest(&m).unwrap();
+    let mut out = format::Header::new(mb.len() as u32).encode().to_vec();
+    out.extend_from_slice(&mb);
+    let sig = format::SignatureBlock {
+        key_id: key.key_id(),
+        signature: key.sign(&format::signed_message(&mb)),
+    };
+    out.extend_from_slice(&sig.encode());
+    for (_, d) in &files {
+        out.extend_from_slice(d);
+    }
+    out
+}
+
+/// Issue 21's defect: a bundle over a wire or runtime limit (33 labels; a VAD stage with
+/// one input) is refused by `build`, `verify` and `install`, never first at boot.
+#[test]
+fn over_the_limits_refused_by_build_verify_and_install() {
+    let s = Setup::new(false);
+    let trust = s.p("trust");
+    fs::create_dir_all(trust).unwrap();
+    fs::copy(s.p("keys/prod.pub"), Path::new(trust).join("prod.pub")).unwrap();
+    let labels: Vec<String> = (0..33).map(|i| format!("\"command {i}\"")).collect();
+    type Edit = fn(&mut outpost_models::Manifest);
+    let cases: [(&str, &str, &str, Edit); 2] = [
+        (
+            r#"labels = ["none", "go"]"#,
+            Box::leak(format!("labels = [{}]", labels.join(", ")).into_boxed_str()),
+            "pipeline.labels has 33 entries (limit 32)",
+            |m| {
+                m.pipeline.labels = (0..33).map(|i| format!("command {i}")).collect();
+                m.pipeline.decision.label_thresholds.clear();
+                m.self_tests.clear();
+            },
+        ),
+        (
+            r#"inputs = ["input", "state", "sr"]"#,
+            r#"inputs = ["input"]"#,
+            "pipeline.vad.inputs: names 1 tensors (the runtime uses exactly 3)",
+            |m| m.pipeline.vad.inputs.truncate(1),
+        ),
+    ];
+    for (from, to, message, edit) in cases {
+        // build: refused, nothing written.
+        let good = spec_text(false);
+        let text = good
+            .replace(from, to)
+            .replace(
+                "label_thresholds = [[\"go\", 0.75]]",
+                "label_thresholds = []",
+            )
+            .replace("expect_label = \"go\"", "expect_label = \"none\"");
+        fs::write(s.p("spec.toml"), &text).unwrap();
+        let _ = fs::remove_file(s.p("over.bundle"));
+        let err = fails(&s.build("keys/prod.pk8", "over.bundle"));
+        assert!(err.contains(message), "build: {err}");
+        assert!(!Path::new(s.p("over.bundle")).exists());
+        fs::write(s.p("spec.toml"), good).unwrap();
+
+        // verify and install: the same bundle signed without the checks.
+        fs::write(s.p("over.bundle"), sign_unchecked(&s, edit)).unwrap();
+        let err = fails(&run(&["verify", s.p("over.bundle"), "--keys", trust]));
+        assert!(err.contains(message), "verify: {err}");
+        let state = s.p("state");
+        let err = fails(&run(&[
+            "install",
+            s.p("over.bundle"),
+            "--state-dir",
+            state,
+            "--keys",
+            trust,
+        ]));
+        assert!(err.contains(message), "install: {err}");
+        let out = ok(&run(&["status", "--state-dir", state]));
+        assert!(out.contains("active   none"), "{out}");
+    }
 }

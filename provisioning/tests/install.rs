@@ -31,6 +31,15 @@ fn stage(file: &str) -> ModelStage {
     }
 }
 
+/// Silero VAD's tensors, as the runtime feeds them.
+fn vad_stage() -> ModelStage {
+    ModelStage {
+        file: "vad.onnx".into(),
+        inputs: vec!["input".into(), "state".into(), "sr".into()],
+        outputs: vec!["output".into(), "stateN".into()],
+    }
+}
+
 fn manifest(version: u32, development: bool) -> Manifest {
     Manifest {
         name: "install-test".into(),
@@ -42,7 +51,7 @@ fn manifest(version: u32, development: bool) -> Manifest {
         pipeline: PipelineSpec {
             sample_rate_hz: 16_000,
             frame_samples: 1280,
-            vad: stage("vad.onnx"),
+            vad: vad_stage(),
             mel: stage("mel.onnx"),
             embedding: stage("emb.onnx"),
             head: stage("head.onnx"),
@@ -370,6 +379,37 @@ fn oversized_manifest_field_refused() {
         &m,
         |b| matches!(b, BundleError::StringLength { field, .. } if field == "name"),
     );
+}
+
+/// The defect of issue 21: 33 labels (over the protocol's 32) used to install and then
+/// send the device to safe mode at boot.
+#[test]
+fn labels_over_the_wire_limit_refused() {
+    let dev = Device::new();
+    let mut m = manifest(6, false);
+    m.pipeline.labels = (0..33).map(|i| format!("command{i}")).collect();
+    m.self_tests[0].expect_label = "command0".into();
+    m.files = zero_entries(NAMES);
+    dev.refused_raw(&m, |b| {
+        matches!(b, BundleError::TooMany { what, count: 33, max: 32 } if what == "pipeline.labels")
+    });
+}
+
+/// Valid as a bundle, but not a pipeline the runtime builds: refused at install, not boot.
+#[test]
+fn pipeline_the_runtime_cannot_serve_refused() {
+    let dev = Device::new();
+    let mut m = manifest(6, false);
+    m.pipeline.vad = stage("vad.onnx");
+    dev.refused(&dev.keys.bundle_with(&m), |e| {
+        e.to_string()
+            == "bundle rejected: pipeline.vad.inputs: names 1 tensors (the runtime uses exactly 3)"
+    });
+    let mut m = manifest(6, false);
+    m.self_tests[0].max_frame_us = 0;
+    dev.refused(&dev.keys.bundle_with(&m), |e| {
+        e.to_string().contains("self_tests[0].max_frame_us: is 0")
+    });
 }
 
 #[test]
