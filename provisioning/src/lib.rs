@@ -2,11 +2,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
+pub mod boot;
 pub mod inspect;
 pub mod install;
-pub mod slots;
 pub mod spec;
+pub mod state;
+pub mod status;
 pub mod store;
+pub mod usb;
 
 use std::fs;
 use std::io::Write;
@@ -19,17 +23,15 @@ use outpost_models::{
     build_bundle, verify_path, PublicKey, SigningKey, TrustedKeys, VerifiedBundle, VerifyOptions,
 };
 
+pub use audit::{read_audit, AuditRecord};
+pub use boot::{boot_select, mark_bad, mark_good, trt_cache_dir, BootChoice, NoBootableSlot};
 pub use inspect::{inspect, Inspection};
-pub use install::{
-    install, install_in, status, usb_install, usb_scan, InstallError, InstallLock, InstallReport,
-    SlotMeta, Status, UsbReport,
-};
-pub use slots::{
-    boot_select, mark_bad, mark_good, read_audit, trt_cache_dir, AuditRecord, BootChoice,
-    NoBootableSlot, SlotName, State, StateError,
-};
+pub use install::{install, install_in, InstallError, InstallLock, InstallReport, SlotMeta};
 pub use spec::BundleSpec;
+pub use state::{SlotName, State, StateError};
+pub use status::{status, Status};
 pub use store::{FsStore, MemStore, SlotStore};
+pub use usb::{usb_install, usb_scan, UsbReport};
 
 /// What `keygen` wrote.
 #[derive(Debug, Clone)]

@@ -12,11 +12,12 @@ use outpost_models::manifest::{
     DecisionSpec, FileEntry, ModelStage, PipelineSpec, SelfTest, StageBudgets,
 };
 use outpost_models::{build_bundle, BundleError, Manifest, SigningKey, TrustedKeys, VerifyOptions};
-use outpost_provision::install::{install_in, usb_install, InstallLock};
-use outpost_provision::slots::{
-    boot_select_in, mark_bad_in, mark_good_in, read_audit_in, read_state_in, SlotName,
-};
+use outpost_provision::audit::read_audit_in;
+use outpost_provision::boot::{boot_select_in, mark_bad_in, mark_good_in};
+use outpost_provision::install::{install_in, InstallLock};
+use outpost_provision::state::{read_state_in, SlotName};
 use outpost_provision::store::{Fault, MemStore, SlotStore};
+use outpost_provision::usb::usb_install;
 use outpost_provision::{
     boot_select, install, mark_bad, mark_good, read_audit, InstallError, InstallReport,
 };
