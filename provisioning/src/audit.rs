@@ -113,27 +113,15 @@ pub fn read_audit(state_dir: &Path, last_n: usize) -> Result<Vec<AuditRecord>, S
     read_audit_in(&FsStore::new(state_dir), last_n)
 }
 
-/// UTC RFC 3339 for seconds since the Unix epoch.
+/// UTC RFC 3339 for seconds since the Unix epoch, e.g. `2026-05-01T12:01:01Z` (formatted
+/// by `jiff`). Times after `jiff`'s last one (`9999-12-30T22:00:00Z`) print as that.
 #[must_use]
 pub fn rfc3339(unix_secs: u64) -> String {
-    let days = unix_secs / 86_400;
-    let secs = unix_secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let last = jiff::Timestamp::MAX.as_second();
+    let secs = i64::try_from(unix_secs).map_or(last, |s| s.min(last));
+    jiff::Timestamp::from_second(secs)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_string()
 }
 
 /// Seconds since the Unix epoch now (0 if the clock is before 1970).
@@ -153,5 +141,6 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_777_636_861), "2026-05-01T12:01:01Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-30T22:00:00Z");
     }
 }
