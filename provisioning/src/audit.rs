@@ -13,7 +13,7 @@ use crate::store::{FsStore, SlotStore};
 pub const AUDIT_FILE: &str = "audit.log";
 
 /// Largest audit log read by [`read_audit`], in bytes (older records are skipped).
-const MAX_AUDIT_READ: usize = 4 * 1024 * 1024;
+pub const MAX_AUDIT_READ: usize = 4 * 1024 * 1024;
 
 /// One line of the audit log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,8 +94,9 @@ pub fn read_audit_in<S: SlotStore>(
     if !store.exists(path) {
         return Ok(Vec::new());
     }
-    let bytes = store.read(path).map_err(storage("read", store, path))?;
-    let tail = &bytes[bytes.len().saturating_sub(MAX_AUDIT_READ)..];
+    let tail = store
+        .read_tail(path, MAX_AUDIT_READ)
+        .map_err(storage("read", store, path))?;
     let mut records: Vec<AuditRecord> = tail
         .split(|&b| b == b'\n')
         .filter_map(|line| serde_json::from_slice(line).ok())
@@ -135,6 +136,26 @@ pub fn now_unix() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only the last [`MAX_AUDIT_READ`] bytes of a long log are read; a line cut at that
+    /// boundary is skipped like a torn one.
+    #[test]
+    fn a_long_log_is_read_from_its_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FsStore::new(dir.path());
+        let old = AuditRecord {
+            action: "old".into(),
+            reason: Some("x".repeat(MAX_AUDIT_READ)),
+            ..AuditRecord::default()
+        };
+        append_audit_in(&mut store, &old).unwrap();
+        let new = AuditRecord {
+            action: "new".into(),
+            ..AuditRecord::default()
+        };
+        append_audit_in(&mut store, &new).unwrap();
+        assert_eq!(read_audit(dir.path(), 10).unwrap(), [new]);
+    }
 
     #[test]
     fn rfc3339_known_dates() {

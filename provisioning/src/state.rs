@@ -7,7 +7,7 @@
 //! layout of the state directory.
 
 use std::fmt;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use outpost_models::format::to_hex;
@@ -190,11 +190,15 @@ pub fn read_state_in<S: SlotStore>(store: &S) -> Result<State, StateError> {
     if !store.exists(path) {
         return Ok(State::default());
     }
-    let bytes = store.read(path).map_err(storage("read", store, path))?;
+    let mut bytes = Vec::new();
+    store
+        .open_read(path)
+        .and_then(|r| r.take(MAX_STATE_LEN as u64 + 1).read_to_end(&mut bytes))
+        .map_err(storage("read", store, path))?;
     if bytes.len() > MAX_STATE_LEN {
         return Err(StateError::Corrupt {
             path: store.resolve(path),
-            problem: format!("{} bytes (limit {MAX_STATE_LEN})", bytes.len()),
+            problem: format!("more than {MAX_STATE_LEN} bytes (limit {MAX_STATE_LEN})"),
         });
     }
     serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {

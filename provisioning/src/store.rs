@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Cursor, Read, Write};
+use std::io::{self, BufReader, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// File-system operations the installer and the boot selection use. Mutating operations
@@ -71,6 +71,17 @@ pub trait SlotStore {
     /// # Errors
     /// The OS error (`NotFound` if it does not exist).
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + '_>>;
+    /// Reads the last `max_len` bytes of the file `path` (all of it if shorter). The
+    /// default reads the whole file and keeps its tail; [`FsStore`] seeks, so only
+    /// `max_len` bytes are read however long the file has grown.
+    ///
+    /// # Errors
+    /// The OS error (`NotFound` if it does not exist).
+    fn read_tail(&self, path: &Path, max_len: usize) -> io::Result<Vec<u8>> {
+        let mut bytes = self.read(path)?;
+        bytes.drain(..bytes.len().saturating_sub(max_len));
+        Ok(bytes)
+    }
     /// Names in the directory `dir`, sorted; an empty list if it does not exist.
     ///
     /// # Errors
@@ -154,6 +165,16 @@ impl SlotStore for FsStore {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         fs::read(self.at(path))
+    }
+
+    fn read_tail(&self, path: &Path, max_len: usize) -> io::Result<Vec<u8>> {
+        let mut file = File::open(self.at(path))?;
+        let len = file.metadata()?.len();
+        let skip = len.saturating_sub(max_len as u64);
+        file.seek(SeekFrom::Start(skip))?;
+        let mut bytes = Vec::with_capacity(usize::try_from(len - skip).unwrap_or(max_len));
+        file.take(max_len as u64).read_to_end(&mut bytes)?;
+        Ok(bytes)
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + '_>> {
