@@ -311,6 +311,131 @@ fn a_48_khz_stereo_recording_is_converted_by_outpost_send_and_recognised() {
     assert_eq!(detected, [expected], "stdout: {stdout}");
 }
 
+/// What the daemon answered to one frame, bit for bit: VAD probability, and the detection
+/// (label, score, stream time) if any; `None` for a frame not answered with a result.
+type FrameTrace = Option<(u32, Option<(u8, u32, u32)>)>;
+
+/// Streams `pcm` (plus 1 s of silence) closed loop on a new stream of `client` and
+/// returns the answer to every frame.
+fn frame_trace(client: &mut AnyClient, stream_id: u16, pcm: &[i16]) -> Vec<FrameTrace> {
+    let open = client
+        .call(&Request::OpenStream(OpenStream {
+            stream_id,
+            sample_rate_hz: SAMPLE_RATE_HZ,
+            frame_samples: FRAME_SAMPLES as u16,
+            deadline_us: 0,
+        }))
+        .unwrap();
+    assert!(matches!(
+        open.decode().unwrap().body,
+        Response::StreamOpened { .. }
+    ));
+    let mut audio = pcm.to_vec();
+    audio.resize(
+        audio.len().div_ceil(FRAME_SAMPLES) * FRAME_SAMPLES + 16_000,
+        0,
+    );
+    let mut trace = Vec::new();
+    let mut bytes = vec![0u8; FRAME_AUDIO_BYTES];
+    for (seq, frame) in audio.chunks_exact(FRAME_SAMPLES).enumerate() {
+        for (b, v) in bytes.chunks_exact_mut(2).zip(frame) {
+            b.copy_from_slice(&v.to_le_bytes());
+        }
+        let id = client
+            .send(&Request::Audio(Audio {
+                stream_id,
+                seq: seq as u32,
+                deadline_us: 0,
+                pcm: &bytes,
+            }))
+            .unwrap();
+        let answer = loop {
+            match client.recv() {
+                Ok(Received::Frame(f)) if f.request_id() == id => break f,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => panic!("connection lost: {e}"),
+            }
+        };
+        trace.push(match answer.decode().unwrap().body {
+            Response::Frame(r) => Some((
+                r.vad_prob.to_bits(),
+                r.detection
+                    .map(|d| (d.label, d.score.to_bits(), d.audio_ms)),
+            )),
+            Response::DeadlineMissed { .. } | Response::Rejected { .. } => None,
+            other => panic!("unexpected answer {other:?}"),
+        });
+    }
+    client.call(&Request::CloseStream { stream_id }).unwrap();
+    trace
+}
+
+/// The same audio through the same bundle gives the same answers, bit for bit, whatever
+/// the interleaving: every hold-out clip streamed once alone on one connection, then
+/// again on two connections at once in the opposite order (so its frames run on other
+/// workers, between other streams' frames, in other stream states' company). A frame
+/// answered `DeadlineMissed` or `Rejected` is the one legitimate source of difference
+/// (the stream restarts, or misses that audio): such clips are left out of the
+/// comparison and counted, and at most a few may be.
+#[test]
+fn the_same_audio_gives_the_same_scores_run_after_run() {
+    let d = start(&[]);
+    let target = Target::Socket(d.socket.clone());
+    let all: Vec<(String, Vec<i16>)> =
+        std::fs::read_to_string(repo().join("models/reference/holdout_voices.txt"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .flat_map(|v| clips(v.trim()))
+            .map(|(p, _)| (p.display().to_string(), read_wav(&p)))
+            .collect();
+    let mut c = connect(&target, Duration::from_millis(20)).unwrap();
+    let first: Vec<Vec<FrameTrace>> = all
+        .iter()
+        .map(|(_, pcm)| frame_trace(&mut c, 1, pcm))
+        .collect();
+    drop(c);
+    let halves: Vec<Vec<(usize, Vec<FrameTrace>)>> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..2)
+            .map(|half| {
+                let (all, target) = (&all, &target);
+                s.spawn(move || {
+                    let mut c = connect(target, Duration::from_millis(20)).unwrap();
+                    (0..all.len())
+                        .rev()
+                        .filter(|i| i % 2 == half)
+                        .map(|i| (i, frame_trace(&mut c, 7, &all[i].1)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        runs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let (mut compared, mut skipped, mut differ) = (0, 0, Vec::new());
+    for (i, again) in halves.into_iter().flatten() {
+        if first[i].iter().chain(&again).any(Option::is_none) {
+            skipped += 1;
+            continue;
+        }
+        compared += 1;
+        if first[i] != again {
+            let at = first[i].iter().zip(&again).position(|(a, b)| a != b);
+            differ.push(format!("{} (first difference at frame {at:?})", all[i].0));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "answers differ between runs: {differ:#?}"
+    );
+    assert!(
+        compared >= all.len() - 3,
+        "{skipped} of {} clips had a frame missed or rejected; too few to compare",
+        all.len()
+    );
+}
+
 /// Under systemd (`Type=notify`, `WatchdogSec=`) the daemon says `READY=1` once it
 /// serves and then pings the watchdog while its deadline timer runs: here the test is
 /// systemd, with its own notify socket and a 400 ms watchdog.

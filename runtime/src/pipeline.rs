@@ -43,6 +43,14 @@ pub const VAD_CONTEXT: usize = 64;
 /// Silero recurrent state size: [2, 1, 128].
 pub const VAD_STATE: usize = 2 * 128;
 
+/// Stream time at the end of frame `seq` (0 for the stream's first frame), in ms:
+/// `(seq + 1) × 80`, saturating at `u32::MAX` (49.7 days of audio). It keeps advancing
+/// across a state reset and counts frames the client skipped.
+pub fn stream_time_ms(seq: u32) -> u32 {
+    let frame_ms = (FRAME_SAMPLES as u32 * 1000) / 16_000;
+    seq.saturating_add(1).saturating_mul(frame_ms)
+}
+
 /// Result of one frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FrameOutput {
@@ -50,7 +58,10 @@ pub struct FrameOutput {
     pub vad_prob: f32,
     /// Detection, if the decision fired on this frame.
     pub detection: Option<Decided>,
-    /// Stream time at the end of this frame in ms.
+    /// Audio this engine state has processed, in ms, at the end of this frame. It
+    /// restarts with the state (a deadline miss resets it), so it is not the stream's
+    /// time: the scheduler stamps detections with [`stream_time_ms`] of the frame's
+    /// sequence number instead.
     pub audio_ms: u32,
     /// Compute per stage in µs: VAD, mel, embedding, head+decision.
     pub stage_us: [u32; 4],

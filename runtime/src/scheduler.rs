@@ -43,7 +43,7 @@ pub use crate::answer::{Counters, Due, FrameAnswer, ResponseSink};
 use crate::edf::{Admission, Edf, EdfConfig};
 pub use crate::edf::{OpenError, StreamKey};
 use crate::estimator::ComputeEstimator;
-use crate::pipeline::{CancelToken, FrameOutput, MODEL_STAGES};
+use crate::pipeline::{stream_time_ms, CancelToken, FrameOutput, MODEL_STAGES};
 use crate::rt::{apply_to_current_thread, Role, RtConfig};
 use crate::stats::LatencyStats;
 use crate::RuntimeError;
@@ -631,7 +631,7 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
                         detection: out.detection.map(|d| Detection {
                             label: d.label as u8,
                             score: d.score,
-                            audio_ms: out.audio_ms,
+                            audio_ms: stream_time_ms(job.seq),
                         }),
                         timing: Timing {
                             queue_us,

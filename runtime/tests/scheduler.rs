@@ -29,10 +29,15 @@ enum Seen {
 }
 
 #[derive(Default)]
-struct Collect(Mutex<Vec<(u32, Seen, Instant)>>);
+struct Collect(Mutex<Vec<(u32, Seen, Instant)>>, Mutex<Vec<(u32, u32)>>);
 
 impl ResponseSink for Collect {
     fn send(&self, id: u32, r: &Response<'_>) {
+        if let Response::Frame(f) = r {
+            if let Some(d) = f.detection {
+                self.1.lock().unwrap().push((f.seq, d.audio_ms));
+            }
+        }
         let s = match r {
             Response::Frame(f) => Seen::Frame {
                 seq: f.seq,
@@ -51,7 +56,7 @@ impl ResponseSink for Collect {
 
 /// Fake pipeline. A frame whose first sample is `STALL` takes 2 s unless cancelled;
 /// others take ~1 ms. The state counts frames since the stream (re)started, reported
-/// through `vad_prob` so tests can see resets.
+/// through `vad_prob` so tests can see resets. Every frame detects label 0.
 struct Fake {
     cancelled_runs: Arc<AtomicU32>,
 }
@@ -91,7 +96,10 @@ impl FrameProcessor for Fake {
         *st += 1;
         Ok(FrameOutput {
             vad_prob: *st as f32,
-            detection: None,
+            detection: Some(outpost_runtime::decision::Decided {
+                label: 0,
+                score: 1.0,
+            }),
             audio_ms: *st * 80,
             stage_us: [100, 100, 600, 50],
             scores: [0.0; 32],
@@ -201,6 +209,41 @@ fn stalled_frame_is_answered_deadline_missed_and_neighbours_keep_flowing() {
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(slow_sink.0.lock().unwrap().len(), 2);
     assert_eq!(sched.counters().deadline_misses.load(Ordering::Relaxed), 1);
+}
+
+/// Stream time is the stream's, not its state's: after a `DeadlineMissed` resets the
+/// stream's state, a detection still carries the time of the end of its frame,
+/// (seq + 1) × 80 ms from the start of the stream's audio.
+#[test]
+fn stream_time_keeps_advancing_across_a_deadline_miss() {
+    let (sched, _) = start(1, SchedulerConfig::default());
+    let key = StreamKey { conn: 1, stream: 1 };
+    sched.open_stream(key).unwrap();
+    let sink = Arc::new(Collect::default());
+    for seq in 0..3 {
+        sched.submit(job(key, seq, seq, false, 30_000, &sink));
+        wait_for(&sink, seq as usize + 1);
+    }
+    sched.submit(job(key, 3, 3, true, 30_000, &sink));
+    assert_eq!(wait_for(&sink, 4)[3].1, Seen::Missed { seq: 3 });
+    std::thread::sleep(Duration::from_millis(50));
+    for seq in 4..6 {
+        sched.submit(job(key, seq, seq, false, 30_000, &sink));
+        wait_for(&sink, seq as usize + 1);
+    }
+    let seen = sink.0.lock().unwrap().clone();
+    assert_eq!(
+        seen[4].1,
+        Seen::Frame {
+            seq: 4,
+            frames_in_state: 1
+        },
+        "the miss reset the state"
+    );
+    assert_eq!(
+        *sink.1.lock().unwrap(),
+        [(0, 80), (1, 160), (2, 240), (4, 400), (5, 480)]
+    );
 }
 
 #[test]
