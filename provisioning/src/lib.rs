@@ -17,10 +17,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
-use outpost_models::format::{to_hex, MAX_FILE_LEN};
+use outpost_models::format::{to_hex, MAX_FILES, MAX_FILE_LEN, MAX_PAYLOAD_LEN};
 use outpost_models::keys::write_private_key_file;
 use outpost_models::{
-    build_bundle, verify_path, PublicKey, SigningKey, TrustedKeys, VerifiedBundle, VerifyOptions,
+    build_bundle, verify_path, BundleError, PublicKey, SigningKey, TrustedKeys, VerifiedBundle,
+    VerifyOptions,
 };
 
 pub use audit::{read_audit, AuditRecord};
@@ -171,8 +172,18 @@ pub fn build(spec_path: &Path, key_path: &Path, out: &Path) -> Result<BuildRepor
         );
     }
 
-    let mut files = Vec::with_capacity(spec.payload.len());
+    // Caps first, from the files' sizes, so an oversized payload is never read in.
+    let context = || format!("building a bundle from {}", spec_path.display());
+    if spec.payload.len() > MAX_FILES {
+        return Err(BundleError::TooMany {
+            what: "files".into(),
+            count: spec.payload.len(),
+            max: MAX_FILES,
+        })
+        .with_context(context);
+    }
     let mut sources = Vec::with_capacity(spec.payload.len());
+    let mut total: u64 = 0;
     for entry in &spec.payload {
         let source = spec::resolve_path(&entry.path, spec_dir)
             .with_context(|| format!("{}: payload '{}'", spec_path.display(), entry.name))?;
@@ -185,14 +196,24 @@ pub fn build(spec_path: &Path, key_path: &Path, out: &Path) -> Result<BuildRepor
             entry.name,
             source.display()
         );
-        let data = fs::read(&source)
-            .with_context(|| format!("payload '{}': reading {}", entry.name, source.display()))?;
-        files.push((entry.name.clone(), data));
+        total += len; // <= 32 * 64 MiB: no overflow.
         sources.push(source);
     }
+    if total > MAX_PAYLOAD_LEN {
+        return Err(BundleError::PayloadTooLarge {
+            total,
+            max: MAX_PAYLOAD_LEN,
+        })
+        .with_context(context);
+    }
+    let mut files = Vec::with_capacity(spec.payload.len());
+    for (entry, source) in spec.payload.iter().zip(&sources) {
+        let data = fs::read(source)
+            .with_context(|| format!("payload '{}': reading {}", entry.name, source.display()))?;
+        files.push((entry.name.clone(), data));
+    }
 
-    let bytes = build_bundle(&spec.manifest(), &files, &key)
-        .with_context(|| format!("building a bundle from {}", spec_path.display()))?;
+    let bytes = build_bundle(&spec.manifest(), &files, &key).with_context(context)?;
 
     let tmp = temp_path(out);
     let result = write_and_check(&tmp, &bytes, &public_key).and_then(|verified| {

@@ -374,6 +374,16 @@ fn build_errors_name_the_problem() {
     .unwrap();
     let err = fails(&s.build("keys/prod.pk8", "o.bundle"));
     assert!(err.contains("invalid file name '../mel.onnx'"), "{err}");
+
+    // Too many payload files: refused before any is looked at.
+    let s = Setup::new(false);
+    let mut text = spec_text(false);
+    for i in 0..28 {
+        text += &format!("\n[[payload]]\nname = \"extra{i}\"\npath = \"nowhere/extra{i}\"\n");
+    }
+    fs::write(s.p("spec.toml"), text).unwrap();
+    let err = fails(&s.build("keys/prod.pk8", "o.bundle"));
+    assert!(err.contains("files has 33 entries (limit 32)"), "{err}");
 }
 
 #[test]
