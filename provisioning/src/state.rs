@@ -114,7 +114,7 @@ pub struct State {
     /// `true` while the active slot is installed but not yet proven by the self-test.
     pub trial: bool,
     /// Anti-rollback floor: a slot boots only with a version >= floor; an install needs a
-    /// version > floor. Raised only by [`mark_good`], never lowered.
+    /// version > floor. Raised only by [`mark_good`](crate::boot::mark_good), never lowered.
     pub floor: u32,
     /// Bundles refused after a failed trial, oldest first (at most [`MAX_REJECTED`]).
     pub rejected: Vec<Rejected>,

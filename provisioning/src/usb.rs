@@ -122,7 +122,7 @@ pub struct UsbReport {
 
 /// What the udev/systemd hook runs on a mounted stick: [`usb_scan`], then for each bundle
 /// its signed head is verified (cheap: no payload read) to learn its version; candidates
-/// are tried newest first with [`install`] (copy once, verify the staged copy) until one is
+/// are tried newest first with [`install`](crate::install::install) (copy once, verify the staged copy) until one is
 /// installed. Nothing on the stick is modified. Every decision is audited.
 ///
 /// # Errors
