@@ -61,29 +61,21 @@ pub struct LoadedAudio {
     pub converted_from: Option<WavFormat>,
 }
 
-/// Reads audio for the device: a WAV file (converted as the module docs describe), or raw
-/// s16le 16 kHz mono from stdin for `-`.
+/// Reads audio for the device: a WAV file (converted as the module docs describe), or
+/// stdin for `-` ([`read_audio_from`]).
 ///
 /// # Errors
-/// A file that cannot be opened or is not a PCM WAV; a float WAV that is not 32-bit; a WAV
-/// with no channels; corrupt sample data; a rate the resampler refuses. Each names the file
-/// and what was expected.
+/// A file that does not exist or cannot be opened (said first, with the path); a file
+/// that is not a PCM WAV; a float WAV that is not 32-bit; a WAV with no channels;
+/// corrupt sample data; a rate the resampler refuses. Each names the file and what was
+/// expected.
 pub fn read_audio(path: &Path) -> Result<LoadedAudio> {
     if path == Path::new("-") {
-        let mut raw = Vec::new();
-        io::stdin()
-            .read_to_end(&mut raw)
-            .context("reading raw s16le audio from stdin")?;
-        let pcm = raw
-            .chunks_exact(2)
-            .map(|c| i16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        return Ok(LoadedAudio {
-            pcm,
-            converted_from: None,
-        });
+        return read_audio_from(io::stdin().lock(), "stdin");
     }
-    let r = hound::WavReader::open(path).with_context(|| {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let r = hound::WavReader::new(io::BufReader::new(file)).with_context(|| {
         format!(
             "cannot read {} as a PCM WAV (expected a RIFF/WAVE file; raw s16le 16 kHz mono \
              goes through stdin with `-`)",
@@ -91,6 +83,43 @@ pub fn read_audio(path: &Path) -> Result<LoadedAudio> {
         )
     })?;
     decode(r, &path.display().to_string())
+}
+
+/// Reads audio from a byte stream (stdin): a WAV if it starts with a RIFF/WAVE header
+/// (converted as a file would be), otherwise raw s16le 16 kHz mono. `name` labels errors.
+///
+/// # Errors
+/// No bytes at all; raw input of an odd number of bytes (not whole 16-bit samples); a
+/// RIFF header whose WAV cannot be decoded; a read error.
+pub fn read_audio_from(mut input: impl Read, name: &str) -> Result<LoadedAudio> {
+    let mut raw = Vec::new();
+    input
+        .read_to_end(&mut raw)
+        .with_context(|| format!("reading audio from {name}"))?;
+    if raw.is_empty() {
+        bail!("no audio on {name}: expected raw s16le 16 kHz mono samples or a WAV file");
+    }
+    if raw.len() >= 12 && &raw[..4] == b"RIFF" && &raw[8..12] == b"WAVE" {
+        let r = hound::WavReader::new(io::Cursor::new(raw)).with_context(|| {
+            format!("{name} starts with a RIFF/WAVE header but is not a PCM WAV")
+        })?;
+        return decode(r, &format!("the WAV on {name}"));
+    }
+    if raw.len() % 2 != 0 {
+        bail!(
+            "{} bytes on {name}: raw audio must be whole s16le samples (an even number of \
+             bytes), 16 kHz mono",
+            raw.len()
+        );
+    }
+    let pcm = raw
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    Ok(LoadedAudio {
+        pcm,
+        converted_from: None,
+    })
 }
 
 /// Decodes and converts an opened WAV; `name` labels errors.
@@ -348,5 +377,52 @@ mod tests {
         let e = format!("{:#}", read_audio(f.path()).unwrap_err());
         assert!(e.contains(&f.path().display().to_string()), "{e}");
         assert!(e.contains("PCM WAV"), "{e}");
+    }
+
+    #[test]
+    fn stdin_takes_raw_s16le_or_a_whole_wav_and_refuses_what_is_neither() {
+        let raw: Vec<u8> = [1i16, -2, 300]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let a = read_audio_from(&raw[..], "stdin").unwrap();
+        assert_eq!((a.pcm, a.converted_from), (vec![1, -2, 300], None));
+
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 16_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut wav = io::Cursor::new(Vec::new());
+        let mut w = hound::WavWriter::new(&mut wav, spec).unwrap();
+        for v in [100i16, 300, -100, -300] {
+            w.write_sample(v).unwrap();
+        }
+        w.finalize().unwrap();
+        let a = read_audio_from(&wav.get_ref()[..], "stdin").unwrap();
+        assert_eq!(
+            a.pcm,
+            [200, -200],
+            "the header is used, not played as samples"
+        );
+        assert!(a.converted_from.is_some());
+
+        let e = read_audio_from(&[][..], "stdin").unwrap_err().to_string();
+        assert!(e.contains("no audio on stdin"), "{e}");
+        let e = read_audio_from(&[1u8, 2, 3][..], "stdin")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("3 bytes on stdin") && e.contains("even"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_file_is_named_as_missing() {
+        let e = format!(
+            "{:#}",
+            read_audio(Path::new("/nonexistent/clip.wav")).unwrap_err()
+        );
+        assert!(e.starts_with("cannot open /nonexistent/clip.wav"), "{e}");
+        assert!(e.contains("No such file"), "{e}");
     }
 }
