@@ -12,7 +12,8 @@ use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use outpost_protocol::client::{Client, Received};
 use outpost_protocol::{
-    Audio, DeviceState, Hello, OpenStream, Request, Response, FRAME_SAMPLES, SAMPLE_RATE_HZ,
+    Audio, DeviceState, Hello, OpenStream, RejectReason, Request, Response, FRAME_SAMPLES,
+    SAMPLE_RATE_HZ,
 };
 use serde_json::json;
 
@@ -101,6 +102,8 @@ pub struct SendSummary {
     pub rejections: u32,
     /// `Error` answers.
     pub errors: u32,
+    /// The reason of the last `Rejected` answer, if any.
+    pub last_rejection: Option<RejectReason>,
     /// Client-side round trip per frame, µs.
     pub rtt_us: Histogram<u64>,
     /// Device-reported total per frame, µs.
@@ -122,10 +125,32 @@ fn q(h: &Histogram<u64>) -> serde_json::Value {
 }
 
 impl SendSummary {
+    /// Why the run failed, or `None`: every frame was refused (e.g. `NoModel`, a device in
+    /// safe mode), or any frame was answered with an error. `outpost send` then exits
+    /// non-zero; deadline misses and some rejections alone are answers a loaded device
+    /// may legitimately give and do not fail the run.
+    pub fn failure(&self) -> Option<String> {
+        if self.errors > 0 {
+            return Some(format!(
+                "{} of {} frames answered with an error",
+                self.errors, self.frames
+            ));
+        }
+        if self.frames > 0 && self.results == 0 && self.rejections == self.frames {
+            let why = self
+                .last_rejection
+                .map_or(String::new(), |r| format!(": {r}"));
+            return Some(format!("every frame was rejected{why}"));
+        }
+        None
+    }
+
     /// The summary as the JSON object `outpost send --json` prints last.
     pub fn to_json(&self) -> serde_json::Value {
         json!({
             "type": "summary",
+            "ok": self.failure().is_none(),
+            "failure": self.failure(),
             "frames": self.frames,
             "results": self.results,
             "detections": self.detections.len(),
@@ -188,6 +213,7 @@ pub fn send(
         deadline_misses: 0,
         rejections: 0,
         errors: 0,
+        last_rejection: None,
         rtt_us: hist(),
         server_total_us: hist(),
         server_compute_us: hist(),
@@ -307,6 +333,7 @@ pub fn send(
             }
             Response::Rejected { reason, .. } => {
                 s.rejections += 1;
+                s.last_rejection = Some(reason);
                 if !opts.json {
                     writeln!(out, "frame {seq}: rejected ({reason})")?;
                 }
@@ -315,7 +342,10 @@ pub fn send(
                 s.errors += 1;
                 writeln!(out, "frame {seq}: device error: {e}")?;
             }
-            other => writeln!(out, "frame {seq}: unexpected answer {other:?}")?,
+            other => {
+                s.errors += 1;
+                writeln!(out, "frame {seq}: unexpected answer {other:?}")?;
+            }
         }
     }
     let _ = client.call(&Request::CloseStream {
@@ -383,6 +413,8 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
         bail!("unexpected answer to Status: {:?}", env.body);
     };
     let key: String = st.key_id.iter().map(|b| format!("{b:02x}")).collect();
+    // In safe mode (or while starting) no bundle is served: no name, version or key.
+    let served = !st.bundle_name.is_empty();
     let state = match st.state {
         DeviceState::Starting => "starting",
         DeviceState::Ready => "ready",
@@ -403,8 +435,9 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
         writeln!(
             out,
             "{}",
-            json!({"state": state, "detail": st.detail, "bundle": st.bundle_name, "version": st.bundle_version,
-                   "key_id": key, "development": st.development, "uptime_ms": st.uptime_ms,
+            json!({"state": state, "detail": st.detail,
+                   "bundle": served.then_some(st.bundle_name), "version": served.then_some(st.bundle_version),
+                   "key_id": served.then_some(key), "development": st.development, "uptime_ms": st.uptime_ms,
                    "boot_to_ready_ms": st.boot_to_ready_ms, "clients": st.clients, "streams": st.streams,
                    "frames": st.frames, "detections": st.detections, "deadline_misses": st.deadline_misses,
                    "rejections": st.rejections, "errors": st.errors, "providers": providers, "latency": stages,
@@ -423,13 +456,17 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
             format!(": {}", st.detail)
         }
     )?;
-    writeln!(
-        out,
-        "bundle     {} v{} (key {key}{})",
-        st.bundle_name,
-        st.bundle_version,
-        if st.development { ", DEVELOPMENT" } else { "" }
-    )?;
+    if st.bundle_name.is_empty() {
+        writeln!(out, "bundle     none served")?;
+    } else {
+        writeln!(
+            out,
+            "bundle     {} v{} (key {key}{})",
+            st.bundle_name,
+            st.bundle_version,
+            if st.development { ", DEVELOPMENT" } else { "" }
+        )?;
+    }
     writeln!(
         out,
         "uptime     {:.1} s (boot to ready {} ms)",

@@ -705,6 +705,31 @@ fn assert_safe_mode(bundle: &Path, reason: &str) {
         f.decode().unwrap().body,
         Response::Pong { nonce: 7 }
     ));
+    drop(c);
+    // The client tells a script the truth: every frame refused is a failure, and status
+    // names the reason instead of a zero key and v0.
+    let (clip, _) = clips(&test_voice()).remove(0);
+    let out = Command::new(outpost_client_bin())
+        .args(["send", "--json", "--socket"])
+        .arg(&d.socket)
+        .arg(&clip)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "send into safe mode must fail");
+    assert!(stderr.contains("every frame was rejected"), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"ok\":false"),
+        "the JSON summary says it failed"
+    );
+    let out = Command::new(outpost_client_bin())
+        .args(["status", "--socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains("SAFE MODE: ") && status.contains(reason), "{status}");
+    assert!(status.contains("bundle     none served"), "{status}");
 }
 
 #[test]

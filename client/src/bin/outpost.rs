@@ -1,17 +1,21 @@
 //! `outpost`: command-line client of an Outpost device. See the README for usage.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 use outpost_client::cli::{
     connect, print_summary, read_audio, reload, send, status, SendOptions, Target,
 };
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Client of an Outpost voice-command device")]
+#[command(
+    name = "outpost",
+    version,
+    about = "Client of an Outpost voice-command device"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -96,15 +100,30 @@ fn main() -> Result<()> {
             deadline_ms,
             tail_ms,
         } => {
+            // In the order a person needs the errors: a missing file first, then a device
+            // that does not answer, and only then the (possibly slow) conversion.
+            let stdin = file == Path::new("-");
+            if !stdin && !file.exists() {
+                bail!("no such file: {}", file.display());
+            }
+            let mut client = connect(&target(conn, baud), Duration::from_millis(10))?;
             let audio = read_audio(&file)?;
+            let name = if stdin {
+                "stdin".to_string()
+            } else {
+                file.display().to_string()
+            };
             if let Some(from) = audio.converted_from {
+                eprintln!("note: {name} converted from {from} to 16000 Hz mono 16-bit");
+            }
+            if stdin {
                 eprintln!(
-                    "note: {} converted from {from} to 16000 Hz mono 16-bit",
-                    file.display()
+                    "note: {} samples ({:.2} s) read from stdin",
+                    audio.pcm.len(),
+                    audio.pcm.len() as f64 / 16_000.0
                 );
             }
             let pcm = audio.pcm;
-            let mut client = connect(&target(conn, baud), Duration::from_millis(10))?;
             let opts = SendOptions {
                 realtime,
                 deadline_us: deadline_ms.unwrap_or(0) * 1000,
@@ -117,6 +136,10 @@ fn main() -> Result<()> {
                 writeln!(out, "{}", s.to_json())?;
             } else {
                 print_summary(&s, &mut out)?;
+            }
+            if let Some(why) = s.failure() {
+                out.flush()?;
+                bail!("send failed: {why}");
             }
         }
         Cmd::Reload { socket } => {

@@ -20,7 +20,7 @@ use outpost_runtime::stats::LatencyStats;
 /// frames over serial, a simulated serial port (PTY) and a Unix socket within a hard
 /// per-frame deadline.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "outpostd", version)]
 struct Args {
     /// Signed model bundle to serve.
     #[arg(long, conflicts_with = "state_dir")]
