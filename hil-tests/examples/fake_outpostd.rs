@@ -10,11 +10,11 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 use outpost_protocol::{
     decode_payload, encode_frame, DeviceState, FrameDecoder, FrameResult, HelloAck, Request,
     Response, StatusReport, Timing, WireError, FRAME_AUDIO_BYTES, MAX_FRAME_BYTES,
@@ -193,35 +193,16 @@ fn main() {
     }
     let mut ready = String::from("READY");
     if args.iter().any(|a| a == "--pty") {
-        let (mut master, mut slave) = (0, 0);
-        let mut name = [0 as libc::c_char; 128];
-        // SAFETY: openpty writes two fds and a NUL-terminated name into our buffers.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                name.as_mut_ptr(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "openpty failed");
-        // SAFETY: the slave fd is open; termios is plain data.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            libc::tcgetattr(slave, &mut t);
-            libc::cfmakeraw(&mut t);
-            libc::tcsetattr(slave, libc::TCSANOW, &t);
-        }
-        // SAFETY: `name` was NUL-terminated by openpty.
-        let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
-            .to_string_lossy()
-            .into_owned();
-        ready.push_str(&format!(" pty={path}"));
-        // Keep the slave open so the master never sees EIO between clients.
-        // (the raw fd `slave` is never closed)
-        // SAFETY: we own the master fd.
-        let m = unsafe { File::from_raw_fd(master) };
+        let pty = nix::pty::openpty(None, None).expect("openpty failed");
+        let mut t = tcgetattr(&pty.slave).expect("tcgetattr on the PTY slave");
+        cfmakeraw(&mut t);
+        tcsetattr(&pty.slave, SetArg::TCSANOW, &t).expect("tcsetattr on the PTY slave");
+        let path = nix::unistd::ttyname(&pty.slave).expect("name of the PTY slave");
+        ready.push_str(&format!(" pty={}", path.display()));
+        // Keep the slave open so the master never sees EIO between clients: it is
+        // never closed.
+        std::mem::forget(pty.slave);
+        let m = File::from(pty.master);
         let m2 = m.try_clone().expect("dup master");
         std::thread::spawn(move || loop {
             serve(&m, &m2);

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::clips::{self, Clip};
 use crate::link::{Link, SerialLink, SocketLink};
+use crate::procinfo::read_memory_kb;
 use crate::report::{self, latency_table, PlotInfo};
 use crate::scenario::CLIENT_NAME;
 use crate::session::{AnswerKind, Session, StatusInfo};
@@ -111,22 +112,6 @@ pub struct BenchReport {
     pub paths: Vec<PathResult>,
     /// Plot, if drawn.
     pub plot: Option<PlotInfo>,
-}
-
-/// Reads `VmRSS` and `VmHWM` (kB) from `/proc/<pid>/status`.
-pub fn read_memory_kb(pid: u32) -> (Option<u64>, Option<u64>) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    parse_proc_status_kb(&text)
-}
-
-/// Parses `VmRSS` and `VmHWM` (kB) out of `/proc/<pid>/status` text.
-pub fn parse_proc_status_kb(text: &str) -> (Option<u64>, Option<u64>) {
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// Frames of the clips, concatenated (with their silence tails), and a description;

@@ -14,6 +14,7 @@
 //! * [`report`], [`stats`]: JSON / Markdown reports, latency percentiles, PNG plots.
 //! * [`bench`]: closed-loop latency per path.
 //! * [`load`]: `bench-load`: real-time streams under load, capacity, overload, CPU hog.
+//! * [`procinfo`]: `/proc` readers (CPU time, memory, steal, load average).
 //! * [`runner`]: `outpost-hil run`.
 //!
 //! See `hil-tests/README.md` for how to run it.
@@ -25,6 +26,7 @@ pub mod device;
 pub mod faults;
 pub mod link;
 pub mod load;
+pub mod procinfo;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -370,7 +370,7 @@ impl Answer {
         }
     }
 
-    fn from_frame(f: &ResponseFrame) -> Self {
+    pub(crate) fn from_frame(f: &ResponseFrame) -> Self {
         match f.decode() {
             Ok(env) => Answer {
                 request_id: env.request_id,

@@ -13,6 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
 /// How long the daemon may take from spawn to its READY line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the daemon gets to exit after SIGTERM before it is killed.
@@ -369,13 +372,7 @@ fn stop_child(child: &mut Child) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
-    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: plain kill(2) on our own child's pid, which has not been reaped yet
-        // (try_wait above returned None), so the pid cannot have been reused.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-    }
+    sigterm(child);
     let t = Instant::now();
     while t.elapsed() < STOP_GRACE {
         if let Ok(Some(status)) = child.try_wait() {
@@ -390,6 +387,15 @@ fn stop_child(child: &mut Child) {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Sends SIGTERM to `child`. Call it only while the child is unreaped (its last
+/// `try_wait` returned `None`): then its pid cannot have been reused. Errors (the child
+/// exited meanwhile) are ignored: the caller waits and kills anyway.
+pub(crate) fn sigterm(child: &Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
 }
 
 /// Last `lines` lines of a text file (at most the last 64 KiB are read); a note

@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use outpost_hil::bench::parse_proc_status_kb;
 use outpost_hil::clips::{normalise_label, parse_clips_tsv, to_frames, ClipError};
 use outpost_hil::device::{ConfigError, DeviceConfig, LinkConfig};
+use outpost_hil::procinfo::parse_proc_status_kb;
 use outpost_hil::sim::{ReadyError, ReadyLine};
 use outpost_protocol::FRAME_AUDIO_BYTES;
 
@@ -198,7 +198,20 @@ fn labels_compare_loosely() {
 
 #[test]
 fn proc_status_memory() {
-    let text = "Name:\toutpostd\nVmPeak:\t  300000 kB\nVmHWM:\t   81234 kB\nVmRSS:\t   80000 kB\n";
+    // As Linux 6.x shows it (trimmed of the lines the parser does not need).
+    let text = "Name:\toutpostd\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\nNgid:\t0\n\
+                Pid:\t4242\nPPid:\t1\nTracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n\
+                FDSize:\t64\nGroups:\t \nVmPeak:\t  300000 kB\nVmSize:\t  299000 kB\n\
+                VmLck:\t   80000 kB\nVmHWM:\t   81234 kB\nVmRSS:\t   80000 kB\nThreads:\t9\n\
+                SigQ:\t1/96362\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n\
+                SigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\nSigCgt:\t0000000100004a02\n\
+                CapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\n\
+                voluntary_ctxt_switches:\t10\nnonvoluntary_ctxt_switches:\t2\n";
     assert_eq!(parse_proc_status_kb(text), (Some(80_000), Some(81_234)));
+    // A kernel thread has no memory lines.
+    let kthread = text
+        .replace("VmHWM:\t   81234 kB\n", "")
+        .replace("VmRSS:\t   80000 kB\n", "");
+    assert_eq!(parse_proc_status_kb(&kthread), (None, None));
     assert_eq!(parse_proc_status_kb(""), (None, None));
 }
