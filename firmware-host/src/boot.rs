@@ -9,8 +9,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use outpost_models::manifest::SelfTest;
 use outpost_models::{verify_path, PublicKey, TrustedKeys, VerifiedBundle, VerifyOptions};
+use outpost_protocol::Provider;
 use outpost_protocol::Stage;
-use outpost_runtime::ort_env::SessionConfig;
+use outpost_runtime::ort_env::{ProviderChoice, SessionConfig};
 use outpost_runtime::pipeline::{Engine, FRAME_SAMPLES, MODEL_STAGES};
 use outpost_runtime::scheduler::{Counters, Scheduler};
 use outpost_runtime::stats::LatencyStats;
@@ -322,6 +323,28 @@ fn boot_inner(
     bail!("no slot in {} passed its self-test", dir.display())
 }
 
+/// One line for the execution providers of every stage; a warning when a stage fell
+/// back from the provider `auto` tries first (TensorRT), which would break the latency
+/// budget on the Orin unnoticed otherwise.
+fn log_providers(session: &SessionConfig, providers: &[Provider; 4]) {
+    let list: Vec<String> = MODEL_STAGES
+        .iter()
+        .zip(providers)
+        .map(|(s, p)| format!("{s} {p}"))
+        .collect();
+    let fell_back = session.providers == ProviderChoice::Auto
+        && providers.iter().any(|p| *p != Provider::TensorRt);
+    if fell_back {
+        log::warn!(
+            "execution providers: {} (fell back from TensorRT: not available or failed; \
+             `--provider` names one to make its failure fatal)",
+            list.join(", ")
+        );
+    } else {
+        log::info!("execution providers: {}", list.join(", "));
+    }
+}
+
 /// Builds the engines for a verified bundle, warms them up, runs its self-test vectors,
 /// and starts the scheduler.
 fn serve_bundle(
@@ -358,9 +381,7 @@ fn serve_bundle(
         engines.push(Engine::new(bundle, &session)?);
     }
     let providers = engines[0].providers();
-    for (s, p) in MODEL_STAGES.iter().zip(providers) {
-        log::info!("stage {}: {} execution provider", s, p);
-    }
+    log_providers(&session, &providers);
     // Warm-up: every engine, deterministic audio; the worst frame seeds admission control.
     let audio = warmup_audio(opts.warmup_frames.max(2));
     let (mut worst, mut total, mut total_sq, mut frames) = (0u32, 0u64, 0u64, 0u64);

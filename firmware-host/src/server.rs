@@ -22,7 +22,7 @@ use outpost_runtime::scheduler::{
 };
 use outpost_runtime::stats::LatencyStats;
 
-use crate::state::{Daemon, Limits, Serving};
+use crate::state::{bounded_detail, Daemon, Limits, Serving};
 
 /// Transport a connection arrived on. Admin operations are refused on serial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -538,7 +538,7 @@ impl Ctx<'_> {
                 bundle_name: &now.bundle.name,
                 bundle_version: now.bundle.version,
                 slot: &now.bundle.slot,
-                detail: &detail,
+                detail: bounded_detail(&detail),
             },
         );
         Ok(())

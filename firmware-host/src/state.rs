@@ -8,12 +8,26 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use outpost_protocol::{DeviceState, StageProvider, StatusReport};
+use outpost_protocol::{DeviceState, StageProvider, StatusReport, MAX_DETAIL_BYTES};
 use outpost_runtime::ort_env::SessionConfig;
 use outpost_runtime::pipeline::{StreamState, MODEL_STAGES};
 use outpost_runtime::rt::RtConfig;
 use outpost_runtime::scheduler::{Counters, Scheduler, SchedulerConfig};
 use outpost_runtime::stats::LatencyStats;
+
+/// `detail` cut to at most [`MAX_DETAIL_BYTES`] at a character boundary, so a status or
+/// reload answer always encodes (an unbounded error chain would not fit a frame, and the
+/// request would go unanswered).
+pub fn bounded_detail(detail: &str) -> &str {
+    if detail.len() <= MAX_DETAIL_BYTES {
+        return detail;
+    }
+    let mut end = MAX_DETAIL_BYTES;
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    &detail[..end]
+}
 
 /// What a `Reload` request runs: boots the newly selected slot beside the running one
 /// and switches to it (`boot::reload`).
@@ -120,13 +134,26 @@ impl Serving {
         }
     }
 
-    /// Safe mode: status answers with `detail`, inference is refused.
+    /// Starting: transports listen, the bundle is being verified and warmed up; status
+    /// answers with state `Starting`, audio is refused (`NoModel`).
+    pub fn starting() -> Self {
+        Self {
+            bundle: BundleInfo::default(),
+            scheduler: None,
+            state: DeviceState::Starting,
+            detail: "verifying and warming up the bundle".to_string(),
+            generation: 0,
+        }
+    }
+
+    /// Safe mode: status answers with `detail` (cut to [`MAX_DETAIL_BYTES`]), inference
+    /// is refused.
     pub fn safe_mode(detail: String) -> Self {
         Self {
             bundle: BundleInfo::default(),
             scheduler: None,
             state: DeviceState::SafeMode,
-            detail,
+            detail: bounded_detail(&detail).to_string(),
             generation: 0,
         }
     }
@@ -342,4 +369,28 @@ pub fn stage_providers(p: [outpost_protocol::Provider; 4]) -> Vec<StageProvider>
             provider: p,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_protocol::{encode_frame, Response, MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES};
+
+    #[test]
+    fn a_long_safe_mode_reason_is_cut_so_status_still_encodes() {
+        let reason = "bündle rejected: ".repeat(400);
+        let d = Daemon::new(
+            Limits::default(),
+            Serving::safe_mode(reason),
+            Arc::new(LatencyStats::new()),
+            Arc::new(Counters::default()),
+            Instant::now(),
+        );
+        let sv = d.serving();
+        assert!(sv.detail.len() <= MAX_DETAIL_BYTES && sv.detail.starts_with("bündle"));
+        let provisioning = "x".repeat(200);
+        let status = Response::Status(d.status(&sv, &provisioning));
+        let (mut scratch, mut out) = ([0u8; MAX_PAYLOAD_BYTES], [0u8; MAX_FRAME_BYTES]);
+        encode_frame(1, &status, &mut scratch, &mut out).expect("a status report always fits");
+    }
 }

@@ -75,10 +75,40 @@ pub struct Pty {
 
 impl Drop for Pty {
     fn drop(&mut self) {
+        // Only our own link: another process may have replaced it meanwhile.
         if let Some(l) = &self.link {
-            let _ = std::fs::remove_file(l);
+            if std::fs::read_link(l).is_ok_and(|t| t == Path::new(&self.device)) {
+                let _ = std::fs::remove_file(l);
+            }
         }
     }
+}
+
+/// Makes way for a `--pty-link` at `link`: a dangling link (its PTY closed) is removed;
+/// a link to a PTY that still exists belongs to a live process and is refused, as is
+/// anything that is not a symlink.
+fn claim_pty_link(link: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(link) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_symlink() {
+        anyhow::bail!(
+            "--pty-link {} exists and is not a symlink; refusing to replace it",
+            link.display()
+        );
+    }
+    let target = std::fs::read_link(link)
+        .with_context(|| format!("cannot read --pty-link {}", link.display()))?;
+    if target.exists() {
+        anyhow::bail!(
+            "--pty-link {} points to {}, a PTY that is still open (another outpostd?); \
+             stop it first or choose another link",
+            link.display(),
+            target.display()
+        );
+    }
+    std::fs::remove_file(link)
+        .with_context(|| format!("cannot remove stale PTY link {}", link.display()))
 }
 
 /// Creates a PTY pair and serves its master side on a thread.
@@ -93,7 +123,7 @@ pub fn spawn_pty(
     master.set_timeout(POLL)?;
     let device = slave.name().context("the PTY slave has no path")?;
     if let Some(l) = link {
-        let _ = std::fs::remove_file(l);
+        claim_pty_link(l)?;
         std::os::unix::fs::symlink(&device, l)
             .with_context(|| format!("cannot create PTY link {} -> {device}", l.display()))?;
     }
@@ -108,14 +138,49 @@ pub fn spawn_pty(
     ))
 }
 
-/// Binds the Unix socket (replacing a stale socket file, never another kind of file)
-/// and accepts clients on a thread, one thread per client, up to the client bound.
+/// A bound Unix socket file: removed on drop only while it is still the one this
+/// daemon bound (same device and inode), so a daemon never deletes another's socket.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Binds the Unix socket and accepts clients on a thread, one thread per client, up to
+/// the client bound. An existing socket file is replaced only when nothing answers on
+/// it (a stale file left by a crash); one a live process serves is refused, naming its
+/// pid (`SO_PEERCRED`).
 ///
 /// # Errors
-/// When the path exists and is not a socket, or binding fails.
-pub fn spawn_socket(daemon: &Arc<Daemon>, path: &Path) -> Result<std::thread::JoinHandle<()>> {
+/// When the path exists and is not a socket, another process serves it, or binding
+/// fails.
+pub fn spawn_socket(
+    daemon: &Arc<Daemon>,
+    path: &Path,
+) -> Result<(SocketFile, std::thread::JoinHandle<()>)> {
+    use std::os::unix::fs::MetadataExt;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if meta.file_type().is_socket() {
+            if let Ok(live) = std::os::unix::net::UnixStream::connect(path) {
+                let who = peer_credentials(&live)
+                    .map_or("a running process".to_string(), |(pid, _)| {
+                        format!("pid {pid}")
+                    });
+                anyhow::bail!(
+                    "{} is served by {who} (another outpostd?); refusing to take it over: \
+                     stop it first or choose another --socket path",
+                    path.display()
+                );
+            }
             std::fs::remove_file(path)
                 .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
         } else {
@@ -130,10 +195,17 @@ pub fn spawn_socket(daemon: &Arc<Daemon>, path: &Path) -> Result<std::thread::Jo
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("cannot set permissions on {}", path.display()))?;
     listener.set_nonblocking(true)?;
+    let meta = std::fs::symlink_metadata(path)
+        .with_context(|| format!("cannot stat {}", path.display()))?;
+    let file = SocketFile {
+        path: path.to_path_buf(),
+        id: (meta.dev(), meta.ino()),
+    };
     let d = Arc::clone(daemon);
-    Ok(std::thread::Builder::new()
+    let handle = std::thread::Builder::new()
         .name("outpost-accept".into())
-        .spawn(move || accept_loop(&d, &listener))?)
+        .spawn(move || accept_loop(&d, &listener))?;
+    Ok((file, handle))
 }
 
 fn accept_loop(d: &Arc<Daemon>, listener: &UnixListener) {

@@ -81,8 +81,17 @@ fn start_with_env(extra: &[&str], env: &[(&str, &OsStr)]) -> Daemon {
     });
     let line = rx
         .recv_timeout(Duration::from_secs(60))
-        .expect("outpostd printed no READY line within 60 s");
-    assert!(line.starts_with("READY "), "{line}");
+        .expect("outpostd printed no READY or SAFE-MODE line within 60 s");
+    let state = if line.starts_with("READY ") {
+        "ready"
+    } else {
+        assert!(line.starts_with("SAFE-MODE "), "{line}");
+        assert!(
+            line.contains(" reason="),
+            "a safe-mode line names its reason: {line}"
+        );
+        "safe-mode"
+    };
     let kv = |k: &str| {
         line.split_whitespace()
             .find_map(|t| t.strip_prefix(&format!("{k}=")).map(str::to_string))
@@ -92,7 +101,7 @@ fn start_with_env(extra: &[&str], env: &[(&str, &OsStr)]) -> Daemon {
         _one: one,
         pty: kv("pty"),
         socket,
-        state: kv("state").unwrap(),
+        state: state.to_string(),
         _dir: dir,
     }
 }
@@ -311,6 +320,70 @@ fn a_48_khz_stereo_recording_is_converted_by_outpost_send_and_recognised() {
     assert_eq!(detected, [expected], "stdout: {stdout}");
 }
 
+/// A second daemon never takes a live socket or PTY link from the first: it refuses to
+/// start, naming the pid that serves the socket, and the first keeps answering. A stale
+/// socket file (nothing answers) is replaced.
+#[test]
+fn a_second_daemon_refuses_a_socket_or_pty_link_that_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("outpost-tty");
+    let d = start(&["--pty-link", link.to_str().unwrap()]);
+    let pid = d.child.id();
+    let second = |args: &[&std::ffi::OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_outpostd"))
+            .args(["--dev", "--no-rt", "--warmup-frames", "2"])
+            .args(args)
+            .current_dir(repo())
+            .output()
+            .unwrap()
+    };
+    let out = second(&["--socket".as_ref(), d.socket.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a second daemon started on a live socket"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("READY"));
+    assert!(stderr.contains(&format!("pid {pid}")), "{stderr}");
+    let out = second(&["--pty".as_ref(), "--pty-link".as_ref(), link.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a second daemon took a live PTY link"
+    );
+    assert!(stderr.contains("still open"), "{stderr}");
+    // The first daemon still serves both.
+    let mut c = connect(&Target::Socket(d.socket.clone()), Duration::from_secs(2)).unwrap();
+    let f = c.call(&Request::Ping { nonce: 1 }).unwrap();
+    assert!(matches!(
+        f.decode().unwrap().body,
+        Response::Pong { nonce: 1 }
+    ));
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        Path::new(d.pty.as_ref().unwrap())
+    );
+    drop(c);
+    // A socket file nobody answers on is stale and replaced.
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let mut third = Command::new(env!("CARGO_BIN_EXE_outpostd"))
+        .args(["--dev", "--no-rt", "--warmup-frames", "2", "--socket"])
+        .arg(&stale)
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    BufReader::new(third.stdout.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    let _ = third.kill();
+    let _ = third.wait();
+    assert!(first_line.starts_with("READY "), "{first_line}");
+}
+
 /// What the daemon answered to one frame, bit for bit: VAD probability, and the detection
 /// (label, score, stream time) if any; `None` for a frame not answered with a result.
 type FrameTrace = Option<(u32, Option<(u8, u32, u32)>)>;
@@ -461,7 +534,7 @@ fn the_daemon_notifies_systemd_when_ready_and_pings_the_watchdog() {
     };
     let first = next();
     assert!(first.contains("READY=1"), "first notification: {first:?}");
-    assert!(first.contains("STATUS=state=ready"), "{first:?}");
+    assert!(first.contains("STATUS=READY state=ready"), "{first:?}");
     for _ in 0..3 {
         let ping = next();
         assert_eq!(ping.trim(), "WATCHDOG=1");
@@ -728,7 +801,10 @@ fn assert_safe_mode(bundle: &Path, reason: &str) {
         .output()
         .unwrap();
     let status = String::from_utf8_lossy(&out.stdout);
-    assert!(status.contains("SAFE MODE: ") && status.contains(reason), "{status}");
+    assert!(
+        status.contains("SAFE MODE: ") && status.contains(reason),
+        "{status}"
+    );
     assert!(status.contains("bundle     none served"), "{status}");
 }
 

@@ -46,6 +46,10 @@ pub const MAX_PAYLOAD_BYTES: usize = 3072;
 pub const MAX_FRAME_BYTES: usize = cobs::max_encoding_length(MAX_PAYLOAD_BYTES) + 1;
 /// Default per-request deadline in µs (docs/DESIGN.md §4).
 pub const DEFAULT_DEADLINE_US: u32 = 30_000;
+/// Longest free-text `detail` the device puts in a `Status` or `Reloaded` answer, in
+/// bytes: with the rest of a status report it stays well inside [`MAX_PAYLOAD_BYTES`].
+/// Longer reasons (a safe-mode error chain) are cut at a character boundary.
+pub const MAX_DETAIL_BYTES: usize = 1024;
 /// Most labels a bundle may announce in the handshake.
 pub const MAX_LABELS: usize = 32;
 /// Most pipeline stages reported in status.

@@ -94,7 +94,7 @@ pub fn environment() -> Result<&'static Environment, RuntimeError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProviderChoice {
     /// TensorRT, then CUDA, then CPU; the first that registers serves. A fall-back is
-    /// logged as a warning and reported per stage in status.
+    /// logged as one warning line by the daemon and reported per stage in status.
     #[default]
     Auto,
     /// Only this provider; failure to register is an error (no silent fall-back).
@@ -212,15 +212,9 @@ pub fn build_session(
         })();
         match attempt {
             Ok(s) => {
-                if p != order[0] {
-                    log::warn!(
-                        "{stage}: served by the {} provider ({} unavailable)",
-                        p,
-                        order[0]
-                    );
-                } else {
-                    log::info!("{stage}: served by the {} provider", p);
-                }
+                // Per stage and session at debug level: the daemon logs one summary of
+                // every stage's provider, and a fall-back there as a warning.
+                log::debug!("{stage}: served by the {} provider", p);
                 return Ok((s, p));
             }
             Err(e) => {

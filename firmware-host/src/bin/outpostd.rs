@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::Parser;
 use outpost_host::boot::{boot, reload};
-use outpost_host::state::{BootOptions, Daemon, Limits};
+use outpost_host::state::{BootOptions, Daemon, Limits, Serving};
 use outpost_host::transport::{spawn_pty, spawn_serial, spawn_socket};
 use outpost_host::watchdog::{notify_ready, notify_stopping, Watchdog};
 use outpost_runtime::ort_env::{ProviderChoice, SessionConfig};
@@ -145,52 +145,84 @@ fn main() -> Result<()> {
     }
     let stats = Arc::new(LatencyStats::new());
     let counters = Arc::new(Counters::default());
-    let serving = boot(&opts, &stats, &counters);
-    let serving_ok = serving.scheduler.is_some();
-    let bundle_tag = format!("{}@{}", serving.bundle.name, serving.bundle.version);
-    let slot = serving.bundle.slot.replace(' ', "");
-    let mut daemon = Daemon::new(opts.limits.clone(), serving, stats, counters, started);
+    // The transports come first, so a path that is taken (another daemon on the socket
+    // or PTY link) or a serial device that cannot be opened is said at once, not after
+    // the verify / warm-up / self-test; until boot ends, requests see state `starting`.
+    let mut daemon = Daemon::new(
+        opts.limits.clone(),
+        Serving::starting(),
+        Arc::clone(&stats),
+        Arc::clone(&counters),
+        started,
+    );
     daemon.state_dir = a.state_dir.clone();
     daemon.rt = rt.clone();
-    daemon.boot_opts = Some(opts);
+    daemon.boot_opts = Some(opts.clone());
     daemon.reloader = Some(reload);
-    outpost_runtime::rt::lock_memory(&rt);
     let daemon = Arc::new(daemon);
 
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
 
-    let mut ready = vec![format!(
-        "state={}",
-        if serving_ok { "ready" } else { "safe-mode" }
-    )];
+    let mut fields = Vec::new();
     let _pty = if a.pty {
         let (pty, _) = spawn_pty(&daemon, a.pty_link.as_deref())?;
-        ready.push(format!("pty={}", pty.device));
+        fields.push(format!("pty={}", pty.device));
         Some(pty)
     } else {
         None
     };
     if let Some(dev) = &a.serial {
         spawn_serial(&daemon, dev, a.baud)?;
-        ready.push(format!("serial={dev}"));
+        fields.push(format!("serial={dev}"));
     }
-    if let Some(p) = &a.socket {
-        spawn_socket(&daemon, p)?;
-        ready.push(format!("socket={}", p.display()));
-    }
+    let _socket = match &a.socket {
+        Some(p) => {
+            let (file, _) = spawn_socket(&daemon, p)?;
+            fields.push(format!("socket={}", p.display()));
+            Some(file)
+        }
+        None => None,
+    };
+
+    let serving = boot(&opts, &stats, &counters);
+    let safe_mode = serving.scheduler.is_none().then(|| serving.detail.clone());
+    let bundle_tag = format!("{}@{}", serving.bundle.name, serving.bundle.version);
+    let slot = serving.bundle.slot.replace(' ', "");
+    drop(daemon.replace_serving(serving));
+    outpost_runtime::rt::lock_memory(&rt);
+
     let boot_ms = started.elapsed().as_millis() as u32;
     daemon.boot_to_ready_ms.store(boot_ms, Ordering::Relaxed);
-    ready.push(format!("bundle={bundle_tag}"));
-    if !slot.is_empty() {
-        ready.push(format!("slot={slot}"));
+    if safe_mode.is_none() {
+        fields.push(format!("bundle={bundle_tag}"));
+        if !slot.is_empty() {
+            fields.push(format!("slot={slot}"));
+        }
     }
-    ready.push(format!("boot_ms={boot_ms}"));
-    ready.push(format!("pid={}", std::process::id()));
-    println!("READY {}", ready.join(" "));
-    log::info!("ready in {boot_ms} ms");
-    notify_ready(&ready.join(" "));
+    fields.push(format!("boot_ms={boot_ms}"));
+    fields.push(format!("pid={}", std::process::id()));
+    // READY only when a verified bundle serves; a script waiting for READY must not
+    // mistake a device in safe mode for a ready one. The reason comes last: it has spaces.
+    let line = match &safe_mode {
+        None => format!("READY state=ready {}", fields.join(" ")),
+        Some(why) => format!(
+            "SAFE-MODE state=safe-mode {} reason={}",
+            fields.join(" "),
+            why.replace('\n', " ")
+        ),
+    };
+    println!("{line}");
+    log::info!(
+        "{} in {boot_ms} ms",
+        if safe_mode.is_none() {
+            "ready"
+        } else {
+            "up in safe mode"
+        }
+    );
+    notify_ready(&line);
     let mut watchdog = Watchdog::from_env();
     if let Some(every) = watchdog.interval() {
         log::info!(
@@ -207,8 +239,5 @@ fn main() -> Result<()> {
     notify_stopping();
     daemon.stopping.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(200));
-    if let Some(p) = &a.socket {
-        let _ = std::fs::remove_file(p);
-    }
     Ok(())
 }
