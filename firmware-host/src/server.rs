@@ -157,6 +157,42 @@ pub struct ConnStream {
     pub generation: u64,
 }
 
+/// Errors in a row (no valid request between them) after which a connection is
+/// throttled: its reader drops to normal scheduling and pauses [`THROTTLE_PAUSE`] per
+/// read, so one client's garbage cannot take the CPU from the others.
+pub const ERROR_STREAK_THROTTLE: u32 = 16;
+
+/// Errors in a row after which a Unix-socket connection is closed. A serial line is
+/// never closed (it is the only way to that device); it stays throttled until a valid
+/// request arrives.
+pub const ERROR_STREAK_CLOSE: u32 = 256;
+
+/// Pause per read of a throttled connection.
+pub const THROTTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// What a connection's run of consecutive errors calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorStreak {
+    /// Serve normally.
+    Fine,
+    /// Throttle: normal scheduling, a pause per read.
+    Throttle,
+    /// Close the connection.
+    Close,
+}
+
+/// The policy for `streak` errors in a row on `transport` ([`ERROR_STREAK_THROTTLE`],
+/// [`ERROR_STREAK_CLOSE`]).
+pub fn error_streak(streak: u32, transport: TransportKind) -> ErrorStreak {
+    if streak >= ERROR_STREAK_CLOSE && transport == TransportKind::UnixSocket {
+        ErrorStreak::Close
+    } else if streak >= ERROR_STREAK_THROTTLE {
+        ErrorStreak::Throttle
+    } else {
+        ErrorStreak::Fine
+    }
+}
+
 /// Serves one connection until EOF, a fatal read error, or shutdown. `reader` should
 /// time out periodically (serial: port timeout; socket: read timeout) so shutdown is
 /// noticed.
@@ -196,9 +232,29 @@ pub fn serve_connection(
     let mut decoder = FrameDecoder::<MAX_FRAME_BYTES>::new();
     let mut streams: HashMap<u16, ConnStream> = HashMap::new();
     let mut buf = vec![0u8; 8192];
+    let mut streak = 0u32;
+    let mut demoted = false;
     'read: loop {
         if daemon.stopping.load(Ordering::Relaxed) || broken.load(Ordering::Relaxed) {
             break;
+        }
+        match error_streak(streak, transport) {
+            ErrorStreak::Fine => {}
+            ErrorStreak::Throttle => {
+                if !demoted {
+                    demoted = true;
+                    outpost_runtime::rt::demote_current_thread();
+                    log::warn!("connection {conn} ({peer}): {streak} errors in a row; throttled");
+                }
+                std::thread::sleep(THROTTLE_PAUSE);
+            }
+            ErrorStreak::Close => {
+                log::warn!(
+                    "connection {conn} ({peer}): {streak} errors in a row and no valid request; closed"
+                );
+                daemon.count_closed_for_errors();
+                break;
+            }
         }
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
@@ -226,16 +282,21 @@ pub fn serve_connection(
             match r {
                 Err(e) => {
                     daemon.count_error();
+                    streak += 1;
                     log::debug!("connection {conn}: {e}");
                     sink.send(0, &Response::Error(e));
                 }
                 Ok(payload) => match decode_payload::<Request<'_>>(payload) {
                     Err(f) => {
                         daemon.count_error();
+                        streak += 1;
                         log::debug!("connection {conn}: {}", f.error);
                         sink.send(f.request_id, &Response::Error(f.error));
                     }
                     Ok(env) => {
+                        // A valid request ends the streak (errors it earns are the
+                        // request's, e.g. an unknown stream, and are answered as such).
+                        streak = 0;
                         let ctx = Ctx {
                             daemon,
                             conn,
@@ -608,6 +669,28 @@ mod tests {
             lost: 0,
             generation: 0,
         }
+    }
+
+    #[test]
+    fn a_run_of_errors_throttles_then_closes_a_socket_but_never_a_serial_line() {
+        use TransportKind::{Serial, UnixSocket};
+        assert_eq!(error_streak(0, UnixSocket), ErrorStreak::Fine);
+        assert_eq!(
+            error_streak(ERROR_STREAK_THROTTLE - 1, UnixSocket),
+            ErrorStreak::Fine
+        );
+        assert_eq!(
+            error_streak(ERROR_STREAK_THROTTLE, UnixSocket),
+            ErrorStreak::Throttle
+        );
+        assert_eq!(
+            error_streak(ERROR_STREAK_CLOSE, UnixSocket),
+            ErrorStreak::Close
+        );
+        assert_eq!(
+            error_streak(ERROR_STREAK_CLOSE * 10, Serial),
+            ErrorStreak::Throttle
+        );
     }
 
     #[test]

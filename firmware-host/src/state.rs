@@ -184,6 +184,7 @@ pub struct Daemon {
     clients: AtomicUsize,
     next_conn: AtomicU64,
     errors: AtomicU64,
+    closed_for_errors: AtomicU64,
     /// Set when the daemon is stopping.
     pub stopping: AtomicBool,
     /// A/B slot state directory, for the provisioning audit in status.
@@ -227,6 +228,7 @@ impl Daemon {
             clients: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
             errors: AtomicU64::new(0),
+            closed_for_errors: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             state_dir: None,
             rt: RtConfig::off(),
@@ -256,6 +258,22 @@ impl Daemon {
     /// Counts one error answered to a client (shown in status).
     pub fn count_error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Errors answered to clients so far.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection closed for sending only errors.
+    pub fn count_closed_for_errors(&self) {
+        self.closed_for_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed so far for sending only errors
+    /// ([`crate::server::ERROR_STREAK_CLOSE`] in a row).
+    pub fn closed_for_errors(&self) -> u64 {
+        self.closed_for_errors.load(Ordering::Relaxed)
     }
 
     /// Boots the newly installed slot (or bundle file) with [`Daemon::reloader`] and

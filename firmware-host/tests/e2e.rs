@@ -320,6 +320,45 @@ fn a_48_khz_stereo_recording_is_converted_by_outpost_send_and_recognised() {
     assert_eq!(detected, [expected], "stdout: {stdout}");
 }
 
+/// A client that sends only garbage is throttled and then closed, and a well-behaved
+/// client on another connection is answered throughout.
+#[test]
+fn a_connection_that_sends_only_errors_is_closed_and_others_are_served() {
+    use std::io::{Read, Write};
+    let d = start(&[]);
+    let mut good = connect(&Target::Socket(d.socket.clone()), Duration::from_secs(2)).unwrap();
+    let mut bad = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // 400 frames with a bad CRC (valid COBS, 0x00-delimited): one error answer each.
+    let garbage: Vec<u8> = (0..400).flat_map(|_| [0x03, 0x01, 0x02, 0x00]).collect();
+    bad.write_all(&garbage).unwrap();
+    let mut answers = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match bad.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answers.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the daemon did not close the garbage connection: {e}"),
+        }
+        let f = good.call(&Request::Ping { nonce: 9 }).unwrap();
+        assert!(matches!(
+            f.decode().unwrap().body,
+            Response::Pong { nonce: 9 }
+        ));
+    }
+    let errors = answers.iter().filter(|&&b| b == 0).count();
+    assert!(
+        errors >= 256,
+        "every bad frame before the close was answered: {errors}"
+    );
+    let f = good.call(&Request::Ping { nonce: 10 }).unwrap();
+    assert!(matches!(
+        f.decode().unwrap().body,
+        Response::Pong { nonce: 10 }
+    ));
+}
+
 /// A second daemon never takes a live socket or PTY link from the first: it refuses to
 /// start, naming the pid that serves the socket, and the first keeps answering. A stale
 /// socket file (nothing answers) is replaced.

@@ -151,6 +151,21 @@ pub fn apply_to_current_thread(cfg: &RtConfig, role: Role) -> bool {
     ok
 }
 
+/// Puts the calling thread back under normal scheduling (`SCHED_OTHER`, nice 10): for a
+/// transport thread whose peer sends only garbage, so decoding it can no longer take the
+/// CPU from inference workers or well-behaved connections. Returns `false` when the
+/// system refuses (it does not for lowering one's own priority).
+pub fn demote_current_thread() -> bool {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pthread_self() is the calling thread; `param` is a valid sched_param.
+    let rc =
+        unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_OTHER, &param) };
+    let tid = nix::unistd::gettid().as_raw() as libc::id_t;
+    // SAFETY: setpriority on our own thread id has no memory-safety preconditions.
+    let nice = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 10) };
+    rc == 0 && nice == 0
+}
+
 /// Locks the process's memory if configured. Returns `false` (with one warning) when
 /// refused.
 pub fn lock_memory(cfg: &RtConfig) -> bool {
