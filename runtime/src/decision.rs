@@ -22,7 +22,7 @@ use outpost_models::manifest::DecisionSpec;
 /// Most labels a head may have.
 pub const MAX_LABELS: usize = outpost_protocol::MAX_LABELS;
 /// Longest smoothing window in frames.
-pub const MAX_SMOOTHING: usize = 16;
+pub const MAX_SMOOTHING: usize = outpost_models::format::MAX_SMOOTHING_FRAMES as usize;
 
 /// Decision parameters resolved against the label list.
 #[derive(Debug, Clone)]

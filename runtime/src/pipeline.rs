@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
+use outpost_models::format::MAX_HEAD_WINDOW;
 use outpost_models::manifest::{ModelStage, PipelineSpec};
 use outpost_models::verify::VerifiedBundle;
-use outpost_protocol::{Provider, Stage};
+use outpost_protocol::{Provider, Stage, SAMPLE_RATE_HZ};
 
 use crate::decision::{Decided, Decider, DecisionParams};
 use crate::ort_env::{build_session, SessionConfig};
@@ -25,7 +26,7 @@ use crate::scheduler::FrameProcessor;
 use crate::RuntimeError;
 
 /// Samples per frame (80 ms at 16 kHz).
-pub const FRAME_SAMPLES: usize = 1280;
+pub const FRAME_SAMPLES: usize = outpost_protocol::FRAME_SAMPLES;
 /// Samples per mel call: 1280 new + 480 of context → 8 mel frames.
 pub const MEL_WINDOW_SAMPLES: usize = 1760;
 /// Mel frames produced per audio frame (hop 160 samples = 10 ms).
@@ -47,7 +48,7 @@ pub const VAD_STATE: usize = 2 * 128;
 /// `(seq + 1) × 80`, saturating at `u32::MAX` (49.7 days of audio). It keeps advancing
 /// across a state reset and counts frames the client skipped.
 pub fn stream_time_ms(seq: u32) -> u32 {
-    let frame_ms = (FRAME_SAMPLES as u32 * 1000) / 16_000;
+    let frame_ms = (FRAME_SAMPLES as u32 * 1000) / SAMPLE_RATE_HZ;
     seq.saturating_add(1).saturating_mul(frame_ms)
 }
 
@@ -173,9 +174,9 @@ impl Engine {
     /// does not load, [`RuntimeError::Inference`] when the silence run fails.
     pub fn new(bundle: &VerifiedBundle, cfg: &SessionConfig) -> Result<Self, RuntimeError> {
         let spec: &PipelineSpec = &bundle.manifest.pipeline;
-        if spec.sample_rate_hz != 16_000 || spec.frame_samples as usize != FRAME_SAMPLES {
+        if spec.sample_rate_hz != SAMPLE_RATE_HZ || spec.frame_samples as usize != FRAME_SAMPLES {
             return Err(RuntimeError::Pipeline(format!(
-                "bundle pipeline is {} Hz x {} samples per frame (this runtime runs 16000 Hz x {FRAME_SAMPLES})",
+                "bundle pipeline is {} Hz x {} samples per frame (this runtime runs {SAMPLE_RATE_HZ} Hz x {FRAME_SAMPLES})",
                 spec.sample_rate_hz, spec.frame_samples
             )));
         }
@@ -193,9 +194,9 @@ impl Engine {
         let (emb, pe) = model(&spec.embedding, Stage::Embedding)?;
         let (head, ph) = model(&spec.head, Stage::Head)?;
         let head_window = spec.head_window as usize;
-        if !(1..=64).contains(&head_window) {
+        if !(1..=MAX_HEAD_WINDOW as usize).contains(&head_window) {
             return Err(RuntimeError::Pipeline(format!(
-                "head_window = {head_window} (expected 1..=64)"
+                "head_window = {head_window} (expected 1..={MAX_HEAD_WINDOW})"
             )));
         }
         let params = DecisionParams::from_spec(&spec.decision, &spec.labels, 80)
@@ -429,7 +430,7 @@ fn run_vad(
     state: &mut [f32; VAD_STATE],
     run: &RunOptions,
 ) -> Result<f32, RuntimeError> {
-    let sr = [16_000i64];
+    let sr = [i64::from(SAMPLE_RATE_HZ)];
     let out = s
         .run_with_options(
             ort::inputs![
@@ -538,7 +539,11 @@ fn run_head(
     if v.is_empty() || v.len() > scores.len() {
         return Err(stage_err(
             Stage::Head,
-            format!("output has {} scores (expected 1..=32)", v.len()),
+            format!(
+                "output has {} scores (expected 1..={})",
+                v.len(),
+                crate::decision::MAX_LABELS
+            ),
         ));
     }
     scores[..v.len()].copy_from_slice(v);
