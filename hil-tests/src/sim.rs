@@ -46,6 +46,9 @@ pub enum ReadyError {
     /// The line does not start with the word `READY`.
     #[error("not a READY line (expected `READY key=value ...`): {0:?}")]
     NotReady(String),
+    /// The daemon came up in safe mode (`SAFE-MODE ... reason=...`): no bundle serves.
+    #[error("outpostd is in safe mode: {0}")]
+    SafeMode(String),
     /// A field is not `key=value`.
     #[error("READY field {0:?} is not key=value")]
     BadField(String),
@@ -67,8 +70,15 @@ impl ReadyLine {
     /// [`ReadyError`] when the line is not a READY line or a field is malformed.
     pub fn parse(line: &str) -> Result<Self, ReadyError> {
         let mut words = line.split_whitespace();
-        if words.next() != Some("READY") {
-            return Err(ReadyError::NotReady(line.to_owned()));
+        match words.next() {
+            Some("READY") => {}
+            Some("SAFE-MODE") => {
+                let reason = line
+                    .split_once(" reason=")
+                    .map_or("no reason given", |(_, r)| r);
+                return Err(ReadyError::SafeMode(reason.to_owned()));
+            }
+            _ => return Err(ReadyError::NotReady(line.to_owned())),
         }
         let mut r = ReadyLine::default();
         for field in words {

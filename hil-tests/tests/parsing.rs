@@ -215,3 +215,12 @@ fn proc_status_memory() {
     assert_eq!(parse_proc_status_kb(&kthread), (None, None));
     assert_eq!(parse_proc_status_kb(""), (None, None));
 }
+
+#[test]
+fn a_safe_mode_line_is_reported_with_its_reason() {
+    let e = ReadyLine::parse(
+        "SAFE-MODE state=safe-mode socket=/tmp/x.sock boot_ms=20 pid=7 reason=bundle rejected: bad key",
+    )
+    .unwrap_err();
+    assert_eq!(e, ReadyError::SafeMode("bundle rejected: bad key".into()));
+}
