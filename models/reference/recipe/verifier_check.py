@@ -363,7 +363,8 @@ def main():
         say()
         for th in (1, 2):
             load = os.getloadavg()
-            for bname, batch in (("A (36 sequences)", None), ("C (12 phrases)", phrase_batch(m, v))):
+            for bname, batch in (("A (36 sequences)", None), ("B (12 sequences)", rule_batch(m, "B")),
+                                 ("C (12 phrases)", rule_batch(m, "C"))):
                 p50, p99, parts = timing(paths, m, x, th, a.timing_runs, batch)
                 say(f"- cost per utterance, rule {bname}, {th} intra-op thread(s), {a.timing_runs} runs: p50 {p50:.1f} ms, "
                     f"p99 {p99:.1f} ms (medians: mel {parts['mel']:.1f}, encoder {parts['encoder']:.1f}, decoder "
@@ -372,13 +373,16 @@ def main():
         Path(a.out).write_text("\n".join(lines) + "\n")
 
 
-def phrase_batch(m, v):
-    """The decoder batch of rule C: one sequence per command (' Cap'), phrase tokens scored."""
+def rule_batch(m, rule):
+    """The decoder batch of rule B (' Cap.' + <|endoftext|>) or C (' Cap', the phrase tokens
+    only): one sequence per command, the tokens the rule scores masked in."""
     tok = m.tokenizer()
-    seqs = [tok.encode(variants(c)[2], add_special_tokens=False).ids for c in C.COMMANDS]
+    k = 0 if rule == "B" else 2
+    seqs = [tok.encode(variants(c)[k], add_special_tokens=False).ids for c in C.COMMANDS]
     tokens, targets, mask = decoder_batch(m, seqs)
-    last = (mask.cumsum(1) == mask.sum(1, keepdims=True)).argmax(1)
-    mask[np.arange(len(seqs)), last] = 0
+    if rule == "C":
+        last = (mask.cumsum(1) == mask.sum(1, keepdims=True)).argmax(1)
+        mask[np.arange(len(seqs)), last] = 0
     return tokens, targets, mask
 
 
