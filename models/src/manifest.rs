@@ -50,7 +50,7 @@ pub struct FileEntry {
     pub sha256: [u8; 32],
 }
 
-/// The pipeline of DESIGN.md §3: VAD, mel features, embedding, command head, decision.
+/// The pipeline of docs/DESIGN.md §3: VAD, mel features, embedding, command head, decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineSpec {
     /// Audio sample rate in Hz; must be [`SAMPLE_RATE_HZ`] (16 000), the protocol's.
@@ -73,7 +73,7 @@ pub struct PipelineSpec {
     pub labels: Vec<String>,
     /// How head scores become detections.
     pub decision: DecisionSpec,
-    /// Per-stage compute budgets in µs (DESIGN.md §4 latency budget).
+    /// Per-stage compute budgets in µs (docs/DESIGN.md §4 latency budget).
     pub budgets_us: StageBudgets,
 }
 
