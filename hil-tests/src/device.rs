@@ -44,6 +44,9 @@ pub struct DeviceConfig {
     /// Scenario parameters.
     #[serde(default)]
     pub scenarios: ScenarioConfig,
+    /// The on-device checks (a shell on the appliance; see [`crate::device_checks`]).
+    #[serde(default)]
+    pub device_checks: DeviceChecksConfig,
 }
 
 /// How to reach the device.
@@ -134,6 +137,72 @@ impl Default for ScenarioConfig {
     }
 }
 
+/// The on-device checks: how the rig gets a shell on the appliance, and what it must
+/// find there. The image has no network and no ssh: the shell comes over the serial
+/// console (the Orin's debug UART, a USB-serial adapter on the rig) or a USB debug link,
+/// through a helper the rig provides; on the appliance itself it is `["sh", "-c"]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceChecksConfig {
+    /// argv of a rig-side command that runs one POSIX `sh` command line on the device:
+    /// the line is appended as the last argument; the command's stdout must be the
+    /// line's stdout and its exit status the line's. Empty: the checks are skipped.
+    #[serde(default)]
+    pub shell: Vec<String>,
+    /// Longest time one shell command may take, in ms (a console log-in included).
+    #[serde(default = "default_shell_timeout_ms")]
+    pub shell_timeout_ms: u64,
+    /// systemd units that must be active (`units-active`).
+    #[serde(default = "default_units")]
+    pub units: Vec<String>,
+    /// The unit whose systemd watchdog (`WatchdogUSec`) must be set (`watchdog`).
+    #[serde(default = "default_watchdog_unit")]
+    pub watchdog_unit: String,
+    /// Unix socket paths that must be bound on the device (`unix-sockets`).
+    #[serde(default = "default_required_sockets")]
+    pub unix_sockets_required: Vec<String>,
+    /// Further Unix socket paths that may be bound; a trailing `*` matches any rest
+    /// (`/run/systemd/*`), a leading `@` names an abstract socket. Anything bound that
+    /// is neither required nor allowed fails `unix-sockets`.
+    #[serde(default = "default_allowed_sockets")]
+    pub unix_sockets_allowed: Vec<String>,
+}
+
+fn default_shell_timeout_ms() -> u64 {
+    20_000
+}
+fn default_units() -> Vec<String> {
+    vec!["outpostd.service".into()]
+}
+fn default_watchdog_unit() -> String {
+    "outpostd.service".into()
+}
+fn default_required_sockets() -> Vec<String> {
+    // The daemon's socket in the image (yocto-layer: RuntimeDirectory=outpostd).
+    vec!["/run/outpostd/outpostd.sock".into()]
+}
+fn default_allowed_sockets() -> Vec<String> {
+    // systemd, journald and udevd of a systemd image without D-Bus services.
+    vec![
+        "/run/systemd/*".into(),
+        "/run/udev/control".into(),
+        "/run/dbus/system_bus_socket".into(),
+    ]
+}
+
+impl Default for DeviceChecksConfig {
+    fn default() -> Self {
+        Self {
+            shell: Vec::new(),
+            shell_timeout_ms: default_shell_timeout_ms(),
+            units: default_units(),
+            watchdog_unit: default_watchdog_unit(),
+            unix_sockets_required: default_required_sockets(),
+            unix_sockets_allowed: default_allowed_sockets(),
+        }
+    }
+}
+
 /// Why a device config could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -189,6 +258,11 @@ impl DeviceConfig {
                 "scenarios.clients = {} (expected 1 to 64)",
                 cfg.scenarios.clients
             )));
+        }
+        if cfg.device_checks.shell_timeout_ms == 0 {
+            return Err(bad(
+                "device_checks.shell_timeout_ms = 0 (expected a time in ms)".into(),
+            ));
         }
         if let LinkConfig::Serial { baud: 0, .. } = cfg.link {
             return Err(bad("link.baud = 0 (expected a baud rate in bit/s)".into()));

@@ -11,6 +11,8 @@
 //! * [`clips`]: `clips.tsv` and WAVs from `scripts/make-clips`, cut into frames.
 //! * [`faults`]: hand-built bad frames for fault injection.
 //! * [`scenario`]: `handshake`, `commands`, `faults`, `concurrency`.
+//! * [`device_checks`]: on-device checks of the image through a shell on it (no
+//!   listening inet socket, expected Unix sockets, units active, watchdog set).
 //! * [`report`], [`stats`]: JSON / Markdown reports, latency percentiles, PNG plots.
 //! * [`bench`]: closed-loop latency per path.
 //! * [`load`]: `bench-load`: real-time streams under load, capacity, overload, CPU hog.
@@ -23,6 +25,7 @@
 pub mod bench;
 pub mod clips;
 pub mod device;
+pub mod device_checks;
 pub mod faults;
 pub mod link;
 pub mod load;

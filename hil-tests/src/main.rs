@@ -26,7 +26,8 @@ enum Command {
         /// Device config (TOML).
         #[arg(long, default_value = "hil-tests/devices/sim.toml")]
         device: PathBuf,
-        /// Scenario to run (repeatable): handshake, commands, faults, concurrency. Default: all.
+        /// Scenario to run (repeatable): handshake, commands, faults, concurrency,
+        /// no-inet-listeners, unix-sockets, units-active, watchdog. Default: all.
         #[arg(long = "scenario", value_name = "NAME")]
         scenarios: Vec<String>,
         /// outpostd binary (else $OUTPOSTD, else next to this executable).

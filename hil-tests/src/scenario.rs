@@ -1,4 +1,5 @@
-//! Scenarios: `handshake`, `commands`, `faults`, `concurrency`. Each returns a
+//! Scenarios: `handshake`, `commands`, `faults`, `concurrency`, and the on-device
+//! checks of [`crate::device_checks`]. Each returns a
 //! [`ScenarioResult`] (pass, fail or skip, with the reason and details); none panics
 //! on device misbehaviour.
 
@@ -12,6 +13,7 @@ use serde_json::json;
 
 use crate::clips::{self, Clip};
 use crate::device::Device;
+use crate::device_checks;
 use crate::faults::{self, FaultKind};
 use crate::session::{AnswerKind, FrameRecord, HelloInfo, Session, SessionError};
 use crate::stats::{LatencySeries, LatencySummary};
@@ -20,7 +22,18 @@ use crate::stats::{LatencySeries, LatencySummary};
 pub const CLIENT_NAME: &str = "outpost-hil";
 
 /// Names of all scenarios, in the default run order.
-pub const ALL_SCENARIOS: [&str; 4] = ["handshake", "commands", "faults", "concurrency"];
+/// The protocol scenarios come first, then the on-device checks
+/// ([`crate::device_checks::DEVICE_SCENARIOS`]), which a simulated device skips.
+pub const ALL_SCENARIOS: [&str; 8] = [
+    "handshake",
+    "commands",
+    "faults",
+    "concurrency",
+    "no-inet-listeners",
+    "unix-sockets",
+    "units-active",
+    "watchdog",
+];
 
 /// Result of a scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,7 +77,7 @@ pub struct ScenarioResult {
 }
 
 impl ScenarioResult {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         Self {
             name: name.to_owned(),
             outcome: Outcome::Pass,
@@ -76,7 +89,7 @@ impl ScenarioResult {
         }
     }
 
-    fn check(&mut self, ok: bool, what: impl Into<String>) -> bool {
+    pub(crate) fn check(&mut self, ok: bool, what: impl Into<String>) -> bool {
         let what = what.into();
         if ok {
             self.details.push(format!("ok: {what}"));
@@ -87,15 +100,15 @@ impl ScenarioResult {
         ok
     }
 
-    fn note(&mut self, what: impl Into<String>) {
+    pub(crate) fn note(&mut self, what: impl Into<String>) {
         self.details.push(format!("note: {}", what.into()));
     }
 
-    fn fail(&mut self, what: impl Into<String>) {
+    pub(crate) fn fail(&mut self, what: impl Into<String>) {
         self.check(false, what);
     }
 
-    fn skip(mut self, reason: impl Into<String>) -> Self {
+    pub(crate) fn skip(mut self, reason: impl Into<String>) -> Self {
         self.outcome = Outcome::Skip;
         self.summary = format!("skipped: {}", reason.into());
         self
@@ -184,6 +197,9 @@ impl<'d> Rig<'d> {
             "commands" => self.commands(),
             "faults" => self.faults(),
             "concurrency" => self.concurrency(),
+            n if device_checks::DEVICE_SCENARIOS.contains(&n) => {
+                device_checks::run_device_scenario(n, &self.device.config)
+            }
             other => ScenarioResult::new(other).skip(format!(
                 "unknown scenario (known: {})",
                 ALL_SCENARIOS.join(", ")
