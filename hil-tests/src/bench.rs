@@ -15,9 +15,16 @@ use crate::scenario::CLIENT_NAME;
 use crate::session::{AnswerKind, Session, StatusInfo};
 use crate::sim::{ReadyLine, SimOptions, SimulatedDevice};
 use crate::stats::{LatencySeries, LatencySummary};
+use outpost_protocol::Stage;
 
 /// Stages reported from `Status` in the bench table, in order.
-pub const BENCH_STAGES: [&str; 5] = ["Vad", "Mel", "Embedding", "Head", "Total"];
+pub const BENCH_STAGES: [Stage; 5] = [
+    Stage::Vad,
+    Stage::Mel,
+    Stage::Embedding,
+    Stage::Head,
+    Stage::Total,
+];
 
 /// Bench options.
 #[derive(Debug, Clone)]
@@ -299,11 +306,11 @@ impl BenchReport {
             rows.push((format!("{} · server queue", p.path), p.server_queue.clone()));
             if let Some(st) = &p.status {
                 for stage in BENCH_STAGES {
-                    if let Some(l) = st.latency.iter().find(|l| l.stage == stage) {
+                    if let Some(l) = st.latency.iter().find(|l| l.stage == stage.name()) {
                         rows.push((
-                            format!("{} · device {} (status)", p.path, stage.to_lowercase()),
+                            format!("{} · device {stage} (status)", p.path),
                             LatencySummary {
-                                name: stage.to_owned(),
+                                name: stage.name().to_owned(),
                                 count: l.count,
                                 p50_us: u64::from(l.p50_us),
                                 p99_us: u64::from(l.p99_us),

@@ -1,5 +1,5 @@
 //! Hand-built bad frames for fault injection, each with the explicit error the
-//! device must answer (DESIGN.md §5: corrupt, oversized, unknown-version and
+//! device must answer (docs/DESIGN.md §5: corrupt, oversized, unknown-version and
 //! out-of-order input get an explicit error and the connection recovers).
 
 use outpost_protocol::{

@@ -303,7 +303,7 @@ impl<'d> Rig<'d> {
         );
         if hello.default_deadline_us != outpost_protocol::DEFAULT_DEADLINE_US {
             r.note(format!(
-                "default deadline is {} µs, DESIGN.md §4 default is {} µs",
+                "default deadline is {} µs, docs/DESIGN.md §4 default is {} µs",
                 hello.default_deadline_us,
                 outpost_protocol::DEFAULT_DEADLINE_US
             ));

@@ -187,7 +187,7 @@ pub struct StatusInfo {
     pub rejections: u64,
     /// Requests answered `Error`.
     pub errors: u64,
-    /// Provider per stage, e.g. `("Embedding", "Cpu")`.
+    /// Provider per stage, e.g. `("embedding", "CPU")`.
     pub providers: Vec<(String, String)>,
     /// Latency per stage.
     pub latency: Vec<StageLatencyInfo>,
@@ -222,12 +222,14 @@ pub struct StageLatencyInfo {
     pub budget_us: u32,
 }
 
+/// The protocol's name of a stage (`vad`, `head+decision`), as every tool prints it.
 fn stage_name(s: Stage) -> String {
-    format!("{s:?}")
+    s.name().to_owned()
 }
 
+/// The protocol's name of an execution provider (`CPU`, `TensorRT`).
 fn provider_name(p: Provider) -> String {
-    format!("{p:?}")
+    p.name().to_owned()
 }
 
 impl AnswerKind {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use outpost_protocol::{Audio, Request};
+use outpost_protocol::{Audio, Request, Stage};
 use serde::Serialize;
 
 use super::conn::{close_conn, open_conn, poll, send, Conn, Rx, Tx};
@@ -147,7 +147,7 @@ impl RunResult {
     ///
     /// An answer the daemon wrote on time but the rig read late is reported (column
     /// *late*, and [`RunResult::ok`] fails) but does not fail capacity: the deadline runs
-    /// to the first byte written (DESIGN.md §4), and the delay after it is the rig's or
+    /// to the first byte written (docs/DESIGN.md §4), and the delay after it is the rig's or
     /// the machine's (see *rig lag* and *steal*).
     pub fn clean(&self) -> bool {
         self.error.is_none()
@@ -516,8 +516,8 @@ pub(super) fn run_once(
             typical_us: a.typical_us,
             late_writes: a.late_writes.saturating_sub(b.late_writes),
             spread_us: a.spread_us,
-            write_max_us: stage_max(&a, "Write"),
-            transport_max_us: stage_max(&a, "Transport"),
+            write_max_us: stage_max(&a, Stage::Write),
+            transport_max_us: stage_max(&a, Stage::Transport),
         });
     }
     if !errors.is_empty() {
@@ -527,10 +527,10 @@ pub(super) fn run_once(
 }
 
 /// The `max_us` of `stage` in a `Status`, 0 when absent.
-fn stage_max(st: &StatusInfo, stage: &str) -> u32 {
+fn stage_max(st: &StatusInfo, stage: Stage) -> u32 {
     st.latency
         .iter()
-        .find(|l| l.stage == stage)
+        .find(|l| l.stage == stage.name())
         .map_or(0, |l| l.max_us)
 }
 

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use outpost_protocol::Stage;
+
 use super::hog::Hog;
 use super::plan::{confirm_steps, search_capacity};
 use super::report::{CapacityResult, LoadReport};
@@ -259,10 +261,10 @@ fn run_capacity(
         Ok(st) => {
             c.wcet_us = Some(st.wcet_us);
             c.typical_us = Some(st.typical_us);
-            for stage in ["Vad", "Mel", "Embedding", "Head"] {
-                if let Some(l) = st.latency.iter().find(|l| l.stage == stage) {
-                    c.stage_p50_us.push((stage.to_lowercase(), l.p50_us));
-                    c.stage_p999_us.push((stage.to_lowercase(), l.p999_us));
+            for stage in [Stage::Vad, Stage::Mel, Stage::Embedding, Stage::Head] {
+                if let Some(l) = st.latency.iter().find(|l| l.stage == stage.name()) {
+                    c.stage_p50_us.push((stage.name().to_owned(), l.p50_us));
+                    c.stage_p999_us.push((stage.name().to_owned(), l.p999_us));
                 }
             }
             c.compute_p50_us = c.stage_p50_us.iter().map(|s| u64::from(s.1)).sum();
