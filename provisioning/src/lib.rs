@@ -304,8 +304,14 @@ pub fn verify(
         allow_development,
         expected_compatible: compatible.map(str::to_owned),
     };
-    let verified =
-        verify_path(bundle, &trusted, &opts).with_context(|| format!("{}", bundle.display()))?;
+    let verified = verify_path(bundle, &trusted, &opts).map_err(|e| {
+        let hint = if matches!(e, outpost_models::BundleError::DevelopmentRefused { .. }) {
+            " (pass --allow-development to accept it on a development device)"
+        } else {
+            ""
+        };
+        anyhow::Error::new(e).context(format!("{}{hint}", bundle.display()))
+    })?;
     verified
         .manifest
         .check_runtime()

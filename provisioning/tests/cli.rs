@@ -311,6 +311,10 @@ fn development_must_match_key() {
     ok(&s.build("keys/dev.pk8", "d.bundle"));
     let err = fails(&run(&["verify", s.p("d.bundle"), "--keys", s.p("keys")]));
     assert!(err.contains("development bundle refused"), "{err}");
+    assert!(
+        err.contains("pass --allow-development"),
+        "the way out is named: {err}"
+    );
     let out = ok(&run(&[
         "verify",
         s.p("d.bundle"),
