@@ -249,10 +249,11 @@ pub fn serve_connection(
                 std::thread::sleep(THROTTLE_PAUSE);
             }
             ErrorStreak::Close => {
+                let closed = daemon.count_closed_for_errors();
                 log::warn!(
-                    "connection {conn} ({peer}): {streak} errors in a row and no valid request; closed"
+                    "connection {conn} ({peer}): {streak} errors in a row and no valid request; \
+                     closed ({closed} connection(s) closed for errors since start)"
                 );
-                daemon.count_closed_for_errors();
                 break;
             }
         }

@@ -260,20 +260,11 @@ impl Daemon {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Errors answered to clients so far.
-    pub fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
-    }
-
-    /// Counts a connection closed for sending only errors.
-    pub fn count_closed_for_errors(&self) {
-        self.closed_for_errors.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Connections closed so far for sending only errors
-    /// ([`crate::server::ERROR_STREAK_CLOSE`] in a row).
-    pub fn closed_for_errors(&self) -> u64 {
-        self.closed_for_errors.load(Ordering::Relaxed)
+    /// Counts a connection closed for sending only errors
+    /// ([`crate::server::ERROR_STREAK_CLOSE`] in a row); returns the count so far,
+    /// which the close log line gives (`Status` has no field for it in protocol v1).
+    pub fn count_closed_for_errors(&self) -> u64 {
+        self.closed_for_errors.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Boots the newly installed slot (or bundle file) with [`Daemon::reloader`] and
