@@ -443,7 +443,8 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
                    "rejections": st.rejections, "errors": st.errors, "providers": providers, "latency": stages,
                    "slot": st.slot, "provisioning": st.provisioning,
                    "cancellations": st.cancellations, "wcet_us": st.wcet_us, "typical_us": st.typical_us,
-                   "late_writes": st.late_writes, "spread_us": st.spread_us})
+                   "late_writes": st.late_writes, "spread_us": st.spread_us,
+                   "throttled_for_errors": st.throttled_for_errors, "closed_for_errors": st.closed_for_errors})
         )?;
         return Ok(());
     }
@@ -477,6 +478,11 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
         out,
         "traffic    {} client(s), {} stream(s), {} frames, {} detections, {} deadline misses ({} runs cancelled), {} rejections, {} errors",
         st.clients, st.streams, st.frames, st.detections, st.deadline_misses, st.cancellations, st.rejections, st.errors
+    )?;
+    writeln!(
+        out,
+        "isolation  {} connection(s) throttled and {} closed for sending only errors",
+        st.throttled_for_errors, st.closed_for_errors
     )?;
     writeln!(
         out,

@@ -181,6 +181,29 @@ pub enum ErrorStreak {
     Close,
 }
 
+/// Drops the connection's reader to normal scheduling, once, and counts and logs it
+/// ([`ERROR_STREAK_THROTTLE`] errors in a row). The pause between reads is the caller's.
+fn throttle_for_errors(daemon: &Daemon, conn: u64, peer: &str, streak: u32, demoted: &mut bool) {
+    if !*demoted {
+        *demoted = true;
+        outpost_runtime::rt::demote_current_thread();
+        let throttled = daemon.count_throttled_for_errors();
+        log::warn!(
+            "connection {conn} ({peer}): {streak} errors in a row; throttled \
+             ({throttled} connection(s) throttled for errors since start)"
+        );
+    }
+}
+
+/// Counts and logs a connection closed for [`ERROR_STREAK_CLOSE`] errors in a row.
+fn close_for_errors(daemon: &Daemon, conn: u64, peer: &str, streak: u32) {
+    let closed = daemon.count_closed_for_errors();
+    log::warn!(
+        "connection {conn} ({peer}): {streak} errors in a row and no valid request; \
+         closed ({closed} connection(s) closed for errors since start)"
+    );
+}
+
 /// The policy for `streak` errors in a row on `transport` ([`ERROR_STREAK_THROTTLE`],
 /// [`ERROR_STREAK_CLOSE`]).
 pub fn error_streak(streak: u32, transport: TransportKind) -> ErrorStreak {
@@ -241,19 +264,11 @@ pub fn serve_connection(
         match error_streak(streak, transport) {
             ErrorStreak::Fine => {}
             ErrorStreak::Throttle => {
-                if !demoted {
-                    demoted = true;
-                    outpost_runtime::rt::demote_current_thread();
-                    log::warn!("connection {conn} ({peer}): {streak} errors in a row; throttled");
-                }
+                throttle_for_errors(daemon, conn, peer, streak, &mut demoted);
                 std::thread::sleep(THROTTLE_PAUSE);
             }
             ErrorStreak::Close => {
-                let closed = daemon.count_closed_for_errors();
-                log::warn!(
-                    "connection {conn} ({peer}): {streak} errors in a row and no valid request; \
-                     closed ({closed} connection(s) closed for errors since start)"
-                );
+                close_for_errors(daemon, conn, peer, streak);
                 break;
             }
         }
@@ -286,6 +301,17 @@ pub fn serve_connection(
                     streak += 1;
                     log::debug!("connection {conn}: {e}");
                     sink.send(0, &Response::Error(e));
+                    // Checked per frame, not only per read: one read can hold thousands.
+                    match error_streak(streak, transport) {
+                        ErrorStreak::Fine => {}
+                        ErrorStreak::Throttle => {
+                            throttle_for_errors(daemon, conn, peer, streak, &mut demoted)
+                        }
+                        ErrorStreak::Close => {
+                            close_for_errors(daemon, conn, peer, streak);
+                            break 'read;
+                        }
+                    }
                 }
                 Ok(payload) => match decode_payload::<Request<'_>>(payload) {
                     Err(f) => {
@@ -293,6 +319,16 @@ pub fn serve_connection(
                         streak += 1;
                         log::debug!("connection {conn}: {}", f.error);
                         sink.send(f.request_id, &Response::Error(f.error));
+                        match error_streak(streak, transport) {
+                            ErrorStreak::Fine => {}
+                            ErrorStreak::Throttle => {
+                                throttle_for_errors(daemon, conn, peer, streak, &mut demoted)
+                            }
+                            ErrorStreak::Close => {
+                                close_for_errors(daemon, conn, peer, streak);
+                                break 'read;
+                            }
+                        }
                     }
                     Ok(env) => {
                         // A valid request ends the streak (errors it earns are the

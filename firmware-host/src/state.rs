@@ -184,6 +184,7 @@ pub struct Daemon {
     clients: AtomicUsize,
     next_conn: AtomicU64,
     errors: AtomicU64,
+    throttled_for_errors: AtomicU64,
     closed_for_errors: AtomicU64,
     /// Set when the daemon is stopping.
     pub stopping: AtomicBool,
@@ -228,6 +229,7 @@ impl Daemon {
             clients: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
             errors: AtomicU64::new(0),
+            throttled_for_errors: AtomicU64::new(0),
             closed_for_errors: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             state_dir: None,
@@ -260,9 +262,16 @@ impl Daemon {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a connection throttled for sending only errors
+    /// ([`crate::server::ERROR_STREAK_THROTTLE`] in a row); returns the count so far
+    /// (`StatusReport::throttled_for_errors`).
+    pub fn count_throttled_for_errors(&self) -> u64 {
+        self.throttled_for_errors.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     /// Counts a connection closed for sending only errors
-    /// ([`crate::server::ERROR_STREAK_CLOSE`] in a row); returns the count so far,
-    /// which the close log line gives (`Status` has no field for it in protocol v1).
+    /// ([`crate::server::ERROR_STREAK_CLOSE`] in a row); returns the count so far
+    /// (`StatusReport::closed_for_errors`).
     pub fn count_closed_for_errors(&self) -> u64 {
         self.closed_for_errors.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -364,6 +373,8 @@ impl Daemon {
                 .scheduler
                 .as_ref()
                 .map_or(0, |s| s.spread_us().min(u32::MAX as u64) as u32),
+            throttled_for_errors: self.throttled_for_errors.load(Ordering::Relaxed),
+            closed_for_errors: self.closed_for_errors.load(Ordering::Relaxed),
         }
     }
 }

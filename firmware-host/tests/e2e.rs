@@ -357,6 +357,20 @@ fn a_connection_that_sends_only_errors_is_closed_and_others_are_served() {
         f.decode().unwrap().body,
         Response::Pong { nonce: 10 }
     ));
+    // Status counts the throttled and the closed connection, not the good one.
+    let f = good.call(&Request::Status).unwrap();
+    let env = f.decode().unwrap();
+    match env.body {
+        Response::Status(st) => {
+            assert_eq!(
+                (st.throttled_for_errors, st.closed_for_errors),
+                (1, 1),
+                "{st:?}"
+            );
+            assert!(st.errors >= 256, "{st:?}");
+        }
+        other => panic!("expected a status, got {other:?}"),
+    }
 }
 
 /// A second daemon never takes a live socket or PTY link from the first: it refuses to

@@ -18,7 +18,7 @@ use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 use outpost_protocol::{
     decode_payload, encode_frame, DeviceState, FrameDecoder, FrameResult, HelloAck, Request,
     Response, StatusReport, Timing, WireError, FRAME_AUDIO_BYTES, MAX_FRAME_BYTES,
-    MAX_PAYLOAD_BYTES,
+    MAX_PAYLOAD_BYTES, PROTOCOL_VERSION,
 };
 
 const LABELS: [&str; 13] = [
@@ -74,7 +74,7 @@ fn answer<'a>(
 ) -> Response<'a> {
     match req {
         Request::Hello(_) => Response::Hello(HelloAck {
-            protocol_version: 1,
+            protocol_version: PROTOCOL_VERSION,
             bundle_name: "fake",
             bundle_version: 1,
             key_id: [0; 8],
@@ -167,6 +167,8 @@ fn answer<'a>(
             typical_us: 0,
             late_writes: 0,
             spread_us: 0,
+            throttled_for_errors: 0,
+            closed_for_errors: 0,
         }),
     }
 }

@@ -23,7 +23,7 @@ pub enum FaultKind {
     Truncated,
     /// [`OVERSIZED_LEN`] bytes of `0x55`, then `0x00`.
     Oversized,
-    /// A Ping in an envelope of version 2, valid CRC.
+    /// A Ping in a protocol-v1 envelope (an old client), valid CRC.
     UnknownVersion,
     /// An Audio request with [`SHORT_PCM_BYTES`] of PCM.
     BadAudioLength,
@@ -48,7 +48,7 @@ impl FaultKind {
             FaultKind::BadCrc => "corrupted CRC",
             FaultKind::Truncated => "truncated frame",
             FaultKind::Oversized => "oversized frame (9000 B)",
-            FaultKind::UnknownVersion => "envelope version 2",
+            FaultKind::UnknownVersion => "envelope version 1",
             FaultKind::BadAudioLength => "audio of wrong length",
             FaultKind::OutOfOrder => "out-of-order seq",
         }
@@ -60,7 +60,7 @@ impl FaultKind {
             FaultKind::BadCrc => "Error(BadCrc)",
             FaultKind::Truncated => "Error(Truncated) or Error(BadCrc)",
             FaultKind::Oversized => "Error(FrameTooLong)",
-            FaultKind::UnknownVersion => "Error(UnknownVersion { got: 2 })",
+            FaultKind::UnknownVersion => "Error(UnknownVersion { got: 1 })",
             FaultKind::BadAudioLength => "Error(BadAudioLength { got: 1000, expected: 2560 })",
             FaultKind::OutOfOrder => "Error(OutOfOrder)",
         }
@@ -74,7 +74,7 @@ impl FaultKind {
                 matches!(e, WireError::Truncated { .. } | WireError::BadCrc { .. })
             }
             FaultKind::Oversized => matches!(e, WireError::FrameTooLong { .. }),
-            FaultKind::UnknownVersion => matches!(e, WireError::UnknownVersion { got: 2, .. }),
+            FaultKind::UnknownVersion => matches!(e, WireError::UnknownVersion { got: 1, .. }),
             FaultKind::BadAudioLength => matches!(
                 e,
                 WireError::BadAudioLength { got, expected }

@@ -610,7 +610,7 @@ impl<'d> Rig<'d> {
                 FaultKind::BadCrc => faults::bad_crc_frame(id, 0xBAD),
                 FaultKind::Truncated => faults::truncated_frame(id, 0xBAD),
                 FaultKind::Oversized => faults::oversized_frame(),
-                FaultKind::UnknownVersion => faults::version_frame(2, id, 0xBAD),
+                FaultKind::UnknownVersion => faults::version_frame(1, id, 0xBAD),
                 FaultKind::BadAudioLength => {
                     faults::audio_frame(id, STREAM, 2, faults::SHORT_PCM_BYTES)
                 }

@@ -125,7 +125,7 @@ pub enum AnswerKind {
     Error(WireError),
     /// A frame from the device that failed its CRC (or COBS) on the way to the rig.
     Damaged(WireError),
-    /// A CRC-valid frame that is not a v1 response.
+    /// A CRC-valid frame that is not a response of this protocol version.
     Undecodable(WireError),
 }
 
@@ -201,6 +201,10 @@ pub struct StatusInfo {
     pub late_writes: u64,
     /// Standard deviation of compute per frame admission control currently assumes, in µs.
     pub spread_us: u32,
+    /// Connections throttled for sending only errors.
+    pub throttled_for_errors: u64,
+    /// Connections closed for sending only errors.
+    pub closed_for_errors: u64,
 }
 
 /// Owned copy of [`outpost_protocol::StageLatency`], all in µs.
@@ -330,6 +334,8 @@ impl AnswerKind {
                 typical_us: s.typical_us,
                 late_writes: s.late_writes,
                 spread_us: s.spread_us,
+                throttled_for_errors: s.throttled_for_errors,
+                closed_for_errors: s.closed_for_errors,
             })),
             Response::Error(e) => AnswerKind::Error(*e),
             Response::Reloaded {

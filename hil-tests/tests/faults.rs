@@ -69,16 +69,16 @@ fn oversized() {
 
 #[test]
 fn unknown_version() {
-    let f = faults::version_frame(2, 0x1234, 5);
+    let f = faults::version_frame(1, 0x1234, 5);
     let out = decode_all(&f);
     let payload = out[0].as_ref().expect("CRC is valid");
-    assert_eq!(payload[0], 2);
+    assert_eq!(payload[0], 1);
     let err = decode_payload::<Request<'_>>(payload).unwrap_err();
     assert_eq!(err.request_id, 0x1234);
     assert_eq!(
         err.error,
         WireError::UnknownVersion {
-            got: 2,
+            got: 1,
             supported: PROTOCOL_VERSION
         }
     );
@@ -139,7 +139,7 @@ fn decoder_recovers_after_every_fault() {
     stream.extend(faults::bad_crc_frame(1, 1));
     stream.extend(faults::truncated_frame(2, 1));
     stream.extend(faults::oversized_frame());
-    stream.extend(faults::version_frame(2, 4, 1));
+    stream.extend(faults::version_frame(1, 4, 1));
     stream.extend(faults::valid_frame(5, &Request::Ping { nonce: 42 }));
     let out = decode_all(&stream);
     assert_eq!(out.len(), 5);

@@ -34,7 +34,7 @@ impl ResponseFrame {
     /// Decodes the envelope.
     ///
     /// # Errors
-    /// [`DecodeFailure`] when the payload is not a v1 response.
+    /// [`DecodeFailure`] when the payload is not a response of this protocol version.
     pub fn decode(&self) -> Result<Envelope<Response<'_>>, DecodeFailure> {
         decode_payload(&self.payload)
     }

@@ -1,4 +1,4 @@
-//! Outpost wire protocol v1: the contract between the appliance (`outpostd`), its
+//! Outpost wire protocol v2: the contract between the appliance (`outpostd`), its
 //! clients (`outpost` CLI, the HIL rig) and field-device firmware.
 //!
 //! `#![no_std]` and allocation-free: an MCU can encode requests and decode responses
@@ -30,9 +30,13 @@ mod message;
 pub use frame::{decode_payload, encode_frame, DecodeFailure, FrameDecoder, FrameError, CRC32};
 pub use message::*;
 
-/// Protocol version spoken by this crate. Sent first in every [`Envelope`].
-pub const PROTOCOL_VERSION: u8 = 1;
-/// Audio sample rate in Hz; the only rate v1 accepts.
+/// Protocol version spoken by this crate. Sent first in every [`Envelope`]; a peer
+/// speaking another version is answered `Error(WireError::UnknownVersion)`.
+///
+/// v2 (this version) added the error-throttling counters at the end of
+/// [`StatusReport`]; everything else is encoded as in v1.
+pub const PROTOCOL_VERSION: u8 = 2;
+/// Audio sample rate in Hz; the only rate the protocol accepts.
 pub const SAMPLE_RATE_HZ: u32 = 16_000;
 /// Samples per audio frame: 80 ms at 16 kHz (openWakeWord's chunk size).
 pub const FRAME_SAMPLES: usize = 1280;

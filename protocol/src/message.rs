@@ -56,7 +56,7 @@ pub struct Hello<'a> {
     pub client: &'a str,
 }
 
-/// Opens a stream. Audio format is fixed in v1; the fields let a client state what it
+/// Opens a stream. Audio format is fixed (v1 and v2); the fields let a client state what it
 /// sends, so a mismatch is an explicit error rather than garbage recognition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenStream {
@@ -404,6 +404,12 @@ pub struct StatusReport<'a> {
     /// Current standard deviation of compute per frame used by admission control, in
     /// µs (the frames queued ahead are charged three of their sum's on top).
     pub spread_us: u32,
+    /// Connections slowed down for sending only errors (16 in a row: their reader
+    /// drops to normal scheduling and pauses between reads). Since v2.
+    pub throttled_for_errors: u64,
+    /// Connections closed for sending only errors (256 in a row, Unix socket only; a
+    /// serial line is only throttled). Since v2.
+    pub closed_for_errors: u64,
 }
 
 /// Errors that travel on the wire. Each names what was wrong and what was expected.

@@ -89,9 +89,9 @@ fn oversized_frame_is_discarded_and_next_frame_decodes() {
 }
 
 #[test]
-fn unknown_version_names_both_versions_and_keeps_request_id() {
-    // Hand-build a version-2 envelope with a valid CRC.
-    let mut payload = vec![2u8, 42, 1, 5]; // version 2, request id 42, Ping, nonce 5
+fn a_v1_client_is_told_both_versions_and_keeps_request_id() {
+    // Hand-build what a protocol-v1 client sends: a v1 envelope with a valid CRC.
+    let mut payload = vec![1u8, 42, 1, 5]; // version 1, request id 42, Ping, nonce 5
     let crc = CRC32.checksum(&payload);
     payload.extend(crc.to_le_bytes());
     let mut wire = vec![0u8; payload.len() + 8];
@@ -111,8 +111,8 @@ fn unknown_version_names_both_versions_and_keeps_request_id() {
         Err(DecodeFailure {
             request_id: 42,
             error: WireError::UnknownVersion {
-                got: 2,
-                supported: 1
+                got: 1,
+                supported: PROTOCOL_VERSION
             }
         })
     );
@@ -121,7 +121,8 @@ fn unknown_version_names_both_versions_and_keeps_request_id() {
 
 #[test]
 fn malformed_body_and_trailing_bytes_are_rejected() {
-    for body in [vec![1u8, 7, 200], vec![1u8, 7, 1, 5, 99]] {
+    let v = PROTOCOL_VERSION;
+    for body in [vec![v, 7, 200], vec![v, 7, 1, 5, 99]] {
         // [200] is no Request variant; [..., 99] is a valid Ping followed by a stray byte.
         let mut payload = body.clone();
         payload.extend(CRC32.checksum(&body).to_le_bytes());

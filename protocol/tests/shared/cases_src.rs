@@ -141,10 +141,12 @@ fn responses() -> Vec<(&'static str, u32, Response<'static>)> {
                 typical_us: 2900,
                 late_writes: 1,
                 spread_us: 700,
+                throttled_for_errors: 3,
+                closed_for_errors: 1,
             }),
         ),
         ("error_crc", 0, Response::Error(WireError::BadCrc { received: 1, computed: 2 })),
-        ("error_version", 9, Response::Error(WireError::UnknownVersion { got: 2, supported: 1 })),
+        ("error_version", 9, Response::Error(WireError::UnknownVersion { got: 1, supported: 2 })),
         (
             "error_out_of_order",
             4,
