@@ -68,7 +68,8 @@ enum Command {
     /// overload at 2× capacity, and beside a CPU hog. Exits 1 only if a frame went
     /// unanswered (or twice) or an answer came late.
     BenchLoad {
-        /// Scenario (repeatable): load, capacity, overload, hog. Default: all.
+        /// Scenario (repeatable): load, capacity, overload, hog, flood. Default: all but
+        /// flood.
         #[arg(long = "scenario", value_name = "NAME", value_parser = load::LoadScenario::parse)]
         scenarios: Vec<load::LoadScenario>,
         /// About a minute in all: 3 s runs, 2 s probes, 8 s capacity confirmation
@@ -120,6 +121,23 @@ enum Command {
         /// clips.tsv (as for `run`).
         #[arg(long)]
         clips: Option<PathBuf>,
+        /// flood: length of the victim's run without, and of the one with, the flood, in s
+        /// [default: 20; quick: 5].
+        #[arg(long)]
+        flood_phase_s: Option<f64>,
+        /// flood: wait after the flood before the last look at the daemon's memory and fds,
+        /// in s [default: 5; quick: 2].
+        #[arg(long)]
+        flood_settle_s: Option<f64>,
+        /// flood: connect/disconnect churn, connections per minute.
+        #[arg(long, default_value_t = load::flood::DEFAULT_CHURN_PER_MIN)]
+        flood_churn_per_min: u32,
+        /// flood: streams of the victim client (one socket connection).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=8))]
+        flood_victim_streams: u64,
+        /// flood: seed of the garbage the flood sends.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -230,6 +248,11 @@ fn main() -> anyhow::Result<ExitCode> {
             daemon_args,
             report_dir,
             clips: clips_tsv,
+            flood_phase_s,
+            flood_settle_s,
+            flood_churn_per_min,
+            flood_victim_streams,
+            seed,
         } => {
             let hog_kind = match hog.as_str() {
                 "auto" => load::HogKind::Auto,
@@ -259,7 +282,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 sim: sim_options(outpostd, daemon_args),
                 clips: load_clips(clips_tsv),
                 scenarios: if scenarios.is_empty() {
-                    load::LoadScenario::ALL.to_vec()
+                    load::LoadScenario::DEFAULT.to_vec()
                 } else {
                     scenarios
                 },
@@ -275,6 +298,11 @@ fn main() -> anyhow::Result<ExitCode> {
                 late_allowance_us: (late_allowance_ms * 1000.0).round() as u64,
                 rig_rt_priority: (rig_rt_priority > 0).then_some(rig_rt_priority),
                 log_dir: Some(report_dir.clone()),
+                flood_phase: pick(flood_phase_s, 20.0, 5.0)?,
+                flood_settle: pick(flood_settle_s, 5.0, 2.0)?,
+                flood_churn_per_min,
+                flood_victim_streams: flood_victim_streams as usize,
+                seed,
             };
             let rep = load::run_bench_load(&opts)?;
             rep.write(&report_dir)?;

@@ -62,6 +62,22 @@ fn memory_kb(status: Option<Status>) -> (Option<u64>, Option<u64>) {
     status.map_or((None, None), |s| (s.vmrss, s.vmhwm))
 }
 
+/// Open file descriptors of a process (entries of `/proc/<pid>/fd`); `None` when the
+/// process is gone or its fd table is not readable.
+pub fn fd_count(pid: u32) -> Option<usize> {
+    Process::new(i32::try_from(pid).ok()?).ok()?.fd_count().ok()
+}
+
+/// Threads of a process (`num_threads` of `/proc/<pid>/stat`).
+pub fn thread_count(pid: u32) -> Option<u64> {
+    let n = Process::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .stat()
+        .ok()?
+        .num_threads;
+    u64::try_from(n).ok()
+}
+
 /// The 1, 5 and 15 minute load averages as `/proc/loadavg` shows them
 /// (`"0.52 0.58 0.59"`); empty when unreadable.
 pub fn loadavg() -> String {
@@ -109,6 +125,9 @@ mod tests {
     fn own_memory_and_load_average_are_read() {
         let (rss, hwm) = read_memory_kb(std::process::id());
         assert!(rss.is_some_and(|r| r > 0) && hwm >= rss, "{rss:?} {hwm:?}");
+        let me = std::process::id();
+        assert!(fd_count(me).is_some_and(|n| n >= 3), "own fds");
+        assert!(thread_count(me).is_some_and(|n| n >= 1), "own threads");
         let l = loadavg();
         assert_eq!(l.split(' ').count(), 3, "{l:?}");
         assert!(l.split(' ').all(|x| x.parse::<f64>().is_ok()), "{l:?}");

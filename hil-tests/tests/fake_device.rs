@@ -174,6 +174,11 @@ fn bench_load_against_the_fake() {
         late_allowance_us: 2_000,
         rig_rt_priority: None,
         log_dir: Some(dir.path().to_owned()),
+        flood_phase: Duration::from_millis(480),
+        flood_settle: Duration::from_millis(100),
+        flood_churn_per_min: 1200,
+        flood_victim_streams: 1,
+        seed: 1,
     };
     let rep = run_bench_load(&opts).expect("bench-load runs");
     assert_eq!(rep.load.len(), 4);
@@ -207,4 +212,53 @@ fn bench_load_against_the_fake() {
     );
     assert!(md.contains("## CPU hog"), "{md}");
     assert!(dir.path().join("outpostd-load.log").is_file());
+}
+
+#[test]
+fn bench_load_flood_against_the_fake() {
+    use outpost_hil::load::{run_bench_load, HogKind, LoadOptions, LoadScenario};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LoadOptions {
+        sim: SimOptions::new(fake_outpostd()),
+        clips: Vec::new(),
+        scenarios: vec![LoadScenario::Flood],
+        stream_counts: vec![1],
+        duration: Duration::from_millis(480),
+        capacity_duration: Duration::from_millis(480),
+        probe_duration: Duration::from_millis(240),
+        capacity_hint: None,
+        hog_streams: 1,
+        hog_workers: 1,
+        hog_kind: HogKind::Spin,
+        hog_no_rt: false,
+        late_allowance_us: 2_000,
+        rig_rt_priority: None,
+        log_dir: Some(dir.path().to_owned()),
+        flood_phase: Duration::from_millis(480),
+        flood_settle: Duration::from_millis(100),
+        flood_churn_per_min: 1200,
+        flood_victim_streams: 2,
+        seed: 7,
+    };
+    let rep = run_bench_load(&opts).expect("bench-load runs");
+    let f = rep.flood.as_ref().expect("flood ran");
+    for r in [f.without.as_ref().unwrap(), f.with.as_ref().unwrap()] {
+        assert!(r.error.is_none(), "{:?}", r.error);
+        // 480 ms = 6 frames per stream, each answered once (the fake has no deadline).
+        assert_eq!(r.total.frames, 12, "{r:?}");
+        assert_eq!(r.total.answered_once, r.total.frames);
+    }
+    assert_eq!(f.resources.len(), 4);
+    assert!(f
+        .resources
+        .iter()
+        .all(|x| x.rss_kb.is_some() && x.fds.is_some()));
+    assert_eq!(f.flood.len(), 5, "{:?}", f.flood);
+    // Every kind connected and the garbage went out.
+    assert!(f.flood.iter().all(|k| k.connections > 0), "{:?}", f.flood);
+    assert!(f.flood[0].bytes_sent > 0 && f.flood[0].answers_read > 0);
+    let md = rep.markdown();
+    assert!(md.contains("## Flood"), "{md}");
+    assert!(md.contains("| without flood | socket | 2 |"), "{md}");
+    assert!(md.contains("right after the flood"), "{md}");
 }

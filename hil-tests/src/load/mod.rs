@@ -30,6 +30,7 @@
 //! | [`tally`] | frames matched with their answers, counts and latency summaries |
 //! | [`run`] | one run: pacer and reader threads, memory sampling, the daemon's counters |
 //! | [`hog`] | the CPU hog beside the daemon |
+//! | [`flood`] | hostile connections on the daemon's socket (the `flood` scenario) |
 //! | [`scenarios`] | `load`, `capacity`, `overload`, `hog` in order: [`run_bench_load`] |
 //! | [`report`] | [`LoadReport`]: Markdown and JSON |
 //!
@@ -45,6 +46,7 @@ use crate::clips::Clip;
 use crate::sim::SimOptions;
 
 mod conn;
+pub mod flood;
 pub mod hog;
 pub mod plan;
 pub mod report;
@@ -53,9 +55,10 @@ pub mod run;
 pub mod scenarios;
 pub mod tally;
 
+pub use flood::{Flood, FloodKind, FloodStats, SplitMix64};
 pub use hog::{find_stress_ng, Hog};
 pub use plan::{confirm_steps, phase, plan_connections, search_capacity, ConnPlan, Transport};
-pub use report::{CapacityResult, LoadReport};
+pub use report::{CapacityResult, FloodResult, LoadReport, ResourceSnapshot};
 pub use run::{CounterDelta, MemTrace, RunResult, RunSpec};
 pub use scenarios::run_bench_load;
 pub use tally::TallySummary;
@@ -90,11 +93,23 @@ pub enum LoadScenario {
     Overload,
     /// The 8-stream run with a busy loop on every core beside it.
     Hog,
+    /// One victim stream without, then with hostile connections on the socket.
+    Flood,
 }
 
 impl LoadScenario {
     /// All, in run order.
-    pub const ALL: [LoadScenario; 4] = [
+    pub const ALL: [LoadScenario; 5] = [
+        LoadScenario::Load,
+        LoadScenario::Capacity,
+        LoadScenario::Overload,
+        LoadScenario::Hog,
+        LoadScenario::Flood,
+    ];
+
+    /// What runs without `--scenario`: all but `flood` (a robustness run, asked for by
+    /// name).
+    pub const DEFAULT: [LoadScenario; 4] = [
         LoadScenario::Load,
         LoadScenario::Capacity,
         LoadScenario::Overload,
@@ -108,6 +123,7 @@ impl LoadScenario {
             LoadScenario::Capacity => "capacity",
             LoadScenario::Overload => "overload",
             LoadScenario::Hog => "hog",
+            LoadScenario::Flood => "flood",
         }
     }
 
@@ -119,7 +135,7 @@ impl LoadScenario {
         Self::ALL
             .into_iter()
             .find(|x| x.name() == s)
-            .ok_or_else(|| format!("unknown scenario {s:?} (load, capacity, overload, hog)"))
+            .ok_or_else(|| format!("unknown scenario {s:?} (load, capacity, overload, hog, flood)"))
     }
 }
 
@@ -168,6 +184,16 @@ pub struct LoadOptions {
     pub rig_rt_priority: Option<u8>,
     /// Where daemon logs are kept (`outpostd-<scenario>.log`).
     pub log_dir: Option<PathBuf>,
+    /// `flood`: length of the victim's run without and of the one with the flood.
+    pub flood_phase: Duration,
+    /// `flood`: wait after the flood before the last look at the daemon's resources.
+    pub flood_settle: Duration,
+    /// `flood`: connect/disconnect churn, connections per minute.
+    pub flood_churn_per_min: u32,
+    /// `flood`: streams of the victim client (one connection).
+    pub flood_victim_streams: usize,
+    /// `flood`: seed of the garbage.
+    pub seed: u64,
 }
 
 /// Logical CPUs of this machine.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Serialize;
 
+use super::flood::FloodStats;
 use super::run::RunResult;
 use super::tally::TallySummary;
 use super::{cores, MEMORY_FLAT_KB};
@@ -46,6 +47,122 @@ pub struct CapacityResult {
     pub compute_bound_mean: Option<f64>,
 }
 
+/// The daemon's resources at one moment (`/proc/<pid>`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ResourceSnapshot {
+    /// When: e.g. `before the flood`.
+    pub when: String,
+    /// VmRSS in kB.
+    pub rss_kb: Option<u64>,
+    /// Open file descriptors.
+    pub fds: Option<usize>,
+    /// Threads.
+    pub threads: Option<u64>,
+}
+
+/// The `flood` scenario: one victim client without, then with the flood, against the
+/// same daemon.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FloodResult {
+    /// Length of each victim run in s.
+    pub phase_s: f64,
+    /// Wait between the end of the flood and the last snapshot, in s.
+    pub settle_s: f64,
+    /// Connect/disconnect churn asked for, per minute.
+    pub churn_per_min: u32,
+    /// Seed of the garbage.
+    pub seed: u64,
+    /// The victim without the flood.
+    pub without: Option<RunResult>,
+    /// The victim with the flood.
+    pub with: Option<RunResult>,
+    /// The daemon's resources: before, at the end of, right after, and a settle period
+    /// after the flood.
+    pub resources: Vec<ResourceSnapshot>,
+    /// What the flood's workers did, per kind.
+    pub flood: Vec<FloodStats>,
+    /// Flood length in s (from its start to its stop).
+    pub flood_s: f64,
+    /// The daemon's `errors` counter over the flood (`Status`).
+    pub daemon_errors: Option<u64>,
+    /// Connections the daemon throttled for errors over the flood (`Status`, v2).
+    pub daemon_throttled: Option<u64>,
+    /// Connections the daemon closed for errors over the flood (`Status`, v2).
+    pub daemon_closed_for_errors: Option<u64>,
+    /// Clients the daemon counted connected after the settle period (`Status`; the
+    /// status connection itself included).
+    pub daemon_clients_after: Option<u16>,
+}
+
+impl FloodResult {
+    /// Invariants of both victim runs held (a missing run counts as broken).
+    pub fn ok(&self) -> bool {
+        self.without.as_ref().is_some_and(RunResult::ok)
+            && self.with.as_ref().is_some_and(RunResult::ok)
+    }
+
+    /// The Markdown section.
+    pub fn markdown(&self) -> String {
+        let mut md = format!(
+            "## Flood ({} s per victim phase, same daemon)\n\n",
+            self.phase_s
+        );
+        md.push_str(
+            &RUN_HEADER
+                .replacen("| path |", "| victim | path |", 1)
+                .replacen("|---|", "|---|---|", 1),
+        );
+        for (label, r) in [("without flood", &self.without), ("with flood", &self.with)] {
+            if let Some(r) = r {
+                md.push_str(&format!(
+                    "| {label} {}",
+                    run_row(&r.path, r.streams, r.conns, &r.total, Some(r))
+                ));
+            }
+        }
+        md.push_str("\n| daemon | VmRSS MiB | open fds | threads |\n|---|---:|---:|---:|\n");
+        for x in &self.resources {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                x.when,
+                mib(x.rss_kb),
+                x.fds.map_or("?".into(), |n| n.to_string()),
+                x.threads.map_or("?".into(), |n| n.to_string()),
+            ));
+        }
+        md.push_str(&format!(
+            "\nThe flood ({:.1} s, seed {}; each worker reconnects whenever its connection ends):\n\n| flood kind | connections at once | connections made | connect failures | bytes sent | answers read | ended by the daemon |\n|---|---:|---:|---:|---:|---:|---:|\n",
+            self.flood_s, self.seed
+        ));
+        for f in &self.flood {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                f.kind,
+                f.workers,
+                f.connections,
+                f.connect_failures,
+                f.bytes_sent,
+                f.answers_read,
+                f.closed_by_daemon
+            ));
+        }
+        let opt = |v: Option<u64>| v.map_or("?".into(), |n| n.to_string());
+        md.push_str(&format!(
+            "\nDaemon over the flood (`Status`): {} errors answered, {} connections throttled for errors, {} closed for errors; {} client(s) connected after the settle period ({} s, the status connection included). Churn asked for: {} connections a minute.\n",
+            opt(self.daemon_errors),
+            opt(self.daemon_throttled),
+            opt(self.daemon_closed_for_errors),
+            self.daemon_clients_after.map_or("?".into(), |n| n.to_string()),
+            self.settle_s,
+            self.churn_per_min,
+        ));
+        let runs: Vec<&RunResult> = self.without.iter().chain(self.with.iter()).collect();
+        md.push_str(&notes(&runs));
+        md.push('\n');
+        md
+    }
+}
+
 /// Everything `bench-load` measured.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LoadReport {
@@ -71,6 +188,8 @@ pub struct LoadReport {
     pub overload_basis: Vec<String>,
     /// `hog` runs.
     pub hog: Vec<RunResult>,
+    /// `flood`.
+    pub flood: Option<FloodResult>,
     /// Total wall time in s.
     pub wall_s: f64,
 }
@@ -78,7 +197,7 @@ pub struct LoadReport {
 impl LoadReport {
     /// Every run kept the invariants.
     pub fn ok(&self) -> bool {
-        self.all_runs().all(RunResult::ok)
+        self.all_runs().all(RunResult::ok) && self.flood.as_ref().is_none_or(FloodResult::ok)
     }
 
     fn all_runs(&self) -> impl Iterator<Item = &RunResult> {
@@ -395,6 +514,9 @@ impl LoadReport {
             }
             md.push_str(&notes(&self.hog.iter().collect::<Vec<_>>()));
             md.push('\n');
+        }
+        if let Some(f) = &self.flood {
+            md.push_str(&f.markdown());
         }
         md.push_str(&format!(
             "Invariants (every frame answered exactly once, no late answer): **{}**. Total time {:.0} s.\n",

@@ -1,5 +1,6 @@
-//! The four scenarios (`load`, `capacity`, `overload`, `hog`) in run order: each
-//! starts its own simulated device, runs what it needs and adds to the [`LoadReport`].
+//! The five scenarios (`load`, `capacity`, `overload`, `hog`, `flood`) in run order:
+//! each starts its own simulated device, runs what it needs and adds to the
+//! [`LoadReport`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,14 +8,15 @@ use std::time::{Duration, Instant};
 
 use outpost_protocol::Stage;
 
+use super::flood::Flood;
 use super::hog::Hog;
 use super::plan::{confirm_steps, search_capacity};
-use super::report::{CapacityResult, LoadReport};
+use super::report::{CapacityResult, FloodResult, LoadReport, ResourceSnapshot};
 use super::rt::rt_permitted;
 use super::run::{progress, run_once, status, Daemon, RunSpec};
 use super::{cores, LoadOptions, LoadScenario, DAEMON_MAX_STREAMS, FRAME_PERIOD};
 use crate::bench::bench_audio;
-use crate::procinfo::loadavg;
+use crate::procinfo::{fd_count, loadavg, read_memory_kb, thread_count};
 
 /// Runs the scenarios.
 ///
@@ -167,8 +169,100 @@ pub fn run_bench_load(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
             drop(hog);
         }
     }
+    if opts.scenarios.contains(&LoadScenario::Flood) {
+        rep.flood = Some(run_flood(opts, &audio)?);
+    }
     rep.wall_s = started.elapsed().as_secs_f64();
     Ok(rep)
+}
+
+/// The daemon's VmRSS, open fds and threads now.
+fn snapshot(pid: u32, when: &str) -> ResourceSnapshot {
+    ResourceSnapshot {
+        when: when.to_owned(),
+        rss_kb: read_memory_kb(pid).0,
+        fds: fd_count(pid),
+        threads: thread_count(pid),
+    }
+}
+
+/// The `flood` scenario: the victim alone, then the victim beside the flood, on one
+/// daemon; the daemon's resources before, at the end of, right after and a settle period
+/// after the flood.
+fn run_flood(opts: &LoadOptions, audio: &Arc<Vec<Vec<u8>>>) -> anyhow::Result<FloodResult> {
+    let d = Daemon::start(opts, "flood", &[])?;
+    let pid = d.dev.pid();
+    let mut f = FloodResult {
+        phase_s: opts.flood_phase.as_secs_f64(),
+        settle_s: opts.flood_settle.as_secs_f64(),
+        churn_per_min: opts.flood_churn_per_min,
+        seed: opts.seed,
+        ..Default::default()
+    };
+    let victim = |label: &str| {
+        let r = run_once(
+            &d,
+            &RunSpec {
+                scenario: "flood",
+                streams: opts.flood_victim_streams,
+                pty: false,
+                duration: opts.flood_phase,
+                stop_on_failure: false,
+                beside: Some(label.to_owned()),
+            },
+            audio,
+            opts,
+        );
+        progress(&r);
+        r
+    };
+    f.without = Some(victim("no flood"));
+    std::thread::sleep(Duration::from_millis(300));
+    let before = status(&d.dev).ok();
+    f.resources.push(snapshot(pid, "before the flood"));
+    let flood_started = Instant::now();
+    let flood = Flood::start(d.dev.socket_path(), opts.seed, opts.flood_churn_per_min)?;
+    // Let the flood get going before the victim connects (it connects during the flood).
+    std::thread::sleep(Duration::from_secs(1));
+    f.with = Some(victim("flood"));
+    f.resources.push(snapshot(pid, "at the end of the flood"));
+    f.flood = flood.stop();
+    f.flood_s = flood_started.elapsed().as_secs_f64();
+    f.resources.push(snapshot(pid, "right after the flood"));
+    std::thread::sleep(opts.flood_settle);
+    f.resources.push(snapshot(
+        pid,
+        &format!("{} s after the flood", opts.flood_settle.as_secs_f64()),
+    ));
+    match (before, status(&d.dev)) {
+        (Some(b), Ok(a)) => {
+            f.daemon_errors = Some(a.errors.saturating_sub(b.errors));
+            f.daemon_throttled = Some(
+                a.throttled_for_errors
+                    .saturating_sub(b.throttled_for_errors),
+            );
+            f.daemon_closed_for_errors =
+                Some(a.closed_for_errors.saturating_sub(b.closed_for_errors));
+            f.daemon_clients_after = Some(a.clients);
+        }
+        (_, Err(e)) => log::warn!("flood: no status after the flood: {e:#}"),
+        (None, _) => log::warn!("flood: no status before the flood"),
+    }
+    eprintln!(
+        "bench-load: flood: {}",
+        f.resources
+            .iter()
+            .map(|x| format!(
+                "{}: rss {} kB, {} fds, {} threads",
+                x.when,
+                x.rss_kb.unwrap_or(0),
+                x.fds.unwrap_or(0),
+                x.threads.unwrap_or(0)
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    Ok(f)
 }
 
 /// Attempts of a capacity search probe before its stream count counts as failed.
