@@ -16,7 +16,10 @@
 //! * [`report`], [`stats`]: JSON / Markdown reports, latency percentiles, PNG plots.
 //! * [`bench`]: closed-loop latency per path.
 //! * [`load`]: `bench-load`: real-time streams under load, capacity, overload, CPU hog.
-//! * [`procinfo`]: `/proc` readers (CPU time, memory, steal, load average).
+//! * [`procinfo`]: `/proc` readers (CPU time, memory, open fds, threads, steal, load
+//!   average).
+//! * [`powercut`]: `power-cut`: SIGKILL of `outpost-provision install` and of `outpostd`
+//!   during a reload, at seeded random points, on real A/B slot directories.
 //! * [`runner`]: `outpost-hil run`.
 //!
 //! See `hil-tests/README.md` for how to run it.
@@ -29,6 +32,7 @@ pub mod device_checks;
 pub mod faults;
 pub mod link;
 pub mod load;
+pub mod powercut;
 pub mod procinfo;
 pub mod report;
 pub mod runner;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use outpost_hil::{bench, clips, load, runner, sim};
+use outpost_hil::{bench, clips, load, powercut, runner, sim};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -138,6 +138,53 @@ enum Command {
         /// flood: seed of the garbage the flood sends.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// SIGKILL `outpost-provision install` at random points, and `outpostd` during a
+    /// reload, on real A/B slot directories; the daemon must then boot a verified slot
+    /// every time. Exits 1 on any failure (each listed with its replay command).
+    PowerCut {
+        /// Install kills.
+        #[arg(long, default_value_t = 100)]
+        kills: usize,
+        /// Reload kills (SIGKILL of outpostd during a Reload).
+        #[arg(long, default_value_t = 20)]
+        reload_kills: usize,
+        /// Seed of the kill points [default: from the clock, printed].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Number of the first iteration (replay one with --first I --kills 1).
+        #[arg(long, default_value_t = 0)]
+        first: usize,
+        /// outpostd binary (else $OUTPOSTD, else next to this executable).
+        #[arg(long)]
+        outpostd: Option<PathBuf>,
+        /// outpost-provision binary [default: next to this executable].
+        #[arg(long)]
+        provision: Option<PathBuf>,
+        /// Bundle spec built as v1, v2, v3.
+        #[arg(long, default_value = "models/reference/bundle.toml")]
+        spec: PathBuf,
+        /// Development signing key.
+        #[arg(
+            long,
+            default_value = "models/reference/dev-keys/outpost-dev-DO-NOT-DEPLOY.pk8"
+        )]
+        key: PathBuf,
+        /// Trusted public keys for install.
+        #[arg(long, default_value = "models/reference/dev-keys")]
+        keys: PathBuf,
+        /// OUTPOST_MODELS for the spec (from scripts/setup).
+        #[arg(long, default_value = ".outpost/models")]
+        models: PathBuf,
+        /// --warmup-frames of every daemon started.
+        #[arg(long, default_value_t = 10)]
+        warmup_frames: u32,
+        /// Extra outpostd argument (repeatable).
+        #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+        daemon_args: Vec<String>,
+        /// Where to write power-cut.md, power-cut.json and failing iterations' state.
+        #[arg(long, default_value = "target/hil-report")]
+        report_dir: PathBuf,
     },
 }
 
@@ -308,5 +355,54 @@ fn main() -> anyhow::Result<ExitCode> {
             rep.write(&report_dir)?;
             Ok(finish(&rep.markdown(), &report_dir, rep.ok()))
         }
+        Command::PowerCut {
+            kills,
+            reload_kills,
+            seed,
+            first,
+            outpostd,
+            provision,
+            spec,
+            key,
+            keys,
+            models,
+            warmup_frames,
+            daemon_args,
+            report_dir,
+        } => {
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_secs())
+            });
+            eprintln!("power-cut: seed {seed}");
+            let abs = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
+            let opts = powercut::PowerCutOptions {
+                outpostd: abs(sim::find_outpostd(outpostd.as_deref())),
+                provision: abs(provision.unwrap_or_else(|| sibling("outpost-provision"))),
+                spec,
+                key: abs(key),
+                keys_dir: abs(keys),
+                models_dir: abs(models),
+                kills,
+                reload_kills,
+                seed,
+                first,
+                warmup_frames,
+                daemon_args,
+                report_dir: report_dir.clone(),
+            };
+            let rep = powercut::run_power_cut(&opts);
+            rep.write(&report_dir)?;
+            Ok(finish(&rep.markdown(), &report_dir, rep.ok()))
+        }
     }
+}
+
+/// `name` next to this executable.
+fn sibling(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .map(|d| d.join(name))
+        .unwrap_or_else(|| name.into())
 }
