@@ -5,7 +5,8 @@
 //! tests can only rely on structure, not recognition. It is not a model of the
 //! daemon's behaviour beyond the protocol contract.
 //!
-//! `FAKE_OUTPOSTD_MODE=exit` exits before READY; `=silent` never prints READY.
+//! `FAKE_OUTPOSTD_MODE=exit` exits before READY; `=silent` never prints READY;
+//! `=safe-mode` prints a `SAFE-MODE … reason=…` line and stays up.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -191,6 +192,15 @@ fn main() {
         Ok("silent") => loop {
             std::thread::sleep(std::time::Duration::from_secs(1));
         },
+        Ok("safe-mode") => {
+            println!(
+                "SAFE-MODE state=safe-mode boot_ms=1 pid={} reason=bundle rejected: fake",
+                std::process::id()
+            );
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
         _ => {}
     }
     let mut ready = String::from("READY");

@@ -146,6 +146,17 @@ pub enum SimError {
         /// Last lines of the log.
         tail: String,
     },
+    /// The daemon came up in safe mode (its `SAFE-MODE … reason=…` line): it serves no
+    /// bundle, so the rig stops it at once rather than waiting for a READY line.
+    #[error("outpostd came up in safe mode: {reason}; log {log}:\n{tail}")]
+    SafeMode {
+        /// The reason the daemon gave.
+        reason: String,
+        /// Log file path.
+        log: PathBuf,
+        /// Last lines of the log.
+        tail: String,
+    },
     /// The READY line is malformed or lacks a path the rig needs.
     #[error("outpostd READY line unusable: {problem}; log {log}:\n{tail}")]
     BadReady {
@@ -244,7 +255,8 @@ impl SimulatedDevice {
             .spawn()
             .map_err(io(&format!("{}", opts.outpostd.display())))?;
 
-        // Stdout reader: forwards the first READY line, appends everything to the log.
+        // Stdout reader: forwards the first READY (or SAFE-MODE) line, appends everything
+        // to the log.
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel::<String>();
         let mut log_out = log_file;
@@ -255,7 +267,7 @@ impl SimulatedDevice {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     let _ = writeln!(log_out, "[stdout] {line}");
-                    if !sent && line.starts_with("READY") {
+                    if !sent && (line.starts_with("READY") || line.starts_with("SAFE-MODE")) {
                         sent = tx.send(line).is_ok();
                     }
                 }
@@ -304,6 +316,14 @@ impl SimulatedDevice {
         };
         let ready = match ReadyLine::parse(&line) {
             Ok(r) => r,
+            Err(ReadyError::SafeMode(reason)) => {
+                stop_child(&mut child);
+                return Err(SimError::SafeMode {
+                    reason,
+                    tail: log_tail(&log, LOG_TAIL_LINES),
+                    log,
+                });
+            }
             Err(e) => return Err(bad(e.to_string(), &mut child)),
         };
         let Some(pty) = ready.pty.clone() else {

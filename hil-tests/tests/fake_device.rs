@@ -85,6 +85,21 @@ fn silent_daemon_times_out_and_is_killed() {
 }
 
 #[test]
+fn safe_mode_is_reported_at_once_with_its_reason() {
+    let mut opts = SimOptions::new(fake_outpostd());
+    opts.env
+        .push(("FAKE_OUTPOSTD_MODE".into(), "safe-mode".into()));
+    // Waiting for a READY line would end in SimError::Timeout.
+    opts.ready_timeout = Duration::from_secs(30);
+    match SimulatedDevice::start(&opts) {
+        Err(e @ SimError::SafeMode { .. }) => {
+            assert!(e.to_string().contains("bundle rejected: fake"), "{e}")
+        }
+        other => panic!("expected SafeMode, got {other:?}"),
+    }
+}
+
+#[test]
 fn missing_binary_is_explicit() {
     let e = SimulatedDevice::start(&SimOptions::new("/nonexistent/outpostd")).unwrap_err();
     assert!(matches!(e, SimError::NotFound(_)));
