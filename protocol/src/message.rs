@@ -267,6 +267,9 @@ pub enum Stage {
     Write,
     /// End to end.
     Total,
+    /// Stage 2: the Whisper verifier (mel, encoder and decoder of one 3 s window).
+    /// Since v2.
+    Verifier,
 }
 
 impl Stage {
@@ -281,6 +284,7 @@ impl Stage {
             Stage::Head => "head+decision",
             Stage::Write => "write",
             Stage::Total => "total",
+            Stage::Verifier => "verifier",
         }
     }
 }

@@ -30,6 +30,9 @@ pub fn design_budget_us(stage: Stage) -> u32 {
         Stage::Head => 1_000,
         Stage::Write => 1_000,
         Stage::Total => 30_000,
+        // A verification's deadline after the trigger: DESIGN §3's p90 target for the
+        // end of speech to the detection.
+        Stage::Verifier => 250_000,
     }
 }
 
