@@ -15,6 +15,7 @@ fn stage_and_provider_names_are_the_printed_ones() {
         (Stage::Head, "head+decision"),
         (Stage::Write, "write"),
         (Stage::Total, "total"),
+        (Stage::Verifier, "verifier"),
     ];
     for (s, name) in stages {
         assert_eq!(s.name(), name);
