@@ -409,8 +409,10 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
     let env = f
         .decode()
         .map_err(|e| anyhow::anyhow!("undecodable status: {}", e.error))?;
-    let Response::Status(st) = env.body else {
-        bail!("unexpected answer to Status: {:?}", env.body);
+    let st = match env.body {
+        Response::Status(st) => st,
+        Response::Error(e) => bail!("status refused: {e}"),
+        other => bail!("unexpected answer to Status: {other:?}"),
     };
     let key: String = st.key_id.iter().map(|b| format!("{b:02x}")).collect();
     // In safe mode (or while starting) no bundle is served: no name, version or key.

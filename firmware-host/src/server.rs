@@ -257,9 +257,35 @@ pub fn serve_connection(
     let mut buf = vec![0u8; 8192];
     let mut streak = 0u32;
     let mut demoted = false;
+    let mut last_valid = std::time::Instant::now();
+    let mut any_valid = false;
     'read: loop {
         if daemon.stopping.load(Ordering::Relaxed) || broken.load(Ordering::Relaxed) {
             break;
+        }
+        if transport == TransportKind::UnixSocket {
+            let (limit, what) = if any_valid {
+                (
+                    daemon.limits.socket_idle_timeout,
+                    "since its last valid request",
+                )
+            } else {
+                (
+                    daemon.limits.socket_first_request_timeout,
+                    "since it connected",
+                )
+            };
+            if last_valid.elapsed() > limit {
+                let closed = daemon.count_closed_for_errors();
+                log::warn!(
+                    "connection {conn} ({peer}): no valid request for {} ms {what} \
+                     ({} bytes of an unfinished frame); closed ({closed} connection(s) \
+                     closed for errors or silence since start)",
+                    limit.as_millis(),
+                    decoder.pending()
+                );
+                break;
+            }
         }
         match error_streak(streak, transport) {
             ErrorStreak::Fine => {}
@@ -334,6 +360,8 @@ pub fn serve_connection(
                         // A valid request ends the streak (errors it earns are the
                         // request's, e.g. an unknown stream, and are answered as such).
                         streak = 0;
+                        any_valid = true;
+                        last_valid = std::time::Instant::now();
                         let ctx = Ctx {
                             daemon,
                             conn,

@@ -71,6 +71,12 @@ pub struct Limits {
     pub max_streams_per_conn: u16,
     /// Responses queued for one connection's writer before it is deemed stuck.
     pub writer_queue: usize,
+    /// A Unix-socket connection that sends no valid request this long after it
+    /// connects is closed, so connections that only hold a client slot (a few bytes of
+    /// a frame that never ends, or nothing) cannot lock other clients out.
+    pub socket_first_request_timeout: std::time::Duration,
+    /// A Unix-socket connection idle this long after its last valid request is closed.
+    pub socket_idle_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -81,6 +87,8 @@ impl Default for Limits {
             max_clients: 16,
             max_streams_per_conn: 8,
             writer_queue: 256,
+            socket_first_request_timeout: std::time::Duration::from_secs(5),
+            socket_idle_timeout: std::time::Duration::from_secs(60),
         }
     }
 }

@@ -232,6 +232,17 @@ fn accept_loop(d: &Arc<Daemon>, listener: &UnixListener) {
             if let Ok(n) = encode_frame(0, &e, &mut scratch, &mut out) {
                 let _ = io::Write::write_all(&mut &stream, &out[..n]);
             }
+            // Read what the client sent before closing: closing a Unix socket with
+            // unread input resets the peer, which would lose the answer above.
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(10)));
+            let mut sink = [0u8; 4096];
+            for _ in 0..16 {
+                match io::Read::read(&mut &stream, &mut sink) {
+                    Ok(n) if n > 0 => continue,
+                    _ => break,
+                }
+            }
             log::warn!(
                 "refused a client: {} connected (limit)",
                 d.limits.max_clients

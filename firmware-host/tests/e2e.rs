@@ -373,6 +373,72 @@ fn a_connection_that_sends_only_errors_is_closed_and_others_are_served() {
     }
 }
 
+/// Connections that only hold a client slot (three bytes of a frame that never ends)
+/// are closed 5 s after they connect. While they hold every slot a new client reads
+/// `TooManyClients` (the daemon drains its request first, so the answer is not lost to
+/// a reset), and once they are gone it is served.
+#[test]
+fn idle_half_frame_connections_are_closed_and_a_refused_client_reads_why() {
+    use outpost_protocol::{decode_payload, FrameDecoder};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let d = start(&[]);
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.write_all(&[0x05, 0x01, 0x02]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        idle.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut refused = UnixStream::connect(&d.socket).unwrap();
+    refused
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut scratch = [0u8; MAX_PAYLOAD_BYTES];
+    let mut out = [0u8; MAX_FRAME_BYTES];
+    let n = encode_frame(7, &Request::Ping { nonce: 7 }, &mut scratch, &mut out).unwrap();
+    let _ = refused.write_all(&out[..n]);
+    let mut bytes = Vec::new();
+    let _ = refused.read_to_end(&mut bytes);
+    let mut dec = FrameDecoder::<MAX_FRAME_BYTES>::new();
+    let mut answers = Vec::new();
+    for &b in &bytes {
+        if let Some(r) = dec.push(b) {
+            let body = decode_payload::<Response<'_>>(r.unwrap()).unwrap().body;
+            answers.push(format!("{body:?}"));
+        }
+    }
+    assert!(
+        answers.len() == 1 && answers[0].contains("TooManyClients"),
+        "a client over the limit reads why: {answers:?} ({} bytes)",
+        bytes.len()
+    );
+    // So does the CLI: `outpost status` says why instead of "peer closed".
+    let mut full = connect(&Target::Socket(d.socket.clone()), Duration::from_secs(2)).unwrap();
+    let mut out = Vec::new();
+    let e = outpost_client::cli::status(&mut full, false, &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("too many clients"), "{e}");
+    // Each slot holder is closed by the daemon (EOF), none answered with a result.
+    for s in &mut idle {
+        let mut rest = Vec::new();
+        match s.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("an idle half-frame connection was not closed: {e}"),
+        }
+    }
+    let mut c = connect(&Target::Socket(d.socket.clone()), Duration::from_secs(2)).unwrap();
+    let f = c.call(&Request::Status).unwrap();
+    let env = f.decode().unwrap();
+    match env.body {
+        Response::Status(st) => assert!(st.closed_for_errors >= 15, "{st:?}"),
+        other => panic!("expected a status, got {other:?}"),
+    }
+}
+
 /// A second daemon never takes a live socket or PTY link from the first: it refuses to
 /// start, naming the pid that serves the socket, and the first keeps answering. A stale
 /// socket file (nothing answers) is replaced.

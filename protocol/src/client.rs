@@ -39,6 +39,19 @@ impl ResponseFrame {
         decode_payload(&self.payload)
     }
 
+    /// `Error(TooManyClients)`: the device refused the connection (sent with request id
+    /// 0, before it read any request) and closes it.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self.decode(),
+            Ok(Envelope {
+                request_id: 0,
+                body: Response::Error(WireError::TooManyClients { .. }),
+                ..
+            })
+        )
+    }
+
     /// The request id the frame carries, also when its body does not decode (0 for
     /// frame-level errors the daemon could not attribute).
     pub fn request_id(&self) -> u32 {
@@ -286,8 +299,10 @@ impl<R: Read, W: Write> Client<R, W> {
     }
 
     /// Sends `request` and waits up to [`Client::call_timeout`] for the frame answering
-    /// it; frames for other request ids that arrive meanwhile are kept, in order, for
-    /// later `recv` calls. Reader time-outs shorter than the call time-out are retried.
+    /// it, or an error about the whole connection (`TooManyClients`, request id 0: the
+    /// device refused it and closes it); frames for other request ids that arrive
+    /// meanwhile are kept, in order, for later `recv` calls. Reader time-outs shorter
+    /// than the call time-out are retried.
     ///
     /// # Errors
     /// As [`Client::send`] and [`Client::recv`]; `TimedOut` when no answer came in time.
@@ -312,7 +327,7 @@ impl<R: Read, W: Write> Client<R, W> {
                     ))
                 }
                 Ok(Received::Frame(f)) => {
-                    if f.request_id() == id {
+                    if f.request_id() == id || f.is_connection_error() {
                         break Ok(f);
                     }
                     others.push(Received::Frame(f));

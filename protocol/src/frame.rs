@@ -117,7 +117,10 @@ impl<const N: usize> FrameDecoder<N> {
 
     /// Feeds one byte. At each frame delimiter returns `Some`: the payload (postcard
     /// bytes, CRC checked and stripped) or the [`WireError`] that spoiled the frame.
-    /// Empty frames are skipped. Other bytes return `None`.
+    /// Empty frames are skipped. Other bytes return `None`, except the first byte past
+    /// `N` without a delimiter: it returns [`WireError::FrameTooLong`] at once (so input
+    /// that never sends a delimiter is an error the moment it is one, not never), and
+    /// the rest up to the next delimiter is discarded without another answer.
     ///
     /// # Errors
     /// [`WireError::FrameTooLong`], [`WireError::BadCobs`], [`WireError::Truncated`] or
@@ -127,16 +130,16 @@ impl<const N: usize> FrameDecoder<N> {
             if self.len < N {
                 self.buf[self.len] = byte;
                 self.len += 1;
-            } else {
-                self.overflow = true;
+            } else if !core::mem::replace(&mut self.overflow, true) {
+                return Some(Err(WireError::FrameTooLong {
+                    max: N.min(u16::MAX as usize) as u16,
+                }));
             }
             return None;
         }
         let len = core::mem::replace(&mut self.len, 0);
         if core::mem::replace(&mut self.overflow, false) {
-            return Some(Err(WireError::FrameTooLong {
-                max: N.min(u16::MAX as usize) as u16,
-            }));
+            return None;
         }
         if len == 0 {
             return None;

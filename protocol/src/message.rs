@@ -411,8 +411,9 @@ pub struct StatusReport<'a> {
     /// Connections slowed down for sending only errors (16 in a row: their reader
     /// drops to normal scheduling and pauses between reads). Since v2.
     pub throttled_for_errors: u64,
-    /// Connections closed for sending only errors (256 in a row, Unix socket only; a
-    /// serial line is only throttled). Since v2.
+    /// Unix-socket connections closed for sending only errors (256 in a row) or no
+    /// valid request in time (5 s after connecting, 60 s after the last one); a serial
+    /// line is only throttled. Since v2.
     pub closed_for_errors: u64,
 }
 

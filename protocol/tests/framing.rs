@@ -89,6 +89,35 @@ fn oversized_frame_is_discarded_and_next_frame_decodes() {
 }
 
 #[test]
+fn input_without_a_delimiter_is_an_error_as_soon_as_it_is_too_long_and_only_once() {
+    let mut dec = FrameDecoder::<MAX_FRAME_BYTES>::new();
+    let mut errors = Vec::new();
+    for i in 0..200_000usize {
+        if let Some(r) = dec.push(0x55) {
+            errors.push((i, r.map(<[u8]>::len)));
+        }
+    }
+    assert_eq!(
+        errors,
+        vec![(
+            MAX_FRAME_BYTES,
+            Err(WireError::FrameTooLong {
+                max: MAX_FRAME_BYTES as u16
+            })
+        )]
+    );
+    // The delimiter ends the discarded frame without a second answer; the next decodes.
+    assert!(dec.push(0).is_none());
+    let mut got = Vec::new();
+    for b in ping(7) {
+        if let Some(r) = dec.push(b) {
+            got.push(r.is_ok());
+        }
+    }
+    assert_eq!(got, [true]);
+}
+
+#[test]
 fn a_v1_client_is_told_both_versions_and_keeps_request_id() {
     // Hand-build what a protocol-v1 client sends: a v1 envelope with a valid CRC.
     let mut payload = vec![1u8, 42, 1, 5]; // version 1, request id 42, Ping, nonce 5
