@@ -181,27 +181,43 @@ pub enum ErrorStreak {
     Close,
 }
 
-/// Drops the connection's reader to normal scheduling, once, and counts and logs it
-/// ([`ERROR_STREAK_THROTTLE`] errors in a row). The pause between reads is the caller's.
-fn throttle_for_errors(daemon: &Daemon, conn: u64, peer: &str, streak: u32, demoted: &mut bool) {
-    if !*demoted {
-        *demoted = true;
-        outpost_runtime::rt::demote_current_thread();
-        let throttled = daemon.count_throttled_for_errors();
-        log::warn!(
-            "connection {conn} ({peer}): {streak} errors in a row; throttled \
-             ({throttled} connection(s) throttled for errors since start)"
-        );
+/// Applies [`error_streak`] after the error that made the streak `streak` (checked per
+/// frame, not per read: one read can hold thousands): the first time the streak reaches
+/// [`ERROR_STREAK_THROTTLE`] the reader drops to normal scheduling (the caller pauses
+/// [`THROTTLE_PAUSE`] per read from then on while the streak lasts); at
+/// [`ERROR_STREAK_CLOSE`] on a socket it returns `true`: close. Both are counted in
+/// `Status` and logged.
+fn after_error(
+    daemon: &Daemon,
+    conn: u64,
+    peer: &str,
+    streak: u32,
+    transport: TransportKind,
+    demoted: &mut bool,
+) -> bool {
+    match error_streak(streak, transport) {
+        ErrorStreak::Fine => false,
+        ErrorStreak::Throttle => {
+            if !*demoted {
+                *demoted = true;
+                outpost_runtime::rt::demote_current_thread();
+                let throttled = daemon.count_throttled_for_errors();
+                log::warn!(
+                    "connection {conn} ({peer}): {streak} errors in a row; throttled \
+                     ({throttled} connection(s) throttled for errors since start)"
+                );
+            }
+            false
+        }
+        ErrorStreak::Close => {
+            let closed = daemon.count_closed_for_errors();
+            log::warn!(
+                "connection {conn} ({peer}): {streak} errors in a row and no valid request; \
+                 closed ({closed} connection(s) closed for errors since start)"
+            );
+            true
+        }
     }
-}
-
-/// Counts and logs a connection closed for [`ERROR_STREAK_CLOSE`] errors in a row.
-fn close_for_errors(daemon: &Daemon, conn: u64, peer: &str, streak: u32) {
-    let closed = daemon.count_closed_for_errors();
-    log::warn!(
-        "connection {conn} ({peer}): {streak} errors in a row and no valid request; \
-         closed ({closed} connection(s) closed for errors since start)"
-    );
 }
 
 /// The policy for `streak` errors in a row on `transport` ([`ERROR_STREAK_THROTTLE`],
@@ -287,16 +303,9 @@ pub fn serve_connection(
                 break;
             }
         }
-        match error_streak(streak, transport) {
-            ErrorStreak::Fine => {}
-            ErrorStreak::Throttle => {
-                throttle_for_errors(daemon, conn, peer, streak, &mut demoted);
-                std::thread::sleep(THROTTLE_PAUSE);
-            }
-            ErrorStreak::Close => {
-                close_for_errors(daemon, conn, peer, streak);
-                break;
-            }
+        if error_streak(streak, transport) != ErrorStreak::Fine {
+            // Throttled (a close comes at the error that earns it, in `after_error`).
+            std::thread::sleep(THROTTLE_PAUSE);
         }
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
@@ -327,16 +336,8 @@ pub fn serve_connection(
                     streak += 1;
                     log::debug!("connection {conn}: {e}");
                     sink.send(0, &Response::Error(e));
-                    // Checked per frame, not only per read: one read can hold thousands.
-                    match error_streak(streak, transport) {
-                        ErrorStreak::Fine => {}
-                        ErrorStreak::Throttle => {
-                            throttle_for_errors(daemon, conn, peer, streak, &mut demoted)
-                        }
-                        ErrorStreak::Close => {
-                            close_for_errors(daemon, conn, peer, streak);
-                            break 'read;
-                        }
+                    if after_error(daemon, conn, peer, streak, transport, &mut demoted) {
+                        break 'read;
                     }
                 }
                 Ok(payload) => match decode_payload::<Request<'_>>(payload) {
@@ -345,15 +346,8 @@ pub fn serve_connection(
                         streak += 1;
                         log::debug!("connection {conn}: {}", f.error);
                         sink.send(f.request_id, &Response::Error(f.error));
-                        match error_streak(streak, transport) {
-                            ErrorStreak::Fine => {}
-                            ErrorStreak::Throttle => {
-                                throttle_for_errors(daemon, conn, peer, streak, &mut demoted)
-                            }
-                            ErrorStreak::Close => {
-                                close_for_errors(daemon, conn, peer, streak);
-                                break 'read;
-                            }
+                        if after_error(daemon, conn, peer, streak, transport, &mut demoted) {
+                            break 'read;
                         }
                     }
                     Ok(env) => {
