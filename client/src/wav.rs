@@ -25,6 +25,12 @@ use rubato::{Fft, FixedSync, Resampler};
 /// rate pair's minimum block; 1024 keeps the FFT small and the delay a few ms).
 const RESAMPLER_CHUNK_FRAMES: usize = 1024;
 
+/// Sample rates a WAV may declare, in Hz: from telephone-band recorders (8 kHz; down to
+/// 1 kHz accepted) to the highest rate studio interfaces write (768 kHz). Outside it the
+/// resampler's buffers grow with the rate ratio: a header claiming 4.29 GHz made it
+/// allocate gigabytes (found by the `wav_reader` fuzz target).
+pub const WAV_RATE_RANGE_HZ: std::ops::RangeInclusive<u32> = 1_000..=768_000;
+
 /// The format a WAV was in before [`read_audio`] converted it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WavFormat {
@@ -134,6 +140,14 @@ fn decode<R: Read>(mut r: hound::WavReader<R>, name: &str) -> Result<LoadedAudio
     let corrupt = || format!("corrupt samples in {name} ({format})");
     if format.channels == 0 {
         bail!("{name} declares 0 channels: expected at least one");
+    }
+    if !WAV_RATE_RANGE_HZ.contains(&format.sample_rate_hz) {
+        bail!(
+            "{name} declares a sample rate of {} Hz: expected {}..={} Hz",
+            format.sample_rate_hz,
+            WAV_RATE_RANGE_HZ.start(),
+            WAV_RATE_RANGE_HZ.end()
+        );
     }
     if !format.float
         && format.bits_per_sample == 16
@@ -273,6 +287,29 @@ mod tests {
 
     fn as_f32(pcm: &[i16]) -> Vec<f32> {
         pcm.iter().map(|&v| f32::from(v) / 32_768.0).collect()
+    }
+
+    /// Regression (fuzz target `wav_reader`): a 48-byte WAV declaring 4 294 967 295 Hz made
+    /// the resampler allocate gigabytes; it is refused with the rate named.
+    #[test]
+    fn a_wav_with_an_absurd_sample_rate_is_refused_not_resampled() {
+        let mut wav = b"RIFFP\x01\0\0WAVEfmt \x10\0\0\0\x01\0\x01\0".to_vec();
+        wav.extend([0xff; 8]);
+        wav.extend(b"\x01\0\x08\0data\x02\0\0\0>?PA");
+        assert_eq!(wav.len(), 48);
+        let e = read_audio_from(&wav[..], "fuzz.wav")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("4294967295 Hz") && e.contains("768000"), "{e}");
+        // The range's ends are accepted.
+        for rate in [1_000, 768_000] {
+            let x = tone(100.0, rate, 0.05, 0.5);
+            let f = write_wav(
+                spec(rate, 1, 16, false),
+                &x.iter().map(|&v| vec![v]).collect::<Vec<_>>(),
+            );
+            assert!(read_audio(f.path()).is_ok(), "{rate} Hz");
+        }
     }
 
     #[test]

@@ -686,9 +686,9 @@ fn frame_bytes(id: u32, req: &Request<'_>) -> Vec<u8> {
     out[..n].to_vec()
 }
 
-/// A frame whose envelope says protocol version 2 (valid CRC and COBS).
-fn version2_frame(id: u8) -> Vec<u8> {
-    let mut payload = vec![2u8, id, 1, 5];
+/// A frame from a protocol-v1 client: its envelope says version 1 (valid CRC and COBS).
+fn version1_frame(id: u8) -> Vec<u8> {
+    let mut payload = vec![1u8, id, 1, 5];
     payload.extend(CRC32.checksum(&payload).to_le_bytes());
     let mut enc = vec![0u8; payload.len() + 4];
     let n = cobs::encode(&payload, &mut enc);
@@ -757,11 +757,11 @@ fn bad_input_then_ping(c: &mut AnyClient) {
     c.send_raw(&big).unwrap();
     expect_error(c, "oversized frame", &["FrameTooLong"]);
     // Unknown version.
-    c.send_raw(&version2_frame(13)).unwrap();
+    c.send_raw(&version1_frame(13)).unwrap();
     let (id, body) = next(c).unwrap();
     assert_eq!(id, 13, "the version error keeps the request id");
     assert!(
-        body.contains("UnknownVersion { got: 2, supported: 1 }"),
+        body.contains("UnknownVersion { got: 1, supported: 2 }"),
         "{body}"
     );
     // Wrong audio length on an unopened stream and a short pcm.
