@@ -10,7 +10,8 @@
 //!   8 kHz is filtered out instead of folding back into the speech band;
 //! - the result is rounded to s16 and clipped to its range.
 //!
-//! A 16 kHz mono 16-bit WAV is passed through sample for sample.
+//! A 16 kHz mono 16-bit WAV is passed through sample for sample; a WAV declaring a rate
+//! outside [`WAV_RATE_RANGE_HZ`] (1 kHz to 768 kHz) is refused.
 
 use std::fmt;
 use std::io::{self, Read};
