@@ -3,7 +3,8 @@
 //! 16 kHz mono from stdin.
 //!
 //! Conversion, only when the WAV is not already 16 kHz mono 16-bit:
-//! - samples of any integer width (8–32 bit) or 32-bit float are scaled to [-1, 1);
+//! - samples of any integer width (8–32 bit) or 32-bit float are scaled to [-1, 1)
+//!   (a NaN or infinite float sample is refused as corrupt);
 //! - channels are averaged into one;
 //! - the rate is converted with `rubato`'s synchronous FFT resampler (`rubato::Fft`,
 //!   Blackman-Harris anti-aliasing window, its start-up delay trimmed), so content above
@@ -171,9 +172,19 @@ fn decode<R: Read>(mut r: hound::WavReader<R>, name: &str) -> Result<LoadedAudio
                  8–32-bit integer PCM)"
             );
         }
-        r.samples::<f32>()
+        let x = r
+            .samples::<f32>()
             .collect::<Result<Vec<_>, _>>()
-            .with_context(corrupt)?
+            .with_context(corrupt)?;
+        // NaN or infinity is never audio; passed on, it made the resampler's inverse FFT
+        // panic (found by the `wav_reader` fuzz target).
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "corrupt samples in {name} ({format}): sample {i} is {} (expected finite values)",
+                x[i]
+            );
+        }
+        x
     } else {
         let scale = 1.0 / f64::from(1u32 << (format.bits_per_sample.clamp(1, 32) - 1));
         r.samples::<i32>()
@@ -311,6 +322,18 @@ mod tests {
             );
             assert!(read_audio(f.path()).is_ok(), "{rate} Hz");
         }
+    }
+
+    /// Regression (fuzz target `wav_reader`): a float WAV holding NaN made rubato's inverse
+    /// FFT panic; it is refused, naming the sample.
+    #[test]
+    fn a_float_wav_with_nan_samples_is_refused_not_resampled() {
+        let f = write_wav(
+            spec(48_000, 1, 32, true),
+            &[vec![0.25], vec![f32::NAN], vec![0.5]],
+        );
+        let e = read_audio(f.path()).unwrap_err().to_string();
+        assert!(e.contains("sample 1 is NaN"), "{e}");
     }
 
     #[test]
