@@ -36,7 +36,6 @@ use outpost_protocol::Request;
 use serde::Serialize;
 
 use crate::link::SocketLink;
-use crate::load::SplitMix64;
 use crate::session::{AnswerKind, Session};
 use crate::sim::{log_tail, ReadyLine, STOP_GRACE};
 
@@ -149,10 +148,9 @@ pub fn active_slot(state_json: Option<&str>) -> Option<String> {
 
 /// The generator of iteration `i` of a kind (`salt`): depends only on the seed, the kind
 /// and `i`, so one iteration can be replayed alone.
-pub fn iteration_rng(seed: u64, salt: u64, i: usize) -> SplitMix64 {
-    let mut mix = SplitMix64::new(seed ^ salt.wrapping_mul(0xd6e8_feb8_6659_fd93));
-    let k = mix.next_u64();
-    SplitMix64::new(k ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+pub fn iteration_rng(seed: u64, salt: u64, i: usize) -> fastrand::Rng {
+    let k = fastrand::Rng::with_seed(seed ^ salt.wrapping_mul(0xd6e8_feb8_6659_fd93)).u64(..);
+    fastrand::Rng::with_seed(k ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 /// Salt of the install-kill iterations.
@@ -162,7 +160,7 @@ pub const SALT_RELOAD: u64 = 2;
 
 /// The kill delay of iteration `i`: uniform in `[0, window)`.
 pub fn kill_delay(seed: u64, salt: u64, i: usize, window: Duration) -> Duration {
-    window.mul_f64(iteration_rng(seed, salt, i).next_f64())
+    window.mul_f64(iteration_rng(seed, salt, i).f64())
 }
 
 /// The kill window from uninterrupted runs: the longest, so the whole of a run

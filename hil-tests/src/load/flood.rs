@@ -109,40 +109,6 @@ pub struct Flood {
     threads: Vec<(FloodKind, JoinHandle<FloodStats>)>,
 }
 
-/// A small deterministic generator (SplitMix64) for garbage bytes and the seeded
-/// sampling of `power-cut`; not for anything secret.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform value in `[0, 1)`.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Fills `buf` with random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
-            let x = self.next_u64().to_le_bytes();
-            c.copy_from_slice(&x[..c.len()]);
-        }
-    }
-}
-
 /// One connection of a worker: written to with a short timeout, drained of answers
 /// without waiting.
 struct FloodConn {
@@ -229,7 +195,7 @@ fn worker(
         workers: 1,
         ..Default::default()
     };
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let churn_gap = Duration::from_secs_f64(60.0 / f64::from(churn_per_min.max(1)));
     let mut next_churn = Instant::now();
     let mut nonce = 0u32;
@@ -373,23 +339,6 @@ impl Flood {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splitmix_is_deterministic_and_uniform_enough() {
-        let mut a = SplitMix64::new(7);
-        let mut b = SplitMix64::new(7);
-        let xs: Vec<u64> = (0..4).map(|_| a.next_u64()).collect();
-        assert_eq!(xs, (0..4).map(|_| b.next_u64()).collect::<Vec<_>>());
-        assert_ne!(xs[0], SplitMix64::new(8).next_u64());
-        let mut r = SplitMix64::new(1);
-        let v: Vec<f64> = (0..10_000).map(|_| r.next_f64()).collect();
-        assert!(v.iter().all(|x| (0.0..1.0).contains(x)));
-        let mean = v.iter().sum::<f64>() / v.len() as f64;
-        assert!((mean - 0.5).abs() < 0.02, "{mean}");
-        let mut buf = [0u8; 13];
-        r.fill(&mut buf);
-        assert!(buf.iter().any(|&b| b != 0));
-    }
 
     #[test]
     fn flood_stays_under_the_daemon_client_limit() {

@@ -55,7 +55,7 @@ pub mod run;
 pub mod scenarios;
 pub mod tally;
 
-pub use flood::{Flood, FloodKind, FloodStats, SplitMix64};
+pub use flood::{Flood, FloodKind, FloodStats};
 pub use hog::{find_stress_ng, Hog};
 pub use plan::{confirm_steps, phase, plan_connections, search_capacity, ConnPlan, Transport};
 pub use report::{CapacityResult, FloodResult, LoadReport, ResourceSnapshot};
