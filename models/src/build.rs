@@ -5,7 +5,7 @@ use crate::format::{self, Header, SignatureBlock};
 use crate::keys::SigningKey;
 use crate::manifest::{FileEntry, Manifest};
 
-/// Builds a signed format v1 bundle.
+/// Builds a signed bundle: format v1, or v2 when the manifest has a verifier.
 ///
 /// `manifest.files` is ignored and replaced by one [`FileEntry`] (length in bytes and
 /// SHA-256) per element of `files`, in the given order, which is also the payload order.
@@ -40,7 +40,7 @@ pub fn build_bundle(
         .collect();
     manifest.validate()?;
 
-    let manifest_bytes = format::encode_manifest(&manifest)?;
+    let (format_version, manifest_bytes) = format::encode_manifest(&manifest)?;
     let manifest_len = u32::try_from(manifest_bytes.len())
         .ok()
         .filter(|&len| len <= format::MAX_MANIFEST_LEN)
@@ -51,21 +51,21 @@ pub fn build_bundle(
 
     let signature = SignatureBlock {
         key_id: key.key_id(),
-        signature: key.sign(&format::signed_message(&manifest_bytes)),
+        signature: key.sign(&format::signed_message(format_version, &manifest_bytes)),
     };
 
     let payload_len: usize = files.iter().map(|(_, d)| d.len()).sum();
     let mut out = Vec::with_capacity(
         format::HEADER_LEN + manifest_bytes.len() + format::SIGNATURE_BLOCK_LEN + payload_len,
     );
-    out.extend_from_slice(&Header::new(manifest_len).encode());
+    out.extend_from_slice(&Header::new(format_version, manifest_len).encode());
     out.extend_from_slice(&manifest_bytes);
     out.extend_from_slice(&signature.encode());
     for (_, data) in files {
         out.extend_from_slice(data);
     }
     log::debug!(
-        "built bundle {}@{}: manifest {} bytes, {} files, payload {} bytes, key {}",
+        "built bundle {}@{} (format v{format_version}): manifest {} bytes, {} files, payload {} bytes, key {}",
         manifest.name,
         manifest.version,
         manifest_len,

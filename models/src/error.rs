@@ -22,12 +22,16 @@ pub enum BundleError {
         found: [u8; 8],
     },
     /// The header's `format_version` is not one this build reads.
-    #[error("bundle rejected: unsupported format version {found} (this build reads {supported})")]
+    #[error(
+        "bundle rejected: unsupported format version {found} (this build reads {min} to {max})"
+    )]
     UnsupportedVersion {
         /// Version found in the header.
         found: u16,
-        /// The only version this build reads ([`crate::format::FORMAT_VERSION`]).
-        supported: u16,
+        /// The oldest version this build reads ([`crate::format::MIN_FORMAT_VERSION`]).
+        min: u16,
+        /// The newest version this build reads ([`crate::format::FORMAT_VERSION`]).
+        max: u16,
     },
     /// The header's `flags` field is not zero (no flags are defined in format v1).
     #[error("bundle rejected: unsupported header flags 0x{found:04x} (format v1 defines none; expected 0)")]
@@ -75,9 +79,12 @@ pub enum BundleError {
         /// Name of the trusted key with that id.
         key_name: String,
     },
-    /// The (correctly signed) manifest bytes are not a postcard-encoded v1 manifest.
-    #[error("bundle rejected: manifest does not decode as a format v1 manifest: {source}")]
+    /// The (correctly signed) manifest bytes are not a postcard-encoded manifest of the
+    /// header's format version.
+    #[error("bundle rejected: manifest does not decode as a format v{version} manifest: {source}")]
     ManifestDecode {
+        /// The header's format version.
+        version: u16,
         /// The postcard error.
         #[source]
         source: postcard::Error,

@@ -1,9 +1,9 @@
-//! Bundle file format v1: layout, constants, caps, and the low-level readers.
+//! Bundle file formats v1 and v2: layout, constants, caps, and the low-level readers.
 //!
 //! ```text
 //! offset        size           field
 //! 0             8              magic b"OUTPOSTB"
-//! 8             2              format_version, u16 LE = 1
+//! 8             2              format_version, u16 LE = 1 or 2
 //! 10            2              flags, u16 LE = 0
 //! 12            4              manifest_len, u32 LE, 1..=65536
 //! 16            4              reserved, u32 LE = 0
@@ -14,7 +14,10 @@
 //! 96+m          Σ files.len    payload: files concatenated in `manifest.files` order
 //! ```
 //!
-//! Nothing may follow the last file. See the crate README for the full description.
+//! Nothing may follow the last file. Format v2 differs from v1 only in the manifest (one
+//! more field at its end, the stage-2 verifier) and the signing tag
+//! (`outpost-bundle-v2\0`); a bundle without a verifier is still written as v1, so older
+//! devices keep reading it. See the crate README for the full description.
 
 use std::io::{self, Read};
 
@@ -24,8 +27,11 @@ use crate::manifest::Manifest;
 
 /// The 8 magic bytes at offset 0.
 pub const MAGIC: [u8; 8] = *b"OUTPOSTB";
-/// The only format version this build reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+/// The newest format version this build reads and writes (v2: manifests with a stage-2
+/// verifier). A manifest without a verifier is written as v1 ([`MIN_FORMAT_VERSION`]).
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this build reads.
+pub const MIN_FORMAT_VERSION: u16 = 1;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 24;
 /// Signature block length in bytes: key id (8) + Ed25519 signature (64).
@@ -34,8 +40,11 @@ pub const SIGNATURE_BLOCK_LEN: usize = 72;
 pub const KEY_ID_LEN: usize = 8;
 /// Ed25519 signature length in bytes.
 pub const SIGNATURE_LEN: usize = 64;
-/// Domain-separation tag prepended to the manifest bytes to form the signed message.
+/// Domain-separation tag prepended to a v1 manifest's bytes to form the signed message.
 pub const SIGNING_TAG: &[u8] = b"outpost-bundle-v1\0";
+/// Domain-separation tag of format v2: a v2 manifest's signature never verifies under a
+/// header that claims v1, or the other way round.
+pub const SIGNING_TAG_V2: &[u8] = b"outpost-bundle-v2\0";
 
 /// Largest manifest, in bytes (64 KiB).
 pub const MAX_MANIFEST_LEN: u32 = 64 * 1024;
@@ -80,19 +89,35 @@ pub const CHUNK_LEN: usize = 64 * 1024;
 /// embedding and head models take one tensor and give one. Checked by
 /// [`Manifest::check_runtime`](crate::manifest::Manifest::check_runtime).
 pub const STAGE_TENSORS: [(&str, usize, usize); 4] = [
-    ("vad", 3, 2),
-    ("mel", 1, 1),
-    ("embedding", 1, 1),
-    ("head", 1, 1),
+    ("pipeline.vad", 3, 2),
+    ("pipeline.mel", 1, 1),
+    ("pipeline.embedding", 1, 1),
+    ("pipeline.head", 1, 1),
 ];
+
+/// Tensor names the runtime feeds and reads per verifier stage, as `(inputs, outputs)`:
+/// mel `audio` → `log_mel`; encoder `log_mel` → `encoder_states`; decoder
+/// `encoder_states`, `tokens`, `targets`, `mask` → `score`.
+pub const VERIFIER_TENSORS: [(&str, usize, usize); 3] = [
+    ("verifier.mel", 1, 1),
+    ("verifier.encoder", 1, 1),
+    ("verifier.decoder", 4, 1),
+];
+/// Longest token sequence (prompt + candidate + end of text) a verifier may score;
+/// Whisper's decoder has 448 positions, a command needs a handful.
+pub const MAX_SEQUENCE_TOKENS: usize = 64;
+/// Longest verifier window, in samples (30 s at 16 kHz: Whisper's input).
+pub const MAX_VERIFIER_WINDOW: u32 = 480_000;
+/// Longest verification deadline a bundle may set, in ms.
+pub const MAX_VERIFY_DEADLINE_MS: u32 = 10_000;
 
 // A detection names its label by a `u8` index on the wire.
 const _: () = assert!(MAX_LABELS <= u8::MAX as usize + 1);
 
-/// The fixed 24-byte header. Only `manifest_len` varies in format v1.
+/// The fixed 24-byte header. Only `format_version` and `manifest_len` vary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
-    /// Format version ([`FORMAT_VERSION`]).
+    /// Format version, [`MIN_FORMAT_VERSION`]..=[`FORMAT_VERSION`].
     pub format_version: u16,
     /// Flags; none are defined in v1, must be 0.
     pub flags: u16,
@@ -101,11 +126,11 @@ pub struct Header {
 }
 
 impl Header {
-    /// A v1 header for a manifest of `manifest_len` bytes.
+    /// A header for a manifest of `manifest_len` bytes in format `format_version`.
     #[must_use]
-    pub fn new(manifest_len: u32) -> Self {
+    pub fn new(format_version: u16, manifest_len: u32) -> Self {
         Self {
-            format_version: FORMAT_VERSION,
+            format_version,
             flags: 0,
             manifest_len,
         }
@@ -140,10 +165,11 @@ impl Header {
             return Err(BundleError::BadMagic { found: magic });
         }
         let format_version = le16(8);
-        if format_version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&format_version) {
             return Err(BundleError::UnsupportedVersion {
                 found: format_version,
-                supported: FORMAT_VERSION,
+                min: MIN_FORMAT_VERSION,
+                max: FORMAT_VERSION,
             });
         }
         let flags = le16(10);
@@ -203,11 +229,17 @@ impl SignatureBlock {
     }
 }
 
-/// The message that is signed: [`SIGNING_TAG`] followed by the exact manifest bytes.
+/// The message that is signed: the version's tag ([`SIGNING_TAG`] for v1,
+/// [`SIGNING_TAG_V2`] for v2) followed by the exact manifest bytes.
 #[must_use]
-pub fn signed_message(manifest_bytes: &[u8]) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(SIGNING_TAG.len() + manifest_bytes.len());
-    msg.extend_from_slice(SIGNING_TAG);
+pub fn signed_message(format_version: u16, manifest_bytes: &[u8]) -> Vec<u8> {
+    let tag = if format_version >= 2 {
+        SIGNING_TAG_V2
+    } else {
+        SIGNING_TAG
+    };
+    let mut msg = Vec::with_capacity(tag.len() + manifest_bytes.len());
+    msg.extend_from_slice(tag);
     msg.extend_from_slice(manifest_bytes);
     msg
 }
@@ -292,26 +324,58 @@ pub(crate) fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> io::Result<u
     Ok(filled)
 }
 
-/// Decodes manifest bytes strictly: postcard, and every byte must be consumed.
-/// Does not check caps (see [`Manifest::validate`]).
+/// Decodes the manifest bytes of a format `format_version` bundle strictly: postcard,
+/// and every byte must be consumed. A v1 manifest is the v2 encoding without its last
+/// field (`verifier`), so it decodes with `verifier: None`; a v2 manifest must carry a
+/// verifier (one without is written as v1). Does not check caps (see
+/// [`Manifest::validate`]).
 ///
 /// # Errors
 /// [`BundleError::ManifestDecode`], [`BundleError::ManifestTrailingBytes`].
-pub fn decode_manifest(bytes: &[u8]) -> Result<Manifest, BundleError> {
-    let (manifest, rest) = postcard::take_from_bytes::<Manifest>(bytes)
-        .map_err(|source| BundleError::ManifestDecode { source })?;
+pub fn decode_manifest(format_version: u16, bytes: &[u8]) -> Result<Manifest, BundleError> {
+    let v1;
+    let bytes = if format_version == 1 {
+        // postcard writes `Option::None` as the single byte 0 (its frozen 1.0 wire
+        // format), so "v1 bytes followed by 0" is the same manifest with no verifier.
+        v1 = [bytes, &[0]].concat();
+        &v1[..]
+    } else {
+        bytes
+    };
+    let (manifest, rest) = postcard::take_from_bytes::<Manifest>(bytes).map_err(|source| {
+        BundleError::ManifestDecode {
+            version: format_version,
+            source,
+        }
+    })?;
     if !rest.is_empty() {
         return Err(BundleError::ManifestTrailingBytes { extra: rest.len() });
+    }
+    if format_version >= 2 && manifest.verifier.is_none() {
+        return Err(BundleError::InvalidManifest {
+            field: "verifier".into(),
+            problem: "is absent in a format v2 manifest (a bundle without a verifier is format v1)"
+                .into(),
+        });
     }
     Ok(manifest)
 }
 
-/// Encodes a manifest with postcard (the bytes that get signed).
+/// Encodes a manifest with postcard (the bytes that get signed), in the oldest format
+/// that holds it: v1 without a verifier, v2 with one. Returns `(format_version, bytes)`.
 ///
 /// # Errors
 /// [`BundleError::Encode`] if postcard fails (it does not for valid manifests).
-pub fn encode_manifest(manifest: &Manifest) -> Result<Vec<u8>, BundleError> {
-    postcard::to_allocvec(manifest).map_err(|source| BundleError::Encode { source })
+pub fn encode_manifest(manifest: &Manifest) -> Result<(u16, Vec<u8>), BundleError> {
+    let mut bytes =
+        postcard::to_allocvec(manifest).map_err(|source| BundleError::Encode { source })?;
+    if manifest.verifier.is_some() {
+        return Ok((2, bytes));
+    }
+    // v1: the same encoding without the trailing `None` byte (see `decode_manifest`).
+    debug_assert_eq!(bytes.last(), Some(&0));
+    bytes.pop();
+    Ok((1, bytes))
 }
 
 /// Checks a payload file name: 1..=64 bytes of `[A-Za-z0-9._-]`, not starting with `.`.
@@ -425,10 +489,10 @@ mod tests {
 
     use super::*;
 
-    /// Golden bytes: the v1 header layout is part of the format.
+    /// Golden bytes: the header layout is part of the format.
     #[test]
     fn header_golden_bytes() {
-        let h = Header::new(0x0102_0304 & 0xffff);
+        let h = Header::new(1, 0x0102_0304 & 0xffff);
         assert_eq!(
             h.encode(),
             [
@@ -437,6 +501,17 @@ mod tests {
             ]
         );
         assert_eq!(Header::decode(&h.encode()).unwrap(), h);
+        let v2 = Header::new(2, 7).encode();
+        assert_eq!(v2[8..10], [2, 0]);
+        assert_eq!(Header::decode(&v2).unwrap().format_version, 2);
+        for bad in [0u16, 3] {
+            let mut b = v2;
+            b[8..10].copy_from_slice(&bad.to_le_bytes());
+            assert!(matches!(
+                Header::decode(&b),
+                Err(BundleError::UnsupportedVersion { found, min: 1, max: 2 }) if found == bad
+            ));
+        }
     }
 
     #[test]

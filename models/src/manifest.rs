@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::BundleError;
 use crate::format::{
     validate_file_name, FRAME_SAMPLES, MAX_FILES, MAX_FILE_LEN, MAX_HEAD_WINDOW, MAX_LABELS,
-    MAX_PAYLOAD_LEN, MAX_SELF_TESTS, MAX_SMOOTHING_FRAMES, MAX_STRING_LEN, MAX_TENSORS_PER_STAGE,
-    SAMPLE_RATE_HZ, STAGE_TENSORS,
+    MAX_PAYLOAD_LEN, MAX_SELF_TESTS, MAX_SEQUENCE_TOKENS, MAX_SMOOTHING_FRAMES, MAX_STRING_LEN,
+    MAX_TENSORS_PER_STAGE, MAX_VERIFIER_WINDOW, MAX_VERIFY_DEADLINE_MS, SAMPLE_RATE_HZ,
+    STAGE_TENSORS, VERIFIER_TENSORS,
 };
 
 /// Everything a bundle declares. Parsed strictly (postcard, size caps checked
@@ -37,6 +38,46 @@ pub struct Manifest {
     pub self_tests: Vec<SelfTest>,
     /// Every payload file, in the order they follow the signature in the bundle file.
     pub files: Vec<FileEntry>,
+    /// Stage 2, the verifier (format v2 only; `None` in a v1 bundle): when stage 1
+    /// triggers, a speech recogniser scores the trigger's audio against every label's
+    /// token sequence, and only an agreeing command is detected.
+    pub verifier: Option<VerifierSection>,
+}
+
+/// Stage 2 of docs/DESIGN.md §3: Whisper tiny.en (the reference) exported to three ONNX
+/// graphs by `models/reference/recipe/verifier_export.py`, which also writes this
+/// section as `verifier.json`:
+///
+/// ```text
+/// audio f32 [1, window_samples] ─mel─▶ log_mel [1, 80, frames] ─encoder─▶ states [1, T, 384]
+/// states + every label's teacher-forced sequence ─decoder─▶ score [labels] (log-prob, nats)
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifierSection {
+    /// Log-mel front end: `audio` → `log_mel`.
+    pub mel: ModelStage,
+    /// Encoder: `log_mel` → `encoder_states`.
+    pub encoder: ModelStage,
+    /// Decoder: `encoder_states`, `tokens`, `targets`, `mask` → `score`.
+    pub decoder: ModelStage,
+    /// Audio window in samples at 16 kHz, ending at the trigger (48 000 = 3 s): a
+    /// positive multiple of 320 (Whisper's encoder halves 10 ms mel frames), at most
+    /// [`MAX_VERIFIER_WINDOW`] (30 s, Whisper's window).
+    pub window_samples: u32,
+    /// Decoder prompt token ids (`<|startoftranscript|><|notimestamps|>` for tiny.en).
+    pub prompt: Vec<u32>,
+    /// End-of-text token id, appended to every candidate.
+    pub eot: u32,
+    /// Token ids per label, in `pipeline.labels` order; the last label is `none` and its
+    /// sequence is the competitor for "anything else" (`<|nocaptions|>`).
+    pub candidates: Vec<Vec<u32>>,
+    /// Nats by which the best command's score must beat `none`'s to be accepted; finite.
+    pub theta: f32,
+    /// Default verification deadline, in ms after the trigger frame's arrival
+    /// (1..=[`MAX_VERIFY_DEADLINE_MS`]); the daemon's `--verify-deadline-ms` overrides it.
+    pub deadline_ms: u32,
+    /// Compute budget per verification, in µs (reported beside the measured p99).
+    pub budget_us: u32,
 }
 
 /// One payload file. Names are plain (`[A-Za-z0-9._-]`, no leading `.`, at most 64 bytes).
@@ -207,13 +248,8 @@ impl Manifest {
             }
         }
         check_range("pipeline.head_window", p.head_window, MAX_HEAD_WINDOW)?;
-        for (stage_name, stage) in [
-            ("vad", &p.vad),
-            ("mel", &p.mel),
-            ("embedding", &p.embedding),
-            ("head", &p.head),
-        ] {
-            let field = format!("pipeline.{stage_name}.file");
+        for (stage_name, stage) in self.model_stages() {
+            let field = format!("{stage_name}.file");
             if !names.contains(stage.file.as_str()) {
                 return Err(BundleError::MissingFile {
                     referenced_by: field,
@@ -221,7 +257,7 @@ impl Manifest {
                 });
             }
             for (dir, tensors) in [("inputs", &stage.inputs), ("outputs", &stage.outputs)] {
-                let field = format!("pipeline.{stage_name}.{dir}");
+                let field = format!("{stage_name}.{dir}");
                 check_count(&field, tensors.len(), MAX_TENSORS_PER_STAGE)?;
                 for (i, t) in tensors.iter().enumerate() {
                     check_string(&format!("{field}[{i}]"), t)?;
@@ -274,6 +310,10 @@ impl Manifest {
             MAX_SMOOTHING_FRAMES,
         )?;
 
+        if let Some(v) = &self.verifier {
+            v.validate(&p.labels)?;
+        }
+
         check_count("self_tests", self.self_tests.len(), MAX_SELF_TESTS)?;
         for (i, t) in self.self_tests.iter().enumerate() {
             if !names.contains(t.audio_file.as_str()) {
@@ -313,9 +353,15 @@ impl Manifest {
     /// The first rule broken, as [`BundleError::InvalidManifest`] naming the field.
     pub fn check_runtime(&self) -> Result<(), BundleError> {
         let p = &self.pipeline;
+        let verifier = self.verifier.iter().flat_map(|v| {
+            [&v.mel, &v.encoder, &v.decoder]
+                .into_iter()
+                .zip(VERIFIER_TENSORS)
+        });
         for (stage, (name, n_in, n_out)) in [&p.vad, &p.mel, &p.embedding, &p.head]
             .into_iter()
             .zip(STAGE_TENSORS)
+            .chain(verifier)
         {
             for (dir, got, want) in [
                 ("inputs", stage.inputs.len(), n_in),
@@ -323,7 +369,7 @@ impl Manifest {
             ] {
                 if got != want {
                     return Err(invalid(
-                        &format!("pipeline.{name}.{dir}"),
+                        &format!("{name}.{dir}"),
                         format!("names {got} tensors (the runtime uses exactly {want})"),
                     ));
                 }
@@ -351,6 +397,25 @@ impl Manifest {
         Ok(())
     }
 
+    /// Every model stage with its manifest path (`pipeline.vad`, …, `verifier.decoder`).
+    pub fn model_stages(&self) -> Vec<(&'static str, &ModelStage)> {
+        let p = &self.pipeline;
+        let mut stages = vec![
+            ("pipeline.vad", &p.vad),
+            ("pipeline.mel", &p.mel),
+            ("pipeline.embedding", &p.embedding),
+            ("pipeline.head", &p.head),
+        ];
+        if let Some(v) = &self.verifier {
+            stages.extend([
+                ("verifier.mel", &v.mel),
+                ("verifier.encoder", &v.encoder),
+                ("verifier.decoder", &v.decoder),
+            ]);
+        }
+        stages
+    }
+
     /// The file entry with this name.
     #[must_use]
     pub fn file(&self, name: &str) -> Option<&FileEntry> {
@@ -372,6 +437,81 @@ impl Manifest {
         let v = parse_semver("runtime version", version)?;
         Ok(parse_semver("runtime_min", &self.runtime_min)? <= v
             && v <= parse_semver("runtime_max", &self.runtime_max)?)
+    }
+}
+
+impl VerifierSection {
+    /// Checks the section against the pipeline's `labels` (called by
+    /// [`Manifest::validate`]):
+    ///
+    /// - one candidate sequence per label, and the last label is `none`;
+    /// - each candidate non-empty, and prompt + candidate + end of text at most
+    ///   [`MAX_SEQUENCE_TOKENS`] tokens; a non-empty prompt;
+    /// - `window_samples` a positive multiple of 320, at most [`MAX_VERIFIER_WINDOW`];
+    /// - `theta` finite; `deadline_ms` in 1..=[`MAX_VERIFY_DEADLINE_MS`]; `budget_us` ≥ 1.
+    ///
+    /// # Errors
+    /// [`BundleError::InvalidManifest`] naming the `verifier.*` field.
+    pub fn validate(&self, labels: &[String]) -> Result<(), BundleError> {
+        if self.candidates.len() != labels.len() {
+            return Err(invalid(
+                "verifier.candidates",
+                format!(
+                    "has {} sequences for {} labels (expected one per label, in label order)",
+                    self.candidates.len(),
+                    labels.len()
+                ),
+            ));
+        }
+        if labels.last().map(String::as_str) != Some("none") {
+            return Err(invalid(
+                "pipeline.labels",
+                "does not end with `none` (a verifier scores `none` last, as the competitor for anything else)".into(),
+            ));
+        }
+        if self.prompt.is_empty() {
+            return Err(invalid(
+                "verifier.prompt",
+                "is empty (expected the decoder's start tokens)".into(),
+            ));
+        }
+        for (i, (label, c)) in labels.iter().zip(&self.candidates).enumerate() {
+            let n = self.prompt.len() + c.len() + 1;
+            if c.is_empty() || n > MAX_SEQUENCE_TOKENS {
+                return Err(invalid(
+                    &format!("verifier.candidates[{i}]"),
+                    format!(
+                        "label '{label}': {} tokens, {n} with prompt and end of text (expected 1 or more, at most {MAX_SEQUENCE_TOKENS} in all)",
+                        c.len()
+                    ),
+                ));
+            }
+        }
+        if self.window_samples == 0
+            || !self.window_samples.is_multiple_of(320)
+            || self.window_samples > MAX_VERIFIER_WINDOW
+        {
+            return Err(invalid(
+                "verifier.window_samples",
+                format!(
+                    "is {} (expected a positive multiple of 320 samples, at most {MAX_VERIFIER_WINDOW})",
+                    self.window_samples
+                ),
+            ));
+        }
+        if !self.theta.is_finite() {
+            return Err(invalid(
+                "verifier.theta",
+                format!("is {} (expected a finite number of nats)", self.theta),
+            ));
+        }
+        check_range(
+            "verifier.deadline_ms",
+            self.deadline_ms,
+            MAX_VERIFY_DEADLINE_MS,
+        )?;
+        check_range("verifier.budget_us", self.budget_us, u32::MAX)?;
+        Ok(())
     }
 }
 

@@ -203,7 +203,7 @@ pub fn verify_head<R: Read>(
             trusted: trusted.describe(),
         })?;
     if !key.verify(
-        &format::signed_message(&head.manifest_bytes),
+        &format::signed_message(head.header.format_version, &head.manifest_bytes),
         &head.signature.signature,
     ) {
         return Err(BundleError::BadSignature {
@@ -212,7 +212,7 @@ pub fn verify_head<R: Read>(
         });
     }
 
-    let manifest = format::decode_manifest(&head.manifest_bytes)?;
+    let manifest = format::decode_manifest(head.header.format_version, &head.manifest_bytes)?;
     manifest.validate()?;
     let manifest_sha256 = format::sha256(&head.manifest_bytes);
 

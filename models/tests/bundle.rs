@@ -1,4 +1,4 @@
-//! Bundle format v1: round trip, and every kind of bad input as a first-class case.
+//! Bundle format v1 (v2, the verifier section: `verifier.rs`): round trip, and every kind of bad input as a first-class case.
 //! Uses freshly generated keys and tiny fake payload files (no real ONNX models).
 
 use std::io::{self, Read};
@@ -57,6 +57,7 @@ fn manifest(development: bool) -> Manifest {
             max_frame_us: 40_000,
         }],
         files: Vec::new(),
+        verifier: None,
     }
 }
 
@@ -235,12 +236,19 @@ fn header_flips() {
             && err.to_string().contains("expected \"OUTPOSTB\""),
         "{err}"
     );
+    let mut v3 = fx.bundle.clone();
+    v3[8] = 3;
+    assert_eq!(
+        fx.verify(&v3).unwrap_err().to_string(),
+        "bundle rejected: unsupported format version 3 (this build reads 1 to 2)"
+    );
+    // A v1 manifest under a header claiming v2 is signed under the other tag.
     let mut v2 = fx.bundle.clone();
     v2[8] = 2;
-    assert_eq!(
-        fx.verify(&v2).unwrap_err().to_string(),
-        "bundle rejected: unsupported format version 2 (this build reads 1)"
-    );
+    assert!(matches!(
+        fx.verify(&v2).unwrap_err(),
+        BundleError::BadSignature { .. }
+    ));
 }
 
 #[test]
@@ -543,12 +551,12 @@ fn too_many_files() {
 
 /// Signs a manifest that `build_bundle` would refuse, to prove `verify` checks it too.
 fn sign_raw(key: &SigningKey, m: &Manifest, payload: &[u8]) -> Vec<u8> {
-    let mb = format::encode_manifest(m).unwrap();
-    let mut out = format::Header::new(mb.len() as u32).encode().to_vec();
+    let (fv, mb) = format::encode_manifest(m).unwrap();
+    let mut out = format::Header::new(fv, mb.len() as u32).encode().to_vec();
     out.extend_from_slice(&mb);
     let sig = format::SignatureBlock {
         key_id: key.key_id(),
-        signature: key.sign(&format::signed_message(&mb)),
+        signature: key.sign(&format::signed_message(fv, &mb)),
     };
     out.extend_from_slice(&sig.encode());
     out.extend_from_slice(payload);
@@ -729,13 +737,13 @@ fn oversize_declared_file_refused_before_reading() {
 fn manifest_trailing_bytes_in_signed_region() {
     let fx = Fixture::new(false);
     let m = with_files(&[]);
-    let mut mb = format::encode_manifest(&m).unwrap();
+    let (fv, mut mb) = format::encode_manifest(&m).unwrap();
     mb.push(0);
-    let mut out = format::Header::new(mb.len() as u32).encode().to_vec();
+    let mut out = format::Header::new(fv, mb.len() as u32).encode().to_vec();
     out.extend_from_slice(&mb);
     let sig = format::SignatureBlock {
         key_id: fx.key.key_id(),
-        signature: fx.key.sign(&format::signed_message(&mb)),
+        signature: fx.key.sign(&format::signed_message(fv, &mb)),
     };
     out.extend_from_slice(&sig.encode());
     let err = fx.verify(&out).unwrap_err();

@@ -61,6 +61,7 @@ fn manifest() -> Manifest {
             max_frame_us: 20_000,
         }],
         files: Vec::new(),
+        verifier: None,
     }
 }
 
@@ -92,13 +93,13 @@ fn sign_raw(key: &SigningKey, m: &Manifest, files: &[(String, Vec<u8>)]) -> Vec<
             sha256: format::sha256(data),
         })
         .collect();
-    let mb = format::encode_manifest(&m).unwrap();
-    let mut out = format::Header::new(mb.len() as u32).encode().to_vec();
+    let (fv, mb) = format::encode_manifest(&m).unwrap();
+    let mut out = format::Header::new(fv, mb.len() as u32).encode().to_vec();
     out.extend_from_slice(&mb);
     out.extend_from_slice(
         &format::SignatureBlock {
             key_id: key.key_id(),
-            signature: key.sign(&format::signed_message(&mb)),
+            signature: key.sign(&format::signed_message(fv, &mb)),
         }
         .encode(),
     );

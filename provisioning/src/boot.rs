@@ -229,7 +229,8 @@ fn slot_manifest<S: SlotStore>(
         problem: e.to_string(),
     };
     let head = format::read_head(&mut reader).map_err(corrupt)?;
-    let manifest = format::decode_manifest(&head.manifest_bytes).map_err(corrupt)?;
+    let manifest = format::decode_manifest(head.header.format_version, &head.manifest_bytes)
+        .map_err(corrupt)?;
     Ok((manifest, format::sha256(&head.manifest_bytes)))
 }
 

@@ -48,7 +48,8 @@ pub fn inspect(bundle: &Path, keys: Option<&Path>) -> Result<Inspection> {
     let head = format::read_head(&mut BufReader::new(file))
         .with_context(|| format!("{}", bundle.display()))?;
     let manifest_sha256 = format::sha256(&head.manifest_bytes);
-    let manifest = format::decode_manifest(&head.manifest_bytes).map_err(|e| e.to_string());
+    let manifest = format::decode_manifest(head.header.format_version, &head.manifest_bytes)
+        .map_err(|e| e.to_string());
     let validation_error = manifest
         .as_ref()
         .ok()

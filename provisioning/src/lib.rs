@@ -132,14 +132,24 @@ pub fn public_key_path(private_key: &Path) -> PathBuf {
 /// the key's development flag. The written bundle is verified with that public key, and
 /// checked against what the runtime serves ([`Manifest::check_runtime`]), before it is
 /// renamed into place: a bundle the device would refuse at boot is never written.
+/// `verifier_dir`, when given, adds the stage-2 verifier exported there
+/// ([`BundleSpec::add_verifier_dir`]); the bundle is then format v2.
 ///
 /// [`Manifest::check_runtime`]: outpost_models::Manifest::check_runtime
 ///
 /// # Errors
 /// Spec, key, payload and output errors, each naming the file involved; any
 /// [`outpost_models::BundleError`] from building or the check.
-pub fn build(spec_path: &Path, key_path: &Path, out: &Path) -> Result<BuildReport> {
-    let spec = BundleSpec::load(spec_path)?;
+pub fn build(
+    spec_path: &Path,
+    key_path: &Path,
+    out: &Path,
+    verifier_dir: Option<&Path>,
+) -> Result<BuildReport> {
+    let mut spec = BundleSpec::load(spec_path)?;
+    if let Some(dir) = verifier_dir {
+        spec.add_verifier_dir(dir)?;
+    }
     let spec_dir = spec_path.parent().unwrap_or_else(|| Path::new("."));
 
     let key = SigningKey::load(key_path).context("loading the signing key")?;

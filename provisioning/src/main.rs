@@ -81,6 +81,10 @@ enum Command {
         /// Output bundle file.
         #[arg(long)]
         out: PathBuf,
+        /// Add stage 2 from a directory written by the recipe's verifier_export.py
+        /// (verifier.json and its three ONNX models); the bundle becomes format v2.
+        #[arg(long, value_name = "DIR")]
+        verifier: Option<PathBuf>,
     },
     /// Verify a bundle against trusted keys; exit 0 if it is good, 1 otherwise.
     Verify {
@@ -167,8 +171,13 @@ fn run(command: Command) -> Result<ExitCode> {
             println!("private  {} (keep secret)", r.private_key.display());
             println!("public   {}", r.public_key_file.display());
         }
-        Command::Build { spec, key, out } => {
-            let r = outpost_provision::build(&spec, &key, &out)?;
+        Command::Build {
+            spec,
+            key,
+            out,
+            verifier,
+        } => {
+            let r = outpost_provision::build(&spec, &key, &out, verifier.as_deref())?;
             let dev = if r.key.development {
                 ", development"
             } else {

@@ -17,12 +17,19 @@
 //!
 //! [[self_tests]]
 //! # ... every field of `outpost_models::manifest::SelfTest`
+//!
+//! [verifier]   # optional: stage 2 (a format v2 bundle)
+//! # ... every field of `outpost_models::manifest::VerifierSection`
 //! ```
+//!
+//! A verifier exported by the recipe (`verifier_export.py` writes `verifier.json` and
+//! the three models into one directory) is added with [`BundleSpec::add_verifier_dir`]
+//! (`outpost-provision build --verifier DIR`) instead of being copied into the spec.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use outpost_models::manifest::{PipelineSpec, SelfTest};
+use anyhow::{bail, ensure, Context, Result};
+use outpost_models::manifest::{PipelineSpec, SelfTest, VerifierSection};
 use outpost_models::Manifest;
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +56,9 @@ pub struct BundleSpec {
     pub self_tests: Vec<SelfTest>,
     /// Payload files, in bundle order.
     pub payload: Vec<PayloadSpec>,
+    /// `Manifest::verifier` (may be omitted: a v1 bundle without stage 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier: Option<VerifierSection>,
 }
 
 /// One `[[payload]]` entry.
@@ -110,7 +120,57 @@ impl BundleSpec {
             pipeline: self.pipeline.clone(),
             self_tests: self.self_tests.clone(),
             files: Vec::new(),
+            verifier: self.verifier.clone(),
         }
+    }
+
+    /// Adds the verifier exported into `dir`: `dir/verifier.json` becomes the
+    /// `[verifier]` section and its three models are appended to the payload.
+    ///
+    /// # Errors
+    /// The spec has a `[verifier]` already; `verifier.json` is missing or not a
+    /// [`VerifierSection`]; its `labels` (the recipe's `commands.txt` and `none`) differ
+    /// from `pipeline.labels`; a model's name is already in the payload.
+    pub fn add_verifier_dir(&mut self, dir: &Path) -> Result<()> {
+        #[derive(Deserialize)]
+        struct Export {
+            labels: Vec<String>,
+            #[serde(flatten)]
+            section: VerifierSection,
+        }
+        ensure!(
+            self.verifier.is_none(),
+            "the spec has a [verifier] section already; drop it or --verifier {}",
+            dir.display()
+        );
+        let path = dir.join("verifier.json");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("reading {} (written by verifier_export.py)", path.display())
+        })?;
+        let export: Export = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {} as a verifier section", path.display()))?;
+        ensure!(
+            export.labels == self.pipeline.labels,
+            "{}: labels {:?} differ from the spec's pipeline.labels {:?} (export the verifier from the same commands.txt)",
+            path.display(),
+            export.labels,
+            self.pipeline.labels
+        );
+        let v = export.section;
+        for stage in [&v.mel, &v.encoder, &v.decoder] {
+            ensure!(
+                self.payload.iter().all(|p| p.name != stage.file),
+                "payload '{}' of {} is already in the spec's payload",
+                stage.file,
+                path.display()
+            );
+            self.payload.push(PayloadSpec {
+                name: stage.file.clone(),
+                path: dir.join(&stage.file).to_string_lossy().into_owned(),
+            });
+        }
+        self.verifier = Some(v);
+        Ok(())
     }
 }
 

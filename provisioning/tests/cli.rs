@@ -532,12 +532,12 @@ fn sign_unchecked(s: &Setup, edit: impl FnOnce(&mut outpost_models::Manifest)) -
         .collect();
     edit(&mut m);
     let key = outpost_models::SigningKey::load(Path::new(s.p("keys/prod.pk8"))).unwrap();
-    let mb = format::encode_manifest(&m).unwrap();
-    let mut out = format::Header::new(mb.len() as u32).encode().to_vec();
+    let (fv, mb) = format::encode_manifest(&m).unwrap();
+    let mut out = format::Header::new(fv, mb.len() as u32).encode().to_vec();
     out.extend_from_slice(&mb);
     let sig = format::SignatureBlock {
         key_id: key.key_id(),
-        signature: key.sign(&format::signed_message(&mb)),
+        signature: key.sign(&format::signed_message(fv, &mb)),
     };
     out.extend_from_slice(&sig.encode());
     for (_, d) in &files {

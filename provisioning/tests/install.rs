@@ -79,6 +79,7 @@ fn manifest(version: u32, development: bool) -> Manifest {
             max_frame_us: 40_000,
         }],
         files: Vec::new(),
+        verifier: None,
     }
 }
 
@@ -140,12 +141,12 @@ impl Keys {
 
 /// Signs a manifest `build_bundle` would refuse (bad names, caps), with a zero payload.
 fn sign_raw(key: &SigningKey, m: &Manifest) -> Vec<u8> {
-    let mb = format::encode_manifest(m).unwrap();
-    let mut out = format::Header::new(mb.len() as u32).encode().to_vec();
+    let (fv, mb) = format::encode_manifest(m).unwrap();
+    let mut out = format::Header::new(fv, mb.len() as u32).encode().to_vec();
     out.extend_from_slice(&mb);
     let sig = format::SignatureBlock {
         key_id: key.key_id(),
-        signature: key.sign(&format::signed_message(&mb)),
+        signature: key.sign(&format::signed_message(fv, &mb)),
     };
     out.extend_from_slice(&sig.encode());
     out

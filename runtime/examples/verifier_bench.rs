@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     // A deterministic speech-like window: a gliding harmonic tone with noise.
     let mut seed = 7u32;
-    let window: Vec<i16> = (0..spec.window_samples)
+    let window: Vec<i16> = (0..spec.section.window_samples)
         .map(|i| {
             seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
             let t = i as f32 / 16_000.0;
@@ -69,8 +69,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let p = v.providers();
     println!(
         "verifier: {runs} runs of one {} ms window, {} candidates, providers mel {} / encoder {} / decoder {}",
-        spec.window_samples / 16,
-        spec.candidates.len(),
+        spec.section.window_samples / 16,
+        spec.section.candidates.len(),
         p[0],
         p[1],
         p[2]

@@ -18,76 +18,45 @@ use std::time::Instant;
 
 use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
+use outpost_models::manifest::VerifierSection;
+use outpost_models::Manifest;
 use outpost_protocol::{Provider, Stage};
 use serde::Deserialize;
 
 use crate::ort_env::{build_session, SessionConfig};
 use crate::RuntimeError;
 
-/// Longest token sequence (prompt + candidate + `<|endoftext|>`) a verifier may score;
-/// Whisper's decoder has 448 positions, commands need a handful.
-pub const MAX_SEQUENCE_TOKENS: usize = 64;
 /// Whisper's encoder width (tiny.en), the last dimension of the encoder states.
 pub const ENCODER_DIM: usize = 384;
 
-/// How the decoder's batch is built and read: `verifier.json` of
-/// `verifier_export.py`.
+/// What the verifier scores: the bundle's `verifier` section and its labels (or
+/// `verifier.json` of `verifier_export.py`, which holds both).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct VerifierSpec {
-    /// Audio window in samples at 16 kHz (48 000 = 3 s), ending at the trigger.
-    pub window_samples: usize,
-    /// Decoder prompt token ids (`<|startoftranscript|><|notimestamps|>`).
-    pub prompt: Vec<u32>,
-    /// `<|endoftext|>` token id, appended to every candidate.
-    pub eot: u32,
-    /// Label names, `none` last; the same as the bundle's.
+    /// Label names, `none` last: the bundle's `pipeline.labels`.
     pub labels: Vec<String>,
-    /// Token ids per label (`" Lights on."`, …; `<|nocaptions|>` for `none`).
-    pub candidates: Vec<Vec<u32>>,
-    /// Nats a command's score must exceed `none`'s by to be accepted.
-    pub theta: f32,
+    /// Models, window, token sequences, `theta` and deadline.
+    #[serde(flatten)]
+    pub section: VerifierSection,
 }
 
 impl VerifierSpec {
-    /// Checks the spec's shape.
+    /// The verifier of a bundle's manifest, if it has one (format v2).
+    pub fn of(manifest: &Manifest) -> Option<Self> {
+        manifest.verifier.as_ref().map(|v| Self {
+            labels: manifest.pipeline.labels.clone(),
+            section: v.clone(),
+        })
+    }
+
+    /// Checks the spec as a bundle's manifest is checked ([`VerifierSection::validate`]).
     ///
     /// # Errors
-    /// [`RuntimeError::Pipeline`] naming what is wrong: no labels, a label count that
-    /// differs from the candidates', the last label not `none`, an empty or too long
-    /// sequence, a window that is not a whole number of 10 ms hops, a non-finite theta.
+    /// [`RuntimeError::Pipeline`] naming the field.
     pub fn check(&self) -> Result<(), RuntimeError> {
-        let bad = |m: String| Err(RuntimeError::Pipeline(format!("verifier: {m}")));
-        if self.labels.len() < 2 || self.labels.len() != self.candidates.len() {
-            return bad(format!(
-                "{} labels and {} candidate sequences (expected the same number, at least 2)",
-                self.labels.len(),
-                self.candidates.len()
-            ));
-        }
-        if self.labels.last().map(String::as_str) != Some("none") {
-            return bad("the last label must be `none` (the rejection candidate)".into());
-        }
-        for (l, c) in self.labels.iter().zip(&self.candidates) {
-            let n = self.prompt.len() + c.len() + 1;
-            if c.is_empty() || n > MAX_SEQUENCE_TOKENS {
-                return bad(format!(
-                    "label `{l}`: {n} tokens with prompt and end of text (expected 1..={MAX_SEQUENCE_TOKENS} and a non-empty candidate)"
-                ));
-            }
-        }
-        if self.window_samples == 0 || !self.window_samples.is_multiple_of(320) {
-            return bad(format!(
-                "window of {} samples (expected a positive multiple of 320: Whisper's encoder halves 10 ms mel frames)",
-                self.window_samples
-            ));
-        }
-        if !self.theta.is_finite() {
-            return bad(format!(
-                "theta {} (expected a finite number of nats)",
-                self.theta
-            ));
-        }
-        Ok(())
+        self.section
+            .validate(&self.labels)
+            .map_err(|e| RuntimeError::Pipeline(format!("verifier: {e}")))
     }
 }
 
@@ -147,18 +116,19 @@ impl Verifier {
         let (mel, p0) = build_session(Stage::Verifier, mel, cfg)?;
         let (encoder, p1) = build_session(Stage::Verifier, encoder, cfg)?;
         let (decoder, p2) = build_session(Stage::Verifier, decoder, cfg)?;
-        let seq_len = spec
+        let v = &spec.section;
+        let seq_len = v
             .candidates
             .iter()
-            .map(|c| spec.prompt.len() + c.len())
+            .map(|c| v.prompt.len() + c.len())
             .max()
             .unwrap_or(0);
-        let n = spec.candidates.len();
-        let eot = i64::from(spec.eot);
+        let n = v.candidates.len();
+        let eot = i64::from(v.eot);
         let (mut tokens, mut targets) = (vec![eot; n * seq_len], vec![eot; n * seq_len]);
         let mut mask = vec![0f32; n * seq_len];
-        for (i, c) in spec.candidates.iter().enumerate() {
-            let full: Vec<i64> = spec
+        for (i, c) in v.candidates.iter().enumerate() {
+            let full: Vec<i64> = v
                 .prompt
                 .iter()
                 .chain(c)
@@ -169,13 +139,13 @@ impl Verifier {
             for j in 0..full.len() - 1 {
                 tokens[row + j] = full[j];
                 targets[row + j] = full[j + 1];
-                if j + 1 >= spec.prompt.len() {
+                if j + 1 >= v.prompt.len() {
                     mask[row + j] = 1.0;
                 }
             }
         }
-        let audio = vec![0f32; spec.window_samples];
-        let mut v = Self {
+        let audio = vec![0f32; v.window_samples as usize];
+        let mut verifier = Self {
             mel,
             encoder,
             decoder,
@@ -187,10 +157,10 @@ impl Verifier {
             audio,
             providers: [p0, p1, p2],
         };
-        let silence = vec![0i16; v.spec.window_samples];
+        let silence = vec![0i16; verifier.audio.len()];
         let run = RunOptions::new().map_err(|e| RuntimeError::RunOptions(e.to_string()))?;
-        v.verify(&silence, &run)?;
-        Ok(v)
+        verifier.verify(&silence, &run)?;
+        Ok(verifier)
     }
 
     /// The spec the verifier was built with.
@@ -203,7 +173,7 @@ impl Verifier {
         self.providers
     }
 
-    /// Scores one window: `window` is the last [`VerifierSpec::window_samples`] samples
+    /// Scores one window: `window` is the last [`VerifierSection::window_samples`] samples
     /// of 16 kHz s16 audio ending at the trigger (shorter input is zero-padded at the
     /// start). `run` cancels it from another thread (`RunOptions::terminate`).
     ///
@@ -215,7 +185,7 @@ impl Verifier {
             stage: Stage::Verifier,
             detail: e.to_string(),
         };
-        let n = self.spec.window_samples;
+        let n = self.audio.len();
         let take = window.len().min(n);
         self.audio.fill(0.0);
         for (d, &s) in self.audio[n - take..]
@@ -258,7 +228,7 @@ impl Verifier {
         let enc = enc.to_vec();
         drop(enc_out);
         let t2 = Instant::now();
-        let b = self.spec.candidates.len();
+        let b = self.spec.section.candidates.len();
         let shape = [b, self.seq_len];
         let dec_out = self
             .decoder
@@ -290,7 +260,7 @@ impl Verifier {
         let margin = scores[best] - scores[none];
         let us = |a: Instant, z: Instant| (z - a).as_micros().min(u32::MAX as u128) as u32;
         Ok(Verdict {
-            label: (margin >= self.spec.theta).then_some(best),
+            label: (margin >= self.spec.section.theta).then_some(best),
             best,
             margin,
             scores,

@@ -258,6 +258,7 @@ fn golden_engine() -> Engine {
         },
         self_tests: vec![],
         files: vec![],
+        verifier: None,
     };
     let key = SigningKey::from_pkcs8(&SigningKey::generate().unwrap()).unwrap();
     let bytes = build_bundle(&manifest, &files, &key).unwrap();

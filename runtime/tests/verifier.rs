@@ -58,8 +58,8 @@ fn check_window(spec: &VerifierSpec) -> (Vec<i16>, Vec<f32>) {
     let mut r = hound::WavReader::open(&clip).unwrap();
     let x: Vec<i16> = r.samples::<i16>().map(Result::unwrap).collect();
     let tail = check["tail_samples"].as_u64().unwrap() as usize;
-    let mut w = vec![0i16; spec.window_samples];
-    let end = spec.window_samples - tail;
+    let mut w = vec![0i16; spec.section.window_samples as usize];
+    let end = spec.section.window_samples as usize - tail;
     let seg = &x[x.len().saturating_sub(end)..];
     w[end - seg.len()..end].copy_from_slice(seg);
     let scores = check["scores"]
@@ -97,11 +97,11 @@ fn rust_scores_equal_the_recipes_and_the_verdict_names_the_command() {
 fn silence_is_none_and_a_cancelled_run_fails_then_the_next_succeeds() {
     let spec = spec();
     let mut v = load(spec.clone()).unwrap();
-    let silence = vec![0i16; spec.window_samples];
+    let silence = vec![0i16; spec.section.window_samples as usize];
     let run = RunOptions::new().unwrap();
     let got = v.verify(&silence, &run).unwrap();
     assert_eq!(got.label, None, "{got:?}");
-    assert!(got.margin < spec.theta);
+    assert!(got.margin < spec.section.theta);
 
     let cancelled = RunOptions::new().unwrap();
     cancelled.terminate().unwrap();
@@ -116,7 +116,7 @@ fn a_spec_that_does_not_fit_is_refused_with_what_was_expected() {
     let mut s = spec();
     s.labels.pop();
     let e = s.check().unwrap_err().to_string();
-    assert!(e.contains("candidate sequences"), "{e}");
+    assert!(e.contains("sequences for"), "{e}");
 
     let mut s = spec();
     *s.labels.last_mut().unwrap() = "anything else".into();
@@ -124,11 +124,11 @@ fn a_spec_that_does_not_fit_is_refused_with_what_was_expected() {
     assert!(e.contains("`none`"), "{e}");
 
     let mut s = spec();
-    s.candidates[0] = vec![1; 100];
+    s.section.candidates[0] = vec![1; 100];
     let e = s.check().unwrap_err().to_string();
     assert!(e.contains("tokens"), "{e}");
 
     let mut s = spec();
-    s.window_samples = 1000;
+    s.section.window_samples = 1000;
     assert!(load(s).unwrap_err().to_string().contains("multiple of 320"));
 }
