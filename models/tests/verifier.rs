@@ -156,7 +156,8 @@ fn a_v2_header_needs_a_verifier_and_its_own_signing_tag() {
 #[test]
 fn bad_verifier_sections_name_the_field() {
     let (key, _) = keys();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Manifest)>)> = vec![
+    type Break = Box<dyn Fn(&mut Manifest)>;
+    let cases: Vec<(&str, Break)> = vec![
         (
             "verifier.candidates",
             Box::new(|m| {
