@@ -12,8 +12,8 @@ use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use outpost_protocol::client::{Client, Received};
 use outpost_protocol::{
-    Audio, DeviceState, Hello, OpenStream, RejectReason, Request, Response, FRAME_SAMPLES,
-    SAMPLE_RATE_HZ,
+    Audio, DeviceState, Hello, OpenStream, RejectReason, Request, Response, VerifyOutcome,
+    FRAME_SAMPLES, SAMPLE_RATE_HZ,
 };
 use serde_json::json;
 
@@ -81,7 +81,8 @@ pub struct SendOptions {
 pub struct SeenDetection {
     /// Label text.
     pub label: String,
-    /// Score in [0, 1].
+    /// Stage 1: smoothed head score in [0, 1]. Verified (stage 2): the verifier's
+    /// margin over `none`, in nats.
     pub score: f32,
     /// Stream time in ms.
     pub audio_ms: u32,
@@ -110,6 +111,15 @@ pub struct SendSummary {
     pub server_total_us: Histogram<u64>,
     /// Device-reported compute per frame, µs.
     pub server_compute_us: Histogram<u64>,
+    /// Stage 2 (a bundle with a verifier): triggers answered with a verdict.
+    pub verifications: u32,
+    /// Stage 2: triggers the verifier heard as no command.
+    pub not_commands: u32,
+    /// Stage 2: triggers answered `DeadlineMissed`, `Rejected` or `Failed`.
+    pub verify_failures: u32,
+    /// Stage 2: device-reported total per verification (trigger frame's arrival to the
+    /// write), µs.
+    pub verify_total_us: Histogram<u64>,
 }
 
 fn hist() -> Histogram<u64> {
@@ -157,10 +167,14 @@ impl SendSummary {
             "deadline_misses": self.deadline_misses,
             "rejections": self.rejections,
             "errors": self.errors,
+            "verifications": self.verifications,
+            "not_commands": self.not_commands,
+            "verify_failures": self.verify_failures,
             "latency_us": {
                 "client_rtt": q(&self.rtt_us),
                 "server_total": q(&self.server_total_us),
                 "server_compute": q(&self.server_compute_us),
+                "verify_total": q(&self.verify_total_us),
             }
         })
     }
@@ -180,8 +194,11 @@ pub fn send(
     let hello = client.call(&Request::Hello(Hello {
         client: "outpost-cli",
     }))?;
-    let labels: Vec<String> = match hello.decode().map(|e| e.body) {
-        Ok(Response::Hello(h)) => h.labels.iter().map(|s| s.to_string()).collect(),
+    let (labels, verify_deadline_us): (Vec<String>, u32) = match hello.decode().map(|e| e.body) {
+        Ok(Response::Hello(h)) => (
+            h.labels.iter().map(|s| s.to_string()).collect(),
+            h.verify_deadline_us,
+        ),
         Ok(Response::Error(e)) => bail!("handshake refused: {e}"),
         other => bail!("unexpected handshake answer: {other:?}"),
     };
@@ -217,6 +234,16 @@ pub fn send(
         rtt_us: hist(),
         server_total_us: hist(),
         server_compute_us: hist(),
+        verifications: 0,
+        not_commands: 0,
+        verify_failures: 0,
+        verify_total_us: hist(),
+    };
+    let label_of = |i: u8| {
+        labels
+            .get(usize::from(i))
+            .cloned()
+            .unwrap_or_else(|| format!("#{i}"))
     };
     // Answers are matched to frames by request id; anything else (e.g. an error about
     // bytes a previous user of a serial line left behind) is reported, not counted.
@@ -226,7 +253,19 @@ pub fn send(
     let start = Instant::now();
     let mut next = 0usize;
     let mut last_progress = Instant::now();
-    while answered < frames.len() {
+    // With a verifier, a trigger frame's verdict follows its frame answer (same request
+    // id), up to the verification deadline later: wait that long after the last frame.
+    let verify_wait =
+        Duration::from_micros(u64::from(verify_deadline_us)) + Duration::from_millis(100);
+    let mut all_answered_at: Option<Instant> = None;
+    let mut frame_answered: HashMap<u32, u32> = HashMap::new();
+    loop {
+        if answered == frames.len() {
+            let at = *all_answered_at.get_or_insert_with(Instant::now);
+            if verify_deadline_us == 0 || at.elapsed() > verify_wait {
+                break;
+            }
+        }
         // Send: real-time pacing, or one frame in flight (closed loop, measures latency).
         let due = if opts.realtime {
             next < frames.len() && start.elapsed() >= Duration::from_millis(80 * next as u64)
@@ -256,7 +295,7 @@ pub fn send(
                     io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
                 ) =>
             {
-                if last_progress.elapsed() > Duration::from_secs(2) {
+                if answered < frames.len() && last_progress.elapsed() > Duration::from_secs(2) {
                     bail!("no answer for frame {answered} within 2 s (device stopped answering)");
                 }
                 continue;
@@ -274,6 +313,78 @@ pub fn send(
                 continue;
             }
         };
+        if let Response::Verification(v) = env.body {
+            if frame_answered.remove(&env.request_id).is_none() {
+                writeln!(
+                    out,
+                    "verification for an unknown frame (request {}) ignored",
+                    env.request_id
+                )?;
+                continue;
+            }
+            s.verify_total_us
+                .saturating_record(u64::from(v.timing.total_us.max(1)));
+            let trigger = label_of(v.trigger_label);
+            let ms = |us: u32| f64::from(us) / 1000.0;
+            match v.outcome {
+                VerifyOutcome::Detected(d) => {
+                    s.verifications += 1;
+                    let label = label_of(d.label);
+                    if opts.json {
+                        writeln!(
+                            out,
+                            "{}",
+                            json!({"type": "detection", "command": label, "label_index": d.label,
+                                   "margin_nats": d.score, "time_ms": d.audio_ms, "seq": v.trigger_seq,
+                                   "verify_total_us": v.timing.total_us})
+                        )?;
+                    } else {
+                        writeln!(
+                            out,
+                            "{:>8.2} s  {label}  (verified: margin {:.1} nats, {:.0} ms after the trigger)",
+                            d.audio_ms as f32 / 1000.0,
+                            d.score,
+                            ms(v.timing.total_us)
+                        )?;
+                    }
+                    s.detections.push(SeenDetection {
+                        label,
+                        score: d.score,
+                        audio_ms: d.audio_ms,
+                    });
+                }
+                VerifyOutcome::NoCommand { best_label, margin } => {
+                    s.verifications += 1;
+                    s.not_commands += 1;
+                    if opts.json {
+                        writeln!(
+                            out,
+                            "{}",
+                            json!({"type": "not_a_command", "trigger": trigger, "best": label_of(best_label),
+                                   "margin_nats": margin, "seq": v.trigger_seq})
+                        )?;
+                    } else {
+                        writeln!(
+                            out,
+                            "frame {}: trigger '{trigger}' not verified (best '{}', margin {margin:.1} nats)",
+                            v.trigger_seq,
+                            label_of(best_label)
+                        )?;
+                    }
+                }
+                other => {
+                    s.verify_failures += 1;
+                    writeln!(
+                        out,
+                        "frame {}: trigger '{trigger}' not verified: {other:?} ({:.0} ms, deadline {:.0} ms)",
+                        v.trigger_seq,
+                        ms(v.timing.total_us),
+                        ms(v.deadline_us)
+                    )?;
+                }
+            }
+            continue;
+        }
         let Some((seq, sent)) = in_flight.remove(&env.request_id) else {
             if let Response::Error(e) = env.body {
                 writeln!(out, "device reported an error not tied to a frame: {e}")?;
@@ -282,6 +393,9 @@ pub fn send(
         };
         last_progress = Instant::now();
         answered += 1;
+        if verify_deadline_us > 0 {
+            frame_answered.insert(env.request_id, seq);
+        }
         s.rtt_us
             .saturating_record(f.received_at.duration_since(sent).as_micros().max(1) as u64);
         match env.body {
@@ -292,10 +406,7 @@ pub fn send(
                 s.server_compute_us
                     .saturating_record(fr.timing.compute_us.max(1) as u64);
                 if let Some(d) = fr.detection {
-                    let label = labels
-                        .get(d.label as usize)
-                        .cloned()
-                        .unwrap_or_else(|| format!("#{}", d.label));
+                    let label = label_of(d.label);
                     if opts.json {
                         writeln!(
                             out,
@@ -384,11 +495,22 @@ pub fn print_summary(s: &SendSummary, out: &mut dyn Write) -> io::Result<()> {
         s.errors
     )?;
     writeln!(out, "latency per frame      p50 ms   p99 ms   max ms")?;
+    if !s.verify_total_us.is_empty() {
+        writeln!(
+            out,
+            "stage 2: {} verdict(s), {} trigger(s) heard as no command, {} not verified in time or failed",
+            s.verifications, s.not_commands, s.verify_failures
+        )?;
+    }
     for (name, h) in [
         ("client round trip", &s.rtt_us),
         ("device total", &s.server_total_us),
         ("device compute", &s.server_compute_us),
+        ("trigger to verdict", &s.verify_total_us),
     ] {
+        if h.is_empty() {
+            continue;
+        }
         writeln!(
             out,
             "  {name:<19} {:>7.2}  {:>7.2}  {:>7.2}",

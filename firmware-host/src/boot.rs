@@ -13,8 +13,9 @@ use outpost_protocol::Provider;
 use outpost_protocol::Stage;
 use outpost_runtime::ort_env::{ProviderChoice, SessionConfig};
 use outpost_runtime::pipeline::{Engine, FRAME_SAMPLES, MODEL_STAGES};
-use outpost_runtime::scheduler::{Counters, Scheduler};
+use outpost_runtime::scheduler::{Counters, Scheduler, VerifyConfig, WindowVerifier};
 use outpost_runtime::stats::LatencyStats;
+use outpost_runtime::verifier::{Verifier, VerifierSpec};
 
 use crate::state::{stage_providers, BootOptions, BundleInfo, Daemon, Serving};
 
@@ -143,7 +144,16 @@ pub const SELF_TEST_TIMING_PASSES: usize = 3;
 /// `none`), checked on every pass; or the worst frame compute exceeded
 /// `t.max_frame_us` in each of [`SELF_TEST_TIMING_PASSES`] passes (the message lists
 /// them).
-pub fn run_self_test(engine: &mut Engine, bundle: &VerifiedBundle, t: &SelfTest) -> Result<u32> {
+///
+/// With `verifier`, a stage-1 detection counts only when the verifier, on the window
+/// ending at its frame, agrees (as the scheduler serves it); the verifier's compute is
+/// not part of the frame budget.
+pub fn run_self_test(
+    engine: &mut Engine,
+    mut verifier: Option<&mut Verifier>,
+    bundle: &VerifiedBundle,
+    t: &SelfTest,
+) -> Result<u32> {
     let raw = bundle
         .file(&t.audio_file)
         .with_context(|| format!("self-test audio '{}' is not in the bundle", t.audio_file))?;
@@ -160,7 +170,7 @@ pub fn run_self_test(engine: &mut Engine, bundle: &VerifiedBundle, t: &SelfTest)
     pcm.extend(std::iter::repeat_n(0, 12 * FRAME_SAMPLES));
     let mut worsts = Vec::new();
     for _ in 0..SELF_TEST_TIMING_PASSES {
-        let worst = self_test_pass(engine, &pcm, t)?;
+        let worst = self_test_pass(engine, verifier.as_deref_mut(), &pcm, t)?;
         if worst <= t.max_frame_us {
             if !worsts.is_empty() {
                 log::warn!(
@@ -183,15 +193,29 @@ pub fn run_self_test(engine: &mut Engine, bundle: &VerifiedBundle, t: &SelfTest)
 }
 
 /// One pass of a self-test vector on a fresh stream; returns its worst frame compute.
-fn self_test_pass(engine: &mut Engine, pcm: &[i16], t: &SelfTest) -> Result<u32> {
+fn self_test_pass(
+    engine: &mut Engine,
+    mut verifier: Option<&mut Verifier>,
+    pcm: &[i16],
+    t: &SelfTest,
+) -> Result<u32> {
     let mut st = engine.new_stream();
     let mut detected = Vec::new();
     let mut worst = 0u32;
-    for frame in pcm.chunks_exact(FRAME_SAMPLES) {
+    for (i, frame) in pcm.chunks_exact(FRAME_SAMPLES).enumerate() {
         let out = engine.process_uninterruptible(&mut st, frame)?;
         worst = worst.max(out.stage_us.iter().sum());
-        if let Some(d) = out.detection {
-            detected.push(engine.labels()[d.label].clone());
+        let Some(d) = out.detection else { continue };
+        let label = match verifier.as_deref_mut() {
+            None => Some(d.label),
+            Some(v) => {
+                let end = (i + 1) * FRAME_SAMPLES;
+                let window = &pcm[end.saturating_sub(v.window_samples())..end];
+                v.verify_uninterruptible(window)?.label
+            }
+        };
+        if let Some(l) = label {
+            detected.push(engine.labels()[l].clone());
         }
     }
     let ok = if t.expect_label == "none" {
@@ -345,6 +369,71 @@ fn log_providers(session: &SessionConfig, providers: &[Provider; 4]) {
     }
 }
 
+/// Verifications each verifier runs at boot: the worst seeds stage 2's admission
+/// control, as the warm-up frames do stage 1's.
+pub const VERIFIER_WARMUP_RUNS: usize = 3;
+
+/// Stage 2 of a bundle with a verifier: `opts.verifier_workers` verifiers, warmed up
+/// on [`VERIFIER_WARMUP_RUNS`] windows, and the scheduler's [`VerifyConfig`] (deadline
+/// from `opts.verify_deadline_ms`, else the bundle's). Nothing for a v1 bundle.
+fn build_verifiers(
+    opts: &BootOptions,
+    bundle: &VerifiedBundle,
+    session: &SessionConfig,
+    stats: &Arc<LatencyStats>,
+) -> Result<(Vec<Verifier>, Option<VerifyConfig>)> {
+    let Some(spec) = VerifierSpec::of(&bundle.manifest) else {
+        return Ok((Vec::new(), None));
+    };
+    let v = &spec.section;
+    let file = |name: &str| {
+        bundle
+            .file(name)
+            .with_context(|| format!("verifier model '{name}' is not in the bundle"))
+    };
+    let (mel, enc, dec) = (
+        file(&v.mel.file)?,
+        file(&v.encoder.file)?,
+        file(&v.decoder.file)?,
+    );
+    stats.set_budget_us(Stage::Verifier, v.budget_us);
+    let deadline_ms = opts.verify_deadline_ms.unwrap_or(v.deadline_ms);
+    stats.set_budget_us(Stage::VerifyTotal, deadline_ms.saturating_mul(1000));
+    let audio = warmup_audio(v.window_samples as usize / FRAME_SAMPLES + 1);
+    let (mut worst, mut total, mut runs) = (0u32, 0u64, 0u64);
+    let mut verifiers = Vec::new();
+    for _ in 0..opts.verifier_workers.max(1) {
+        let mut verifier =
+            Verifier::new(mel, enc, dec, spec.clone(), session).context("building the verifier")?;
+        for _ in 0..VERIFIER_WARMUP_RUNS {
+            let us: u32 = verifier
+                .verify_uninterruptible(&audio)?
+                .stage_us
+                .iter()
+                .sum();
+            worst = worst.max(us);
+            total += u64::from(us);
+            runs += 1;
+        }
+        verifiers.push(verifier);
+    }
+    log::info!(
+        "verifier ready: {} worker(s), warm-up worst {worst} µs, deadline {deadline_ms} ms after a trigger, providers {:?}",
+        verifiers.len(),
+        verifiers[0].providers()
+    );
+    let wcet = worst.saturating_mul(3) / 2;
+    Ok((
+        verifiers,
+        Some(VerifyConfig {
+            deadline_us: deadline_ms.saturating_mul(1000),
+            initial_wcet_us: wcet,
+            initial_typical_us: (total / runs.max(1)).min(u64::from(wcet)) as u32,
+            ..VerifyConfig::default()
+        }),
+    ))
+}
+
 /// Builds the engines for a verified bundle, warms them up, runs its self-test vectors,
 /// and starts the scheduler.
 fn serve_bundle(
@@ -398,8 +487,9 @@ fn serve_bundle(
             }
         }
     }
+    let (mut verifiers, verify) = build_verifiers(opts, bundle, &session, stats)?;
     for t in &bundle.manifest.self_tests {
-        let w = run_self_test(&mut engines[0], bundle, t)?;
+        let w = run_self_test(&mut engines[0], verifiers.first_mut(), bundle, t)?;
         log::info!(
             "self-test '{}' passed (expected '{}', worst frame {w} µs)",
             t.audio_file,
@@ -418,8 +508,18 @@ fn serve_bundle(
         cfg.initial_typical_us,
         cfg.initial_spread_us
     );
-    let scheduler =
-        Scheduler::start_with_counters(engines, cfg, Arc::clone(stats), Arc::clone(counters));
+    let verifiers: Vec<Box<dyn WindowVerifier>> = verifiers
+        .into_iter()
+        .map(|v| Box::new(v) as Box<dyn WindowVerifier>)
+        .collect();
+    let scheduler = Scheduler::start_with_verifier(
+        engines,
+        verifiers,
+        verify,
+        cfg,
+        Arc::clone(stats),
+        Arc::clone(counters),
+    );
     let m = &bundle.manifest;
     let info = BundleInfo {
         name: m.name.clone(),

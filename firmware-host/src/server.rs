@@ -540,6 +540,7 @@ impl Ctx<'_> {
                 default_deadline_us: d.limits.default_deadline_us,
                 max_deadline_us: d.limits.max_deadline_us,
                 max_frame_bytes: MAX_FRAME_BYTES as u16,
+                verify_deadline_us: sv.scheduler.as_ref().map_or(0, |s| s.verify_deadline_us()),
             }),
         );
     }

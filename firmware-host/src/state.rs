@@ -52,6 +52,10 @@ pub struct BootOptions {
     pub scheduler: SchedulerConfig,
     /// Warm-up frames per worker before ready.
     pub warmup_frames: usize,
+    /// Verifier workers for a bundle with a verifier (stage 2), at least 1.
+    pub verifier_workers: usize,
+    /// Verification deadline after a trigger in ms; `None`: the bundle's.
+    pub verify_deadline_ms: Option<u32>,
     /// A/B slot state directory (`outpost-provision install`): boot the selected slot,
     /// self-test it, then mark it good (raising the anti-rollback floor) or, for a slot
     /// on trial, mark it bad and fall back to the other slot. Overrides `bundle`.
@@ -383,6 +387,17 @@ impl Daemon {
                 .map_or(0, |s| s.spread_us().min(u32::MAX as u64) as u32),
             throttled_for_errors: self.throttled_for_errors.load(Ordering::Relaxed),
             closed_for_errors: self.closed_for_errors.load(Ordering::Relaxed),
+            verifications: c.verifications.load(Ordering::Relaxed),
+            verify_misses: c.verify_misses.load(Ordering::Relaxed),
+            verify_rejections: c.verify_rejections.load(Ordering::Relaxed),
+            verify_wcet_us: sv
+                .scheduler
+                .as_ref()
+                .map_or(0, |s| s.verify_wcet_us().min(u32::MAX as u64) as u32),
+            verify_deadline_us: sv
+                .scheduler
+                .as_ref()
+                .map_or(0, Scheduler::verify_deadline_us),
         }
     }
 }

@@ -13,7 +13,8 @@ use outpost_client::cli::{connect, send, AnyClient, SendOptions, Target};
 use outpost_protocol::client::Received;
 use outpost_protocol::{
     encode_frame, Audio, DeviceState, OpenStream, RejectReason, Request, Response, WireError,
-    CRC32, FRAME_AUDIO_BYTES, FRAME_SAMPLES, MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES, SAMPLE_RATE_HZ,
+    CRC32, FRAME_AUDIO_BYTES, FRAME_SAMPLES, MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES, PROTOCOL_VERSION,
+    SAMPLE_RATE_HZ,
 };
 
 fn repo() -> PathBuf {
@@ -761,7 +762,9 @@ fn bad_input_then_ping(c: &mut AnyClient) {
     let (id, body) = next(c).unwrap();
     assert_eq!(id, 13, "the version error keeps the request id");
     assert!(
-        body.contains("UnknownVersion { got: 1, supported: 2 }"),
+        body.contains(&format!(
+            "UnknownVersion {{ got: 1, supported: {PROTOCOL_VERSION} }}"
+        )),
         "{body}"
     );
     // Wrong audio length on an unopened stream and a short pcm.

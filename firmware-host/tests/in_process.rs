@@ -79,6 +79,8 @@ fn dev_boot_options() -> BootOptions {
         limits: Limits::default(),
         scheduler: SchedulerConfig::default(),
         warmup_frames: 4,
+        verifier_workers: 1,
+        verify_deadline_ms: None,
         state_dir: None,
     }
 }
@@ -89,11 +91,11 @@ fn a_self_test_fails_on_a_wrong_recognition_or_a_budget_missed_in_every_pass() {
     let bundle = load_bundle(&opts).unwrap();
     let mut engine = Engine::new(&bundle, &opts.session).unwrap();
     let mut t = bundle.manifest.self_tests[0].clone();
-    let worst = run_self_test(&mut engine, &bundle, &t).expect("the dev bundle's self-test");
+    let worst = run_self_test(&mut engine, None, &bundle, &t).expect("the dev bundle's self-test");
     assert!(worst > 0);
 
     t.max_frame_us = 1;
-    let e = run_self_test(&mut engine, &bundle, &t)
+    let e = run_self_test(&mut engine, None, &bundle, &t)
         .unwrap_err()
         .to_string();
     assert!(
@@ -105,7 +107,7 @@ fn a_self_test_fails_on_a_wrong_recognition_or_a_budget_missed_in_every_pass() {
 
     t.max_frame_us = u32::MAX;
     t.expect_label = "volume down".into();
-    let e = run_self_test(&mut engine, &bundle, &t)
+    let e = run_self_test(&mut engine, None, &bundle, &t)
         .unwrap_err()
         .to_string();
     assert!(e.contains("expected exactly one 'volume down'"), "{e}");

@@ -86,6 +86,7 @@ fn answer<'a>(
             default_deadline_us: 30_000,
             max_deadline_us: 100_000,
             max_frame_bytes: MAX_FRAME_BYTES as u16,
+            verify_deadline_us: 0,
         }),
         Request::Ping { nonce } => Response::Pong { nonce },
         Request::OpenStream(o) => {
@@ -170,6 +171,11 @@ fn answer<'a>(
             spread_us: 0,
             throttled_for_errors: 0,
             closed_for_errors: 0,
+            verifications: 0,
+            verify_misses: 0,
+            verify_rejections: 0,
+            verify_wcet_us: 0,
+            verify_deadline_us: 0,
         }),
     }
 }

@@ -83,6 +83,8 @@ pub enum AnswerKind {
     },
     /// [`Response::Frame`].
     Frame(outpost_protocol::FrameResult),
+    /// [`Response::Verification`]: stage 2's answer about a trigger.
+    Verification(outpost_protocol::Verification),
     /// [`Response::DeadlineMissed`].
     DeadlineMissed {
         /// Stream id.
@@ -154,6 +156,8 @@ pub struct HelloInfo {
     pub max_deadline_us: u32,
     /// Largest wire frame in bytes.
     pub max_frame_bytes: u16,
+    /// Verification deadline after a trigger in µs; 0 without a verifier.
+    pub verify_deadline_us: u32,
 }
 
 /// Owned copy of [`outpost_protocol::StatusReport`].
@@ -205,6 +209,14 @@ pub struct StatusInfo {
     pub throttled_for_errors: u64,
     /// Connections closed for sending only errors.
     pub closed_for_errors: u64,
+    /// Triggers answered with a verdict by their deadline.
+    pub verifications: u64,
+    /// Triggers answered `DeadlineMissed` by stage 2.
+    pub verify_misses: u64,
+    /// Triggers refused by stage 2's admission control.
+    pub verify_rejections: u64,
+    /// Worst-case compute per verification admission control assumes, in µs.
+    pub verify_wcet_us: u32,
 }
 
 /// Owned copy of [`outpost_protocol::StageLatency`], all in µs.
@@ -252,6 +264,7 @@ impl AnswerKind {
                 default_deadline_us: h.default_deadline_us,
                 max_deadline_us: h.max_deadline_us,
                 max_frame_bytes: h.max_frame_bytes,
+                verify_deadline_us: h.verify_deadline_us,
             }),
             Response::Pong { nonce } => AnswerKind::Pong { nonce: *nonce },
             Response::StreamOpened {
@@ -262,6 +275,7 @@ impl AnswerKind {
                 deadline_us: *deadline_us,
             },
             Response::Frame(f) => AnswerKind::Frame(*f),
+            Response::Verification(v) => AnswerKind::Verification(*v),
             Response::DeadlineMissed {
                 stream_id,
                 seq,
@@ -336,6 +350,10 @@ impl AnswerKind {
                 spread_us: s.spread_us,
                 throttled_for_errors: s.throttled_for_errors,
                 closed_for_errors: s.closed_for_errors,
+                verifications: s.verifications,
+                verify_misses: s.verify_misses,
+                verify_rejections: s.verify_rejections,
+                verify_wcet_us: s.verify_wcet_us,
             })),
             Response::Error(e) => AnswerKind::Error(*e),
             Response::Reloaded {

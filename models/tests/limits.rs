@@ -271,6 +271,7 @@ fn the_largest_handshake_fits_one_frame() {
         default_deadline_us: u32::MAX,
         max_deadline_us: u32::MAX,
         max_frame_bytes: u16::MAX,
+        verify_deadline_us: 0,
     });
     let mut scratch = vec![0u8; MAX_PAYLOAD_BYTES];
     let mut out = vec![0u8; MAX_FRAME_BYTES];

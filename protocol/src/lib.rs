@@ -33,9 +33,12 @@ pub use message::*;
 /// Protocol version spoken by this crate. Sent first in every [`Envelope`]; a peer
 /// speaking another version is answered `Error(WireError::UnknownVersion)`.
 ///
-/// v2 (this version) added the error-throttling counters at the end of
-/// [`StatusReport`]; everything else is encoded as in v1.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// v2 added the error-throttling counters at the end of [`StatusReport`]. v3 (this
+/// version) adds stage 2, the verifier: [`Response::Verification`], the stages
+/// [`Stage::VerifyTotal`], `verify_deadline_us` at the end of [`HelloAck`] and the
+/// verification counters at the end of [`StatusReport`]; everything else is encoded as
+/// in v1.
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Audio sample rate in Hz; the only rate the protocol accepts.
 pub const SAMPLE_RATE_HZ: u32 = 16_000;
 /// Samples per audio frame: 80 ms at 16 kHz (openWakeWord's chunk size).
@@ -56,5 +59,5 @@ pub const DEFAULT_DEADLINE_US: u32 = 30_000;
 pub const MAX_DETAIL_BYTES: usize = 1024;
 /// Most labels a bundle may announce in the handshake.
 pub const MAX_LABELS: usize = 32;
-/// Most pipeline stages reported in status.
-pub const MAX_STAGES: usize = 8;
+/// Most pipeline stages reported in status (every [`Stage`] fits: 10 of them).
+pub const MAX_STAGES: usize = 12;

@@ -34,6 +34,9 @@ pub enum Request<'a> {
     OpenStream(OpenStream),
     /// One frame of audio; answered with exactly one of [`Response::Frame`],
     /// [`Response::DeadlineMissed`], [`Response::Rejected`] or [`Response::Error`].
+    /// With a verifier ([`HelloAck::verify_deadline_us`] > 0), a frame on which stage 1
+    /// fires gets a second answer with the same request id, later:
+    /// [`Response::Verification`], by the verification deadline.
     Audio(#[serde(borrow)] Audio<'a>),
     /// Closes a stream; answered with [`Response::StreamClosed`].
     CloseStream {
@@ -156,6 +159,9 @@ pub enum Response<'a> {
         /// Why the reload failed, or empty.
         detail: &'a str,
     },
+    /// Stage 2's answer about one stage-1 trigger, sent with the trigger frame's
+    /// request id by the verification deadline (bundles with a verifier). Since v3.
+    Verification(Verification),
 }
 
 /// Handshake answer: what the appliance runs and its limits.
@@ -184,6 +190,11 @@ pub struct HelloAck<'a> {
     pub max_deadline_us: u32,
     /// Largest frame accepted on the wire, in bytes.
     pub max_frame_bytes: u16,
+    /// Verification deadline in µs after a trigger frame's arrival; `0` when the bundle
+    /// has no verifier (detections then come in [`FrameResult::detection`]). With a
+    /// verifier, `FrameResult::detection` is always `None` and commands arrive as
+    /// [`Response::Verification`]. Since v3.
+    pub verify_deadline_us: u32,
 }
 
 /// Result for one audio frame.
@@ -195,7 +206,8 @@ pub struct FrameResult {
     pub seq: u32,
     /// Highest Silero VAD speech probability in this frame, in [0, 1].
     pub vad_prob: f32,
-    /// A command recognised in this frame, if any (at most one per utterance).
+    /// A command recognised in this frame, if any (at most one per utterance). Always
+    /// `None` with a verifier: the command then arrives as [`Response::Verification`].
     pub detection: Option<Detection>,
     /// Where the time went.
     pub timing: Timing,
@@ -206,7 +218,9 @@ pub struct FrameResult {
 pub struct Detection {
     /// Index into [`HelloAck::labels`].
     pub label: u8,
-    /// Smoothed head score in [0, 1].
+    /// Stage 1 ([`FrameResult`]): smoothed head score in [0, 1]. Stage 2
+    /// ([`Verification`]): the verifier's margin over `none`, in nats (≥ the bundle's
+    /// `theta`).
     pub score: f32,
     /// Stream time of the end of the frame that triggered it, in ms from stream start.
     pub audio_ms: u32,
@@ -222,6 +236,46 @@ pub struct Timing {
     pub compute_us: u32,
     /// Total until the response was handed to the transport.
     pub total_us: u32,
+}
+
+/// Stage 2's answer about one trigger: the verified command, or why there is none.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Stream id.
+    pub stream_id: u16,
+    /// Sequence number of the frame on which stage 1 fired.
+    pub trigger_seq: u32,
+    /// Stage 1's label, index into [`HelloAck::labels`].
+    pub trigger_label: u8,
+    /// The verdict.
+    pub outcome: VerifyOutcome,
+    /// The verification deadline, in µs after the trigger frame's arrival.
+    pub deadline_us: u32,
+    /// Timing in µs, from the trigger frame's arrival: `queue_us` until the verifier
+    /// started, `compute_us` the verifier's compute, `total_us` until this answer was
+    /// handed to the transport.
+    pub timing: Timing,
+}
+
+/// What stage 2 concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum VerifyOutcome {
+    /// The verifier agrees: this command is detected (`score` is the margin in nats,
+    /// `audio_ms` the end of the trigger frame).
+    Detected(Detection),
+    /// No command: `none` won, or the best command's margin stayed below `theta`.
+    NoCommand {
+        /// The best command, index into [`HelloAck::labels`].
+        best_label: u8,
+        /// Its score minus `none`'s, in nats.
+        margin: f32,
+    },
+    /// Not finished by the deadline: the run was cancelled.
+    DeadlineMissed,
+    /// Admission control refused it at the trigger.
+    Rejected(RejectReason),
+    /// The verifier failed (logged by the appliance).
+    Failed,
 }
 
 /// Why admission control refused a frame.
@@ -270,6 +324,8 @@ pub enum Stage {
     /// Stage 2: the Whisper verifier (mel, encoder and decoder of one 3 s window).
     /// Since v2.
     Verifier,
+    /// Stage 2 end to end: trigger frame's arrival to the verification's write. Since v3.
+    VerifyTotal,
 }
 
 impl Stage {
@@ -285,6 +341,7 @@ impl Stage {
             Stage::Write => "write",
             Stage::Total => "total",
             Stage::Verifier => "verifier",
+            Stage::VerifyTotal => "verify total",
         }
     }
 }
@@ -415,6 +472,18 @@ pub struct StatusReport<'a> {
     /// valid request in time (5 s after connecting, 60 s after the last one); a serial
     /// line is only throttled. Since v2.
     pub closed_for_errors: u64,
+    /// Triggers answered with a verdict ([`VerifyOutcome::Detected`] or
+    /// [`VerifyOutcome::NoCommand`]) by their deadline. Since v3.
+    pub verifications: u64,
+    /// Triggers answered [`VerifyOutcome::DeadlineMissed`]. Since v3.
+    pub verify_misses: u64,
+    /// Triggers answered [`VerifyOutcome::Rejected`]. Since v3.
+    pub verify_rejections: u64,
+    /// Current worst-case compute per verification used by admission control, in µs
+    /// (0 without a verifier). Since v3.
+    pub verify_wcet_us: u32,
+    /// The verification deadline in µs after the trigger (0 without a verifier). Since v3.
+    pub verify_deadline_us: u32,
 }
 
 /// Errors that travel on the wire. Each names what was wrong and what was expected.

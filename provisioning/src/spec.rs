@@ -143,6 +143,9 @@ impl BundleSpec {
             "the spec has a [verifier] section already; drop it or --verifier {}",
             dir.display()
         );
+        // Absolute, since payload paths resolve against the spec's directory.
+        let dir = &std::path::absolute(dir)
+            .with_context(|| format!("resolving the verifier directory {}", dir.display()))?;
         let path = dir.join("verifier.json");
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!("reading {} (written by verifier_export.py)", path.display())

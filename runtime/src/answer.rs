@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use embassy_time::{Duration, Instant};
-use outpost_protocol::{FrameResult, Response, Stage};
+use outpost_protocol::{FrameResult, Response, Stage, Verification, VerifyOutcome};
 
 use crate::stats::LatencyStats;
 
@@ -79,6 +79,10 @@ pub enum FrameAnswer {
         /// Frame sequence number.
         seq: u32,
     },
+    /// Stage 2's answer about a trigger, due by the verification deadline (`Due` of
+    /// the trigger frame's arrival and the verification deadline); `timing.total_us`
+    /// is set at the write.
+    Verification(Verification),
 }
 
 impl FrameAnswer {
@@ -92,6 +96,10 @@ impl FrameAnswer {
     /// * `elapsed_us` of a miss is `now` − `arrived`.
     /// * Any answer written after the deadline also counts in
     ///   [`Counters::late_writes`].
+    /// * A verification is written as is when on time (a verdict counts in
+    ///   [`Counters::verifications`], a detected command in `detections`; its total is
+    ///   recorded as [`Stage::VerifyTotal`]); written late, its outcome becomes
+    ///   [`VerifyOutcome::DeadlineMissed`], counted in [`Counters::verify_misses`].
     pub fn written_at(self, due: &Due, now: Instant) -> Response<'static> {
         let elapsed_us = now
             .checked_duration_since(due.arrived)
@@ -104,6 +112,24 @@ impl FrameAnswer {
             c.late_writes.fetch_add(1, Ordering::Relaxed);
         }
         let (stream_id, seq) = match self {
+            FrameAnswer::Verification(mut v) => {
+                v.timing.total_us = elapsed_us;
+                match v.outcome {
+                    VerifyOutcome::Detected(_) | VerifyOutcome::NoCommand { .. } if late => {
+                        v.outcome = VerifyOutcome::DeadlineMissed;
+                        c.verify_misses.fetch_add(1, Ordering::Relaxed);
+                    }
+                    VerifyOutcome::Detected(_) | VerifyOutcome::NoCommand { .. } => {
+                        c.verifications.fetch_add(1, Ordering::Relaxed);
+                        let detected = matches!(v.outcome, VerifyOutcome::Detected(_));
+                        c.detections
+                            .fetch_add(u64::from(detected), Ordering::Relaxed);
+                        due.stats.record(Stage::VerifyTotal, u64::from(elapsed_us));
+                    }
+                    _ => {}
+                }
+                return Response::Verification(v);
+            }
             FrameAnswer::Result(mut r) if !late => {
                 r.timing.total_us = elapsed_us;
                 c.frames.fetch_add(1, Ordering::Relaxed);
@@ -132,7 +158,8 @@ impl FrameAnswer {
 pub struct Counters {
     /// Frames answered with a result, counted when the result is written (on time).
     pub frames: AtomicU64,
-    /// Detections, counted with their frame.
+    /// Detections, counted with their frame (or, with a verifier, with their
+    /// verification).
     pub detections: AtomicU64,
     /// Frames answered `DeadlineMissed`: by the deadline timer, by a worker that
     /// finished too late, or at the write (a result that became late on the way).
@@ -147,6 +174,13 @@ pub struct Counters {
     pub cancellations: AtomicU64,
     /// Frames that failed in a model stage.
     pub failures: AtomicU64,
+    /// Triggers answered with a verdict by their verification deadline.
+    pub verifications: AtomicU64,
+    /// Triggers answered `VerifyOutcome::DeadlineMissed` (by the deadline timer, a
+    /// verifier that finished too late, or at the write).
+    pub verify_misses: AtomicU64,
+    /// Triggers refused by admission control (`VerifyOutcome::Rejected`).
+    pub verify_rejections: AtomicU64,
 }
 
 #[cfg(test)]

@@ -235,6 +235,15 @@ impl<J: Clone> Edf<J> {
         if self.is_open(key) {
             return Err(OpenError::Exists);
         }
+        if let Some(s) = self.streams.get_mut(&key) {
+            // Closed, but its last frames are still queued or running: they stay (and
+            // are answered); the new stream starts its counts and state afresh.
+            s.closed = false;
+            s.reset = true;
+            s.frames = 0;
+            s.detections = 0;
+            return Ok(());
+        }
         if self.streams.len() >= self.cfg.max_streams {
             return Err(OpenError::TooMany {
                 max: self.cfg.max_streams,

@@ -26,7 +26,15 @@ pub enum Role {
     Io,
     /// Inference workers.
     Worker,
+    /// Stage-2 verifier workers: `SCHED_OTHER` at [`VERIFIER_NICE`] whenever real-time
+    /// setup is on, below the frame workers, so the OS pre-empts a long verification
+    /// for frames (their deadline is 30 ms, a verification's 250 ms).
+    Verifier,
 }
+
+/// Nice value of verifier workers: below the frame workers' default −10 (CFS weights
+/// 1 024 vs 9 548: a frame worker wanting the same core gets ~90 % of it).
+pub const VERIFIER_NICE: i32 = 0;
 
 /// How inference workers are scheduled.
 ///
@@ -89,6 +97,7 @@ impl RtConfig {
             Role::DeadlineTimer => Some(base + 2),
             Role::Io => Some(base + 1),
             Role::Worker => (self.workers == WorkerPolicy::Fifo).then_some(base),
+            Role::Verifier => None,
         }
     }
 }
@@ -132,6 +141,18 @@ pub fn apply_to_current_thread(cfg: &RtConfig, role: Role) -> bool {
                     std::io::Error::last_os_error()
                 );
             }
+        }
+    }
+    if let (Role::Verifier, Some(_)) = (role, cfg.fifo_base) {
+        let tid = nix::unistd::gettid().as_raw() as libc::id_t;
+        // SAFETY: setpriority on our own thread id has no memory-safety preconditions.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, VERIFIER_NICE) };
+        if rc != 0 {
+            ok = false;
+            log::warn!(
+                "nice {VERIFIER_NICE} for the verifier refused ({})",
+                std::io::Error::last_os_error()
+            );
         }
     }
     if role == Role::Worker {

@@ -29,15 +29,28 @@
 //!   deadline goes out as `DeadlineMissed`, `total_us` / `elapsed_us` are the times
 //!   of the write, and every answer written after its deadline is counted
 //!   ([`Counters::late_writes`]).
+//! * **Stage 2, verification, a second request class** ([`Scheduler::start_with_verifier`]).
+//!   When stage 1 fires on a frame, the stream's last window of processed audio
+//!   (3 s) becomes a verification job due [`VerifyConfig::deadline_us`] after the
+//!   trigger frame's arrival. It is admitted, queued EDF, expired and cancelled by
+//!   the same policy ([`Edf`]) with its own compute estimates, and runs on its own
+//!   worker(s) below the frame workers' priority ([`Role::Verifier`]), so a 74 ms
+//!   verification never holds a frame worker: the OS pre-empts it for frames, which
+//!   keep their 30 ms deadline. The trigger frame's answer carries no detection; the
+//!   command (or why there is none) follows as `Response::Verification` with the
+//!   trigger frame's request id, checked at the write like a frame's answer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use embassy_time::{Duration, Instant};
 
-use outpost_protocol::{Detection, FrameResult, RejectReason, Response, Stage, Timing, WireError};
+use outpost_protocol::{
+    Detection, FrameResult, RejectReason, Response, Stage, Timing, Verification, VerifyOutcome,
+    WireError,
+};
 
 pub use crate::answer::{Counters, Due, FrameAnswer, ResponseSink};
 use crate::edf::{Admission, Edf, EdfConfig};
@@ -66,6 +79,66 @@ pub trait FrameProcessor: Send + 'static {
         pcm: &[i16],
         cancel: &CancelToken,
     ) -> Result<FrameOutput, RuntimeError>;
+}
+
+/// What the scheduler runs for stage 2: the verifier
+/// ([`crate::verifier::Verifier`]), or a fake in tests.
+pub trait WindowVerifier: Send + 'static {
+    /// Samples of audio, ending at the trigger, that one verification scores.
+    fn window_samples(&self) -> usize;
+    /// A cancel token for one verification.
+    fn cancel_token(&self) -> CancelToken;
+    /// Scores one window of [`WindowVerifier::window_samples`] s16 samples at 16 kHz
+    /// (fewer at a stream's start).
+    ///
+    /// # Errors
+    /// Any [`RuntimeError`] (a cancelled run included); answered `Failed`.
+    fn verify(
+        &mut self,
+        window: &[i16],
+        cancel: &CancelToken,
+    ) -> Result<VerifyOutput, RuntimeError>;
+}
+
+/// One verification's result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VerifyOutput {
+    /// The accepted command's label index, or `None` (no command).
+    pub label: Option<usize>,
+    /// The best command's label index, accepted or not.
+    pub best: usize,
+    /// The best command's score minus `none`'s, in nats.
+    pub margin: f32,
+    /// Compute in µs.
+    pub compute_us: u32,
+}
+
+/// Stage 2's limits and starting estimates.
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    /// Verification deadline after the trigger frame's arrival, in µs.
+    pub deadline_us: u32,
+    /// Verifications queued (not yet started) over all streams; beyond it, `Rejected`.
+    pub queue_capacity: usize,
+    /// Worst-case compute per verification assumed before any measurement, in µs.
+    pub initial_wcet_us: u32,
+    /// Typical compute per verification assumed before any measurement, in µs.
+    pub initial_typical_us: u32,
+    /// Standard deviation of compute per verification before any measurement, in µs.
+    pub initial_spread_us: u32,
+}
+
+impl Default for VerifyConfig {
+    /// 250 ms deadline (DESIGN §3's p90 target), 8 queued, 100 ms per verification.
+    fn default() -> Self {
+        Self {
+            deadline_us: 250_000,
+            queue_capacity: 8,
+            initial_wcet_us: 100_000,
+            initial_typical_us: 100_000,
+            initial_spread_us: 0,
+        }
+    }
 }
 
 /// Scheduler limits.
@@ -142,29 +215,72 @@ fn us(d: Duration) -> u32 {
     d.as_micros().min(u32::MAX as u64) as u32
 }
 
-/// A frame in flight: shared by the queue, the worker and the deadline timer.
-struct Slot {
-    job: FrameJob,
+/// A job in flight (a frame, or a verification): shared by the queue, the worker and
+/// the deadline timer.
+struct Slot<J = FrameJob> {
+    job: J,
     arrived: Instant,
     deadline: Instant,
     answered: AtomicBool,
-    /// The running frame's cancel token, published by the worker when it starts.
+    /// The running job's cancel token, published by the worker when it starts.
     cancel: Mutex<Option<Arc<CancelToken>>>,
 }
 
-impl Slot {
+/// One verification: the trigger and the audio window ending at it.
+struct VerifyJob {
+    key: StreamKey,
+    /// The trigger frame's request id, which the answer carries.
+    request_id: u32,
+    trigger_seq: u32,
+    trigger_label: u8,
+    deadline_us: u32,
+    window: Vec<i16>,
+    sink: Arc<dyn ResponseSink>,
+}
+
+impl<J> Slot<J> {
+    fn new(job: J, arrived: Instant, deadline: Instant) -> Self {
+        Self {
+            job,
+            arrived,
+            deadline,
+            answered: AtomicBool::new(false),
+            cancel: Mutex::new(None),
+        }
+    }
+
     /// Claims the right to answer; `true` for exactly one caller.
     fn claim(&self) -> bool {
         !self.answered.swap(true, Ordering::SeqCst)
     }
 
-    /// Cancels the frame's run, if one is in progress.
+    /// Cancels the job's run, if one is in progress.
     fn cancel(&self) {
         if let Some(t) = self.cancel.lock().ok().and_then(|g| g.clone()) {
             t.cancel();
         }
     }
 
+    /// Runs `f` with a cancel token published on the slot, so the deadline timer can
+    /// terminate it.
+    fn run<T>(&self, token: CancelToken, f: impl FnOnce(&CancelToken) -> T) -> T {
+        let token = Arc::new(token);
+        if let Ok(mut g) = self.cancel.lock() {
+            *g = Some(Arc::clone(&token));
+        }
+        if self.answered.load(Ordering::SeqCst) {
+            // The timer fired between the pick and the publication.
+            token.cancel();
+        }
+        let r = f(&token);
+        if let Ok(mut g) = self.cancel.lock() {
+            *g = None;
+        }
+        r
+    }
+}
+
+impl Slot<FrameJob> {
     /// When the answer is due, accounted in `sh`.
     fn due<S>(&self, sh: &Shared<S>) -> Due {
         Due::new(
@@ -188,17 +304,77 @@ impl Slot {
     }
 }
 
+impl Slot<VerifyJob> {
+    /// When the verification is due, accounted in `sh`.
+    fn due<S>(&self, sh: &Shared<S>) -> Due {
+        Due::new(
+            self.arrived,
+            self.job.deadline_us,
+            Arc::clone(&sh.counters),
+            Arc::clone(&sh.stats),
+        )
+    }
+
+    /// Sends the verification's answer with `outcome` (checked at the write).
+    fn answer<S>(&self, sh: &Shared<S>, outcome: VerifyOutcome, queue_us: u32, compute_us: u32) {
+        let j = &self.job;
+        j.sink.send_frame_answer(
+            j.request_id,
+            FrameAnswer::Verification(Verification {
+                stream_id: j.key.stream,
+                trigger_seq: j.trigger_seq,
+                trigger_label: j.trigger_label,
+                outcome,
+                deadline_us: j.deadline_us,
+                timing: Timing {
+                    queue_us,
+                    compute_us,
+                    total_us: 0,
+                },
+            }),
+            self.due(sh),
+        );
+    }
+}
+
+/// Stage 2's queue and the audio it verifies.
+struct VerifyQueue {
+    edf: Edf<Arc<Slot<VerifyJob>>>,
+    /// Per stream, the last `window` samples of frames that ran to completion.
+    rings: HashMap<StreamKey, VecDeque<i16>>,
+    window: usize,
+    cfg: VerifyConfig,
+    estimate: ComputeEstimator,
+}
+
+impl VerifyQueue {
+    /// Appends a processed frame to its stream's window.
+    fn record_audio(&mut self, key: StreamKey, pcm: &[i16]) {
+        let ring = self
+            .rings
+            .entry(key)
+            .or_insert_with(|| VecDeque::with_capacity(self.window));
+        ring.extend(pcm);
+        let excess = ring.len().saturating_sub(self.window);
+        ring.drain(..excess);
+    }
+}
+
 /// Everything behind the scheduler lock: the policy and the streams' states.
 struct Queue<S> {
     edf: Edf<Arc<Slot>>,
     states: HashMap<StreamKey, Box<S>>,
     shutdown: bool,
+    /// Stage 2, when the scheduler runs a verifier.
+    verify: Option<VerifyQueue>,
 }
 
 struct Shared<S> {
     queue: Mutex<Queue<S>>,
     /// Workers wait here for frames.
     work: Condvar,
+    /// Verifier workers wait here for verifications.
+    verify_work: Condvar,
     /// The deadline timer waits here for an earlier expiry or shutdown.
     timer: Condvar,
     cfg: SchedulerConfig,
@@ -247,19 +423,56 @@ impl<S: Send + 'static> Scheduler<S> {
         stats: Arc<LatencyStats>,
         counters: Arc<Counters>,
     ) -> Self {
+        Self::start_with_verifier(processors, Vec::new(), None, cfg, stats, counters)
+    }
+
+    /// As [`Scheduler::start_with_counters`], plus stage 2: one verifier worker per
+    /// element of `verifiers` (none, or `verify` `None`: no verification, detections
+    /// go out in the frame answers).
+    pub fn start_with_verifier<P: FrameProcessor<State = S>>(
+        processors: Vec<P>,
+        verifiers: Vec<Box<dyn WindowVerifier>>,
+        verify: Option<VerifyConfig>,
+        cfg: SchedulerConfig,
+        stats: Arc<LatencyStats>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        let guard = Duration::from_micros(cfg.guard_us as u64);
         let edf = Edf::new(EdfConfig {
             queue_capacity: cfg.queue_capacity,
             max_streams: cfg.max_streams,
             workers: processors.len().max(1),
-            guard: Duration::from_micros(cfg.guard_us as u64),
+            guard,
         });
+        let verify = verify
+            .filter(|_| !verifiers.is_empty())
+            .map(|vcfg| VerifyQueue {
+                edf: Edf::new(EdfConfig {
+                    queue_capacity: vcfg.queue_capacity,
+                    // Closed streams linger until their verifications are answered.
+                    max_streams: cfg.max_streams * 2,
+                    workers: verifiers.len(),
+                    guard,
+                }),
+                rings: HashMap::new(),
+                window: verifiers[0].window_samples(),
+                estimate: ComputeEstimator::new(
+                    vcfg.initial_wcet_us,
+                    vcfg.initial_typical_us,
+                    vcfg.initial_spread_us,
+                ),
+                cfg: vcfg,
+            });
+        let has_verify = verify.is_some();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 edf,
                 states: HashMap::new(),
                 shutdown: false,
+                verify,
             }),
             work: Condvar::new(),
+            verify_work: Condvar::new(),
             timer: Condvar::new(),
             timer_tick: AtomicU64::new(Instant::now().as_ticks()),
             estimate: ComputeEstimator::new(
@@ -279,6 +492,15 @@ impl<S: Send + 'static> Scheduler<S> {
                     .name(format!("outpost-infer-{i}"))
                     .spawn(move || worker(sh, p))
                     .expect("spawn inference worker"),
+            );
+        }
+        for (i, v) in verifiers.into_iter().enumerate().filter(|_| has_verify) {
+            let sh = Arc::clone(&shared);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("outpost-verify-{i}"))
+                    .spawn(move || verify_worker(sh, v))
+                    .expect("spawn verifier worker"),
             );
         }
         let sh = Arc::clone(&shared);
@@ -312,6 +534,25 @@ impl<S: Send + 'static> Scheduler<S> {
         self.shared.estimate.spread_us()
     }
 
+    /// Current worst-case compute estimate per verification in µs (0 without a
+    /// verifier).
+    pub fn verify_wcet_us(&self) -> u64 {
+        self.shared
+            .lock()
+            .verify
+            .as_ref()
+            .map_or(0, |v| v.estimate.wcet_us())
+    }
+
+    /// The verification deadline after a trigger in µs (0 without a verifier).
+    pub fn verify_deadline_us(&self) -> u32 {
+        self.shared
+            .lock()
+            .verify
+            .as_ref()
+            .map_or(0, |v| v.cfg.deadline_us)
+    }
+
     /// Open streams over all connections.
     pub fn open_streams(&self) -> usize {
         self.shared.lock().edf.open_streams()
@@ -335,7 +576,11 @@ impl<S: Send + 'static> Scheduler<S> {
         let until = Instant::now() + timeout;
         while Instant::now() < until {
             let q = self.shared.lock();
-            if q.edf.queued() == 0 && q.edf.running() == 0 {
+            let verify_idle = q
+                .verify
+                .as_ref()
+                .is_none_or(|v| v.edf.queued() == 0 && v.edf.running() == 0);
+            if q.edf.queued() == 0 && q.edf.running() == 0 && verify_idle {
                 return;
             }
             drop(q);
@@ -350,18 +595,29 @@ impl<S: Send + 'static> Scheduler<S> {
     pub fn open_stream(&self, key: StreamKey) -> Result<(), OpenError> {
         let mut q = self.shared.lock();
         q.edf.open(key)?;
+        if let Some(v) = &mut q.verify {
+            if let Err(e) = v.edf.open(key) {
+                q.edf.close(key);
+                return Err(e);
+            }
+            v.rings.remove(&key);
+        }
         q.states.remove(&key);
         Ok(())
     }
 
-    /// Closes a stream; returns `(frames, detections)`, or `None` if it was not open.
-    /// Frames already queued are still processed and answered.
+    /// Closes a stream; returns `(frames, detections)`, or `None` if it was not open
+    /// (with a verifier, the detections are the verified commands answered so far).
+    /// Frames and verifications already queued are still processed and answered; a
+    /// trigger on a frame processed after the close is not verified.
     pub fn close_stream(&self, key: StreamKey) -> Option<(u32, u32)> {
         let mut q = self.shared.lock();
-        let counts = q.edf.close(key)?;
-        if !q.edf.is_open(key) {
-            q.states.remove(&key);
+        let mut counts = q.edf.close(key)?;
+        if let Some(v) = &mut q.verify {
+            counts.1 = v.edf.close(key).map_or(0, |(_, detections)| detections);
+            v.rings.remove(&key);
         }
+        q.states.remove(&key);
         Some(counts)
     }
 
@@ -371,6 +627,12 @@ impl<S: Send + 'static> Scheduler<S> {
         let mut q = self.shared.lock();
         for s in q.edf.drop_connection(conn) {
             s.answered.store(true, Ordering::SeqCst);
+        }
+        if let Some(v) = &mut q.verify {
+            for s in v.edf.drop_connection(conn) {
+                s.answered.store(true, Ordering::SeqCst);
+            }
+            v.rings.retain(|k, _| k.conn != conn);
         }
         q.states.retain(|k, _| k.conn != conn);
     }
@@ -417,13 +679,7 @@ impl<S: Send + 'static> Scheduler<S> {
             return reject(&job, reason, us(retry_after));
         }
         let key = job.key;
-        let slot = Arc::new(Slot {
-            job,
-            arrived,
-            deadline,
-            answered: AtomicBool::new(false),
-            cancel: Mutex::new(None),
-        });
+        let slot = Arc::new(Slot::new(job, arrived, deadline));
         let pushed = q.edf.push(key, deadline, slot).is_ok();
         drop(q);
         debug_assert!(pushed, "stream checked open under the same lock");
@@ -433,11 +689,26 @@ impl<S: Send + 'static> Scheduler<S> {
 
     /// Stops the threads (queued frames are answered `Rejected { ShuttingDown }`).
     pub fn shutdown(&mut self) {
-        let queued = {
+        let (queued, verify_queued) = {
             let mut q = self.shared.lock();
             q.shutdown = true;
-            q.edf.drain_queued()
+            let v = q
+                .verify
+                .as_mut()
+                .map(|v| v.edf.drain_queued())
+                .unwrap_or_default();
+            (q.edf.drain_queued(), v)
         };
+        for (_, s) in verify_queued {
+            if s.claim() {
+                s.answer(
+                    &self.shared,
+                    VerifyOutcome::Rejected(RejectReason::ShuttingDown),
+                    0,
+                    0,
+                );
+            }
+        }
         for (_, s) in queued {
             if s.claim() {
                 s.job.sink.send(
@@ -452,6 +723,7 @@ impl<S: Send + 'static> Scheduler<S> {
             }
         }
         self.shared.work.notify_all();
+        self.shared.verify_work.notify_all();
         self.shared.timer.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -485,8 +757,18 @@ fn timer_loop<S>(sh: Arc<Shared<S>>) {
         sh.timer_tick.store(now.as_ticks(), Ordering::Relaxed);
         let expired = q.edf.take_expired();
         let overrun = q.edf.take_overrunning();
-        if expired.is_empty() && overrun.is_empty() {
-            let wait = q.edf.next_expiry().map_or(TIMER_HEARTBEAT, |at| {
+        let (v_expired, v_overrun) = q.verify.as_mut().map_or((vec![], vec![]), |v| {
+            (v.edf.take_expired(), v.edf.take_overrunning())
+        });
+        if expired.is_empty() && overrun.is_empty() && v_expired.is_empty() && v_overrun.is_empty()
+        {
+            let next = q
+                .edf
+                .next_expiry()
+                .into_iter()
+                .chain(q.verify.as_ref().and_then(|v| v.edf.next_expiry()))
+                .min();
+            let wait = next.map_or(TIMER_HEARTBEAT, |at| {
                 at.checked_duration_since(now)
                     .unwrap_or_default()
                     .min(TIMER_HEARTBEAT)
@@ -512,9 +794,23 @@ fn timer_loop<S>(sh: Arc<Shared<S>>) {
                 );
             }
         }
+        for (_, slot) in v_expired.iter().chain(&v_overrun) {
+            if slot.claim() {
+                slot.cancel();
+                sh.counters.verify_misses.fetch_add(1, Ordering::Relaxed);
+                sh.counters.cancellations.fetch_add(1, Ordering::Relaxed);
+                slot.answer(&sh, VerifyOutcome::DeadlineMissed, 0, 0);
+                log::debug!(
+                    "verification deadline miss: stream {:?} trigger seq {}",
+                    slot.job.key,
+                    slot.job.trigger_seq
+                );
+            }
+        }
         // Expired frames never reached a worker: wake workers in case a stream is now
         // idle with nothing queued, and let the next queued frames run.
         sh.work.notify_all();
+        sh.verify_work.notify_all();
         q = sh.lock();
     }
 }
@@ -569,7 +865,7 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
         // Compute, then claim the right to answer. State stays consistent when the
         // frame ran to completion (late or not); it restarts when the run was
         // cancelled, failed, or never ran (answered by the timer while queued).
-        let (answer, consistent) = if slot.answered.load(Ordering::SeqCst) {
+        let (mut answer, consistent) = if slot.answered.load(Ordering::SeqCst) {
             (Answer::None, false)
         } else {
             let run_started = Instant::now();
@@ -599,16 +895,44 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
         };
 
         // Release the stream before answering, so the stream's next frame (which the
-        // client may send the moment it reads this answer) finds it idle.
-        let detected = matches!(&answer, Answer::Frame(o) if o.detection.is_some());
+        // client may send the moment it reads this answer) finds it idle. With a
+        // verifier, a frame that ran to completion joins its stream's audio window,
+        // and a trigger becomes a verification job instead of a detection.
+        let mut trigger = None;
         {
             let mut q = sh.lock();
+            let verifying = q.verify.is_some();
+            if let (Some(v), true) = (&mut q.verify, consistent) {
+                v.record_audio(picked.key, &slot.job.pcm);
+            }
+            if let (Some(v), Answer::Frame(out)) = (&mut q.verify, &mut answer) {
+                if let Some(d) = out.detection.take() {
+                    trigger = admit_verification(v, slot, d.label as u8);
+                }
+            }
+            let detected =
+                !verifying && matches!(&answer, Answer::Frame(o) if o.detection.is_some());
             q.edf.finish(picked.key, consistent, detected);
             if consistent && q.edf.is_open(picked.key) {
                 q.states.insert(picked.key, state);
             }
         }
         sh.work.notify_one();
+        match trigger {
+            Some(Ok(())) => {
+                sh.verify_work.notify_one();
+                sh.timer.notify_one();
+            }
+            Some(Err(refused)) => {
+                sh.counters
+                    .verify_rejections
+                    .fetch_add(1, Ordering::Relaxed);
+                refused
+                    .slot
+                    .answer(&sh, VerifyOutcome::Rejected(refused.reason), 0, 0);
+            }
+            None => {}
+        }
 
         // The last check before the answer leaves: a result that could no longer be
         // written by the deadline (guard included) goes out as `DeadlineMissed`.
@@ -669,17 +993,138 @@ fn run_frame<P: FrameProcessor>(
     state: &mut P::State,
     slot: &Slot,
 ) -> Result<FrameOutput, RuntimeError> {
-    let token = Arc::new(proc_.cancel_token());
-    if let Ok(mut g) = slot.cancel.lock() {
-        *g = Some(Arc::clone(&token));
+    slot.run(proc_.cancel_token(), |token| {
+        proc_.process(state, &slot.job.pcm, token)
+    })
+}
+
+/// A verification admission control refused, to be answered once the lock is released.
+struct Refused {
+    slot: Arc<Slot<VerifyJob>>,
+    reason: RejectReason,
+}
+
+/// Makes the verification of a trigger on `frame` (stage 1's `label`) and admits it
+/// into stage 2's queue, or gives it back refused. `None` when the stream was closed
+/// while the frame ran: nobody waits for its commands any more. Called under the
+/// scheduler lock.
+fn admit_verification(v: &mut VerifyQueue, frame: &Slot, label: u8) -> Option<Result<(), Refused>> {
+    let f = &frame.job;
+    if !v.edf.is_open(f.key) {
+        log::debug!(
+            "trigger on stream {:?} after its close: not verified",
+            f.key
+        );
+        return None;
     }
-    if slot.answered.load(Ordering::SeqCst) {
-        // The timer fired between the pick and the publication.
-        token.cancel();
+    let window: Vec<i16> = v
+        .rings
+        .get(&f.key)
+        .map(|r| r.iter().copied().collect())
+        .unwrap_or_default();
+    let deadline_us = v.cfg.deadline_us;
+    let deadline = f.arrived + Duration::from_micros(u64::from(deadline_us));
+    let slot = Arc::new(Slot::new(
+        VerifyJob {
+            key: f.key,
+            request_id: f.request_id,
+            trigger_seq: f.seq,
+            trigger_label: label,
+            deadline_us,
+            window,
+            sink: Arc::clone(&f.sink),
+        },
+        f.arrived,
+        deadline,
+    ));
+    if let Admission::Reject { reason, .. } = v.edf.admit(f.key, deadline, v.estimate.cost()) {
+        return Some(Err(Refused { slot, reason }));
     }
-    let r = proc_.process(state, &slot.job.pcm, &token);
-    if let Ok(mut g) = slot.cancel.lock() {
-        *g = None;
+    // Open and admitted (its stream queue has room): the push succeeds.
+    Some(v.edf.push(f.key, deadline, slot).map_err(|slot| Refused {
+        slot,
+        reason: RejectReason::QueueFull,
+    }))
+}
+
+/// A verifier worker: picks stage 2's earliest-deadline verification, runs it, and
+/// answers its verdict, or `DeadlineMissed` when it finished too late.
+fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
+    apply_to_current_thread(&sh.cfg.rt, Role::Verifier);
+    let guard = Duration::from_micros(sh.cfg.guard_us as u64);
+    loop {
+        let picked = {
+            let mut q = sh.lock();
+            loop {
+                if q.shutdown {
+                    return;
+                }
+                if let Some(p) = q.verify.as_mut().and_then(|v| v.edf.pick()) {
+                    break p;
+                }
+                q = sh.verify_work.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let slot = &picked.job;
+        let started = Instant::now();
+        let queue_us = us(started
+            .checked_duration_since(slot.arrived)
+            .unwrap_or_default());
+        let outcome = if slot.answered.load(Ordering::SeqCst) {
+            None
+        } else {
+            let r = slot.run(verifier.cancel_token(), |token| {
+                verifier.verify(&slot.job.window, token)
+            });
+            let compute_us = match &r {
+                Ok(out) => out.compute_us,
+                Err(_) => us(started.elapsed()),
+            };
+            if let Some(v) = &sh.lock().verify {
+                v.estimate.record(u64::from(compute_us));
+            }
+            match r {
+                Ok(out) if slot.claim() => {
+                    sh.stats.record(Stage::Verifier, u64::from(out.compute_us));
+                    let outcome = match out.label {
+                        Some(label) => VerifyOutcome::Detected(Detection {
+                            label: label as u8,
+                            score: out.margin,
+                            audio_ms: stream_time_ms(slot.job.trigger_seq),
+                        }),
+                        None => VerifyOutcome::NoCommand {
+                            best_label: out.best as u8,
+                            margin: out.margin,
+                        },
+                    };
+                    Some((outcome, compute_us))
+                }
+                Err(e) if slot.claim() => {
+                    log::error!(
+                        "verification of stream {:?} trigger seq {}: {e}",
+                        slot.job.key,
+                        slot.job.trigger_seq
+                    );
+                    Some((VerifyOutcome::Failed, compute_us))
+                }
+                _ => None,
+            }
+        };
+        let detected = matches!(outcome, Some((VerifyOutcome::Detected(_), _)));
+        if let Some(v) = &mut sh.lock().verify {
+            v.edf.finish(picked.key, true, detected);
+        }
+        sh.verify_work.notify_one();
+        if let Some((outcome, compute_us)) = outcome {
+            let late = Instant::now() + guard > slot.deadline;
+            let outcome = match outcome {
+                VerifyOutcome::Detected(_) | VerifyOutcome::NoCommand { .. } if late => {
+                    sh.counters.verify_misses.fetch_add(1, Ordering::Relaxed);
+                    VerifyOutcome::DeadlineMissed
+                }
+                o => o,
+            };
+            slot.answer(&sh, outcome, queue_us, compute_us);
+        }
     }
-    r
 }

@@ -24,6 +24,8 @@ use outpost_protocol::{Provider, Stage};
 use serde::Deserialize;
 
 use crate::ort_env::{build_session, SessionConfig};
+use crate::pipeline::CancelToken;
+use crate::scheduler::{VerifyOutput, WindowVerifier};
 use crate::RuntimeError;
 
 /// Whisper's encoder width (tiny.en), the last dimension of the encoder states.
@@ -158,9 +160,17 @@ impl Verifier {
             providers: [p0, p1, p2],
         };
         let silence = vec![0i16; verifier.audio.len()];
-        let run = RunOptions::new().map_err(|e| RuntimeError::RunOptions(e.to_string()))?;
-        verifier.verify(&silence, &run)?;
+        verifier.verify_uninterruptible(&silence)?;
         Ok(verifier)
+    }
+
+    /// [`Verifier::verify`] without a cancellation handle (warm-up, self-test, benches).
+    ///
+    /// # Errors
+    /// As [`Verifier::verify`], and [`RuntimeError::RunOptions`].
+    pub fn verify_uninterruptible(&mut self, window: &[i16]) -> Result<Verdict, RuntimeError> {
+        let run = RunOptions::new().map_err(|e| RuntimeError::RunOptions(e.to_string()))?;
+        self.verify(window, &run)
     }
 
     /// The spec the verifier was built with.
@@ -265,6 +275,39 @@ impl Verifier {
             margin,
             scores,
             stage_us: [us(t0, t1), us(t1, t2), us(t2, t3)],
+        })
+    }
+}
+
+impl WindowVerifier for Verifier {
+    fn window_samples(&self) -> usize {
+        self.audio.len()
+    }
+
+    fn cancel_token(&self) -> CancelToken {
+        match RunOptions::new() {
+            Ok(r) => CancelToken::with_run_options(r),
+            Err(e) => {
+                log::warn!("no RunOptions for cancelling a verification: {e}");
+                CancelToken::default()
+            }
+        }
+    }
+
+    fn verify(
+        &mut self,
+        window: &[i16],
+        cancel: &CancelToken,
+    ) -> Result<VerifyOutput, RuntimeError> {
+        let v = match cancel.run_options() {
+            Some(run) => Verifier::verify(self, window, run)?,
+            None => self.verify_uninterruptible(window)?,
+        };
+        Ok(VerifyOutput {
+            label: v.label,
+            best: v.best,
+            margin: v.margin,
+            compute_us: v.stage_us.iter().sum(),
         })
     }
 }

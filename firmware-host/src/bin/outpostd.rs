@@ -72,6 +72,14 @@ struct Args {
     /// Warm-up frames per worker before ready.
     #[arg(long, default_value_t = 50)]
     warmup_frames: usize,
+    /// Verifier workers (stage 2) for a bundle with a verifier; they run below the
+    /// inference workers' priority.
+    #[arg(long, default_value_t = 1)]
+    verifier_workers: usize,
+    /// Verification deadline after a trigger frame's arrival, in ms (default: the
+    /// bundle's `verifier.deadline_ms`).
+    #[arg(long)]
+    verify_deadline_ms: Option<u32>,
     /// Base SCHED_FIFO priority (workers; I/O +1, deadline timer +2). Without the
     /// privilege the daemon warns once and runs with normal scheduling.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=96))]
@@ -136,6 +144,8 @@ fn main() -> Result<()> {
             ..SchedulerConfig::default()
         },
         warmup_frames: a.warmup_frames,
+        verifier_workers: a.verifier_workers,
+        verify_deadline_ms: a.verify_deadline_ms,
         state_dir: a.state_dir.clone(),
     };
     if a.dev {
