@@ -336,7 +336,8 @@ pub fn send(
                             "{}",
                             json!({"type": "detection", "command": label, "label_index": d.label,
                                    "margin_nats": d.score, "time_ms": d.audio_ms, "seq": v.trigger_seq,
-                                   "verify_total_us": v.timing.total_us})
+                                   "trigger": trigger, "verify_total_us": v.timing.total_us,
+                                   "verify_compute_us": v.timing.compute_us})
                         )?;
                     } else {
                         writeln!(
@@ -361,7 +362,8 @@ pub fn send(
                             out,
                             "{}",
                             json!({"type": "not_a_command", "trigger": trigger, "best": label_of(best_label),
-                                   "margin_nats": margin, "seq": v.trigger_seq})
+                                   "margin_nats": margin, "seq": v.trigger_seq,
+                                   "verify_total_us": v.timing.total_us})
                         )?;
                     } else {
                         writeln!(
@@ -374,13 +376,23 @@ pub fn send(
                 }
                 other => {
                     s.verify_failures += 1;
-                    writeln!(
-                        out,
-                        "frame {}: trigger '{trigger}' not verified: {other:?} ({:.0} ms, deadline {:.0} ms)",
-                        v.trigger_seq,
-                        ms(v.timing.total_us),
-                        ms(v.deadline_us)
-                    )?;
+                    if opts.json {
+                        writeln!(
+                            out,
+                            "{}",
+                            json!({"type": "verify_failed", "trigger": trigger, "outcome": format!("{other:?}"),
+                                   "seq": v.trigger_seq, "verify_total_us": v.timing.total_us,
+                                   "deadline_us": v.deadline_us})
+                        )?;
+                    } else {
+                        writeln!(
+                            out,
+                            "frame {}: trigger '{trigger}' not verified: {other:?} ({:.0} ms, deadline {:.0} ms)",
+                            v.trigger_seq,
+                            ms(v.timing.total_us),
+                            ms(v.deadline_us)
+                        )?;
+                    }
                 }
             }
             continue;
