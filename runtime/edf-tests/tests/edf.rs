@@ -521,3 +521,31 @@ fn a_closed_stream_finishes_its_queue_and_a_dropped_connection_returns_its_frame
     assert_eq!(e.open_streams(), 0);
     assert_eq!(e.open(key(1, 1)), Ok(()), "the id is free again");
 }
+
+#[test]
+fn a_stream_reopened_while_its_last_frames_run_keeps_them_and_the_counts_stay_true() {
+    let (_g, mut edf) = setup(1);
+    let k = key(1, 1);
+    edf.open(k).unwrap();
+    edf.push(k, at(ms(30)), "old-0").unwrap();
+    edf.push(k, at(ms(40)), "old-1").unwrap();
+    let p = edf.pick().unwrap();
+    assert_eq!(p.job, "old-0");
+    assert_eq!(edf.close(k), Some((0, 0)));
+    // Reopened before its closed self went idle: the queued and running frames stay.
+    edf.open(k).unwrap();
+    assert!(edf.is_open(k));
+    assert_eq!((edf.queued(), edf.running()), (1, 1));
+    edf.push(k, at(ms(50)), "new-0").unwrap();
+    edf.finish(k, true, false);
+    let next = edf.pick().unwrap();
+    assert_eq!(next.job, "old-1");
+    assert!(next.reset_state, "the new stream starts from fresh state");
+    edf.finish(k, true, false);
+    assert_eq!(edf.pick().unwrap().job, "new-0");
+    edf.finish(k, true, true);
+    assert_eq!((edf.queued(), edf.running()), (0, 0));
+    // Frames finished since the reopen: the old stream's last two, then the new one.
+    assert_eq!(edf.close(k), Some((3, 1)));
+    assert_eq!(edf.open_streams(), 0);
+}

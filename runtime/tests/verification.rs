@@ -1,0 +1,352 @@
+//! Stage 2 in the scheduler with a fake pipeline and a fake verifier: a trigger becomes
+//! one `Verification` answer with the trigger frame's request id (the frame's own answer
+//! carries no detection), on the audio window that ends at the trigger; a verifier that
+//! stalls is answered `DeadlineMissed` by its deadline and cancelled while frames keep
+//! their results; a full verification queue refuses at once; the close counts verified
+//! commands.
+//!
+//! Real threads and the std clock: outcomes are asserted, not durations (beyond a
+//! generous bound on "by its deadline").
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use outpost_protocol::{RejectReason, Response, Stage, Verification, VerifyOutcome};
+use outpost_runtime::decision::Decided;
+use outpost_runtime::pipeline::{stream_time_ms, CancelToken, FrameOutput};
+use outpost_runtime::scheduler::{
+    Counters, FrameJob, FrameProcessor, ResponseSink, Scheduler, SchedulerConfig, StreamKey,
+    VerifyConfig, VerifyOutput, WindowVerifier,
+};
+use outpost_runtime::stats::LatencyStats;
+use outpost_runtime::RuntimeError;
+
+/// Samples per frame.
+const N: usize = 1280;
+/// A frame whose first sample is this triggers stage 1 with label [`TRIGGER_LABEL`].
+const TRIGGER: i16 = 1111;
+const TRIGGER_LABEL: usize = 3;
+/// The verifier accepts (label [`VERIFIED_LABEL`]) a window whose last frame has this as
+/// its second sample, stalls 2 s (unless cancelled) on [`STALL`], and hears no command
+/// otherwise.
+const ACCEPT: i16 = 2222;
+const STALL: i16 = 3333;
+const VERIFIED_LABEL: usize = 2;
+/// The fake verifier's window: 3 frames.
+const WINDOW: usize = 3 * N;
+
+#[derive(Default)]
+struct Sink {
+    frames: Mutex<Vec<(u32, u32, bool)>>,
+    verifications: Mutex<Vec<(u32, Verification, Instant)>>,
+}
+
+impl ResponseSink for Sink {
+    fn send(&self, id: u32, r: &Response<'_>) {
+        match r {
+            Response::Frame(f) => {
+                self.frames
+                    .lock()
+                    .unwrap()
+                    .push((id, f.seq, f.detection.is_some()));
+            }
+            Response::Verification(v) => {
+                self.verifications
+                    .lock()
+                    .unwrap()
+                    .push((id, *v, Instant::now()));
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+}
+
+struct Frames;
+
+impl FrameProcessor for Frames {
+    type State = ();
+    fn new_stream(&self) {}
+    fn cancel_token(&self) -> CancelToken {
+        CancelToken::default()
+    }
+    fn process(
+        &mut self,
+        _: &mut (),
+        pcm: &[i16],
+        _: &CancelToken,
+    ) -> Result<FrameOutput, RuntimeError> {
+        std::thread::sleep(Duration::from_micros(500));
+        Ok(FrameOutput {
+            vad_prob: 0.0,
+            detection: (pcm[0] == TRIGGER).then_some(Decided {
+                label: TRIGGER_LABEL,
+                score: 1.0,
+            }),
+            audio_ms: 0,
+            stage_us: [100, 100, 200, 100],
+            scores: [0.0; 32],
+            scores_len: 0,
+        })
+    }
+}
+
+/// Records every window it was given.
+struct FakeVerifier {
+    windows: Arc<Mutex<Vec<Vec<i16>>>>,
+    cancelled: Arc<AtomicU32>,
+}
+
+impl WindowVerifier for FakeVerifier {
+    fn window_samples(&self) -> usize {
+        WINDOW
+    }
+    fn cancel_token(&self) -> CancelToken {
+        CancelToken::default()
+    }
+    fn verify(
+        &mut self,
+        window: &[i16],
+        cancel: &CancelToken,
+    ) -> Result<VerifyOutput, RuntimeError> {
+        self.windows.lock().unwrap().push(window.to_vec());
+        let last = &window[window.len() - N..];
+        if last[1] == STALL {
+            let end = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < end {
+                if cancel.is_cancelled() {
+                    self.cancelled.fetch_add(1, Ordering::SeqCst);
+                    return Err(RuntimeError::Inference {
+                        stage: Stage::Verifier,
+                        detail: "terminated".into(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let accept = last[1] == ACCEPT;
+        Ok(VerifyOutput {
+            label: accept.then_some(VERIFIED_LABEL),
+            best: VERIFIED_LABEL,
+            margin: if accept { 9.0 } else { -1.5 },
+            compute_us: 5_000,
+        })
+    }
+}
+
+struct Rig {
+    sched: Scheduler<()>,
+    sink: Arc<Sink>,
+    windows: Arc<Mutex<Vec<Vec<i16>>>>,
+    cancelled: Arc<AtomicU32>,
+    counters: Arc<Counters>,
+}
+
+fn rig(verify: VerifyConfig) -> Rig {
+    let windows = Arc::new(Mutex::new(Vec::new()));
+    let cancelled = Arc::new(AtomicU32::new(0));
+    let counters = Arc::new(Counters::default());
+    let verifier = FakeVerifier {
+        windows: Arc::clone(&windows),
+        cancelled: Arc::clone(&cancelled),
+    };
+    let sched = Scheduler::start_with_verifier(
+        vec![Frames, Frames],
+        vec![Box::new(verifier) as Box<dyn WindowVerifier>],
+        Some(verify),
+        SchedulerConfig::default(),
+        Arc::new(LatencyStats::new()),
+        Arc::clone(&counters),
+    );
+    Rig {
+        sched,
+        sink: Arc::new(Sink::default()),
+        windows,
+        cancelled,
+        counters,
+    }
+}
+
+fn config(deadline_ms: u32, queue_capacity: usize) -> VerifyConfig {
+    VerifyConfig {
+        deadline_us: deadline_ms * 1000,
+        queue_capacity,
+        initial_wcet_us: 5_000,
+        initial_typical_us: 5_000,
+        initial_spread_us: 0,
+    }
+}
+
+/// Frame `seq` of a stream: every sample `seq`, except the markers.
+fn pcm(seq: u32, first: i16, second: i16) -> Vec<i16> {
+    let mut p = vec![seq as i16; N];
+    p[0] = first;
+    p[1] = second;
+    p
+}
+
+impl Rig {
+    /// Submits one frame and waits for its answer (one in flight, as a client does).
+    fn frame(&self, key: StreamKey, seq: u32, first: i16, second: i16) {
+        let before = self.sink.frames.lock().unwrap().len();
+        self.sched.submit(FrameJob {
+            key,
+            request_id: 1000 * key.stream as u32 + seq + 1,
+            seq,
+            pcm: pcm(seq, first, second),
+            arrived: embassy_time::Instant::now(),
+            deadline_us: 30_000,
+            sink: Arc::clone(&self.sink) as Arc<dyn ResponseSink>,
+        });
+        let until = Instant::now() + Duration::from_secs(5);
+        while self.sink.frames.lock().unwrap().len() == before {
+            assert!(Instant::now() < until, "frame {seq} unanswered");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    fn wait_verifications(&self, n: usize) -> Vec<(u32, Verification, Instant)> {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.sink.verifications.lock().unwrap().clone();
+            if v.len() >= n || Instant::now() > until {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn key(stream: u16) -> StreamKey {
+    StreamKey { conn: 1, stream }
+}
+
+#[test]
+fn a_trigger_is_verified_on_the_window_ending_at_it_and_answered_with_its_request_id() {
+    let r = rig(config(250, 8));
+    let k = key(7);
+    r.sched.open_stream(k).unwrap();
+    for seq in 0..5 {
+        r.frame(k, seq, 0, 0);
+    }
+    r.frame(k, 5, TRIGGER, ACCEPT);
+    for seq in 6..8 {
+        r.frame(k, seq, 0, 0);
+    }
+    let v = r.wait_verifications(1);
+    assert_eq!(v.len(), 1, "one verification per trigger");
+    let (id, ver, _) = v[0];
+    assert_eq!(id, 7006, "the trigger frame's request id");
+    assert_eq!(ver.trigger_seq, 5);
+    assert_eq!(ver.trigger_label, TRIGGER_LABEL as u8);
+    assert_eq!(ver.deadline_us, 250_000);
+    match ver.outcome {
+        VerifyOutcome::Detected(d) => {
+            assert_eq!(d.label, VERIFIED_LABEL as u8);
+            assert_eq!(d.score, 9.0, "the margin in nats");
+            assert_eq!(d.audio_ms, stream_time_ms(5));
+        }
+        other => panic!("expected a detection, got {other:?}"),
+    }
+    assert_eq!(ver.timing.compute_us, 5_000);
+    assert!(ver.timing.total_us > 0, "stamped at the write");
+    // The frame answers carry no detection, the trigger's included.
+    let frames = r.sink.frames.lock().unwrap().clone();
+    assert_eq!(frames.len(), 8);
+    assert!(frames.iter().all(|(_, _, detected)| !detected), "{frames:?}");
+    // The window: frames 3, 4 and 5, in order, the trigger frame last.
+    let w = r.windows.lock().unwrap()[0].clone();
+    assert_eq!(w.len(), WINDOW);
+    assert_eq!(w[..N], pcm(3, 0, 0)[..]);
+    assert_eq!(w[N..2 * N], pcm(4, 0, 0)[..]);
+    assert_eq!(w[2 * N..], pcm(5, TRIGGER, ACCEPT)[..]);
+    assert_eq!(r.sched.close_stream(k), Some((8, 1)), "verified commands");
+    assert_eq!(r.counters.verifications.load(Ordering::Relaxed), 1);
+    assert_eq!(r.counters.detections.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_trigger_the_verifier_rejects_is_answered_no_command_and_a_short_stream_gives_a_short_window(
+) {
+    let r = rig(config(250, 8));
+    let k = key(2);
+    r.sched.open_stream(k).unwrap();
+    r.frame(k, 0, 0, 0);
+    r.frame(k, 1, TRIGGER, 0);
+    let v = r.wait_verifications(1);
+    assert_eq!(v.len(), 1);
+    assert!(
+        matches!(
+            v[0].1.outcome,
+            VerifyOutcome::NoCommand { best_label, margin } if best_label == VERIFIED_LABEL as u8 && margin == -1.5
+        ),
+        "{:?}",
+        v[0].1
+    );
+    assert_eq!(r.windows.lock().unwrap()[0].len(), 2 * N);
+    assert_eq!(r.sched.close_stream(k), Some((2, 0)));
+    assert_eq!(r.counters.detections.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_stalled_verification_is_cancelled_and_answered_missed_by_its_deadline_while_frames_flow() {
+    let r = rig(config(100, 8));
+    let (a, b) = (key(1), key(2));
+    r.sched.open_stream(a).unwrap();
+    r.sched.open_stream(b).unwrap();
+    let triggered = Instant::now();
+    r.frame(a, 0, TRIGGER, STALL);
+    // Stream b keeps streaming while the verifier stalls: every frame a result.
+    for seq in 0..40 {
+        r.frame(b, seq, 0, 0);
+    }
+    let v = r.wait_verifications(1);
+    assert_eq!(v.len(), 1);
+    let (_, ver, at) = v[0];
+    assert_eq!(ver.outcome, VerifyOutcome::DeadlineMissed);
+    assert!(
+        at.duration_since(triggered) < Duration::from_millis(1_000),
+        "answered by its 100 ms deadline, not after the 2 s stall ({:?})",
+        at.duration_since(triggered)
+    );
+    let frames = r.sink.frames.lock().unwrap().clone();
+    assert_eq!(frames.len(), 41, "every frame answered with a result");
+    // The run was cancelled; the next trigger is verified normally.
+    let until = Instant::now() + Duration::from_secs(3);
+    while r.cancelled.load(Ordering::SeqCst) == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(r.cancelled.load(Ordering::SeqCst), 1);
+    r.frame(a, 1, TRIGGER, ACCEPT);
+    let v = r.wait_verifications(2);
+    assert!(matches!(v[1].1.outcome, VerifyOutcome::Detected(_)), "{v:?}");
+    assert_eq!(r.counters.verify_misses.load(Ordering::Relaxed), 1);
+    assert_eq!(r.counters.verifications.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_full_verification_queue_refuses_at_once_and_every_trigger_gets_one_answer() {
+    let r = rig(config(400, 1));
+    let k = key(4);
+    r.sched.open_stream(k).unwrap();
+    // The first stalls the verifier, the second waits in the queue, the rest are refused.
+    r.frame(k, 0, TRIGGER, STALL);
+    std::thread::sleep(Duration::from_millis(20));
+    for seq in 1..5 {
+        r.frame(k, seq, TRIGGER, ACCEPT);
+    }
+    let v = r.wait_verifications(5);
+    assert_eq!(v.len(), 5, "{v:?}");
+    let refused = v
+        .iter()
+        .filter(|(_, ver, _)| ver.outcome == VerifyOutcome::Rejected(RejectReason::QueueFull))
+        .count();
+    assert!(refused >= 2, "{v:?}");
+    assert_eq!(
+        r.counters.verify_rejections.load(Ordering::Relaxed),
+        refused as u64
+    );
+    let mut seqs: Vec<u32> = v.iter().map(|(_, ver, _)| ver.trigger_seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, [0, 1, 2, 3, 4], "exactly one answer per trigger");
+}
