@@ -238,6 +238,51 @@ fn every_command_is_recognised_over_the_pty_and_the_socket() {
     assert_all_recognised(failures);
 }
 
+/// The two-stage bundle (`.outpost/dev-verifier.bundle`, format v2): every command of the
+/// test voice reaches the client as a verified `Verification` (frame answers carry no
+/// detection), the handshake announces the verification deadline, and status counts the
+/// verdicts and reports the verifier's latency. The deadline is raised to 2 s: these
+/// clips stream as fast as answers come, and on 2 cores the frame path then leaves the
+/// verifier little CPU; deadline behaviour is the scheduler tests' (runtime/tests/verification.rs).
+#[test]
+fn the_two_stage_bundle_verifies_every_command() {
+    need(&repo().join(".outpost/dev-verifier.bundle"));
+    let d = start(&[
+        "--bundle",
+        ".outpost/dev-verifier.bundle",
+        "--verify-deadline-ms",
+        "2000",
+    ]);
+    assert_eq!(d.state, "ready");
+    let target = Target::Socket(d.socket.clone());
+    assert_all_recognised(misrecognitions(&target, &test_voice(), "two-stage", |pcm| {
+        pcm
+    }));
+    let mut c = connect(&target, Duration::from_millis(10)).unwrap();
+    let hello = c
+        .call(&Request::Hello(outpost_protocol::Hello { client: "e2e" }))
+        .unwrap();
+    match hello.decode().unwrap().body {
+        Response::Hello(h) => assert_eq!(h.verify_deadline_us, 2_000_000),
+        other => panic!("{other:?}"),
+    }
+    let f = c.call(&Request::Status).unwrap();
+    let Response::Status(st) = f.decode().unwrap().body else {
+        panic!("no status");
+    };
+    assert_eq!(st.verify_deadline_us, 2_000_000);
+    assert!(st.verifications >= 12, "{} verdicts", st.verifications);
+    assert!(st.detections >= 12 && st.detections <= st.verifications);
+    assert_eq!(st.verify_misses + st.verify_rejections, 0);
+    assert!(st.verify_wcet_us > 0);
+    let verifier = st
+        .latency
+        .iter()
+        .find(|l| l.stage == outpost_protocol::Stage::Verifier)
+        .expect("the verifier's latency in status");
+    assert_eq!(verifier.count, st.verifications);
+}
+
 /// A talker far from the microphone, or an input with its gain set low: the test voice's
 /// commands 50 dB below their recorded level (speech RMS about −67 dBFS, peaks under 80
 /// LSB), where Silero VAD no longer reports speech at its usual 0.5, are still recognised,
