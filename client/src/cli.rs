@@ -580,7 +580,10 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
                    "slot": st.slot, "provisioning": st.provisioning,
                    "cancellations": st.cancellations, "wcet_us": st.wcet_us, "typical_us": st.typical_us,
                    "late_writes": st.late_writes, "spread_us": st.spread_us,
-                   "throttled_for_errors": st.throttled_for_errors, "closed_for_errors": st.closed_for_errors})
+                   "throttled_for_errors": st.throttled_for_errors, "closed_for_errors": st.closed_for_errors,
+                   "verifications": st.verifications, "verify_misses": st.verify_misses,
+                   "verify_rejections": st.verify_rejections, "verify_wcet_us": st.verify_wcet_us,
+                   "verify_deadline_us": st.verify_deadline_us})
         )?;
         return Ok(());
     }
@@ -630,6 +633,17 @@ pub fn status(client: &mut AnyClient, json_out: bool, out: &mut dyn Write) -> Re
             " (host stalled or a client read too slowly; late results went out as deadline misses)"
         }
     )?;
+    if st.verify_deadline_us > 0 {
+        writeln!(
+            out,
+            "verifier   {} verdict(s), {} deadline miss(es), {} refused; deadline {} ms after a trigger, worst case {} µs per verification",
+            st.verifications,
+            st.verify_misses,
+            st.verify_rejections,
+            st.verify_deadline_us / 1000,
+            st.verify_wcet_us
+        )?;
+    }
     writeln!(
         out,
         "admission  per frame: worst case {} µs (online p99.9, p99 over the first 2 000 frames; charged to an arriving frame that has to wait), typical {} µs (mean, charged to each frame queued ahead), spread {} µs (standard deviation; 3 × spread × √n on top for n frames queued ahead)",
