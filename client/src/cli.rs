@@ -336,13 +336,13 @@ pub fn send(
                             "{}",
                             json!({"type": "detection", "command": label, "label_index": d.label,
                                    "margin_nats": d.score, "time_ms": d.audio_ms, "seq": v.trigger_seq,
-                                   "trigger": trigger, "verify_total_us": v.timing.total_us,
+                                   "end_seq": v.end_seq, "trigger": trigger, "verify_total_us": v.timing.total_us,
                                    "verify_compute_us": v.timing.compute_us})
                         )?;
                     } else {
                         writeln!(
                             out,
-                            "{:>8.2} s  {label}  (verified: margin {:.1} nats, {:.0} ms after the trigger)",
+                            "{:>8.2} s  {label}  (verified: margin {:.1} nats, {:.0} ms after the utterance's last frame)",
                             d.audio_ms as f32 / 1000.0,
                             d.score,
                             ms(v.timing.total_us)
@@ -362,7 +362,7 @@ pub fn send(
                             out,
                             "{}",
                             json!({"type": "not_a_command", "trigger": trigger, "best": label_of(best_label),
-                                   "margin_nats": margin, "seq": v.trigger_seq,
+                                   "margin_nats": margin, "seq": v.trigger_seq, "end_seq": v.end_seq,
                                    "verify_total_us": v.timing.total_us})
                         )?;
                     } else {

@@ -369,6 +369,9 @@ fn log_providers(session: &SessionConfig, providers: &[Provider; 4]) {
     }
 }
 
+/// One audio frame, in ms (1 280 samples at 16 kHz).
+const FRAME_MS: u32 = 80;
+
 /// Verifications each verifier runs at boot: the worst seeds stage 2's admission
 /// control, as the warm-up frames do stage 1's.
 pub const VERIFIER_WARMUP_RUNS: usize = 3;
@@ -427,6 +430,8 @@ fn build_verifiers(
         verifiers,
         Some(VerifyConfig {
             deadline_us: deadline_ms.saturating_mul(1000),
+            end_of_speech_vad: v.end_of_speech_vad,
+            max_wait_frames: v.max_wait_ms.div_ceil(FRAME_MS),
             initial_wcet_us: wcet,
             initial_typical_us: (total / runs.max(1)).min(u64::from(wcet)) as u32,
             ..VerifyConfig::default()

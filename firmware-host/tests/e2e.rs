@@ -255,9 +255,12 @@ fn the_two_stage_bundle_verifies_every_command() {
     ]);
     assert_eq!(d.state, "ready");
     let target = Target::Socket(d.socket.clone());
-    assert_all_recognised(misrecognitions(&target, &test_voice(), "two-stage", |pcm| {
-        pcm
-    }));
+    assert_all_recognised(misrecognitions(
+        &target,
+        &test_voice(),
+        "two-stage",
+        |pcm| pcm,
+    ));
     let mut c = connect(&target, Duration::from_millis(10)).unwrap();
     let hello = c
         .call(&Request::Hello(outpost_protocol::Hello { client: "e2e" }))

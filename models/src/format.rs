@@ -110,6 +110,8 @@ pub const MAX_SEQUENCE_TOKENS: usize = 64;
 pub const MAX_VERIFIER_WINDOW: u32 = 480_000;
 /// Longest verification deadline a bundle may set, in ms.
 pub const MAX_VERIFY_DEADLINE_MS: u32 = 10_000;
+/// Longest wait for the end of a trigger's utterance a bundle may set, in ms.
+pub const MAX_VERIFY_WAIT_MS: u32 = 2_000;
 
 // A detection names its label by a `u8` index on the wire.
 const _: () = assert!(MAX_LABELS <= u8::MAX as usize + 1);

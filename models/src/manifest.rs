@@ -12,8 +12,8 @@ use crate::error::BundleError;
 use crate::format::{
     validate_file_name, FRAME_SAMPLES, MAX_FILES, MAX_FILE_LEN, MAX_HEAD_WINDOW, MAX_LABELS,
     MAX_PAYLOAD_LEN, MAX_SELF_TESTS, MAX_SEQUENCE_TOKENS, MAX_SMOOTHING_FRAMES, MAX_STRING_LEN,
-    MAX_TENSORS_PER_STAGE, MAX_VERIFIER_WINDOW, MAX_VERIFY_DEADLINE_MS, SAMPLE_RATE_HZ,
-    STAGE_TENSORS, VERIFIER_TENSORS,
+    MAX_TENSORS_PER_STAGE, MAX_VERIFIER_WINDOW, MAX_VERIFY_DEADLINE_MS, MAX_VERIFY_WAIT_MS,
+    SAMPLE_RATE_HZ, STAGE_TENSORS, VERIFIER_TENSORS,
 };
 
 /// Everything a bundle declares. Parsed strictly (postcard, size caps checked
@@ -73,8 +73,16 @@ pub struct VerifierSection {
     pub candidates: Vec<Vec<u32>>,
     /// Nats by which the best command's score must beat `none`'s to be accepted; finite.
     pub theta: f32,
-    /// Default verification deadline, in ms after the trigger frame's arrival
-    /// (1..=[`MAX_VERIFY_DEADLINE_MS`]); the daemon's `--verify-deadline-ms` overrides it.
+    /// A trigger's utterance has ended on the first frame, from the trigger on, whose VAD
+    /// probability is below this, in [0, 1]; the verified window ends with that frame.
+    pub end_of_speech_vad: f32,
+    /// The longest wait for that frame after the trigger, in ms
+    /// (0..=[`MAX_VERIFY_WAIT_MS`]; rounded up to whole 80 ms frames): babble keeps the
+    /// VAD up, and the window then ends with the last frame waited for.
+    pub max_wait_ms: u32,
+    /// Default verification deadline, in ms after the arrival of the frame the window
+    /// ends with (1..=[`MAX_VERIFY_DEADLINE_MS`]); the daemon's `--verify-deadline-ms`
+    /// overrides it.
     pub deadline_ms: u32,
     /// Compute budget per verification, in µs (reported beside the measured p99).
     pub budget_us: u32,
@@ -448,7 +456,9 @@ impl VerifierSection {
     /// - each candidate non-empty, and prompt + candidate + end of text at most
     ///   [`MAX_SEQUENCE_TOKENS`] tokens; a non-empty prompt;
     /// - `window_samples` a positive multiple of 320, at most [`MAX_VERIFIER_WINDOW`];
-    /// - `theta` finite; `deadline_ms` in 1..=[`MAX_VERIFY_DEADLINE_MS`]; `budget_us` ≥ 1.
+    /// - `theta` finite; `end_of_speech_vad` in [0, 1]; `max_wait_ms` at most
+    ///   [`MAX_VERIFY_WAIT_MS`]; `deadline_ms` in 1..=[`MAX_VERIFY_DEADLINE_MS`];
+    ///   `budget_us` ≥ 1.
     ///
     /// # Errors
     /// [`BundleError::InvalidManifest`] naming the `verifier.*` field.
@@ -503,6 +513,16 @@ impl VerifierSection {
             return Err(invalid(
                 "verifier.theta",
                 format!("is {} (expected a finite number of nats)", self.theta),
+            ));
+        }
+        check_unit("verifier.end_of_speech_vad", self.end_of_speech_vad)?;
+        if self.max_wait_ms > MAX_VERIFY_WAIT_MS {
+            return Err(invalid(
+                "verifier.max_wait_ms",
+                format!(
+                    "is {} (expected 0..={MAX_VERIFY_WAIT_MS})",
+                    self.max_wait_ms
+                ),
             ));
         }
         check_range(

@@ -32,6 +32,8 @@ fn verifier() -> VerifierSection {
         eot: 50256,
         candidates: vec![vec![22661, 319, 13], vec![22661, 572, 13], vec![50361]],
         theta: 2.0,
+        end_of_speech_vad: 0.5,
+        max_wait_ms: 320,
         deadline_ms: 250,
         budget_us: 100_000,
     }
@@ -201,6 +203,14 @@ fn bad_verifier_sections_name_the_field() {
         (
             "verifier.deadline_ms",
             Box::new(|m| m.verifier.as_mut().unwrap().deadline_ms = 0),
+        ),
+        (
+            "verifier.end_of_speech_vad",
+            Box::new(|m| m.verifier.as_mut().unwrap().end_of_speech_vad = 1.5),
+        ),
+        (
+            "verifier.max_wait_ms",
+            Box::new(|m| m.verifier.as_mut().unwrap().max_wait_ms = 2_001),
         ),
         (
             "verifier.deadline_ms",

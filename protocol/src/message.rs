@@ -160,7 +160,8 @@ pub enum Response<'a> {
         detail: &'a str,
     },
     /// Stage 2's answer about one stage-1 trigger, sent with the trigger frame's
-    /// request id by the verification deadline (bundles with a verifier). Since v3.
+    /// request id by the verification deadline, which runs from the end of the
+    /// trigger's utterance (bundles with a verifier). Since v3.
     Verification(Verification),
 }
 
@@ -190,7 +191,8 @@ pub struct HelloAck<'a> {
     pub max_deadline_us: u32,
     /// Largest frame accepted on the wire, in bytes.
     pub max_frame_bytes: u16,
-    /// Verification deadline in µs after a trigger frame's arrival; `0` when the bundle
+    /// Verification deadline in µs after the arrival of the frame that ends a trigger's
+    /// utterance; `0` when the bundle
     /// has no verifier (detections then come in [`FrameResult::detection`]). With a
     /// verifier, `FrameResult::detection` is always `None` and commands arrive as
     /// [`Response::Verification`]. Since v3.
@@ -247,11 +249,15 @@ pub struct Verification {
     pub trigger_seq: u32,
     /// Stage 1's label, index into [`HelloAck::labels`].
     pub trigger_label: u8,
+    /// Sequence number of the frame the verified audio ends with: the first frame from
+    /// the trigger on in which speech had ended (VAD), or the last one the appliance
+    /// waited for.
+    pub end_seq: u32,
     /// The verdict.
     pub outcome: VerifyOutcome,
-    /// The verification deadline, in µs after the trigger frame's arrival.
+    /// The verification deadline, in µs after frame `end_seq`'s arrival.
     pub deadline_us: u32,
-    /// Timing in µs, from the trigger frame's arrival: `queue_us` until the verifier
+    /// Timing in µs, from frame `end_seq`'s arrival: `queue_us` until the verifier
     /// started, `compute_us` the verifier's compute, `total_us` until this answer was
     /// handed to the transport.
     pub timing: Timing,
@@ -261,7 +267,7 @@ pub struct Verification {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum VerifyOutcome {
     /// The verifier agrees: this command is detected (`score` is the margin in nats,
-    /// `audio_ms` the end of the trigger frame).
+    /// `audio_ms` the end of frame `end_seq`).
     Detected(Detection),
     /// No command: `none` won, or the best command's margin stayed below `theta`.
     NoCommand {

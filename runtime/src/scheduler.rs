@@ -30,9 +30,12 @@
 //!   of the write, and every answer written after its deadline is counted
 //!   ([`Counters::late_writes`]).
 //! * **Stage 2, verification, a second request class** ([`Scheduler::start_with_verifier`]).
-//!   When stage 1 fires on a frame, the stream's last window of processed audio
-//!   (3 s) becomes a verification job due [`VerifyConfig::deadline_us`] after the
-//!   trigger frame's arrival. It is admitted, queued EDF, expired and cancelled by
+//!   When stage 1 fires on a frame, the trigger waits for the end of its utterance
+//!   (the first frame whose VAD probability drops below
+//!   [`VerifyConfig::end_of_speech_vad`], at most [`VerifyConfig::max_wait_frames`]
+//!   frames); the stream's last window of processed audio (3 s) up to that frame then
+//!   becomes a verification job due [`VerifyConfig::deadline_us`] after that frame's
+//!   arrival: end of speech + the latency target. It is admitted, queued EDF, expired and cancelled by
 //!   the same policy ([`Edf`]) with its own compute estimates, and runs on its own
 //!   worker(s) below the frame workers' priority ([`Role::Verifier`]), so a 74 ms
 //!   verification never holds a frame worker: the OS pre-empts it for frames, which
@@ -84,7 +87,8 @@ pub trait FrameProcessor: Send + 'static {
 /// What the scheduler runs for stage 2: the verifier
 /// ([`crate::verifier::Verifier`]), or a fake in tests.
 pub trait WindowVerifier: Send + 'static {
-    /// Samples of audio, ending at the trigger, that one verification scores.
+    /// Samples of audio, ending at the end of the utterance, that one verification
+    /// scores.
     fn window_samples(&self) -> usize;
     /// A cancel token for one verification.
     fn cancel_token(&self) -> CancelToken;
@@ -116,8 +120,15 @@ pub struct VerifyOutput {
 /// Stage 2's limits and starting estimates.
 #[derive(Debug, Clone)]
 pub struct VerifyConfig {
-    /// Verification deadline after the trigger frame's arrival, in µs.
+    /// Verification deadline after the arrival of the frame that ends the utterance
+    /// (the window's last frame), in µs.
     pub deadline_us: u32,
+    /// The utterance has ended on the first frame, from the trigger on, whose VAD
+    /// probability is below this (the bundle's `verifier.end_of_speech_vad`).
+    pub end_of_speech_vad: f32,
+    /// Frames after the trigger to wait at most for the end of speech (babble keeps
+    /// the VAD up); the window then ends at the last of them.
+    pub max_wait_frames: u32,
     /// Verifications queued (not yet started) over all streams; beyond it, `Rejected`.
     pub queue_capacity: usize,
     /// Worst-case compute per verification assumed before any measurement, in µs.
@@ -129,10 +140,13 @@ pub struct VerifyConfig {
 }
 
 impl Default for VerifyConfig {
-    /// 250 ms deadline (DESIGN §3's p90 target), 8 queued, 100 ms per verification.
+    /// 250 ms deadline (DESIGN §3's p90 target), end of speech at VAD < 0.5 or 4 frames
+    /// (320 ms) after the trigger, 8 queued, 100 ms per verification.
     fn default() -> Self {
         Self {
             deadline_us: 250_000,
+            end_of_speech_vad: 0.5,
+            max_wait_frames: 4,
             queue_capacity: 8,
             initial_wcet_us: 100_000,
             initial_typical_us: 100_000,
@@ -226,16 +240,26 @@ struct Slot<J = FrameJob> {
     cancel: Mutex<Option<Arc<CancelToken>>>,
 }
 
-/// One verification: the trigger and the audio window ending at it.
+/// One verification: the trigger and the audio window ending where its utterance ended.
 struct VerifyJob {
     key: StreamKey,
     /// The trigger frame's request id, which the answer carries.
     request_id: u32,
     trigger_seq: u32,
     trigger_label: u8,
+    /// The window's last frame: where the utterance was taken to end.
+    end_seq: u32,
     deadline_us: u32,
     window: Vec<i16>,
     sink: Arc<dyn ResponseSink>,
+}
+
+/// A trigger waiting for the end of its utterance.
+struct PendingTrigger {
+    request_id: u32,
+    trigger_seq: u32,
+    trigger_label: u8,
+    frames_waited: u32,
 }
 
 impl<J> Slot<J> {
@@ -324,6 +348,7 @@ impl Slot<VerifyJob> {
                 stream_id: j.key.stream,
                 trigger_seq: j.trigger_seq,
                 trigger_label: j.trigger_label,
+                end_seq: j.end_seq,
                 outcome,
                 deadline_us: j.deadline_us,
                 timing: Timing {
@@ -342,6 +367,8 @@ struct VerifyQueue {
     edf: Edf<Arc<Slot<VerifyJob>>>,
     /// Per stream, the last `window` samples of frames that ran to completion.
     rings: HashMap<StreamKey, VecDeque<i16>>,
+    /// Per stream, a trigger waiting for the end of its utterance.
+    pending: HashMap<StreamKey, PendingTrigger>,
     window: usize,
     cfg: VerifyConfig,
     estimate: ComputeEstimator,
@@ -455,6 +482,7 @@ impl<S: Send + 'static> Scheduler<S> {
                     guard,
                 }),
                 rings: HashMap::new(),
+                pending: HashMap::new(),
                 window: verifiers[0].window_samples(),
                 estimate: ComputeEstimator::new(
                     vcfg.initial_wcet_us,
@@ -601,6 +629,7 @@ impl<S: Send + 'static> Scheduler<S> {
                 return Err(e);
             }
             v.rings.remove(&key);
+            v.pending.remove(&key);
         }
         q.states.remove(&key);
         Ok(())
@@ -616,6 +645,7 @@ impl<S: Send + 'static> Scheduler<S> {
         if let Some(v) = &mut q.verify {
             counts.1 = v.edf.close(key).map_or(0, |(_, detections)| detections);
             v.rings.remove(&key);
+            v.pending.remove(&key);
         }
         q.states.remove(&key);
         Some(counts)
@@ -633,6 +663,7 @@ impl<S: Send + 'static> Scheduler<S> {
                 s.answered.store(true, Ordering::SeqCst);
             }
             v.rings.retain(|k, _| k.conn != conn);
+            v.pending.retain(|k, _| k.conn != conn);
         }
         q.states.retain(|k, _| k.conn != conn);
     }
@@ -906,9 +937,7 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
                 v.record_audio(picked.key, &slot.job.pcm);
             }
             if let (Some(v), Answer::Frame(out)) = (&mut q.verify, &mut answer) {
-                if let Some(d) = out.detection.take() {
-                    trigger = admit_verification(v, slot, d.label as u8);
-                }
+                trigger = on_processed_frame(v, slot, out);
             }
             let detected =
                 !verifying && matches!(&answer, Answer::Frame(o) if o.detection.is_some());
@@ -1004,11 +1033,46 @@ struct Refused {
     reason: RejectReason,
 }
 
-/// Makes the verification of a trigger on `frame` (stage 1's `label`) and admits it
-/// into stage 2's queue, or gives it back refused. `None` when the stream was closed
-/// while the frame ran: nobody waits for its commands any more. Called under the
-/// scheduler lock.
-fn admit_verification(v: &mut VerifyQueue, frame: &Slot, label: u8) -> Option<Result<(), Refused>> {
+/// Stage 2's part of a processed frame, under the scheduler lock: a trigger (taken out
+/// of the frame's answer) waits for the end of its utterance, the first frame from the
+/// trigger on whose VAD probability is below [`VerifyConfig::end_of_speech_vad`], or
+/// [`VerifyConfig::max_wait_frames`] frames; on that frame the verification is made and
+/// admitted ([`admit_verification`]).
+fn on_processed_frame(
+    v: &mut VerifyQueue,
+    frame: &Slot,
+    out: &mut FrameOutput,
+) -> Option<Result<(), Refused>> {
+    let f = &frame.job;
+    if let Some(d) = out.detection.take() {
+        // A second trigger while one waits (stage 1's refractory period makes it rare)
+        // belongs to the same utterance: the first one stands.
+        v.pending.entry(f.key).or_insert(PendingTrigger {
+            request_id: f.request_id,
+            trigger_seq: f.seq,
+            trigger_label: d.label as u8,
+            frames_waited: 0,
+        });
+    } else if let Some(p) = v.pending.get_mut(&f.key) {
+        p.frames_waited += 1;
+    }
+    let p = v.pending.get(&f.key)?;
+    if out.vad_prob >= v.cfg.end_of_speech_vad && p.frames_waited < v.cfg.max_wait_frames {
+        return None;
+    }
+    let p = v.pending.remove(&f.key)?;
+    admit_verification(v, frame, p)
+}
+
+/// Makes the verification of trigger `p` on the window that ends with `frame` and
+/// admits it into stage 2's queue, or gives it back refused. `None` when the stream
+/// was closed while the frame ran: nobody waits for its commands any more. Called under
+/// the scheduler lock.
+fn admit_verification(
+    v: &mut VerifyQueue,
+    frame: &Slot,
+    p: PendingTrigger,
+) -> Option<Result<(), Refused>> {
     let f = &frame.job;
     if !v.edf.is_open(f.key) {
         log::debug!(
@@ -1027,9 +1091,10 @@ fn admit_verification(v: &mut VerifyQueue, frame: &Slot, label: u8) -> Option<Re
     let slot = Arc::new(Slot::new(
         VerifyJob {
             key: f.key,
-            request_id: f.request_id,
-            trigger_seq: f.seq,
-            trigger_label: label,
+            request_id: p.request_id,
+            trigger_seq: p.trigger_seq,
+            trigger_label: p.trigger_label,
+            end_seq: f.seq,
             deadline_us,
             window,
             sink: Arc::clone(&f.sink),
@@ -1090,7 +1155,7 @@ fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
                         Some(label) => VerifyOutcome::Detected(Detection {
                             label: label as u8,
                             score: out.margin,
-                            audio_ms: stream_time_ms(slot.job.trigger_seq),
+                            audio_ms: stream_time_ms(slot.job.end_seq),
                         }),
                         None => VerifyOutcome::NoCommand {
                             best_label: out.best as u8,

@@ -35,6 +35,8 @@ const STALL: i16 = 3333;
 const VERIFIED_LABEL: usize = 2;
 /// The fake verifier's window: 3 frames.
 const WINDOW: usize = 3 * N;
+/// A frame whose third sample is this is speech (VAD 0.9); others are silence (VAD 0).
+const SPEECH: i16 = 4444;
 
 #[derive(Default)]
 struct Sink {
@@ -78,7 +80,7 @@ impl FrameProcessor for Frames {
     ) -> Result<FrameOutput, RuntimeError> {
         std::thread::sleep(Duration::from_micros(500));
         Ok(FrameOutput {
-            vad_prob: 0.0,
+            vad_prob: if pcm[2] == SPEECH { 0.9 } else { 0.0 },
             detection: (pcm[0] == TRIGGER).then_some(Decided {
                 label: TRIGGER_LABEL,
                 score: 1.0,
@@ -170,6 +172,8 @@ fn rig(verify: VerifyConfig) -> Rig {
 fn config(deadline_ms: u32, queue_capacity: usize) -> VerifyConfig {
     VerifyConfig {
         deadline_us: deadline_ms * 1000,
+        end_of_speech_vad: 0.5,
+        max_wait_frames: 2,
         queue_capacity,
         initial_wcet_us: 5_000,
         initial_typical_us: 5_000,
@@ -185,15 +189,31 @@ fn pcm(seq: u32, first: i16, second: i16) -> Vec<i16> {
     p
 }
 
+/// As [`pcm`], a frame of speech.
+fn speech(seq: u32, first: i16, second: i16) -> Vec<i16> {
+    let mut p = pcm(seq, first, second);
+    p[2] = SPEECH;
+    p
+}
+
 impl Rig {
     /// Submits one frame and waits for its answer (one in flight, as a client does).
     fn frame(&self, key: StreamKey, seq: u32, first: i16, second: i16) {
+        self.submit(key, seq, pcm(seq, first, second));
+    }
+
+    /// As [`Rig::frame`], a frame of speech.
+    fn speech(&self, key: StreamKey, seq: u32, first: i16, second: i16) {
+        self.submit(key, seq, speech(seq, first, second));
+    }
+
+    fn submit(&self, key: StreamKey, seq: u32, pcm: Vec<i16>) {
         let before = self.sink.frames.lock().unwrap().len();
         self.sched.submit(FrameJob {
             key,
             request_id: 1000 * key.stream as u32 + seq + 1,
             seq,
-            pcm: pcm(seq, first, second),
+            pcm,
             arrived: embassy_time::Instant::now(),
             deadline_us: 30_000,
             sink: Arc::clone(&self.sink) as Arc<dyn ResponseSink>,
@@ -238,6 +258,10 @@ fn a_trigger_is_verified_on_the_window_ending_at_it_and_answered_with_its_reques
     let (id, ver, _) = v[0];
     assert_eq!(id, 7006, "the trigger frame's request id");
     assert_eq!(ver.trigger_seq, 5);
+    assert_eq!(
+        ver.end_seq, 5,
+        "silence on the trigger frame: speech has ended"
+    );
     assert_eq!(ver.trigger_label, TRIGGER_LABEL as u8);
     assert_eq!(ver.deadline_us, 250_000);
     match ver.outcome {
@@ -253,7 +277,10 @@ fn a_trigger_is_verified_on_the_window_ending_at_it_and_answered_with_its_reques
     // The frame answers carry no detection, the trigger's included.
     let frames = r.sink.frames.lock().unwrap().clone();
     assert_eq!(frames.len(), 8);
-    assert!(frames.iter().all(|(_, _, detected)| !detected), "{frames:?}");
+    assert!(
+        frames.iter().all(|(_, _, detected)| !detected),
+        "{frames:?}"
+    );
     // The window: frames 3, 4 and 5, in order, the trigger frame last.
     let w = r.windows.lock().unwrap()[0].clone();
     assert_eq!(w.len(), WINDOW);
@@ -266,8 +293,7 @@ fn a_trigger_is_verified_on_the_window_ending_at_it_and_answered_with_its_reques
 }
 
 #[test]
-fn a_trigger_the_verifier_rejects_is_answered_no_command_and_a_short_stream_gives_a_short_window(
-) {
+fn a_trigger_the_verifier_rejects_is_answered_no_command_and_a_short_stream_gives_a_short_window() {
     let r = rig(config(250, 8));
     let k = key(2);
     r.sched.open_stream(k).unwrap();
@@ -319,7 +345,10 @@ fn a_stalled_verification_is_cancelled_and_answered_missed_by_its_deadline_while
     assert_eq!(r.cancelled.load(Ordering::SeqCst), 1);
     r.frame(a, 1, TRIGGER, ACCEPT);
     let v = r.wait_verifications(2);
-    assert!(matches!(v[1].1.outcome, VerifyOutcome::Detected(_)), "{v:?}");
+    assert!(
+        matches!(v[1].1.outcome, VerifyOutcome::Detected(_)),
+        "{v:?}"
+    );
     assert_eq!(r.counters.verify_misses.load(Ordering::Relaxed), 1);
     assert_eq!(r.counters.verifications.load(Ordering::Relaxed), 1);
 }
@@ -349,4 +378,44 @@ fn a_full_verification_queue_refuses_at_once_and_every_trigger_gets_one_answer()
     let mut seqs: Vec<u32> = v.iter().map(|(_, ver, _)| ver.trigger_seq).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, [0, 1, 2, 3, 4], "exactly one answer per trigger");
+}
+
+#[test]
+fn a_trigger_waits_for_the_end_of_its_utterance_or_the_longest_wait() {
+    let r = rig(config(250, 8));
+    let k = key(3);
+    r.sched.open_stream(k).unwrap();
+    // Stage 1 fires while the command is still being spoken (frames 2..=4 speech): the
+    // window ends with frame 5, the first without speech.
+    r.speech(k, 0, 0, 0);
+    r.speech(k, 1, 0, 0);
+    r.speech(k, 2, TRIGGER, 0);
+    r.speech(k, 3, 0, 0);
+    assert!(
+        r.sink.verifications.lock().unwrap().is_empty(),
+        "no verification while the utterance goes on"
+    );
+    r.speech(k, 4, 0, ACCEPT);
+    // Still speech, and 2 frames waited: the longest wait ends here (max_wait_frames 2).
+    let v = r.wait_verifications(1);
+    assert_eq!(v.len(), 1, "verified at the longest wait");
+    assert_eq!((v[0].1.trigger_seq, v[0].1.end_seq), (2, 4));
+    assert_eq!(v[0].0, 3003, "the trigger frame's request id");
+    let w = r.windows.lock().unwrap()[0].clone();
+    assert_eq!(
+        w[2 * N..],
+        speech(4, 0, ACCEPT)[..],
+        "the window ends with frame 4"
+    );
+    match v[0].1.outcome {
+        VerifyOutcome::Detected(d) => assert_eq!(d.audio_ms, stream_time_ms(4)),
+        other => panic!("{other:?}"),
+    }
+    // Next utterance: the speech ends one frame after the trigger.
+    r.speech(k, 10, TRIGGER, 0);
+    r.frame(k, 11, 0, ACCEPT);
+    let v = r.wait_verifications(2);
+    assert_eq!(v.len(), 2);
+    assert_eq!((v[1].1.trigger_seq, v[1].1.end_seq), (10, 11));
+    assert!(matches!(v[1].1.outcome, VerifyOutcome::Detected(_)));
 }

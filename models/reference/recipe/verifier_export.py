@@ -8,7 +8,9 @@ a 3 s window, plus verifier.json, the bundle manifest's `verifier` section
    "eot": <|endoftext|>, "labels": [the bundle's labels, "none" last],
    "candidates": [[token ids] per label: ' Cap.' per command, [<|nocaptions|>] for none],
    "theta": nats a command must beat none by,
-   "deadline_ms": the verification deadline after the trigger frame (250: DESIGN §3's p90 target),
+   "end_of_speech_vad", "max_wait_ms": the trigger's utterance ends on the first frame from the
+                trigger on whose Silero VAD probability is below 0.5, or 320 ms (4 frames) after it,
+   "deadline_ms": the verification deadline after that frame (250: DESIGN §3's p90 target),
    "budget_us": compute budget per verification (100 000: 74 ms p50 / 80 ms p99 measured on one
                 x86-64 core by `cargo run --release -p outpost-runtime --example verifier_bench`),
    "check": {"clip": path under .outpost/clips, "tail_samples": n, "scores": [per label]}}
@@ -42,6 +44,8 @@ def main():
     ap.add_argument("--lora", default=str(C.REF / "verifier_lora.npz"), help="'' for the zero-shot decoder")
     ap.add_argument("--theta", type=float, default=2.0)
     ap.add_argument("--deadline-ms", type=int, default=250)
+    ap.add_argument("--end-of-speech-vad", type=float, default=0.5)
+    ap.add_argument("--max-wait-ms", type=int, default=320)
     ap.add_argument("--budget-us", type=int, default=100_000)
     a = ap.parse_args()
     out = Path(a.out_dir)
@@ -57,7 +61,8 @@ def main():
             "encoder": stage("whisper_encoder.onnx", ["log_mel"], ["encoder_states"]),
             "decoder": stage("whisper_decoder.onnx", ["encoder_states", "tokens", "targets", "mask"], ["score"]),
             "window_samples": VT.WIN, "prompt": m.prompt(), "eot": m.eot(), "labels": C.LABELS,
-            "candidates": seqs, "theta": a.theta, "deadline_ms": a.deadline_ms, "budget_us": a.budget_us}
+            "candidates": seqs, "theta": a.theta, "end_of_speech_vad": a.end_of_speech_vad, "max_wait_ms": a.max_wait_ms,
+            "deadline_ms": a.deadline_ms, "budget_us": a.budget_us}
     clip = C.REPO / ".outpost" / "clips" / CHECK_CLIP
     if clip.exists():
         enc = VT.Encoder({"mel": out / "whisper_mel.onnx", "encoder": out / "whisper_encoder.onnx"}, 1)

@@ -24,9 +24,9 @@ const RESPONSE_GOLDEN: &[(&str, &str)] = &[
     ("error_crc", "020302080701028fabf70500"),
     ("error_version", "0b0309080401022261ee0f00"),
     ("error_out_of_order", "0c0304080a0705032a9fe98900"),
-    ("verification_detected", "0603040a070c01010101131841900890a10f7890c204eccd0452736ed900"),
-    ("verification_no_command", "0603050a071e020101011150c090a10f5aa8ba0490c204db7e744a00"),
-    ("verification_missed", "0603060a0729080290a10fc09a0c08c0910f1897af9000"),
+    ("verification_detected", "0603040a070c020e010101131841900890a10f7890c204eccd04ad768b9100"),
+    ("verification_no_command", "0603050a071e031e0101011150c090a10f5aa8ba0490c204ec8857c200"),
+    ("verification_missed", "0603060a0729092d0290a10fc09a0c08c0910f918fd5cf00"),
 ];
 
 #[test]
