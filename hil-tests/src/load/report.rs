@@ -312,6 +312,19 @@ fn notes(runs: &[&RunResult]) -> String {
         if let Some(e) = &r.error {
             md.push_str(&format!("\n**{label}: ERROR** {e}\n"));
         }
+        let t = &r.total;
+        if t.verifications > 0 {
+            md.push_str(&format!(
+                "\n- {label}: stage 2 answered {} trigger(s): {} verified command(s), {} deadline miss(es), {} refused or failed; end of the utterance's frame → verdict written p50 {} / p99 {} / max {} ms.",
+                t.verifications,
+                t.verified_commands,
+                t.verify_misses,
+                t.verify_refused,
+                ms(t.verify_total.p50_us),
+                ms(t.verify_total.p99_us),
+                ms(t.verify_total.max_us)
+            ));
+        }
         if let (Some(d), Some(g), Some(st)) = (r.daemon_cpu_ms, r.rig_cpu_ms, r.steal_ms) {
             let avail = (r.wall_s * 1000.0 * cores() as f64).max(1.0);
             let rig = if r.beside.as_deref().is_some_and(|b| b.contains("busy-loop")) {

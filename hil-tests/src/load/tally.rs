@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use outpost_protocol::RejectReason;
+use outpost_protocol::{RejectReason, VerifyOutcome};
 use serde::Serialize;
 
 use crate::session::{Answer, AnswerKind};
@@ -56,6 +56,18 @@ pub struct TallySummary {
     pub server_total: LatencySummary,
     /// Server `timing.compute_us` of the results.
     pub server_compute: LatencySummary,
+    /// Stage 2 (a bundle with a verifier): `Verification` answers, which follow a
+    /// trigger frame's own answer with the same request id (not counted as duplicates).
+    pub verifications: u64,
+    /// Of those, a verified command.
+    pub verified_commands: u64,
+    /// Of those, `DeadlineMissed`.
+    pub verify_misses: u64,
+    /// Of those, `Rejected` (stage 2's admission control) or `Failed`.
+    pub verify_refused: u64,
+    /// Server `timing.total_us` of the verifications (end of the utterance's frame →
+    /// write).
+    pub verify_total: LatencySummary,
     /// First few problems (late, unanswered, duplicate, error answers).
     pub problems: Vec<String>,
 }
@@ -74,6 +86,7 @@ pub(super) struct Tally {
     client_results: LatencySeries,
     server_total: LatencySeries,
     server_compute: LatencySeries,
+    verify_total: LatencySeries,
 }
 
 impl Tally {
@@ -88,6 +101,7 @@ impl Tally {
             client_results: LatencySeries::new(format!("{group} client (results)")),
             server_total: LatencySeries::new(format!("{group} server total")),
             server_compute: LatencySeries::new(format!("{group} server compute")),
+            verify_total: LatencySeries::new(format!("{group} verify total")),
         }
     }
 
@@ -103,6 +117,7 @@ impl Tally {
         self.s.client_results = self.client_results.summary();
         self.s.server_total = self.server_total.summary();
         self.s.server_compute = self.server_compute.summary();
+        self.s.verify_total = self.verify_total.summary();
         self.s
     }
 }
@@ -132,6 +147,19 @@ pub(super) fn tally_conn(
 ) {
     let mut by_id: HashMap<u32, Vec<&Answer>> = HashMap::new();
     for g in got {
+        if let AnswerKind::Verification(v) = &g.kind {
+            for t in tallies.iter_mut() {
+                t.s.verifications += 1;
+                match v.outcome {
+                    VerifyOutcome::Detected(_) => t.s.verified_commands += 1,
+                    VerifyOutcome::NoCommand { .. } => {}
+                    VerifyOutcome::DeadlineMissed => t.s.verify_misses += 1,
+                    VerifyOutcome::Rejected(_) | VerifyOutcome::Failed => t.s.verify_refused += 1,
+                }
+                t.verify_total.record(u64::from(v.timing.total_us));
+            }
+            continue;
+        }
         by_id.entry(g.request_id).or_default().push(g);
     }
     for s in sent {
@@ -277,5 +305,57 @@ mod tests {
         assert_eq!(s.late, 1);
         assert_eq!(s.client.count, 4);
         assert_eq!(s.client.max_us, 33_000);
+    }
+
+    #[test]
+    fn a_verification_after_its_trigger_frame_is_tallied_apart_not_as_a_duplicate() {
+        let t0 = Instant::now();
+        let sent = [Sent {
+            id: 7,
+            stream: 1,
+            seq: 3,
+            written: t0,
+        }];
+        let frame = AnswerKind::Rejected {
+            stream_id: 1,
+            seq: 3,
+            reason: RejectReason::QueueFull,
+        };
+        let verification = |outcome| {
+            AnswerKind::Verification(outpost_protocol::Verification {
+                stream_id: 1,
+                trigger_seq: 3,
+                trigger_label: 0,
+                end_seq: 4,
+                outcome,
+                deadline_us: 250_000,
+                timing: outpost_protocol::Timing {
+                    queue_us: 10,
+                    compute_us: 80_000,
+                    total_us: 90_000,
+                },
+            })
+        };
+        let answers = vec![
+            got(7, t0 + Duration::from_millis(1), frame),
+            got(
+                7,
+                t0 + Duration::from_millis(170),
+                verification(VerifyOutcome::NoCommand {
+                    best_label: 0,
+                    margin: -1.0,
+                }),
+            ),
+            got(7, t0, verification(VerifyOutcome::DeadlineMissed)),
+        ];
+        let mut all = Tally::new("all");
+        tally_conn(&sent, &answers, 30_000, 32_000, "test", &mut [&mut all]);
+        let s = all.finish();
+        assert_eq!((s.answered_once, s.duplicates, s.late), (1, 0, 0));
+        assert_eq!(
+            (s.verifications, s.verify_misses, s.verified_commands),
+            (2, 1, 0)
+        );
+        assert_eq!(s.verify_total.max_us, 90_000);
     }
 }
