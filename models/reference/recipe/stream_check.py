@@ -28,9 +28,10 @@ Trigger latency = end of the trigger frame in stream time ((seq + 1) x 80 ms) mi
 speech in the clip (augment.speech_bounds on the clean clip: the last 10 ms frame within 35 dB
 of the loudest); verifier latency = verify_total_us (trigger frame's arrival to the verdict).
 
-  python stream_check.py [--quick] [--jobs 12] [--out ../stream_check.md]
-WAVs and raw results go to CACHE/stream_check; the report to --out. --quick: 3 voices, clean
-and 5 dB, 30 negative clips, 1 min of each negative stream (a smoke test, ~3 min).
+  python stream_check.py [--quick] [--jobs 12] [--out MD]
+WAVs, copies of the binaries and the bundle, and the raw results go to CACHE/stream_check; the
+report to --out (default ../stream_check.md). --quick: 3 voices, clean and 5 dB, 30 negative
+clips, 1 min of each negative stream (a smoke test, ~3 min; report in CACHE/stream_check).
 """
 import argparse
 import hashlib
@@ -255,8 +256,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: 3 voices, clean + 5 dB, 1 min negative streams")
     ap.add_argument("--jobs", type=int, default=12, help="clients streaming at once in the accuracy pass")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "stream_check.md"))
+    ap.add_argument("--out", default=None, help="report (default ../stream_check.md; --quick: "
+                    "CACHE/stream_check/stream_check_quick.md)")
     a = ap.parse_args()
+    a.out = a.out or (WORK / "stream_check_quick.md" if a.quick else Path(__file__).resolve().parent.parent
+                      / "stream_check.md")
     missing = [p for p in (BIN / "outpostd", BIN / "outpost", BUNDLE) if not p.exists()]
     if missing:
         sys.exit(f"stream_check: missing {', '.join(map(str, missing))}: run scripts/setup "
