@@ -314,7 +314,10 @@ pub fn send(
             }
         };
         if let Response::Verification(v) = env.body {
-            if frame_answered.remove(&env.request_id).is_none() {
+            // A verdict normally follows its trigger frame's answer, but may overtake it.
+            let known = frame_answered.remove(&env.request_id).is_some()
+                || in_flight.contains_key(&env.request_id);
+            if !known {
                 writeln!(
                     out,
                     "verification for an unknown frame (request {}) ignored",

@@ -947,21 +947,6 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
             }
         }
         sh.work.notify_one();
-        match trigger {
-            Some(Ok(())) => {
-                sh.verify_work.notify_one();
-                sh.timer.notify_one();
-            }
-            Some(Err(refused)) => {
-                sh.counters
-                    .verify_rejections
-                    .fetch_add(1, Ordering::Relaxed);
-                refused
-                    .slot
-                    .answer(&sh, VerifyOutcome::Rejected(refused.reason), 0, 0);
-            }
-            None => {}
-        }
 
         // The last check before the answer leaves: a result that could no longer be
         // written by the deadline (guard included) goes out as `DeadlineMissed`.
@@ -1011,6 +996,26 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
                     &Response::Error(WireError::InferenceFailed { stage }),
                 );
             }
+        }
+
+        // Stage 2 after the frame's own answer, so a verdict (a refusal now, or a
+        // verification a waiting verifier would start at once) follows it on the wire.
+        // A verifier already busy may still pick the job before this; clients match a
+        // verdict to its trigger frame by request id either way.
+        match trigger {
+            Some(Ok(())) => {
+                sh.verify_work.notify_one();
+                sh.timer.notify_one();
+            }
+            Some(Err(refused)) => {
+                sh.counters
+                    .verify_rejections
+                    .fetch_add(1, Ordering::Relaxed);
+                refused
+                    .slot
+                    .answer(&sh, VerifyOutcome::Rejected(refused.reason), 0, 0);
+            }
+            None => {}
         }
     }
 }

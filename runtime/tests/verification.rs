@@ -42,10 +42,16 @@ const SPEECH: i16 = 4444;
 struct Sink {
     frames: Mutex<Vec<(u32, u32, bool)>>,
     verifications: Mutex<Vec<(u32, Verification, Instant)>>,
+    /// Request ids in the order answers were sent; `true` for a verification.
+    order: Mutex<Vec<(u32, bool)>>,
 }
 
 impl ResponseSink for Sink {
     fn send(&self, id: u32, r: &Response<'_>) {
+        self.order
+            .lock()
+            .unwrap()
+            .push((id, matches!(r, Response::Verification(_))));
         match r {
             Response::Frame(f) => {
                 self.frames
@@ -378,6 +384,21 @@ fn a_full_verification_queue_refuses_at_once_and_every_trigger_gets_one_answer()
     let mut seqs: Vec<u32> = v.iter().map(|(_, ver, _)| ver.trigger_seq).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, [0, 1, 2, 3, 4], "exactly one answer per trigger");
+    // A refusal goes out after its trigger frame's own answer.
+    let order = r.sink.order.lock().unwrap().clone();
+    for (id, ver, _) in &v {
+        if matches!(ver.outcome, VerifyOutcome::Rejected(_)) {
+            let frame_at = order
+                .iter()
+                .position(|&(i, is_v)| i == *id && !is_v)
+                .unwrap();
+            let verdict_at = order
+                .iter()
+                .position(|&(i, is_v)| i == *id && is_v)
+                .unwrap();
+            assert!(frame_at < verdict_at, "request {id}: {order:?}");
+        }
+    }
 }
 
 #[test]
