@@ -125,7 +125,11 @@ impl BundleSpec {
     }
 
     /// Adds the verifier exported into `dir`: `dir/verifier.json` becomes the
-    /// `[verifier]` section and its three models are appended to the payload.
+    /// `[verifier]` section and its three models are appended to the payload. Its
+    /// `trigger` object, when present, is stage 1's operating point for the two stages
+    /// (`threshold`, `smoothing_frames`): it replaces `pipeline.decision`'s, since a
+    /// trigger that a verifier checks is set for recall, not for false accepts (the
+    /// recipe's `stream_check.py` measures the pair).
     ///
     /// # Errors
     /// The spec has a `[verifier]` already; `verifier.json` is missing or not a
@@ -135,8 +139,16 @@ impl BundleSpec {
         #[derive(Deserialize)]
         struct Export {
             labels: Vec<String>,
+            #[serde(default)]
+            trigger: Option<TriggerPoint>,
             #[serde(flatten)]
             section: VerifierSection,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TriggerPoint {
+            threshold: f32,
+            smoothing_frames: u32,
         }
         ensure!(
             self.verifier.is_none(),
@@ -159,6 +171,18 @@ impl BundleSpec {
             export.labels,
             self.pipeline.labels
         );
+        if let Some(t) = export.trigger {
+            log::info!(
+                "stage 1 set for the verifier by {}: threshold {} (was {}), smoothing {} frames (was {})",
+                path.display(),
+                t.threshold,
+                self.pipeline.decision.threshold,
+                t.smoothing_frames,
+                self.pipeline.decision.smoothing_frames
+            );
+            self.pipeline.decision.threshold = t.threshold;
+            self.pipeline.decision.smoothing_frames = t.smoothing_frames;
+        }
         let v = export.section;
         for stage in [&v.mel, &v.encoder, &v.decoder] {
             ensure!(
@@ -291,5 +315,116 @@ mod tests {
             resolve_path("/abs/b.onnx", Path::new("/specs")).unwrap(),
             PathBuf::from("/abs/b.onnx")
         );
+    }
+
+    const SPEC: &str = r#"
+name = "t"
+version = 1
+compatible = "any"
+runtime_min = "0.1.0"
+runtime_max = "0.9.0"
+development = true
+[pipeline]
+sample_rate_hz = 16000
+frame_samples = 1280
+head_window = 16
+labels = ["lights on", "none"]
+[pipeline.vad]
+file = "vad.onnx"
+inputs = ["input", "state", "sr"]
+outputs = ["output", "stateN"]
+[pipeline.mel]
+file = "mel.onnx"
+inputs = ["input"]
+outputs = ["output"]
+[pipeline.embedding]
+file = "emb.onnx"
+inputs = ["input_1"]
+outputs = ["conv2d_19"]
+[pipeline.head]
+file = "head.onnx"
+inputs = ["embeddings"]
+outputs = ["scores"]
+[pipeline.decision]
+threshold = 0.95
+label_thresholds = []
+smoothing_frames = 4
+refractory_ms = 1000
+vad_threshold = 0.005
+vad_hangover_ms = 800
+[pipeline.budgets_us]
+vad_us = 1000
+mel_us = 2000
+embedding_us = 6000
+head_us = 1000
+[[payload]]
+name = "head.onnx"
+path = "head.onnx"
+"#;
+
+    fn export(dir: &Path, labels: &str, trigger: &str) {
+        let stage = |f: &str, i: &str, o: &str| {
+            format!(r#"{{"file": "{f}", "inputs": [{i}], "outputs": ["{o}"]}}"#)
+        };
+        let json = format!(
+            r#"{{"mel": {}, "encoder": {}, "decoder": {}, "window_samples": 48000, "prompt": [1, 2],
+                "eot": 3, "labels": {labels}, "candidates": [[4, 5], [6]], "theta": 2.0,
+                "end_of_speech_vad": 0.5, "max_wait_ms": 320, "deadline_ms": 250,
+                "budget_us": 100000{trigger}, "check": {{"clip": "x.wav"}}}}"#,
+            stage("whisper_mel.onnx", r#""audio""#, "log_mel"),
+            stage("whisper_encoder.onnx", r#""log_mel""#, "encoder_states"),
+            stage(
+                "whisper_decoder.onnx",
+                r#""encoder_states", "tokens", "targets", "mask""#,
+                "score"
+            ),
+        );
+        std::fs::write(dir.join("verifier.json"), json).unwrap();
+    }
+
+    #[test]
+    fn a_verifier_export_adds_its_section_its_models_and_its_trigger_point() {
+        let dir = tempfile::tempdir().unwrap();
+        export(
+            dir.path(),
+            r#"["lights on", "none"]"#,
+            r#", "trigger": {"threshold": 0.5, "smoothing_frames": 2}"#,
+        );
+        let mut spec = BundleSpec::parse(SPEC, Path::new("t.toml")).unwrap();
+        spec.add_verifier_dir(dir.path()).unwrap();
+        let v = spec.verifier.as_ref().unwrap();
+        assert_eq!(v.candidates, [vec![4, 5], vec![6]]);
+        assert_eq!(v.decoder.inputs.len(), 4);
+        let names: Vec<&str> = spec.payload.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "head.onnx",
+                "whisper_mel.onnx",
+                "whisper_encoder.onnx",
+                "whisper_decoder.onnx"
+            ]
+        );
+        assert!(Path::new(&spec.payload[3].path).is_absolute());
+        assert_eq!(spec.pipeline.decision.threshold, 0.5);
+        assert_eq!(spec.pipeline.decision.smoothing_frames, 2);
+        assert!(spec.manifest().verifier.is_some());
+        let again = spec.add_verifier_dir(dir.path()).unwrap_err().to_string();
+        assert!(again.contains("already"), "{again}");
+    }
+
+    #[test]
+    fn a_verifier_export_of_other_commands_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        export(dir.path(), r#"["lights off", "none"]"#, "");
+        let mut spec = BundleSpec::parse(SPEC, Path::new("t.toml")).unwrap();
+        let e = spec.add_verifier_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("differ from the spec's pipeline.labels"), "{e}");
+        assert!(spec.verifier.is_none() && spec.payload.len() == 1);
+        let e = spec
+            .add_verifier_dir(&dir.path().join("absent"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("verifier.json"), "{e}");
     }
 }

@@ -67,6 +67,14 @@ PAIRS = [("lights on", "lights off"), ("volume up", "volume down"), ("start reco
 
 
 # ---------------------------------------------------------------- the daemon and the client
+def shown(path):
+    """`path` relative to the repository when it is inside it, as the report prints it."""
+    try:
+        return str(path.relative_to(C.REPO))
+    except ValueError:
+        return str(path)
+
+
 def snapshot():
     """Copies outpostd, outpost and BUNDLE into RUN, so that a rebuild during the run (the
     work tree is shared) changes nothing; returns the bundle's SHA-256 (hex)."""
@@ -94,7 +102,7 @@ class Daemon:
         cmd = [str(RUN / "outpostd"), "--dev", "--no-rt", "--bundle", str(RUN / BUNDLE.name), "--socket", self.sock] + extra
         # as the report shows it: the original paths, a placeholder socket
         self.shown = " ".join([str(BIN.relative_to(C.REPO) / "outpostd"), "--dev", "--no-rt", "--bundle",
-                               str(BUNDLE.relative_to(C.REPO)), "--socket", "SOCK"] + extra)
+                               shown(BUNDLE), "--socket", "SOCK"] + extra)
         self.ready = Path(self.dir.name) / "ready"
         self.log = Path(self.dir.name) / "log"
         with open(self.ready, "w") as out, open(self.log, "w") as err:
@@ -256,9 +264,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: 3 voices, clean + 5 dB, 1 min negative streams")
     ap.add_argument("--jobs", type=int, default=12, help="clients streaming at once in the accuracy pass")
+    ap.add_argument("--bundle", default=None, help="two-stage bundle to serve (default .outpost/dev-verifier.bundle), "
+                    "e.g. one built at another stage-1 operating point")
     ap.add_argument("--out", default=None, help="report (default ../stream_check.md; --quick: "
                     "CACHE/stream_check/stream_check_quick.md)")
     a = ap.parse_args()
+    global BUNDLE
+    if a.bundle:
+        BUNDLE = Path(a.bundle).resolve()
     a.out = a.out or (WORK / "stream_check_quick.md" if a.quick else Path(__file__).resolve().parent.parent
                       / "stream_check.md")
     missing = [p for p in (BIN / "outpostd", BIN / "outpost", BUNDLE) if not p.exists()]
@@ -370,7 +383,7 @@ def report(a, jobs, res, retried, cmds, negs, voices, conds, end_ms, nstreams, n
     say("")
     head = subprocess.run(["git", "-C", str(C.REPO), "describe", "--always", "--dirty"], capture_output=True,
                           text=True).stdout.strip()
-    say(f"- bundle `{BUNDLE.relative_to(C.REPO)}` (stage 1 head + fine-tuned Whisper tiny.en verifier), SHA-256 "
+    say(f"- bundle `{shown(BUNDLE)}` (stage 1 head + fine-tuned Whisper tiny.en verifier), SHA-256 "
         f"{sha[:16]}…; binaries of the work tree at `{head}`, copied before the run; client "
         f"`{BIN.relative_to(C.REPO) / 'outpost'} send WAV --json --tail-ms 0`")
     say(f"- accuracy pass: `{acc_cmd}`, {a.jobs} clients at once, each `--deadline-ms {ACC_FRAME_DEADLINE_MS}`, "
