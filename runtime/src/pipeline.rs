@@ -576,6 +576,19 @@ impl CancelToken {
         }
     }
 
+    /// A token with fresh ONNX Runtime `RunOptions`; a plain flag (with a warning) in the
+    /// unlikely case ONNX Runtime cannot make them, so the run is still answered by its
+    /// deadline, only not cut short.
+    pub fn for_ort_run() -> Self {
+        match RunOptions::new() {
+            Ok(r) => Self::with_run_options(r),
+            Err(e) => {
+                log::warn!("no RunOptions for cancellation: {e}");
+                Self::default()
+            }
+        }
+    }
+
     /// Requests cancellation.
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
@@ -605,13 +618,7 @@ impl FrameProcessor for Engine {
     }
 
     fn cancel_token(&self) -> CancelToken {
-        match RunOptions::new() {
-            Ok(r) => CancelToken::with_run_options(r),
-            Err(e) => {
-                log::warn!("no RunOptions for cancellation: {e}");
-                CancelToken::default()
-            }
-        }
+        CancelToken::for_ort_run()
     }
 
     fn process(

@@ -285,13 +285,7 @@ impl WindowVerifier for Verifier {
     }
 
     fn cancel_token(&self) -> CancelToken {
-        match RunOptions::new() {
-            Ok(r) => CancelToken::with_run_options(r),
-            Err(e) => {
-                log::warn!("no RunOptions for cancelling a verification: {e}");
-                CancelToken::default()
-            }
-        }
+        CancelToken::for_ort_run()
     }
 
     fn verify(
