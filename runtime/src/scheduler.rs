@@ -37,9 +37,9 @@
 //!   becomes a verification job due [`VerifyConfig::deadline_us`] after that frame's
 //!   arrival: end of speech + the latency target. It is admitted, queued EDF, expired and cancelled by
 //!   the same policy ([`Edf`]) with its own compute estimates, and runs on its own
-//!   worker(s) below the frame workers' priority ([`Role::Verifier`]), so a 74 ms
-//!   verification never holds a frame worker: the OS pre-empts it for frames, which
-//!   keep their 30 ms deadline. The trigger frame's answer carries no detection; the
+//!   worker(s) under `SCHED_IDLE` ([`Role::Verifier`]), so a 74 ms verification never
+//!   holds a frame worker nor takes CPU time one wants: frames keep their 30 ms
+//!   deadline. The trigger frame's answer carries no detection; the
 //!   command (or why there is none) follows as `Response::Verification` with the
 //!   trigger frame's request id, checked at the write like a frame's answer.
 
