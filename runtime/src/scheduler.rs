@@ -932,15 +932,13 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
         let mut trigger = None;
         {
             let mut q = sh.lock();
-            let verifying = q.verify.is_some();
-            if let (Some(v), true) = (&mut q.verify, consistent) {
-                v.record_audio(picked.key, &slot.job.pcm);
-            }
             if let (Some(v), Answer::Frame(out)) = (&mut q.verify, &mut answer) {
+                v.record_audio(picked.key, &slot.job.pcm);
                 trigger = on_processed_frame(v, slot, out);
             }
-            let detected =
-                !verifying && matches!(&answer, Answer::Frame(o) if o.detection.is_some());
+            // With a verifier the detection was taken out above: it is counted with its
+            // verification.
+            let detected = matches!(&answer, Answer::Frame(o) if o.detection.is_some());
             q.edf.finish(picked.key, consistent, detected);
             if consistent && q.edf.is_open(picked.key) {
                 q.states.insert(picked.key, state);
