@@ -145,12 +145,13 @@ pub const SELF_TEST_TIMING_PASSES: usize = 3;
 /// `t.max_frame_us` in each of [`SELF_TEST_TIMING_PASSES`] passes (the message lists
 /// them).
 ///
-/// With `verifier`, a stage-1 detection counts only when the verifier, on the window
-/// ending at its frame, agrees (as the scheduler serves it); the verifier's compute is
-/// not part of the frame budget.
+/// With `verifier`, stage 1's detections are triggers and what counts is the verifier's
+/// verdict on the window that ends where the trigger's utterance ends
+/// ([`VerifyConfig::utterance_ended`]), as the scheduler serves them; the verifier's
+/// compute is not part of the frame budget.
 pub fn run_self_test(
     engine: &mut Engine,
-    mut verifier: Option<&mut Verifier>,
+    mut verifier: Option<(&mut Verifier, &VerifyConfig)>,
     bundle: &VerifiedBundle,
     t: &SelfTest,
 ) -> Result<u32> {
@@ -170,7 +171,12 @@ pub fn run_self_test(
     pcm.extend(std::iter::repeat_n(0, 12 * FRAME_SAMPLES));
     let mut worsts = Vec::new();
     for _ in 0..SELF_TEST_TIMING_PASSES {
-        let worst = self_test_pass(engine, verifier.as_deref_mut(), &pcm, t)?;
+        let worst = self_test_pass(
+            engine,
+            verifier.as_mut().map(|(v, c)| (&mut **v, &**c)),
+            &pcm,
+            t,
+        )?;
         if worst <= t.max_frame_us {
             if !worsts.is_empty() {
                 log::warn!(
@@ -195,26 +201,37 @@ pub fn run_self_test(
 /// One pass of a self-test vector on a fresh stream; returns its worst frame compute.
 fn self_test_pass(
     engine: &mut Engine,
-    mut verifier: Option<&mut Verifier>,
+    mut verifier: Option<(&mut Verifier, &VerifyConfig)>,
     pcm: &[i16],
     t: &SelfTest,
 ) -> Result<u32> {
     let mut st = engine.new_stream();
     let mut detected = Vec::new();
     let mut worst = 0u32;
+    // Frames waited since a trigger whose utterance has not ended yet.
+    let mut pending: Option<u32> = None;
     for (i, frame) in pcm.chunks_exact(FRAME_SAMPLES).enumerate() {
         let out = engine.process_uninterruptible(&mut st, frame)?;
         worst = worst.max(out.stage_us.iter().sum());
-        let Some(d) = out.detection else { continue };
-        let label = match verifier.as_deref_mut() {
-            None => Some(d.label),
-            Some(v) => {
-                let end = (i + 1) * FRAME_SAMPLES;
-                let window = &pcm[end.saturating_sub(v.window_samples())..end];
-                v.verify_uninterruptible(window)?.label
+        let Some((v, cfg)) = verifier.as_mut() else {
+            if let Some(d) = out.detection {
+                detected.push(engine.labels()[d.label].clone());
             }
+            continue;
         };
-        if let Some(l) = label {
+        let waited = match (pending, out.detection) {
+            (Some(w), _) => w + 1,
+            (None, Some(_)) => 0,
+            (None, None) => continue,
+        };
+        if !cfg.utterance_ended(out.vad_prob, waited) {
+            pending = Some(waited);
+            continue;
+        }
+        pending = None;
+        let end = (i + 1) * FRAME_SAMPLES;
+        let window = &pcm[end.saturating_sub(v.window_samples())..end];
+        if let Some(l) = v.verify_uninterruptible(window)?.label {
             detected.push(engine.labels()[l].clone());
         }
     }
@@ -369,9 +386,6 @@ fn log_providers(session: &SessionConfig, providers: &[Provider; 4]) {
     }
 }
 
-/// One audio frame, in ms (1 280 samples at 16 kHz).
-const FRAME_MS: u32 = 80;
-
 /// Verifications each verifier runs at boot: the worst seeds stage 2's admission
 /// control, as the warm-up frames do stage 1's.
 pub const VERIFIER_WARMUP_RUNS: usize = 3;
@@ -431,7 +445,7 @@ fn build_verifiers(
         Some(VerifyConfig {
             deadline_us: deadline_ms.saturating_mul(1000),
             end_of_speech_vad: v.end_of_speech_vad,
-            max_wait_frames: v.max_wait_ms.div_ceil(FRAME_MS),
+            max_wait_frames: VerifyConfig::frames_of_wait(v.max_wait_ms),
             initial_wcet_us: wcet,
             initial_typical_us: (total / runs.max(1)).min(u64::from(wcet)) as u32,
             ..VerifyConfig::default()
@@ -494,7 +508,8 @@ fn serve_bundle(
     }
     let (mut verifiers, verify) = build_verifiers(opts, bundle, &session, stats)?;
     for t in &bundle.manifest.self_tests {
-        let w = run_self_test(&mut engines[0], verifiers.first_mut(), bundle, t)?;
+        let stage2 = verifiers.first_mut().zip(verify.as_ref());
+        let w = run_self_test(&mut engines[0], stage2, bundle, t)?;
         log::info!(
             "self-test '{}' passed (expected '{}', worst frame {w} µs)",
             t.audio_file,

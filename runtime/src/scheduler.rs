@@ -139,6 +139,21 @@ pub struct VerifyConfig {
     pub initial_spread_us: u32,
 }
 
+impl VerifyConfig {
+    /// Frames of 80 ms to wait at most for the end of an utterance, for a wait of
+    /// `max_wait_ms` (a bundle's `verifier.max_wait_ms`), rounded up.
+    pub fn frames_of_wait(max_wait_ms: u32) -> u32 {
+        max_wait_ms.div_ceil(stream_time_ms(0))
+    }
+
+    /// Whether a trigger's utterance has ended on a frame whose VAD probability is
+    /// `vad_prob`, `frames_waited` frames after the trigger frame (0 on the trigger
+    /// frame itself): the rule the scheduler serves and the boot self-test applies.
+    pub fn utterance_ended(&self, vad_prob: f32, frames_waited: u32) -> bool {
+        vad_prob < self.end_of_speech_vad || frames_waited >= self.max_wait_frames
+    }
+}
+
 impl Default for VerifyConfig {
     /// 250 ms deadline (DESIGN §3's p90 target), end of speech at VAD < 0.5 or 4 frames
     /// (320 ms) after the trigger, 8 queued, 100 ms per verification.
@@ -1060,7 +1075,7 @@ fn on_processed_frame(
         p.frames_waited += 1;
     }
     let p = v.pending.get(&f.key)?;
-    if out.vad_prob >= v.cfg.end_of_speech_vad && p.frames_waited < v.cfg.max_wait_frames {
+    if !v.cfg.utterance_ended(out.vad_prob, p.frames_waited) {
         return None;
     }
     let p = v.pending.remove(&f.key)?;
