@@ -16,23 +16,31 @@ detection is accepted when a command beats "none" by at least THETA nats.
 
 Training data (no voice, text or recording of the tests):
   - the commands by espeak-ng training voices (common.ESPEAK_TRAIN_*; random rate and pitch);
+  - the commands and negatives by the training voices of flite, Piper, Kokoro and SVOX Pico en-US
+    (verifier_voices.py train; --no-voices leaves them out);
   - near misses (texts.HARD_NEGATIVES without the verifier_check slice [::4]), random
     sentences of common words (texts.random_sentence) and numbers by the same voices, as "none";
   - recorded human speech, Asterisk Italian and Russian prompts (recorded_speech.TRAIN_LANGS,
     CC-BY-3.0), as "none";
   - noise alone, as "none";
   each copy clean or with pink / white / brown noise or babble (training voices and the
-  Italian/Russian prompts) at 0-25 dB SNR over the speech.
+  Italian/Russian prompts) at 0-25 dB SNR over the speech; every copy but a command clip's
+  first goes, with probability AUG_P, through augment.random_effects_v3 first (vocal-tract
+  length, tempo, EQ, band-limited and radio channels, reverb).
 Tests: verifier_check.py's 144 command clips (12 held-out voices) and 177 negative clips
 (near misses and sentences by the 3 make-clips voices), clean and pink / white / babble at
 20 / 10 / 5 dB (babble of held-out voices); and every Asterisk US English prompt (Allison
-Smith, never trained on) as a 3 s window, for false accepts per hour of real speech.
+Smith, never trained on) as a 3 s window, for false accepts per hour of real speech; and the
+neural-voice check's voices (verifier_voices.py check: Kokoro jf_tebukuro / jm_kumo, Pico en-GB,
+RHVoice bdl / clb, engines or speakers never trained on), clean, pink 5 dB and babble 10 dB,
+beside the LoRA given by --baseline-lora (default: the committed one) scored on the same windows.
 
   python verifier_train.py [--epochs 4] [--lr 5e-5] [--out DIR] [--report MD]
 Writes DIR/whisper_decoder_ft.onnx (same inputs/outputs as whisper_decoder.onnx) and the
 report (default ../verifier_train.md).
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -57,6 +65,8 @@ TEST_NOISES = ("pink", "white", "babble")
 TEST_SNRS = (20, 10, 5)
 TEST_TAIL_S = 0.1            # test utterances end this long before the window's end
 THETAS = (0.0, 2.0, 4.0)     # accept a command when it beats "none" by this many nats
+AUG_P = 0.5                  # share of copies through augment.random_effects_v3
+CHECK_CONDS = (("clean", None, None), ("pink 5 dB", "pink", 5), ("babble 10 dB", "babble", 10))
 
 
 def seed(*parts):
@@ -115,6 +125,36 @@ def training_clips(n_voices, n_neg, rng):
     with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as ex:
         list(ex.map(lambda j: synth(j[0], j[1], j[2], j[3], j[4]), jobs))
     return [(C.read_wav(path).astype(np.float32) / 32768, label, f"espeak {v}") for v, _, path, _, _, label in jobs]
+
+
+def other_voices():
+    """[(float32 audio, label index, source)] of verifier_voices.py's training clips (flite,
+    Piper, Kokoro, Pico en-US). Raises FileNotFoundError naming the command that makes them."""
+    man = C.CACHE / "verifier" / "voices_train.json"
+    if not man.exists():
+        raise FileNotFoundError(f"{man} is missing: make the clips with `.venv/bin/python verifier_voices.py train` "
+                                "(needs requirements-neural.txt and flite), or train with --no-voices")
+    rows = json.loads(man.read_text())
+    return [(C.read_wav(r["path"]).astype(np.float32) / 32768, int(r["label"]), f"{r['engine']} {r['voice']}")
+            for r in rows]
+
+
+def check_clips():
+    """[(path, label index, set, voice)] of the neural-voice check sets (verifier_voices.py check),
+    or [] when they were not made."""
+    man = C.CACHE / "verifier" / "voices_check.json"
+    if not man.exists():
+        return []
+    return [(r["path"], int(r["label"]), r["set"], r["voice"]) for r in json.loads(man.read_text())]
+
+
+def augmented(x, r, engine):
+    """x (float32 in [-1, 1)) through augment.random_effects_v3 (speaker and channel variety),
+    back at its own peak level."""
+    y = augment.sox(np.round(x * 32767).astype(np.int16), augment.random_effects_v3(r, engine))
+    y = np.asarray(y, np.float32)
+    peak = float(np.abs(y).max())
+    return (y * (float(np.abs(x).max()) / peak)).astype(np.float32) if peak > 0 else x
 
 
 def _py_rng(s):
@@ -413,6 +453,60 @@ def decide(scores, theta):
     return best if scores[best] - scores[-1] >= theta else C.NONE
 
 
+def check_voices(a, m, seqs, enc, ft, bab, out, say):
+    """The neural-voice check sets (check_clips) through the new decoder `ft` and the baseline
+    LoRA, at the bundle's θ (verifier_export.py's default): a markdown table per set via `say`."""
+    import onnx
+    theta = 2.0
+    base = None
+    if a.baseline_lora:
+        path = out / "whisper_decoder_baseline.onnx"
+        onnx.save(WO.build_decoder(tuned_model(m, load_lora(m, a.baseline_lora))), path)
+        base = Scorer(path, m, seqs, a.threads)
+    tail = int(TEST_TAIL_S * C.SR)
+    rows = {}
+    t0 = time.time()
+    for path, label, name, voice in check_clips():
+        x = C.read_wav(path).astype(np.float32) / 32768
+        for cond, kind, snr in CHECK_CONDS:
+            r = np.random.default_rng(seed("check", path, cond))
+            e = enc(mix(place(x, tail), speech_power(x), kind, snr, r, bab))
+            rows.setdefault((name, cond), []).append((label, voice, ft(e), base(e) if base else None))
+    say()
+    say(f"Neural-voice check sets (verifier_voices.py check; voices never trained on), each clip as one 3 s window "
+        f"ending {TEST_TAIL_S} s after it, θ={theta:g}: accepted right / wrong command of the command clips, false "
+        f"accepts of the negative clips; baseline: `{Path(a.baseline_lora).name if a.baseline_lora else '-'}` "
+        f"({time.time() - t0:.0f} s):")
+    say()
+    say("| set | condition | commands | negatives | baseline: acc / wrong / FA | new: acc / wrong / FA |")
+    say("|---|---|---|---|---|---|")
+
+    def cell(rs, k):
+        if rs[0][k] is None:
+            return "-"
+        pos = [r for r in rs if r[0] != C.NONE]
+        neg = [r for r in rs if r[0] == C.NONE]
+        acc = np.mean([decide(r[k], theta) == r[0] for r in pos])
+        wrong = np.mean([decide(r[k], theta) not in (r[0], C.NONE) for r in pos])
+        fa = sum(decide(r[k], theta) != C.NONE for r in neg)
+        return f"{100 * acc:.1f} % / {100 * wrong:.1f} % / {fa}"
+    for (name, cond), rs in rows.items():
+        npos = sum(r[0] != C.NONE for r in rs)
+        say(f"| {name} | {cond} | {npos} | {len(rs) - npos} | {cell(rs, 3)} | {cell(rs, 2)} |")
+    voices = sorted({(n, r[1]) for (n, c), rs in rows.items() for r in rs})
+    say()
+    say("Per voice, command clips accepted right (clean / pink 5 dB / babble 10 dB), baseline → new:")
+    say()
+    for n, v in voices:
+        cells = []
+        for cond, _, _ in CHECK_CONDS:
+            rs = [r for r in rows[(n, cond)] if r[1] == v and r[0] != C.NONE]
+            f = [np.mean([decide(r[k], theta) == r[0] for r in rs]) if rs and rs[0][k] is not None else float("nan")
+                 for k in (3, 2)]
+            cells.append(f"{100 * f[0]:.0f} → {100 * f[1]:.0f} %")
+        say(f"- {n} {v}: " + " / ".join(cells))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--voices", type=int, default=60, help="espeak-ng training voices")
@@ -424,6 +518,9 @@ def main():
     ap.add_argument("--lora", type=int, default=0, help="LoRA rank (0: fine-tune the decoder in full)")
     ap.add_argument("--lora-alpha", type=float, default=32.0, help="LoRA scale = alpha / rank")
     ap.add_argument("--save-lora", default=None, help="write the trained LoRA parameters (fp16 .npz) here")
+    ap.add_argument("--no-voices", action="store_true", help="espeak-ng only (no verifier_voices.py clips)")
+    ap.add_argument("--baseline-lora", default=str(C.REF / "verifier_lora.npz"),
+                    help="LoRA scored beside the new one on the neural-voice check sets ('' for none)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OUTPOST_ORT_THREADS", "2")))
     ap.add_argument("--out", default=None, help="directory of the ONNX files (default CACHE/verifier)")
     ap.add_argument("--report", default=str(Path(__file__).resolve().parent.parent / "verifier_train.md"))
@@ -447,20 +544,29 @@ def main():
     # training set
     t0 = time.time()
     synth_clips = training_clips(a.voices, a.negatives, rng)
+    n_espeak = len(synth_clips)
+    if not a.no_voices:
+        synth_clips += other_voices()
     rec = recorded(("it", "ru"))
     bab_sources = [x for x, lab, _ in synth_clips if lab == C.NONE and len(x) > C.SR] + [x for x, _ in rec]
     windows, labels, weights = [], [], []
     n_pos = sum(1 for _, lab, _ in synth_clips if lab != C.NONE)
-    for i, (x, lab, _) in enumerate(synth_clips):
-        p = speech_power(x)
+    for i, (x0, lab, src) in enumerate(synth_clips):
+        p0 = speech_power(x0)
         for c in range(a.copies if lab != C.NONE else 1):
             r = np.random.default_rng(seed("train", i, c))
+            x, p = x0, p0
+            if (c > 0 or lab == C.NONE) and r.random() < AUG_P:
+                x = augmented(x0, r, src.split()[0])
+                p = speech_power(x)
             w = place(x, int(r.integers(-int(0.25 * C.SR), int(0.3 * C.SR))))
             kind = None if (c == 0 and lab != C.NONE) or r.random() < 0.15 else TRAIN_NOISES[int(r.integers(len(TRAIN_NOISES)))]
             windows.append(mix(w, p, kind, float(r.uniform(0, 25)), r, bab_sources))
             labels.append(lab)
     for i, (x, _) in enumerate(rec):
         r = np.random.default_rng(seed("rec", i))
+        if r.random() < AUG_P:
+            x = augmented(x, r, "recorded")
         w = place(x, int(r.integers(-int(0.25 * C.SR), int(0.3 * C.SR))))
         kind = None if r.random() < 0.3 else TRAIN_NOISES[int(r.integers(len(TRAIN_NOISES)))]
         windows.append(mix(w, speech_power(x), kind, float(r.uniform(0, 25)), r, bab_sources))
@@ -474,9 +580,13 @@ def main():
     n_none = int((labels == C.NONE).sum())
     # each class half the weight: commands and "none" count the same in the loss
     weights = np.where(labels == C.NONE, 0.5 / n_none, 0.5 / (len(labels) - n_none)).astype(np.float32)
-    say(f"training windows: {len(labels)} ({len(labels) - n_none} command windows from {n_pos} clips of {a.voices} "
-        f"espeak-ng training voices x {a.copies} copies; {n_none} none: {len(synth_clips) - n_pos} synthetic near misses "
-        f"and sentences, {len(rec)} Asterisk it/ru prompts, 300 noise-only); made in {time.time() - t0:.0f} s")
+    engines = sorted({src.split()[0] for _, _, src in synth_clips})
+    say(f"training windows: {len(labels)} ({len(labels) - n_none} command windows from {n_pos} clips x {a.copies} copies "
+        f"({sum(1 for _, lab, _ in synth_clips[:n_espeak] if lab != C.NONE)} "
+        f"of {a.voices} espeak-ng training voices, the rest of {', '.join(e for e in engines if e != 'espeak') or 'no other engine'}); "
+        f"{n_none} none: {len(synth_clips) - n_pos} synthetic near misses and sentences, {len(rec)} Asterisk it/ru prompts, "
+        f"300 noise-only; {int(100 * AUG_P)} % of the copies (not a command clip's first) through "
+        f"augment.random_effects_v3); made in {time.time() - t0:.0f} s")
     t0 = time.time()
     enc_states = encode_all(enc, windows, "training windows")
     del windows
@@ -565,6 +675,9 @@ def main():
     for t in THETAS:
         say(f"- θ={t:g}: {len(fas[t])} false accepts ({len(fas[t]) / hours:.1f} per hour of speech)"
             + (f": {'; '.join(fas[t][:8])}" if fas[t] else ""))
+    checks = check_clips()
+    if checks:
+        check_voices(a, m, seqs, enc, ft, bab, out, say)
     Path(a.report).write_text(
         "# Whisper tiny.en verifier, decoder fine-tuned: held-out accuracy and false accepts (issue 18)\n\n"
         f"Produced on {time.strftime('%Y-%m-%d')} by `{' '.join(['python'] + sys.argv)}` "
