@@ -7,14 +7,14 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use outpost_client::cli::{connect, send, AnyClient, SendOptions, Target};
 use outpost_protocol::client::Received;
 use outpost_protocol::{
-    encode_frame, Audio, DeviceState, OpenStream, RejectReason, Request, Response, WireError,
-    CRC32, FRAME_AUDIO_BYTES, FRAME_SAMPLES, MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES, PROTOCOL_VERSION,
-    SAMPLE_RATE_HZ,
+    encode_frame, Audio, DeviceState, OpenStream, RejectReason, Request, Response, VerifyOutcome,
+    WireError, CRC32, FRAME_AUDIO_BYTES, FRAME_SAMPLES, MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES,
+    PROTOCOL_VERSION, SAMPLE_RATE_HZ,
 };
 
 fn repo() -> PathBuf {
@@ -556,9 +556,21 @@ fn a_second_daemon_refuses_a_socket_or_pty_link_that_is_in_use() {
 /// (label, score, stream time) if any; `None` for a frame not answered with a result.
 type FrameTrace = Option<(u32, Option<(u8, u32, u32)>)>;
 
+/// One stage-2 verdict, bit for bit: trigger frame, stage 1's label, end frame, and the
+/// verdict (`Detected` label and margin bits, or `NoCommand` best label and margin bits);
+/// the verdict is `None` when it was a deadline miss, a refusal or a failure.
+type VerdictTrace = (u32, u8, u32, Option<(bool, u8, u32)>);
+
 /// Streams `pcm` (plus 1 s of silence) closed loop on a new stream of `client` and
-/// returns the answer to every frame.
-fn frame_trace(client: &mut AnyClient, stream_id: u16, pcm: &[i16]) -> Vec<FrameTrace> {
+/// returns the answer to every frame, then waits `verify_wait` for the verdicts still owed
+/// (every verification's end frame is among those answered, so each verdict comes within
+/// its deadline of it) and returns them in arrival order.
+fn stream_trace(
+    client: &mut AnyClient,
+    stream_id: u16,
+    pcm: &[i16],
+    verify_wait: Duration,
+) -> (Vec<FrameTrace>, Vec<VerdictTrace>) {
     let open = client
         .call(&Request::OpenStream(OpenStream {
             stream_id,
@@ -576,7 +588,7 @@ fn frame_trace(client: &mut AnyClient, stream_id: u16, pcm: &[i16]) -> Vec<Frame
         audio.len().div_ceil(FRAME_SAMPLES) * FRAME_SAMPLES + 16_000,
         0,
     );
-    let mut trace = Vec::new();
+    let (mut trace, mut verdicts) = (Vec::new(), Vec::new());
     let mut bytes = vec![0u8; FRAME_AUDIO_BYTES];
     for (seq, frame) in audio.chunks_exact(FRAME_SAMPLES).enumerate() {
         for (b, v) in bytes.chunks_exact_mut(2).zip(frame) {
@@ -593,6 +605,9 @@ fn frame_trace(client: &mut AnyClient, stream_id: u16, pcm: &[i16]) -> Vec<Frame
         let answer = loop {
             match client.recv() {
                 Ok(Received::Frame(f)) if f.request_id() == id => break f,
+                Ok(Received::Frame(f)) => {
+                    keep_verdict(stream_id, &f.decode().unwrap().body, &mut verdicts);
+                }
                 Ok(_) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -609,61 +624,114 @@ fn frame_trace(client: &mut AnyClient, stream_id: u16, pcm: &[i16]) -> Vec<Frame
             other => panic!("unexpected answer {other:?}"),
         });
     }
+    let until = Instant::now() + verify_wait;
+    while Instant::now() < until {
+        match client.recv() {
+            Ok(Received::Frame(f)) => {
+                let body = f.decode().unwrap().body;
+                assert!(
+                    keep_verdict(stream_id, &body, &mut verdicts),
+                    "unexpected answer {body:?}"
+                );
+            }
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                continue
+            }
+            Err(e) => panic!("connection lost: {e}"),
+        }
+    }
     client.call(&Request::CloseStream { stream_id }).unwrap();
-    trace
+    (trace, verdicts)
 }
 
-/// The same audio through the same bundle gives the same answers, bit for bit, whatever
-/// the interleaving: every hold-out clip streamed once alone on one connection, then
-/// again on two connections at once in the opposite order (so its frames run on other
-/// workers, between other streams' frames, in other stream states' company). A frame
-/// answered `DeadlineMissed` or `Rejected` is the one legitimate source of difference
-/// (the stream restarts, or misses that audio): such clips are left out of the
-/// comparison and counted, and at most a few may be.
-#[test]
-fn the_same_audio_gives_the_same_scores_run_after_run() {
-    let d = start(&[]);
-    let target = Target::Socket(d.socket.clone());
-    let all: Vec<(String, Vec<i16>)> =
-        std::fs::read_to_string(repo().join("models/reference/holdout_voices.txt"))
-            .unwrap()
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .flat_map(|v| clips(v.trim()))
-            .map(|(p, _)| (p.display().to_string(), read_wav(&p)))
-            .collect();
-    let mut c = connect(&target, Duration::from_millis(20)).unwrap();
-    let first: Vec<Vec<FrameTrace>> = all
+/// Appends `body` to `verdicts` if it is a verdict of `stream_id`; false if it is not.
+fn keep_verdict(stream_id: u16, body: &Response, verdicts: &mut Vec<VerdictTrace>) -> bool {
+    let Response::Verification(v) = body else {
+        return false;
+    };
+    if v.stream_id != stream_id {
+        return false;
+    }
+    let verdict = match v.outcome {
+        VerifyOutcome::Detected(d) => Some((true, d.label, d.score.to_bits())),
+        VerifyOutcome::NoCommand { best_label, margin } => {
+            Some((false, best_label, margin.to_bits()))
+        }
+        _ => None,
+    };
+    verdicts.push((v.trigger_seq, v.trigger_label, v.end_seq, verdict));
+    true
+}
+
+/// The hold-out clips of every voice in `models/reference/holdout_voices.txt`: (path, PCM).
+fn holdout_clips() -> Vec<(String, Vec<i16>)> {
+    std::fs::read_to_string(repo().join("models/reference/holdout_voices.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .flat_map(|v| clips(v.trim()))
+        .map(|(p, _)| (p.display().to_string(), read_wav(&p)))
+        .collect()
+}
+
+/// Streams `clips` once alone on one connection, then again on two connections at once in
+/// the opposite order (so each clip's frames and verifications run on other workers,
+/// between other streams' work, in other stream states' company), and compares every
+/// frame answer and every verdict bit for bit. A frame answered `DeadlineMissed` or
+/// `Rejected`, or a verification missed, refused or failed, is the one legitimate source of
+/// difference: such clips are left out and counted, and at most `max_skipped` may be.
+/// Returns the number of clips compared and the verdicts of the first pass.
+fn assert_same_answers_run_after_run(
+    target: &Target,
+    clips: &[(String, Vec<i16>)],
+    verify_wait: Duration,
+    max_skipped: usize,
+) -> (usize, usize) {
+    let mut c = connect(target, Duration::from_millis(20)).unwrap();
+    let first: Vec<_> = clips
         .iter()
-        .map(|(_, pcm)| frame_trace(&mut c, 1, pcm))
+        .map(|(_, pcm)| stream_trace(&mut c, 1, pcm, verify_wait))
         .collect();
     drop(c);
-    let halves: Vec<Vec<(usize, Vec<FrameTrace>)>> = std::thread::scope(|s| {
+    let halves: Vec<Vec<(usize, _)>> = std::thread::scope(|s| {
         let runs: Vec<_> = (0..2)
             .map(|half| {
-                let (all, target) = (&all, &target);
                 s.spawn(move || {
                     let mut c = connect(target, Duration::from_millis(20)).unwrap();
-                    (0..all.len())
+                    (0..clips.len())
                         .rev()
                         .filter(|i| i % 2 == half)
-                        .map(|i| (i, frame_trace(&mut c, 7, &all[i].1)))
+                        .map(|i| (i, stream_trace(&mut c, 7, &clips[i].1, verify_wait)))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
         runs.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    let incomplete = |(frames, verdicts): &(Vec<FrameTrace>, Vec<VerdictTrace>)| {
+        frames.iter().any(Option::is_none) || verdicts.iter().any(|v| v.3.is_none())
+    };
     let (mut compared, mut skipped, mut differ) = (0, 0, Vec::new());
     for (i, again) in halves.into_iter().flatten() {
-        if first[i].iter().chain(&again).any(Option::is_none) {
+        if incomplete(&first[i]) || incomplete(&again) {
             skipped += 1;
             continue;
         }
         compared += 1;
-        if first[i] != again {
-            let at = first[i].iter().zip(&again).position(|(a, b)| a != b);
-            differ.push(format!("{} (first difference at frame {at:?})", all[i].0));
+        if first[i].0 != again.0 {
+            let at = first[i].0.iter().zip(&again.0).position(|(a, b)| a != b);
+            differ.push(format!("{} (first difference at frame {at:?})", clips[i].0));
+        } else if first[i].1 != again.1 {
+            differ.push(format!(
+                "{}: verdicts {:?} then {:?}",
+                clips[i].0, first[i].1, again.1
+            ));
         }
     }
     assert!(
@@ -671,9 +739,52 @@ fn the_same_audio_gives_the_same_scores_run_after_run() {
         "answers differ between runs: {differ:#?}"
     );
     assert!(
-        compared >= all.len() - 3,
-        "{skipped} of {} clips had a frame missed or rejected; too few to compare",
-        all.len()
+        skipped <= max_skipped,
+        "{skipped} of {} clips had a frame or a verification missed or refused; too few to compare",
+        clips.len()
+    );
+    let verdicts = first.iter().map(|(_, v)| v.len()).sum();
+    (compared, verdicts)
+}
+
+/// The same audio through the same bundle gives the same answers, bit for bit, whatever
+/// the interleaving: every hold-out clip streamed once alone, then again on two
+/// connections at once (`assert_same_answers_run_after_run`).
+#[test]
+fn the_same_audio_gives_the_same_scores_run_after_run() {
+    let d = start(&[]);
+    let clips = holdout_clips();
+    assert_same_answers_run_after_run(&Target::Socket(d.socket.clone()), &clips, Duration::ZERO, 3);
+}
+
+/// Stage 2 as well: through the two-stage bundle every hold-out clip gives the same frame
+/// answers and the same verdicts (trigger frame, end frame, label, margin bits) alone and
+/// interleaved with another stream. The verification deadline is raised to 2 s, as in
+/// `the_two_stage_bundle_verifies_every_command`, so that streams sent as fast as answers
+/// come on 2 cores leave the verifier time; a verdict is owed at most 2 s after its end
+/// frame, so each clip waits 2.1 s after its last frame.
+#[test]
+fn the_same_audio_gives_the_same_verdicts_run_after_run() {
+    need(&repo().join(".outpost/dev-verifier.bundle"));
+    let d = start(&[
+        "--bundle",
+        ".outpost/dev-verifier.bundle",
+        "--verify-deadline-ms",
+        "2000",
+    ]);
+    let clips: Vec<(String, Vec<i16>)> = clips(&test_voice())
+        .into_iter()
+        .map(|(p, _)| (p.display().to_string(), read_wav(&p)))
+        .collect();
+    let (compared, verdicts) = assert_same_answers_run_after_run(
+        &Target::Socket(d.socket.clone()),
+        &clips,
+        Duration::from_millis(2100),
+        3,
+    );
+    assert!(
+        verdicts >= compared,
+        "{verdicts} verdicts for {compared} command clips: stage 2 did not run"
     );
 }
 
