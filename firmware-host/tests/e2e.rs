@@ -609,8 +609,7 @@ fn stream_trace(
                     keep_verdict(stream_id, &f.decode().unwrap().body, &mut verdicts);
                 }
                 Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if no_data_yet(&e) => continue,
                 Err(e) => panic!("connection lost: {e}"),
             }
         };
@@ -635,14 +634,7 @@ fn stream_trace(
                 );
             }
             Ok(_) => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-                ) =>
-            {
-                continue
-            }
+            Err(e) if no_data_yet(&e) => continue,
             Err(e) => panic!("connection lost: {e}"),
         }
     }
@@ -857,6 +849,14 @@ fn version1_frame(id: u8) -> Vec<u8> {
     enc
 }
 
+/// True for a read that only timed out or would block: nothing has arrived yet.
+fn no_data_yet(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    )
+}
+
 /// Next decoded answer (skipping nothing), as an owned summary.
 fn next(c: &mut AnyClient) -> Result<(u32, String), WireError> {
     loop {
@@ -866,14 +866,7 @@ fn next(c: &mut AnyClient) -> Result<(u32, String), WireError> {
                 return Ok((env.request_id, format!("{:?}", env.body)));
             }
             Ok(Received::Damaged(e)) => return Err(e),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-                ) =>
-            {
-                continue
-            }
+            Err(e) if no_data_yet(&e) => continue,
             Err(e) => panic!("connection lost: {e}"),
         }
     }
