@@ -20,7 +20,7 @@ use outpost_models::manifest::{ModelStage, PipelineSpec};
 use outpost_models::verify::VerifiedBundle;
 use outpost_protocol::{Provider, Stage, SAMPLE_RATE_HZ};
 
-use crate::decision::{Decided, Decider, DecisionParams};
+use crate::decision::{Decided, Decider, DecisionParams, TriggerRule};
 use crate::ort_env::{build_session, SessionConfig};
 use crate::scheduler::FrameProcessor;
 use crate::RuntimeError;
@@ -199,7 +199,12 @@ impl Engine {
                 "head_window = {head_window} (expected 1..={MAX_HEAD_WINDOW})"
             )));
         }
-        let params = DecisionParams::from_spec(&spec.decision, &spec.labels, 80)
+        // Stage 1 of a two-stage bundle fires on any command; its verifier names it.
+        let rule = match bundle.manifest.verifier {
+            Some(_) => TriggerRule::AnyCommand,
+            None => TriggerRule::BestCommand,
+        };
+        let params = DecisionParams::from_spec(&spec.decision, &spec.labels, 80, rule)
             .map_err(|e| RuntimeError::Pipeline(format!("decision parameters: {e}")))?;
         let mut engine = Self {
             vad,
