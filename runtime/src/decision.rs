@@ -2,7 +2,8 @@
 //! refractory period and re-arming, so that one utterance yields one detection.
 //!
 //! The training recipe's streaming evaluator (`models/reference/recipe/`) mirrors
-//! this logic exactly; change both together.
+//! this logic exactly for [`TriggerRule::BestCommand`]; change both together. The
+//! two-stage rule is measured through the daemon itself (`recipe/stream_check.py`).
 //!
 //! Per frame t (80 ms):
 //! 1. `s` = mean of the head's softmax output over the last `smoothing_frames` frames.
