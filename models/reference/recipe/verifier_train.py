@@ -453,8 +453,8 @@ def decide(scores, theta):
     return best if scores[best] - scores[-1] >= theta else C.NONE
 
 
-def check_voices(a, m, seqs, enc, ft, bab, out, say):
-    """The neural-voice check sets (check_clips) through the new decoder `ft` and the baseline
+def check_voices(a, checks, m, seqs, enc, ft, bab, out, say):
+    """The neural-voice check clips `checks` (check_clips) through the new decoder `ft` and the baseline
     LoRA, at the bundle's θ (verifier_export.py's default): a markdown table per set via `say`."""
     import onnx
     theta = 2.0
@@ -466,7 +466,7 @@ def check_voices(a, m, seqs, enc, ft, bab, out, say):
     tail = int(TEST_TAIL_S * C.SR)
     rows = {}
     t0 = time.time()
-    for path, label, name, voice in check_clips():
+    for path, label, name, voice in checks:
         x = C.read_wav(path).astype(np.float32) / 32768
         for cond, kind, snr in CHECK_CONDS:
             r = np.random.default_rng(seed("check", path, cond))
@@ -677,7 +677,7 @@ def main():
             + (f": {'; '.join(fas[t][:8])}" if fas[t] else ""))
     checks = check_clips()
     if checks:
-        check_voices(a, m, seqs, enc, ft, bab, out, say)
+        check_voices(a, checks, m, seqs, enc, ft, bab, out, say)
     Path(a.report).write_text(
         "# Whisper tiny.en verifier, decoder fine-tuned: held-out accuracy and false accepts (issue 18)\n\n"
         f"Produced on {time.strftime('%Y-%m-%d')} by `{' '.join(['python'] + sys.argv)}` "
