@@ -58,6 +58,20 @@ fn start(extra: &[&str]) -> Daemon {
     start_with_env(extra, &[])
 }
 
+/// The daemon on the two-stage bundle (`.outpost/dev-verifier.bundle`), its verification
+/// deadline raised to 2 s: clips streamed as fast as answers come on 2 cores leave the
+/// verifier little CPU (deadline behaviour is the scheduler tests',
+/// runtime/tests/verification.rs).
+fn start_two_stage() -> Daemon {
+    need(&repo().join(".outpost/dev-verifier.bundle"));
+    start(&[
+        "--bundle",
+        ".outpost/dev-verifier.bundle",
+        "--verify-deadline-ms",
+        "2000",
+    ])
+}
+
 fn start_with_env(extra: &[&str], env: &[(&str, &OsStr)]) -> Daemon {
     need(&repo().join(".outpost/dev.bundle"));
     let one = ONE_DAEMON.lock().unwrap_or_else(|p| p.into_inner());
@@ -241,18 +255,10 @@ fn every_command_is_recognised_over_the_pty_and_the_socket() {
 /// The two-stage bundle (`.outpost/dev-verifier.bundle`, format v2): every command of the
 /// test voice reaches the client as a verified `Verification` (frame answers carry no
 /// detection), the handshake announces the verification deadline, and status counts the
-/// verdicts and reports the verifier's latency. The deadline is raised to 2 s: these
-/// clips stream as fast as answers come, and on 2 cores the frame path then leaves the
-/// verifier little CPU; deadline behaviour is the scheduler tests' (runtime/tests/verification.rs).
+/// verdicts and reports the verifier's latency (deadline raised to 2 s: `start_two_stage`).
 #[test]
 fn the_two_stage_bundle_verifies_every_command() {
-    need(&repo().join(".outpost/dev-verifier.bundle"));
-    let d = start(&[
-        "--bundle",
-        ".outpost/dev-verifier.bundle",
-        "--verify-deadline-ms",
-        "2000",
-    ]);
+    let d = start_two_stage();
     assert_eq!(d.state, "ready");
     let target = Target::Socket(d.socket.clone());
     assert_all_recognised(misrecognitions(
@@ -751,19 +757,12 @@ fn the_same_audio_gives_the_same_scores_run_after_run() {
 
 /// Stage 2 as well: through the two-stage bundle every hold-out clip gives the same frame
 /// answers and the same verdicts (trigger frame, end frame, label, margin bits) alone and
-/// interleaved with another stream. The verification deadline is raised to 2 s, as in
-/// `the_two_stage_bundle_verifies_every_command`, so that streams sent as fast as answers
-/// come on 2 cores leave the verifier time; a verdict is owed at most 2 s after its end
-/// frame, so each clip waits 2.1 s after its last frame.
+/// interleaved with another stream. A verdict is owed at most the verification deadline
+/// (2 s, `start_two_stage`) after its end frame, so each clip waits 2.1 s after its last
+/// frame.
 #[test]
 fn the_same_audio_gives_the_same_verdicts_run_after_run() {
-    need(&repo().join(".outpost/dev-verifier.bundle"));
-    let d = start(&[
-        "--bundle",
-        ".outpost/dev-verifier.bundle",
-        "--verify-deadline-ms",
-        "2000",
-    ]);
+    let d = start_two_stage();
     let clips: Vec<(String, Vec<i16>)> = clips(&test_voice())
         .into_iter()
         .map(|(p, _)| (p.display().to_string(), read_wav(&p)))

@@ -265,6 +265,26 @@ mod tests {
         }
     }
 
+    /// (frame index, label) of each detection over `seq`, all frames at VAD 0.9.
+    fn hits(p: &DecisionParams, d: &mut Decider, seq: &[[f32; 3]]) -> Vec<(usize, usize)> {
+        seq.iter()
+            .enumerate()
+            .filter_map(|(i, s)| d.push(p, s, 0.9).map(|x| (i, x.label)))
+            .collect()
+    }
+
+    /// A spec with one threshold, no smoothing, refractory or hang-over.
+    fn plain_spec(threshold: f32) -> DecisionSpec {
+        DecisionSpec {
+            threshold,
+            label_thresholds: vec![],
+            smoothing_frames: 1,
+            refractory_ms: 0,
+            vad_threshold: 0.5,
+            vad_hangover_ms: 0,
+        }
+    }
+
     const ON: [f32; 3] = [0.9, 0.05, 0.05];
     const OFF: [f32; 3] = [0.05, 0.9, 0.05];
     const NONE: [f32; 3] = [0.0, 0.0, 1.0];
@@ -336,19 +356,13 @@ mod tests {
     fn refractory_and_rearm_separate_two_utterances() {
         let p = params(); // refractory 800 ms = 10 frames
         let mut d = Decider::new();
-        let mut hits = vec![];
         let mut seq = vec![ON; 3];
         seq.extend(vec![NONE; 3]);
         seq.extend(vec![OFF; 3]); // too soon: inside refractory
         seq.extend(vec![NONE; 6]);
         seq.extend(vec![OFF; 3]); // frame 15..: allowed
-        for (i, s) in seq.iter().enumerate() {
-            if let Some(x) = d.push(&p, s, 0.9) {
-                hits.push((i, x.label));
-            }
-        }
-        // Frame 0 detects at once (smoothing uses the frames seen so far).
-        assert_eq!(hits, vec![(0, 0), (16, 1)]);
+                                  // Frame 0 detects at once (smoothing uses the frames seen so far).
+        assert_eq!(hits(&p, &mut d, &seq), vec![(0, 0), (16, 1)]);
     }
 
     #[test]
@@ -372,32 +386,19 @@ mod tests {
         let p = any_command(); // refractory 800 ms = 10 frames, VAD gate 0.5
         let mut d = Decider::new();
         assert_eq!(d.push(&p, &ON, 0.0), None, "no speech: gate closed");
-        let mut hits = vec![];
         let mut seq = vec![ON; 3];
         seq.extend(vec![NONE; 12]);
         seq.extend(vec![OFF; 3]);
-        for (i, s) in seq.iter().enumerate() {
-            if let Some(x) = d.push(&p, s, 0.9) {
-                hits.push((i, x.label));
-            }
-        }
         // The gated ON before the sequence makes its first frame reach 0.95 at once; the
         // first NONE pair re-arms (0.475 < 0.6); the first OFF frame averages with NONE to
         // 0.475, the second reaches 0.95, past the refractory period.
-        assert_eq!(hits, vec![(0, 0), (16, 1)]);
+        assert_eq!(hits(&p, &mut d, &seq), vec![(0, 0), (16, 1)]);
     }
 
     #[test]
     fn any_command_needs_a_none_label() {
         let labels = vec!["a".to_string(), "b".to_string()];
-        let spec = DecisionSpec {
-            threshold: 0.5,
-            label_thresholds: vec![],
-            smoothing_frames: 1,
-            refractory_ms: 0,
-            vad_threshold: 0.5,
-            vad_hangover_ms: 0,
-        };
+        let spec = plain_spec(0.5);
         assert!(
             DecisionParams::from_spec(&spec, &labels, 80, TriggerRule::AnyCommand)
                 .unwrap_err()
@@ -408,14 +409,7 @@ mod tests {
     #[test]
     fn bad_specs_are_named() {
         let labels = vec!["a".to_string(), "none".to_string()];
-        let mut spec = DecisionSpec {
-            threshold: 1.5,
-            label_thresholds: vec![],
-            smoothing_frames: 1,
-            refractory_ms: 0,
-            vad_threshold: 0.5,
-            vad_hangover_ms: 0,
-        };
+        let mut spec = plain_spec(1.5);
         assert!(
             DecisionParams::from_spec(&spec, &labels, 80, TriggerRule::BestCommand)
                 .unwrap_err()
