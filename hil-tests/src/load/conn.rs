@@ -34,6 +34,9 @@ pub(super) struct Conn {
     pub(super) rx: Rx,
     /// The largest deadline the daemon gave its streams, in µs.
     pub(super) deadline_us: u32,
+    /// Stage 2's deadline from the handshake, in µs after a verification's end frame;
+    /// 0: the bundle has no verifier.
+    pub(super) verify_deadline_us: u32,
 }
 
 /// Sends a request; returns its id and the instant its last byte was written (the
@@ -126,7 +129,7 @@ pub(super) fn open_conn(dev: &SimulatedDevice, plan: &ConnPlan) -> anyhow::Resul
         AnswerKind::Pong { nonce: n } if n == nonce => {}
         other => anyhow::bail!("{desc}: Ping answered {}", other.describe()),
     }
-    match call(
+    let verify_deadline_us = match call(
         &mut tx,
         &mut rx,
         &Request::Hello(Hello {
@@ -134,9 +137,9 @@ pub(super) fn open_conn(dev: &SimulatedDevice, plan: &ConnPlan) -> anyhow::Resul
         }),
         "Hello",
     )? {
-        AnswerKind::Hello(_) => {}
+        AnswerKind::Hello(h) => h.verify_deadline_us,
         other => anyhow::bail!("{desc}: Hello answered {}", other.describe()),
-    }
+    };
     let mut deadline_us = 0;
     for &(sid, _) in &plan.streams {
         let req = Request::OpenStream(OpenStream {
@@ -159,6 +162,7 @@ pub(super) fn open_conn(dev: &SimulatedDevice, plan: &ConnPlan) -> anyhow::Resul
         tx,
         rx,
         deadline_us,
+        verify_deadline_us,
     })
 }
 

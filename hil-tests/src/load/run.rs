@@ -308,16 +308,30 @@ pub(super) fn run_once(
 
     type WriterOut = (Tx, Vec<Sent>, u64, Option<String>);
     type ReaderOut = (Rx, Vec<Answer>, Option<String>);
-    let mut handles: Vec<(
+    // Per connection: its plan, name, stage-2 deadline (µs) and threads.
+    type ConnRun = (
         ConnPlan,
         String,
+        u32,
         JoinHandle<WriterOut>,
         JoinHandle<ReaderOut>,
-    )> = Vec::new();
+    );
+    let mut handles: Vec<ConnRun> = Vec::new();
     for c in conns {
         let Conn {
-            plan, desc, tx, rx, ..
+            plan,
+            desc,
+            tx,
+            rx,
+            verify_deadline_us,
+            ..
         } = c;
+        // Verdicts still owed after the last frame's answer come within stage 2's
+        // deadline of their end frame, which is at latest the last frame.
+        let verdict_wait = match verify_deadline_us {
+            0 => Duration::ZERO,
+            d => Duration::from_micros(u64::from(d)) + Duration::from_millis(100),
+        };
         let sent_count = Arc::new(AtomicU64::new(0));
         let writer_done = Arc::new(AtomicBool::new(false));
         let first_audio_id = tx.next_id();
@@ -384,8 +398,10 @@ pub(super) fn run_once(
             })
             .expect("spawn writer")
         };
-        // Reader: everything that comes back, until all frames are answered or the
-        // drain timeout after the writer finished.
+        // Reader: everything that comes back, until all frames are answered (and, with a
+        // verifier, the verdicts still owed could have come) or the drain timeout after
+        // the writer finished. Verdicts carry their trigger frame's request id, so they
+        // are not counted as frame answers.
         let rh = {
             let abort = Arc::clone(&abort);
             let stop_on_failure = spec.stop_on_failure;
@@ -402,7 +418,9 @@ pub(super) fn run_once(
                         break;
                     }
                     for g in chunk.drain(..) {
-                        if g.request_id >= first_audio_id {
+                        if g.request_id >= first_audio_id
+                            && !matches!(g.kind, AnswerKind::Verification(_))
+                        {
                             audio_answers += 1;
                         }
                         if stop_on_failure
@@ -417,8 +435,8 @@ pub(super) fn run_once(
                     }
                     if writer_done.load(Ordering::SeqCst) {
                         let t = *done_at.get_or_insert_with(Instant::now);
-                        if audio_answers >= sent_count.load(Ordering::SeqCst)
-                            || t.elapsed() > DRAIN_TIMEOUT
+                        let answered = audio_answers >= sent_count.load(Ordering::SeqCst);
+                        if (answered && t.elapsed() >= verdict_wait) || t.elapsed() > DRAIN_TIMEOUT
                         {
                             break;
                         }
@@ -428,7 +446,7 @@ pub(super) fn run_once(
             })
             .expect("spawn reader")
         };
-        handles.push((plan, desc, wh, rh));
+        handles.push((plan, desc, verify_deadline_us, wh, rh));
     }
 
     let late_after_us = u64::from(r.deadline_us) + opts.late_allowance_us;
@@ -438,7 +456,7 @@ pub(super) fn run_once(
     let mut first_written: Option<Instant> = None;
     let mut last_answer: Option<Instant> = None;
     let mut back = Vec::new();
-    for (plan, desc, wh, rh) in handles {
+    for (plan, desc, verify_deadline_us, wh, rh) in handles {
         let (tx, sent, lag, werr) = wh.join().expect("writer thread");
         let (rx, got, rerr) = rh.join().expect("reader thread");
         r.send_lag_max_us = r.send_lag_max_us.max(lag);
@@ -473,6 +491,7 @@ pub(super) fn run_once(
             tx,
             rx,
             deadline_us: r.deadline_us,
+            verify_deadline_us,
         });
     }
     mem_stop.store(true, Ordering::Relaxed);
