@@ -29,7 +29,6 @@ import argparse
 import hashlib
 import json
 import random
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -60,8 +59,8 @@ def negative_texts(rng, n):
 
 def params(engine, rng):
     if engine == "flite":
-        return dict(voice=rng.choice(C.FLITE_TRAIN_VOICES), stretch=round(rng.uniform(0.8, 1.3), 2),
-                    f0=rng.choice([None, rng.randint(80, 220)]))
+        import synth
+        return {k: v for k, v in synth.flite_params(rng, C.FLITE_TRAIN_VOICES).items() if k != "engine"}
     if engine == "piper":
         return dict(voice="en_US-joe-medium", length_scale=round(rng.uniform(0.7, 1.4), 3),
                     noise_scale=round(rng.uniform(0.3, 1.0), 3), noise_w=round(rng.uniform(0.3, 1.1), 3))
@@ -94,14 +93,12 @@ def train_jobs(engine):
 
 
 def flite(j):
+    """One flite job (train_jobs) as int16 16 kHz, made by synth.synth."""
+    import synth
     with tempfile.TemporaryDirectory() as td:
-        cmd = ["flite", "-voice", j["voice"], "--setf", f"duration_stretch={j['stretch']}"]
-        if j["f0"]:
-            cmd += ["--setf", f"int_f0_target_mean={j['f0']}"]
-        subprocess.run(cmd + ["-t", j["text"], "-o", f"{td}/a.wav"], check=True, capture_output=True)
-        subprocess.run(["sox", "-V1", "-D", f"{td}/a.wav", "-r", "16000", "-c", "1", "-b", "16", "-e", "signed-integer",
-                        f"{td}/b.wav"], check=True)
-        return C.read_wav(f"{td}/b.wav")
+        out = Path(td) / "a.wav"
+        synth.synth(j, out)
+        return C.read_wav(out)
 
 
 def maker(engine):
