@@ -2,6 +2,7 @@
 feature pipeline (mel -> embedding) exactly as the Rust runtime streams it (docs/DESIGN.md §3).
 """
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,40 @@ HEAD_WIN = 16         # embeddings per head call
 EMB_DIM = 96
 THREADS = int(os.environ.get("OUTPOST_ORT_THREADS", "1"))
 
-COMMANDS = [l.strip() for l in (REF / "commands.txt").read_text().splitlines()
-            if l.strip() and not l.startswith("#")]
+
+
+def read_commands(path):
+    """The commands of a commands.txt: one per line, `#` starts a comment, blank lines ignored.
+    Raises ValueError naming the line when a command is not lower-case words of a-z and '
+    separated by single spaces, is longer than 64 bytes, is `none` (the rejection label), or
+    repeats an earlier one, and when the file holds none or more than 31 (a bundle holds at most
+    32 labels with `none`, and a label at most 64 bytes: outpost_models::format::MAX_LABELS,
+    MAX_STRING_LEN)."""
+    out = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        c = line.split("#")[0].strip()
+        if not c:
+            continue
+        if not re.fullmatch(r"[a-z']+( [a-z']+)*", c):
+            raise ValueError(f"{path}:{n}: {c!r}: expected lower-case words (a-z, ') separated by single spaces")
+        if len(c) > 64:
+            raise ValueError(f"{path}:{n}: {c!r} is {len(c)} bytes long (expected at most 64)")
+        if c == "none":
+            raise ValueError(f"{path}:{n}: 'none' is the label of everything else, not a command")
+        if c in out:
+            raise ValueError(f"{path}:{n}: {c!r} repeats line {out.index(c) + 1} of the commands")
+        out.append(c)
+    if not out:
+        raise ValueError(f"{path}: no command (expected one per line)")
+    if len(out) > 31:
+        raise ValueError(f"{path}: {len(out)} commands (expected at most 31: a bundle holds 32 labels with 'none')")
+    return out
+
+
+# The command vocabulary: models/reference/commands.txt, or the file OUTPOST_COMMANDS names
+# (scripts/train-commands: a release engineer's own list).
+COMMANDS_FILE = Path(os.environ.get("OUTPOST_COMMANDS") or REF / "commands.txt")
+COMMANDS = read_commands(COMMANDS_FILE)
 LABELS = COMMANDS + ["none"]
 NONE = len(COMMANDS)
 

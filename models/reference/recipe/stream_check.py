@@ -389,7 +389,7 @@ def report(a, jobs, res, retried, cmds, negs, voices, conds, end_ms, nstreams, n
     say(f"- accuracy pass: `{acc_cmd}`, {a.jobs} clients at once, each `--deadline-ms {ACC_FRAME_DEADLINE_MS}`, "
         "frames as fast as answers come")
     say(f"- latency pass: `{rt_cmd}` (the bundle's deadlines), one client at a time, `--realtime`")
-    say(f"- {len(cmds)} command clips ({len(voices)} held-out voices x 12 commands) and {len(negs)} negative clips "
+    say(f"- {len(cmds)} command clips ({len(voices)} held-out voices x {len(C.COMMANDS)} commands) and {len(negs)} negative clips "
         f"(near misses and sentences, 3 voices), each streamed alone: the clip (0.3 s silence either side of the "
         f"speech) + {TAIL_S} s, noise over all of it at the SNR over the speech")
     say("- trigger: stage 1 alone (the first trigger of the clip, whatever stage 2 says); both: the first "

@@ -109,9 +109,15 @@ def synth(job, out):
 
 
 def main():
+    """python synth.py [SPLIT ...]: the jobs of the given splits ("train", "val", "demo"; default
+    all three; the job list and its seeds are the same either way)."""
+    splits = sys.argv[1:] or ["train", "val", "demo"]
+    bad = [s for s in splits if s not in ("train", "val", "demo")]
+    if bad:
+        raise SystemExit(f"synth.py: unknown split(s) {bad}: expected train, val or demo")
     d = C.CACHE / "tts"
     d.mkdir(parents=True, exist_ok=True)
-    jobs = build_jobs()
+    jobs = [j for j in build_jobs() if j["split"] in splits]
     t0 = time.time()
     done = 0
     for i, j in enumerate(jobs):
