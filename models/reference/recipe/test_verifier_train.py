@@ -123,6 +123,20 @@ class Decoder(unittest.TestCase):
         want = np.asarray(logprob(P16, np.repeat(self.enc[None], len(self.seqs), 0), t, g, k))
         np.testing.assert_allclose(got, want, atol=1e-3)
 
+    def test_a_saved_lora_reads_back_and_a_foreign_file_is_refused(self):
+        import verifier_train as VT
+        Q = VT.lora_init(self.m, 4, np.random.default_rng(3))
+        Q = {k: v + 0.5 if k.endswith("lora_b") else v for k, v in Q.items()}
+        VT.save_lora(self.d / "l.npz", Q, 4, 32.0)
+        got, rank, alpha = VT.read_lora(self.m, self.d / "l.npz")
+        self.assertEqual((rank, alpha), (4, 32.0))
+        self.assertEqual(set(got), set(Q))
+        for k in Q:
+            np.testing.assert_array_equal(got[k], np.asarray(Q[k], np.float16).astype(np.float32))
+        np.savez(self.d / "other.npz", rank=np.int32(4), alpha=np.float32(32), x=np.zeros(3))
+        with self.assertRaisesRegex(ValueError, "not a LoRA file of this model"):
+            VT.read_lora(self.m, self.d / "other.npz")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -35,7 +35,7 @@ neural-voice check's voices (verifier_voices.py check: Kokoro jf_tebukuro / jm_k
 RHVoice bdl / clb, engines or speakers never trained on), clean, pink 5 dB and babble 10 dB,
 beside the LoRA given by --baseline-lora (default: the committed one) scored on the same windows.
 
-  python verifier_train.py [--epochs 4] [--lr 5e-5] [--out DIR] [--report MD]
+  python verifier_train.py [--epochs 4] [--lr 5e-5] [--lora R | --init-lora NPZ] [--no-tests] [--out DIR] [--report MD]
 Writes DIR/whisper_decoder_ft.onnx (same inputs/outputs as whisper_decoder.onnx) and the
 report (default ../verifier_train.md).
 """
@@ -379,15 +379,22 @@ def save_lora(path, Q, rank, alpha):
                         rank=np.int32(rank), alpha=np.float32(alpha))
 
 
-def load_lora(m, path):
-    """The decoder parameters of `m` with the LoRA file at `path` applied (float32), for
-    tuned_model."""
+def read_lora(m, path):
+    """(Q, rank, alpha) of the LoRA file at `path` (save_lora's), Q as float32. Raises ValueError
+    when it is not a LoRA of `m`'s decoder."""
     z = np.load(path)
     rank, alpha = int(z["rank"]), float(z["alpha"])
     Q = {k: z[k].astype(np.float32) for k in z.files if k not in ("rank", "alpha")}
     missing = set(lora_init(m, rank, np.random.default_rng(0))) - set(Q)
     if missing:
         raise ValueError(f"{path}: not a LoRA file of this model: {len(missing)} arrays missing, e.g. {sorted(missing)[0]}")
+    return Q, rank, alpha
+
+
+def load_lora(m, path):
+    """The decoder parameters of `m` with the LoRA file at `path` applied (float32), for
+    tuned_model."""
+    Q, rank, alpha = read_lora(m, path)
     return lora_merge(m, Q, alpha / rank)
 
 
@@ -518,6 +525,10 @@ def main():
     ap.add_argument("--lora", type=int, default=0, help="LoRA rank (0: fine-tune the decoder in full)")
     ap.add_argument("--lora-alpha", type=float, default=32.0, help="LoRA scale = alpha / rank")
     ap.add_argument("--save-lora", default=None, help="write the trained LoRA parameters (fp16 .npz) here")
+    ap.add_argument("--init-lora", default=None, help="start from this LoRA file (its rank and alpha) instead of "
+                    "lora_init: a new vocabulary learns from the shipped LoRA (scripts/train-commands)")
+    ap.add_argument("--no-tests", action="store_true", help="train and write the decoder and LoRA only (the report "
+                    "holds the training lines; stream_check.py measures the bundle)")
     ap.add_argument("--no-voices", action="store_true", help="espeak-ng only (no verifier_voices.py clips)")
     ap.add_argument("--baseline-lora", default=str(C.REF / "verifier_lora.npz"),
                     help="LoRA scored beside the new one on the neural-voice check sets ('' for none)")
@@ -593,9 +604,13 @@ def main():
     t_enc = time.time() - t0
     say(f"encoder states: {t_enc:.0f} s ({1000 * t_enc / len(labels):.1f} ms per window, {a.threads} ORT threads)")
 
+    if a.init_lora:
+        Q, a.lora, a.lora_alpha = read_lora(m, a.init_lora)
+        say(f"LoRA started from {a.init_lora} (rank {a.lora}, alpha {a.lora_alpha:g})")
     if a.lora:
         scale = a.lora_alpha / a.lora
-        Q = lora_init(m, a.lora, np.random.default_rng(1))
+        if not a.init_lora:
+            Q = lora_init(m, a.lora, np.random.default_rng(1))
         Q, t_train = train(m, Q, enc_states, labels, weights, seqs, a.epochs, a.lr, a.batch, rng,
                            merge=lambda q: lora_merge(m, q, scale))
         P = lora_merge(m, {k: np.asarray(v) for k, v in Q.items()}, scale)
@@ -616,6 +631,9 @@ def main():
     import onnx
     onnx.save(WO.build_decoder(tuned_model(m, P)), ft_path)
     say(f"written: {ft_path}")
+    if a.no_tests:
+        write_report(a.report, lines)
+        return
 
     # tests
     cmds, negs, bab = VC.clip_sets()
@@ -678,12 +696,16 @@ def main():
     checks = check_clips()
     if checks:
         check_voices(a, checks, m, seqs, enc, ft, bab, out, say)
-    Path(a.report).write_text(
+    write_report(a.report, lines)
+
+
+def write_report(path, lines):
+    Path(path).write_text(
         "# Whisper tiny.en verifier, decoder fine-tuned: held-out accuracy and false accepts (issue 18)\n\n"
         f"Produced on {time.strftime('%Y-%m-%d')} by `{' '.join(['python'] + sys.argv)}` "
         "(models/reference/recipe/verifier_train.py; its docstring says what is trained on and tested).\n\n"
         + "\n".join(lines) + "\n")
-    print(f"report: {a.report}")
+    print(f"report: {path}")
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ with requirements-neural.txt (Piper, Kokoro) and needs flite (`apt-get install f
 
   python verifier_voices.py train [--engine flite|piper|kokoro|pico] [--shard K/N]
   python verifier_voices.py check [--shard K/N]
-A run makes only the clips that are missing; the manifest is written by a run of every engine
-and shard (a clip's key hashes its text, voice and engine parameters, so a changed job list
-never reuses a clip made with other ones).
+A run makes only the clips that are missing, then lists in the manifest the clips of every
+engine whose clips are all made (a clip's key hashes its text, voice and engine parameters, so
+a changed job list never reuses a clip made with other ones).
 """
 import argparse
 import hashlib
@@ -139,10 +139,13 @@ def main():
         engines = a.engine or ENGINES
         for e in engines:
             SN.synthesise(train_jobs(e), f"{e} (verifier training)", maker(e), shard, OUT)
-        if set(engines) == set(ENGINES) and shard == (0, 1):
+        # the manifest lists every engine whose clips are all made (scripts/train-commands makes some first)
+        done = [e for e in ENGINES if all((OUT / f"{j['key']}.wav").exists() for j in train_jobs(e))]
+        if done:
             rows = [dict(path=str(OUT / f"{j['key']}.wav"), label=j["label"], engine=e, voice=j["voice"], text=j["text"])
-                    for e in ENGINES for j in train_jobs(e)]
+                    for e in done for j in train_jobs(e)]
             (C.CACHE / "verifier" / "voices_train.json").write_text(json.dumps(rows))
+            print(f"voices_train.json: {len(rows)} clips of {', '.join(done)}")
     else:
         import neural_check as NC
         out_dir = C.CACHE / "neural"
