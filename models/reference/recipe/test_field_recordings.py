@@ -38,9 +38,20 @@ def padded(x, before_s, after_s, noise_lsb=20.0, seed=0):
     return np.clip(np.round(y + rng.normal(0, noise_lsb, len(y))), -32768, 32767).astype(np.int16)
 
 
+_SAVED = {}
+
+
 def setUpModule():
-    # never the user's cache: setUp deletes the manifest
+    # never the user's cache: setUp deletes the manifest. Another test module may have imported
+    # common.py before the environment above was set, so the paths are set here too.
+    _SAVED.update(cache=C.CACHE, manifest=F.MANIFEST)
+    C.CACHE = Path(_CACHE.name)
+    F.MANIFEST = C.CACHE / F.MANIFEST.name
     assert C.CACHE == Path(_CACHE.name) and F.MANIFEST.parent == C.CACHE, C.CACHE
+
+
+def tearDownModule():
+    C.CACHE, F.MANIFEST = _SAVED["cache"], _SAVED["manifest"]
 
 
 class FieldRecordingsTest(unittest.TestCase):
