@@ -21,7 +21,6 @@ EMB_DIM = 96
 THREADS = int(os.environ.get("OUTPOST_ORT_THREADS", "1"))
 
 
-
 def read_commands(path):
     """The commands of a commands.txt: one per line, `#` starts a comment, blank lines ignored.
     Raises ValueError naming the line when a command is not lower-case words of a-z and '
