@@ -9,7 +9,7 @@ clip of one command, for `outpost-provision build --verifier`.
   shipped head's commands).
 - Self-test: the command said by golden.SELFTEST_VOICE (a held-out espeak-ng voice), 0.5 s of
   silence before and 0.8 s after, as OUT/selftest_<command>.raw (s16le, 16 kHz). Before it is
-  written into the spec, the literal streaming pipeline (common.StreamingPipeline) with the
+  written into the spec, the literal streaming pipeline (golden.stream_detections) with the
   trigger's threshold and smoothing must detect that command exactly once, best command
   taking it (stricter than the runtime's any-command rule), and the verifier must name it on
   the window the runtime would verify; otherwise this exits naming what was detected, so a
@@ -25,27 +25,6 @@ import numpy as np
 
 import common as C
 import golden
-
-
-def selftest_clip(command):
-    """int16 clip: 0.5 s silence, `command` in golden.SELFTEST_VOICE, 0.8 s silence, whole frames."""
-    sp = golden.trim(golden.tts(golden.SELFTEST_VOICE, command))
-    st = np.concatenate([np.zeros(8000, np.int16), sp, np.zeros(12800, np.int16)])
-    return np.concatenate([st, np.zeros((-len(st)) % C.FRAME, np.int16)])
-
-
-def detections(head, clip, dec):
-    """([(frame, label)] of the literal pipeline + C.Decision `dec` over `clip`, [VAD probability
-    per frame])."""
-    p = C.StreamingPipeline(head)
-    out, vads = [], []
-    for k in range(len(clip) // C.FRAME):
-        _, sc, v = p.push(clip[k * C.FRAME:(k + 1) * C.FRAME])
-        vads.append(v)
-        r = dec.push(sc, v)
-        if r:
-            out.append((k, C.LABELS[r[0]]))
-    return out, vads
 
 
 def verdict(vdir, vj, clip, trigger, vads):
@@ -93,9 +72,9 @@ def main():
     dec = dict(threshold=vj["trigger"]["threshold"], smoothing_frames=vj["trigger"]["smoothing_frames"],
                refractory_ms=base["refractory_ms"], vad_threshold=base["vad_threshold"],
                vad_hangover_ms=base["vad_hangover_ms"], label_thresholds=[])
-    clip = selftest_clip(cmd)
-    got, vads = detections(head, clip, golden.make_decision(dec))
-    if [l for _, l in got] != [cmd]:
+    clip = golden.selftest_clip(cmd)
+    got, vads = golden.stream_detections(head, clip, golden.make_decision(dec))
+    if [l for _, l, _ in got] != [cmd]:
         raise SystemExit(f"custom_bundle.py: the head does not pass its own self-test: {cmd!r} in "
                          f"{golden.SELFTEST_VOICE} gave detections {got}, expected exactly one {cmd!r}")
     said, margin = verdict(a.verifier, vj, clip, got[0][0], vads)

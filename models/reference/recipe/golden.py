@@ -28,6 +28,28 @@ def trim(x, thr=64):
     return x[nz[0]:nz[-1] + 1]
 
 
+def selftest_clip(command):
+    """A bundle's self-test clip, int16 16 kHz: 0.5 s of silence, `command` said by SELFTEST_VOICE
+    (a held-out espeak-ng voice), 0.8 s of silence, padded to whole 80 ms frames."""
+    sp = trim(tts(SELFTEST_VOICE, command))
+    st = np.concatenate([np.zeros(8000, np.int16), sp, np.zeros(12800, np.int16)])
+    return np.concatenate([st, np.zeros((-len(st)) % C.FRAME, np.int16)])
+
+
+def stream_detections(head, clip, dec):
+    """([(frame, label, score)], [VAD probability per frame]) of the literal streaming pipeline
+    (common.StreamingPipeline with `head`) and C.Decision `dec` over the int16 `clip`."""
+    p = C.StreamingPipeline(head)
+    out, vads = [], []
+    for k in range(len(clip) // C.FRAME):
+        _, sc, v = p.push(clip[k * C.FRAME:(k + 1) * C.FRAME])
+        vads.append(v)
+        r = dec.push(sc, v)
+        if r:
+            out.append((k, C.LABELS[r[0]], r[1]))
+    return out, vads
+
+
 def save(name, arr, desc, shape_note, model, tol):
     arr = np.ascontiguousarray(arr, dtype="<f4")
     (G / name).write_bytes(arr.tobytes())
@@ -122,18 +144,9 @@ def main():
     det = make_decision(dec)
     golden_dets = [(k, C.LABELS[r[0]], r[1]) for k, (sc, v) in enumerate(zip(scores, vads)) if (r := det.push(sc, v))]
     # ---- self-test clip
-    sp2 = trim(tts(SELFTEST_VOICE, "lights on"))
-    st = np.concatenate([np.zeros(8000, np.int16), sp2, np.zeros(12800, np.int16)])
-    st = np.concatenate([st, np.zeros((-len(st)) % C.FRAME, np.int16)])
+    st = selftest_clip("lights on")
     (C.REF / "selftest_lights_on.raw").write_bytes(st.astype("<i2").tobytes())
-    p2 = C.StreamingPipeline(C.REF / "command_head.onnx")
-    det2 = make_decision(dec)
-    st_dets = []
-    for k in range(len(st) // C.FRAME):
-        _, sc, v = p2.push(st[k * C.FRAME:(k + 1) * C.FRAME])
-        r = det2.push(sc, v)
-        if r:
-            st_dets.append((k, C.LABELS[r[0]], r[1]))
+    st_dets, _ = stream_detections(C.REF / "command_head.onnx", st, make_decision(dec))
     print("golden clip detections", golden_dets, "selftest detections", st_dets)
     assert [d[1] for d in st_dets] == ["lights on"], st_dets
     meta = dict(
