@@ -56,6 +56,10 @@ pub struct BootOptions {
     pub verifier_workers: usize,
     /// Verification deadline after a trigger in ms; `None`: the bundle's.
     pub verify_deadline_ms: Option<u32>,
+    /// Early verification: nats above the bundle's `theta` a command needs on the
+    /// window ending with its trigger frame to be answered before the end of the
+    /// utterance (`VerifyConfig::early_theta`); `None`: verify only at the end.
+    pub early_verify_margin: Option<f32>,
     /// A/B slot state directory (`outpost-provision install`): boot the selected slot,
     /// self-test it, then mark it good (raising the anti-rollback floor) or, for a slot
     /// on trial, mark it bad and fall back to the other slot. Overrides `bundle`.

@@ -289,7 +289,14 @@ fn the_two_stage_bundle_verifies_every_command() {
         .iter()
         .find(|l| l.stage == outpost_protocol::Stage::Verifier)
         .expect("the verifier's latency in status");
-    assert_eq!(verifier.count, st.verifications);
+    // One compute sample per run: every answered verdict, plus the early verifications
+    // that left the answer to the end of the utterance.
+    assert!(
+        verifier.count >= st.verifications,
+        "{} runs for {} verdicts",
+        verifier.count,
+        st.verifications
+    );
 }
 
 /// A talker far from the microphone, or an input with its gain set low: the test voice's

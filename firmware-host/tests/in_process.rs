@@ -81,6 +81,7 @@ fn dev_boot_options() -> BootOptions {
         warmup_frames: 4,
         verifier_workers: 1,
         verify_deadline_ms: None,
+        early_verify_margin: Some(2.0),
         state_dir: None,
     }
 }

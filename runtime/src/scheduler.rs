@@ -37,11 +37,24 @@
 //!   becomes a verification job due [`VerifyConfig::deadline_us`] after that frame's
 //!   arrival: end of speech + the latency target. It is admitted, queued EDF, expired and cancelled by
 //!   the same policy ([`Edf`]) with its own compute estimates, and runs on its own
-//!   worker(s) under `SCHED_IDLE` ([`Role::Verifier`]), so a 74 ms verification never
+//!   worker(s) under `SCHED_IDLE` ([`Role::Verifier`]), so a 60 ms verification never
 //!   holds a frame worker nor takes CPU time one wants: frames keep their 30 ms
 //!   deadline. The trigger frame's answer carries no detection; the
 //!   command (or why there is none) follows as `Response::Verification` with the
 //!   trigger frame's request id, checked at the write like a frame's answer.
+//! * **Early verification** ([`VerifyConfig::early_theta`]). When the trigger frame
+//!   does not end its utterance, the window ending with the trigger frame is also
+//!   verified at once (stage 1 fires after the end of speech more often than not). A
+//!   command that beats `none` by at least `early_theta` nats there is answered at
+//!   once, and the verification at the end of the utterance is then dropped unrun;
+//!   any other early outcome (a weaker command, `none`, a refusal, a failure or a
+//!   deadline miss) is silent, and the trigger is answered by the verification at the
+//!   end of its utterance as without it. It is only made when a verifier is free and
+//!   none is queued, so speculative work never waits ahead of a verification that must
+//!   answer. Either way a trigger gets exactly one `Verification` (the first of its
+//!   jobs to answer claims it: a refusal or deadline miss of the one at the end
+//!   silences the early one). Within a stream verifications run in order, so the one
+//!   at the end of the utterance never starts before the early one has finished.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -129,6 +142,13 @@ pub struct VerifyConfig {
     /// Frames after the trigger to wait at most for the end of speech (babble keeps
     /// the VAD up); the window then ends at the last of them.
     pub max_wait_frames: u32,
+    /// Early verification: when the trigger frame does not end its utterance, the
+    /// window ending with it is verified at once too, and a command whose margin over
+    /// `none` is at least this many nats is answered without waiting for the end of
+    /// the utterance. `None`: verify only at the end of the utterance. It should be
+    /// above the bundle's `theta`: the early window may cut the command's last sound
+    /// (the daemon sets `theta` + 2 nats, `outpostd --early-verify-margin`).
+    pub early_theta: Option<f32>,
     /// Verifications queued (not yet started) over all streams; beyond it, `Rejected`.
     pub queue_capacity: usize,
     /// Worst-case compute per verification assumed before any measurement, in µs.
@@ -156,12 +176,14 @@ impl VerifyConfig {
 
 impl Default for VerifyConfig {
     /// 250 ms deadline (DESIGN §3's p90 target), end of speech at VAD < 0.5 or 4 frames
-    /// (320 ms) after the trigger, 8 queued, 100 ms per verification.
+    /// (320 ms) after the trigger, no early verification, 8 queued, 100 ms per
+    /// verification.
     fn default() -> Self {
         Self {
             deadline_us: 250_000,
             end_of_speech_vad: 0.5,
             max_wait_frames: 4,
+            early_theta: None,
             queue_capacity: 8,
             initial_wcet_us: 100_000,
             initial_typical_us: 100_000,
@@ -267,6 +289,34 @@ struct VerifyJob {
     deadline_us: u32,
     window: Vec<i16>,
     sink: Arc<dyn ResponseSink>,
+    /// The early verification (window ending with the trigger frame) or the one at the
+    /// end of the utterance.
+    pass: Pass,
+    /// Set by whichever of the trigger's verifications answers it first (exactly one
+    /// `Verification` per trigger): when the early one answered a command, the one at
+    /// the end of the utterance is dropped unrun; when the one at the end was refused or
+    /// missed its deadline while the early one still waited, the early one stays
+    /// silent. Shared by both ([`VerifyJob::answers_trigger`]).
+    settled: Arc<AtomicBool>,
+}
+
+impl VerifyJob {
+    /// Claims the trigger's one `Verification` for this job; `false` if another of the
+    /// trigger's jobs has it.
+    fn answers_trigger(&self) -> bool {
+        !self.settled.swap(true, Ordering::SeqCst)
+    }
+}
+
+/// Which of a trigger's verifications a job is ([`VerifyConfig::early_theta`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pass {
+    /// On the window ending with the trigger frame, before the end of the utterance:
+    /// answers only a command with a margin of at least `early_theta`, else nothing.
+    Early(f32),
+    /// On the window ending with the end of the utterance: always answers (unless the
+    /// early one did).
+    Final,
 }
 
 /// A trigger waiting for the end of its utterance.
@@ -275,6 +325,8 @@ struct PendingTrigger {
     trigger_seq: u32,
     trigger_label: u8,
     frames_waited: u32,
+    /// Shared with the trigger's verification jobs ([`VerifyJob::settled`]).
+    settled: Arc<AtomicBool>,
 }
 
 impl<J> Slot<J> {
@@ -385,6 +437,8 @@ struct VerifyQueue {
     /// Per stream, a trigger waiting for the end of its utterance.
     pending: HashMap<StreamKey, PendingTrigger>,
     window: usize,
+    /// Verifier workers.
+    workers: usize,
     cfg: VerifyConfig,
     estimate: ComputeEstimator,
 }
@@ -499,6 +553,7 @@ impl<S: Send + 'static> Scheduler<S> {
                 rings: HashMap::new(),
                 pending: HashMap::new(),
                 window: verifiers[0].window_samples(),
+                workers: verifiers.len(),
                 estimate: ComputeEstimator::new(
                     vcfg.initial_wcet_us,
                     vcfg.initial_typical_us,
@@ -841,8 +896,19 @@ fn timer_loop<S>(sh: Arc<Shared<S>>) {
             }
         }
         for (_, slot) in v_expired.iter().chain(&v_overrun) {
+            if let Pass::Early(_) = slot.job.pass {
+                // Silent: the verification at the end of the utterance answers.
+                if slot.claim() {
+                    slot.cancel();
+                    sh.counters.cancellations.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
             if slot.claim() {
                 slot.cancel();
+                if !slot.job.answers_trigger() {
+                    continue;
+                }
                 sh.counters.verify_misses.fetch_add(1, Ordering::Relaxed);
                 sh.counters.cancellations.fetch_add(1, Ordering::Relaxed);
                 slot.answer(&sh, VerifyOutcome::DeadlineMissed, 0, 0);
@@ -1020,7 +1086,8 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
                 sh.verify_work.notify_one();
                 sh.timer.notify_one();
             }
-            Some(Err(refused)) => {
+            // (an early verification still to run stays silent after this refusal)
+            Some(Err(refused)) if refused.slot.job.answers_trigger() => {
                 sh.counters
                     .verify_rejections
                     .fetch_add(1, Ordering::Relaxed);
@@ -1028,6 +1095,7 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
                     .slot
                     .answer(&sh, VerifyOutcome::Rejected(refused.reason), 0, 0);
             }
+            Some(Err(_)) => {}
             None => {}
         }
     }
@@ -1055,31 +1123,76 @@ struct Refused {
 /// of the frame's answer) waits for the end of its utterance, the first frame from the
 /// trigger on whose VAD probability is below [`VerifyConfig::end_of_speech_vad`], or
 /// [`VerifyConfig::max_wait_frames`] frames; on that frame the verification is made and
-/// admitted ([`admit_verification`]).
+/// admitted ([`admit_verification`]), unless an early verification answered already.
+/// With [`VerifyConfig::early_theta`], a trigger frame that does not end its utterance
+/// is verified early as well when a verifier is free and none is queued (speculative
+/// work never waits ahead of a verification that must answer); a refusal of that one is
+/// silent.
 fn on_processed_frame(
     v: &mut VerifyQueue,
     frame: &Slot,
     out: &mut FrameOutput,
 ) -> Option<Result<(), Refused>> {
     let f = &frame.job;
+    let mut new_trigger = false;
     if let Some(d) = out.detection.take() {
         // A second trigger while one waits (stage 1's refractory period makes it rare)
         // belongs to the same utterance: the first one stands.
-        v.pending.entry(f.key).or_insert(PendingTrigger {
-            request_id: f.request_id,
-            trigger_seq: f.seq,
-            trigger_label: d.label as u8,
-            frames_waited: 0,
+        v.pending.entry(f.key).or_insert_with(|| {
+            new_trigger = true;
+            PendingTrigger {
+                request_id: f.request_id,
+                trigger_seq: f.seq,
+                trigger_label: d.label as u8,
+                frames_waited: 0,
+                settled: Arc::new(AtomicBool::new(false)),
+            }
         });
     } else if let Some(p) = v.pending.get_mut(&f.key) {
         p.frames_waited += 1;
     }
     let p = v.pending.get(&f.key)?;
     if !v.cfg.utterance_ended(out.vad_prob, p.frames_waited) {
-        return None;
+        // Speculative work never queues: only when a verifier is free and nothing waits.
+        let idle = v.edf.queued() == 0 && v.edf.running() < v.workers;
+        let early = v.cfg.early_theta.filter(|_| new_trigger && idle)?;
+        let job = p.job(Pass::Early(early));
+        return match admit_verification(v, frame, job) {
+            Some(Err(refused)) => {
+                // Silent: the verification at the end of the utterance answers.
+                refused.slot.answered.store(true, Ordering::SeqCst);
+                None
+            }
+            admitted => admitted,
+        };
     }
     let p = v.pending.remove(&f.key)?;
-    admit_verification(v, frame, p)
+    if p.settled.load(Ordering::SeqCst) {
+        return None;
+    }
+    admit_verification(v, frame, p.job(Pass::Final))
+}
+
+impl PendingTrigger {
+    /// The parts of a verification job that come from the trigger.
+    fn job(&self, pass: Pass) -> TriggerJob {
+        TriggerJob {
+            request_id: self.request_id,
+            trigger_seq: self.trigger_seq,
+            trigger_label: self.trigger_label,
+            pass,
+            settled: Arc::clone(&self.settled),
+        }
+    }
+}
+
+/// A trigger's part of a [`VerifyJob`].
+struct TriggerJob {
+    request_id: u32,
+    trigger_seq: u32,
+    trigger_label: u8,
+    pass: Pass,
+    settled: Arc<AtomicBool>,
 }
 
 /// Makes the verification of trigger `p` on the window that ends with `frame` and
@@ -1089,7 +1202,7 @@ fn on_processed_frame(
 fn admit_verification(
     v: &mut VerifyQueue,
     frame: &Slot,
-    p: PendingTrigger,
+    p: TriggerJob,
 ) -> Option<Result<(), Refused>> {
     let f = &frame.job;
     if !v.edf.is_open(f.key) {
@@ -1116,6 +1229,8 @@ fn admit_verification(
             deadline_us,
             window,
             sink: Arc::clone(&f.sink),
+            pass: p.pass,
+            settled: p.settled,
         },
         f.arrived,
         deadline,
@@ -1149,15 +1264,22 @@ fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
             }
         };
         let slot = &picked.job;
+        let job = &slot.job;
         let started = Instant::now();
         let queue_us = us(started
             .checked_duration_since(slot.arrived)
             .unwrap_or_default());
-        let outcome = if slot.answered.load(Ordering::SeqCst) {
+        // The early verification answered this trigger: the one at the end of its
+        // utterance is dropped unrun.
+        let settled = job.pass == Pass::Final && job.settled.load(Ordering::SeqCst);
+        let outcome = if settled {
+            slot.claim();
+            None
+        } else if slot.answered.load(Ordering::SeqCst) {
             None
         } else {
             let r = slot.run(verifier.cancel_token(), |token| {
-                verifier.verify(&slot.job.window, token)
+                verifier.verify(&job.window, token)
             });
             let compute_us = match &r {
                 Ok(out) => out.compute_us,
@@ -1166,15 +1288,46 @@ fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
             if let Some(v) = &sh.lock().verify {
                 v.estimate.record(u64::from(compute_us));
             }
-            match r {
-                Ok(out) if slot.claim() => {
+            let detected = |label: usize, margin: f32| {
+                VerifyOutcome::Detected(Detection {
+                    label: label as u8,
+                    score: margin,
+                    audio_ms: stream_time_ms(job.end_seq),
+                })
+            };
+            match (job.pass, r) {
+                (Pass::Early(theta), Ok(out)) => {
+                    sh.stats.record(Stage::Verifier, u64::from(out.compute_us));
+                    let on_time = Instant::now() + guard <= slot.deadline;
+                    match out.label {
+                        Some(label)
+                            if out.margin >= theta
+                                && on_time
+                                && slot.claim()
+                                && job.answers_trigger() =>
+                        {
+                            Some((detected(label, out.margin), compute_us))
+                        }
+                        _ => {
+                            // Silent: the verification at the end of the utterance answers.
+                            slot.claim();
+                            None
+                        }
+                    }
+                }
+                (Pass::Early(_), Err(e)) => {
+                    slot.claim();
+                    log::debug!(
+                        "early verification of stream {:?} trigger seq {}: {e}",
+                        job.key,
+                        job.trigger_seq
+                    );
+                    None
+                }
+                (Pass::Final, Ok(out)) if slot.claim() && job.answers_trigger() => {
                     sh.stats.record(Stage::Verifier, u64::from(out.compute_us));
                     let outcome = match out.label {
-                        Some(label) => VerifyOutcome::Detected(Detection {
-                            label: label as u8,
-                            score: out.margin,
-                            audio_ms: stream_time_ms(slot.job.end_seq),
-                        }),
+                        Some(label) => detected(label, out.margin),
                         None => VerifyOutcome::NoCommand {
                             best_label: out.best as u8,
                             margin: out.margin,
@@ -1182,11 +1335,11 @@ fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
                     };
                     Some((outcome, compute_us))
                 }
-                Err(e) if slot.claim() => {
+                (Pass::Final, Err(e)) if slot.claim() && job.answers_trigger() => {
                     log::error!(
                         "verification of stream {:?} trigger seq {}: {e}",
-                        slot.job.key,
-                        slot.job.trigger_seq
+                        job.key,
+                        job.trigger_seq
                     );
                     Some((VerifyOutcome::Failed, compute_us))
                 }

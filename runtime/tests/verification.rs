@@ -3,7 +3,9 @@
 //! carries no detection), on the audio window that ends at the trigger; a verifier that
 //! stalls is answered `DeadlineMissed` by its deadline and cancelled while frames keep
 //! their results; a full verification queue refuses at once; the close counts verified
-//! commands.
+//! commands; an early verification answers a confident command at the trigger frame and
+//! is otherwise silent, leaving the answer to the verification at the end of the
+//! utterance.
 //!
 //! Real threads and the std clock: outcomes are asserted, not durations (beyond a
 //! generous bound on "by its deadline").
@@ -32,6 +34,12 @@ const TRIGGER_LABEL: usize = 3;
 /// otherwise.
 const ACCEPT: i16 = 2222;
 const STALL: i16 = 3333;
+/// As [`ACCEPT`] but with a margin of [`WEAK_MARGIN`] nats, below [`EARLY_THETA`].
+const WEAK: i16 = 5555;
+const WEAK_MARGIN: f32 = 3.0;
+/// As [`ACCEPT`] after 150 ms of compute.
+const SLOW_ACCEPT: i16 = 6666;
+const EARLY_THETA: f32 = 4.0;
 const VERIFIED_LABEL: usize = 2;
 /// The fake verifier's window: 3 frames.
 const WINDOW: usize = 3 * N;
@@ -132,11 +140,18 @@ impl WindowVerifier for FakeVerifier {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        let accept = last[1] == ACCEPT;
+        if last[1] == SLOW_ACCEPT {
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        let margin = match last[1] {
+            ACCEPT | SLOW_ACCEPT => 9.0,
+            WEAK => WEAK_MARGIN,
+            _ => -1.5,
+        };
         Ok(VerifyOutput {
-            label: accept.then_some(VERIFIED_LABEL),
+            label: (margin > 0.0).then_some(VERIFIED_LABEL),
             best: VERIFIED_LABEL,
-            margin: if accept { 9.0 } else { -1.5 },
+            margin,
             compute_us: 5_000,
         })
     }
@@ -180,6 +195,7 @@ fn config(deadline_ms: u32, queue_capacity: usize) -> VerifyConfig {
         deadline_us: deadline_ms * 1000,
         end_of_speech_vad: 0.5,
         max_wait_frames: 2,
+        early_theta: None,
         queue_capacity,
         initial_wcet_us: 5_000,
         initial_typical_us: 5_000,
@@ -439,4 +455,160 @@ fn a_trigger_waits_for_the_end_of_its_utterance_or_the_longest_wait() {
     assert_eq!(v.len(), 2);
     assert_eq!((v[1].1.trigger_seq, v[1].1.end_seq), (10, 11));
     assert!(matches!(v[1].1.outcome, VerifyOutcome::Detected(_)));
+}
+
+fn early(deadline_ms: u32) -> VerifyConfig {
+    VerifyConfig {
+        early_theta: Some(EARLY_THETA),
+        ..config(deadline_ms, 8)
+    }
+}
+
+fn detected_label(outcome: VerifyOutcome) -> Option<u8> {
+    match outcome {
+        VerifyOutcome::Detected(d) => Some(d.label),
+        _ => None,
+    }
+}
+
+#[test]
+fn an_early_verification_answers_a_confident_command_at_its_trigger_and_the_end_goes_unverified() {
+    let r = rig(early(250));
+    let k = key(5);
+    r.sched.open_stream(k).unwrap();
+    r.speech(k, 0, 0, 0);
+    // Stage 1 fires while the VAD still hears speech: verified at once on the window
+    // ending with the trigger frame.
+    r.speech(k, 1, TRIGGER, ACCEPT);
+    let v = r.wait_verifications(1);
+    assert_eq!(v.len(), 1, "answered before the end of the utterance");
+    assert_eq!((v[0].1.trigger_seq, v[0].1.end_seq), (1, 1));
+    assert_eq!(v[0].0, 5002, "the trigger frame's request id");
+    match v[0].1.outcome {
+        VerifyOutcome::Detected(d) => {
+            assert_eq!(d.label, VERIFIED_LABEL as u8);
+            assert_eq!(d.score, 9.0);
+            assert_eq!(d.audio_ms, stream_time_ms(1));
+        }
+        other => panic!("expected a detection, got {other:?}"),
+    }
+    r.speech(k, 2, 0, 0);
+    r.frame(k, 3, 0, ACCEPT); // the utterance ends here
+    r.frame(k, 4, 0, 0);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        r.sink.verifications.lock().unwrap().len(),
+        1,
+        "one answer per trigger"
+    );
+    let windows = r.windows.lock().unwrap().clone();
+    assert_eq!(windows.len(), 1, "the end of the utterance is not verified");
+    assert_eq!(windows[0].len(), 2 * N, "frames 0 and 1");
+    assert_eq!(windows[0][N..], speech(1, TRIGGER, ACCEPT)[..]);
+    assert_eq!(r.sched.close_stream(k), Some((5, 1)));
+    assert_eq!(r.counters.verifications.load(Ordering::Relaxed), 1);
+    assert_eq!(r.counters.verify_misses.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn an_early_verdict_below_early_theta_or_none_is_silent_and_the_end_of_the_utterance_answers() {
+    let r = rig(early(250));
+    let k = key(6);
+    r.sched.open_stream(k).unwrap();
+    // A command early, but by less than early_theta: the end of the utterance decides.
+    r.speech(k, 0, TRIGGER, WEAK);
+    r.speech(k, 1, 0, 0);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        r.sink.verifications.lock().unwrap().is_empty(),
+        "no answer before the end of the utterance"
+    );
+    r.frame(k, 2, 0, WEAK);
+    let v = r.wait_verifications(1);
+    assert_eq!(v.len(), 1);
+    assert_eq!((v[0].1.trigger_seq, v[0].1.end_seq), (0, 2));
+    assert_eq!(detected_label(v[0].1.outcome), Some(VERIFIED_LABEL as u8));
+    // `none` early: the end of the utterance answers, here `none` too.
+    r.speech(k, 10, TRIGGER, 0);
+    r.frame(k, 11, 0, 0);
+    let v = r.wait_verifications(2);
+    assert_eq!(v.len(), 2);
+    assert_eq!((v[1].1.trigger_seq, v[1].1.end_seq), (10, 11));
+    assert!(
+        matches!(v[1].1.outcome, VerifyOutcome::NoCommand { .. }),
+        "{v:?}"
+    );
+    // A trigger frame that ends its utterance is verified once, as without early.
+    r.frame(k, 20, TRIGGER, ACCEPT);
+    let v = r.wait_verifications(3);
+    assert_eq!((v[2].1.trigger_seq, v[2].1.end_seq), (20, 20));
+    assert_eq!(
+        r.windows.lock().unwrap().len(),
+        5,
+        "2 + 2 verifications, then 1"
+    );
+    assert_eq!(r.sink.verifications.lock().unwrap().len(), 3);
+    assert_eq!(r.sched.close_stream(k), Some((6, 2)));
+}
+
+#[test]
+fn an_early_verification_that_misses_its_deadline_is_silent_and_the_end_of_the_utterance_answers() {
+    let r = rig(early(100));
+    let k = key(8);
+    r.sched.open_stream(k).unwrap();
+    r.speech(k, 0, TRIGGER, STALL);
+    // Real time: the next frame comes after the early verification's deadline.
+    let until = Instant::now() + Duration::from_secs(3);
+    while r.cancelled.load(Ordering::SeqCst) == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        r.cancelled.load(Ordering::SeqCst),
+        1,
+        "cancelled at its deadline"
+    );
+    assert!(r.sink.verifications.lock().unwrap().is_empty(), "silently");
+    r.frame(k, 1, 0, ACCEPT);
+    let v = r.wait_verifications(1);
+    assert_eq!(v.len(), 1);
+    assert_eq!((v[0].1.trigger_seq, v[0].1.end_seq), (0, 1));
+    assert_eq!(detected_label(v[0].1.outcome), Some(VERIFIED_LABEL as u8));
+    assert_eq!(r.counters.verify_misses.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_trigger_whose_end_of_utterance_verification_is_refused_gets_only_the_refusal() {
+    let r = rig(VerifyConfig {
+        early_theta: Some(EARLY_THETA),
+        ..config(1000, 1)
+    });
+    let (a, b) = (key(1), key(2));
+    r.sched.open_stream(a).unwrap();
+    r.sched.open_stream(b).unwrap();
+    // A's early verification takes the verifier for 150 ms (and would accept) ...
+    r.speech(a, 0, TRIGGER, SLOW_ACCEPT);
+    std::thread::sleep(Duration::from_millis(20));
+    // ... B's verification fills the one-place queue ...
+    r.frame(b, 0, TRIGGER, ACCEPT);
+    // ... so the verification at the end of A's utterance is refused at once.
+    r.frame(a, 1, 0, 0);
+    let v = r.wait_verifications(2);
+    std::thread::sleep(Duration::from_millis(300));
+    let v_all = r.sink.verifications.lock().unwrap().clone();
+    assert_eq!(v_all.len(), 2, "one answer per trigger: {v_all:?}");
+    let of = |id: u32| {
+        v.iter()
+            .find(|(i, _, _)| *i == id)
+            .map(|(_, ver, _)| ver.outcome)
+    };
+    assert_eq!(
+        of(1001),
+        Some(VerifyOutcome::Rejected(RejectReason::QueueFull)),
+        "A: the refusal, and not the early verdict after it"
+    );
+    assert_eq!(
+        detected_label(of(2001).unwrap()),
+        Some(VERIFIED_LABEL as u8)
+    );
+    assert_eq!(r.counters.verify_rejections.load(Ordering::Relaxed), 1);
 }

@@ -80,6 +80,16 @@ struct Args {
     /// bundle's `verifier.deadline_ms`).
     #[arg(long)]
     verify_deadline_ms: Option<u32>,
+    /// Early verification: when stage 1 fires before the end of the utterance, the
+    /// window ending with the trigger frame is verified at once too, and a command that
+    /// beats `none` there by the bundle's `theta` plus this many nats is answered
+    /// without waiting for the end of the utterance (docs/recognition.md: 2 nats kept
+    /// the wrong-command rate of the verification at the end).
+    #[arg(long, default_value_t = 2.0, value_parser = margin_nats)]
+    early_verify_margin: f32,
+    /// Verify only at the end of the utterance (no early verification).
+    #[arg(long)]
+    no_early_verify: bool,
     /// Base SCHED_FIFO priority (workers; I/O +1, deadline timer +2). Without the
     /// privilege the daemon warns once and runs with normal scheduling.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=96))]
@@ -146,6 +156,7 @@ fn main() -> Result<()> {
         warmup_frames: a.warmup_frames,
         verifier_workers: a.verifier_workers,
         verify_deadline_ms: a.verify_deadline_ms,
+        early_verify_margin: (!a.no_early_verify).then_some(a.early_verify_margin),
         state_dir: a.state_dir.clone(),
     };
     if a.dev {
@@ -250,4 +261,14 @@ fn main() -> Result<()> {
     daemon.stopping.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(200));
     Ok(())
+}
+
+/// `--early-verify-margin`: a finite number of nats, 0 or more.
+fn margin_nats(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(m) if m.is_finite() && m >= 0.0 => Ok(m),
+        _ => Err(format!(
+            "'{s}' is not a margin in nats (expected a finite number, 0 or more)"
+        )),
+    }
 }
