@@ -9,12 +9,14 @@ clips (12 held-out espeak-ng voices x 12 commands) and 177 negative clips (near 
 sentences by the 3 make-clips voices), each a 16 kHz int16 WAV with 0.3 s of silence either
 side of the speech (scripts/make-clips). Streamed per clip: the clip followed by TAIL_S of
 silence (so stage 1, median 0.29 s after the end of speech, has time to fire), clean or with
-pink / white / babble noise at 20 / 10 / 5 dB over the whole streamed clip, the SNR over the
-clip's speech (verifier_check.noisy: augment.speech_bounds, babble of held-out voices, seeded
-per clip and condition). Negative streams (clean): the 177 negative clips, and the held-out
-recorded US English Asterisk prompts (verifier_train.recorded(("en",)), Allison Smith, 548
-prompts, never trained on), each concatenated with GAP_S of silence between items into streams
-of at most STREAM_S.
+pink / white / babble noise at 20 / 10 / 5 dB or vehicle-engine noise at 10 / 5 dB over the
+whole streamed clip, the SNR over the clip's speech (verifier_check.noisy: augment.speech_bounds,
+babble of held-out voices, the Warzone 2100 engines of game_audio.py; seeded per clip and
+condition). Negative streams (clean), real speech never trained on: the 177 negative clips, the
+held-out recorded US English Asterisk prompts (verifier_train.recorded(("en",)), Allison Smith,
+548 prompts), and the lines of nine English Hedgewars voice packs (game_audio.voice_lines, 532
+short acted lines by nine actors), each concatenated with GAP_S of silence between items into
+streams of at most STREAM_S.
 
 Passes (one daemon each, stopped afterwards):
   1. accuracy: every clip and negative stream as fast as answers come (`outpost send` without
@@ -49,6 +51,7 @@ import numpy as np
 
 import augment
 import common as C
+import game_audio
 import verifier_check as VC
 import verifier_train as VT
 
@@ -64,6 +67,7 @@ QUICK_STREAM_S = 60.0
 ACC_VERIFY_DEADLINE_MS = 2000
 ACC_FRAME_DEADLINE_MS = 1000
 PAIRS = [("lights on", "lights off"), ("volume up", "volume down"), ("start recording", "end recording")]
+CONDITIONS = VC.CONDITIONS + [(f"engine {s} dB", "engine", s) for s in (10, 5)]
 
 
 # ---------------------------------------------------------------- the daemon and the client
@@ -285,7 +289,7 @@ def main():
 
     cmds, negs, bab = VC.clip_sets()
     voices = sorted({v for _, _, v in cmds})
-    conds = VC.CONDITIONS
+    conds = CONDITIONS
     stream_s = STREAM_S
     if a.quick:
         voices = voices[::4]
@@ -302,7 +306,9 @@ def main():
     neg_items = [(C.read_wav(p).astype(np.float32) / 32768, f"{v}/{Path(p).name}") for p, _, v in negs]
     rec_items = [(x, n) for x, n in VT.recorded(("en",))]
     nstreams = {"synthetic negatives": negative_streams(neg_items, "synthetic", stream_s, WORK / "negstreams"),
-                "Asterisk US English": negative_streams(rec_items, "asterisk_en", stream_s, WORK / "negstreams")}
+                "Asterisk US English": negative_streams(rec_items, "asterisk_en", stream_s, WORK / "negstreams"),
+                "Hedgewars voice packs": negative_streams(game_audio.voice_lines(), "hedgewars", stream_s,
+                                                          WORK / "negstreams")}
     if a.quick:
         nstreams = {k: v[:1] for k, v in nstreams.items()}
     log("WAVs ready")
@@ -411,7 +417,7 @@ def report(a, jobs, res, retried, cmds, negs, voices, conds, end_ms, nstreams, n
     def table(key, keys, title):
         say(f"## 2{title}")
         say("")
-        say("| | clean: trigger | clean: both | 5 dB (pink, white, babble): trigger | 5 dB: both |")
+        say(f"| | clean: trigger | clean: both | 5 dB ({', '.join(c.split()[0] for c in five)}): trigger | 5 dB: both |")
         say("|---|---|---|---|---|")
         for kv in keys:
             cl = rates([x for x in by["clean"] if key(x) == kv])
@@ -423,7 +429,7 @@ def report(a, jobs, res, retried, cmds, negs, voices, conds, end_ms, nstreams, n
     table(lambda x: x[0], C.COMMANDS, "b. Per command (accuracy)")
     say("## 2c. Minimal pairs: what the clips of one command were taken for")
     say("")
-    say("Counts of clips (clean; 5 dB over the three noises) by the first trigger / first verified detection.")
+    say(f"Counts of clips (clean; 5 dB over the {len(five)} noises) by the first trigger / first verified detection.")
     say("")
     say("| said | condition | stage | " + " | ".join(["itself", "its pair", "other command", "nothing"]) + " |")
     say("|---|---|---|---|---|---|---|")
@@ -500,7 +506,8 @@ def report(a, jobs, res, retried, cmds, negs, voices, conds, end_ms, nstreams, n
         "(augment.speech_bounds on the clean clip: the end of the last 10 ms frame within 35 dB of the loudest), "
         "over the clips whose first trigger is right. For the verified detections that are right: wait, from the "
         "trigger frame to the frame the daemon took as the end of the utterance (`end_seq`), whose arrival starts "
-        "the verification's clock; verifier: `verify_total_us`; total: trigger + wait + verifier, per detection. "
+        "the verification's clock (0 when the trigger frame ended the utterance or its early verification "
+        "answered); verifier: `verify_total_us`; total: trigger + wait + verifier, per detection. "
         f"The frame's own answer adds {np.median(srv) if srv else float('nan'):.1f} ms (median of the per-clip p50 "
         "server_total).")
     if not has_end:

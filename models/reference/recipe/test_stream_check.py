@@ -62,3 +62,27 @@ class NegativeStreams(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class EngineNoise(unittest.TestCase):
+    def test_engine_noise_is_looped_at_the_snr_over_the_speech(self):
+        import verifier_check as VC
+        saved = list(VC._ENGINE)
+        try:
+            # a stand-in for game_audio.engine_noise(): unit RMS, shorter than the window
+            VC._ENGINE[:] = [np.random.default_rng(1).normal(0, 1, 3000)]
+            x = np.zeros(8000, np.float32)
+            x[2000:6000] = 0.2 * np.sin(np.arange(4000) * 0.05)
+            y = VC.noisy(x, "engine", 10, 16000, [], "clip")
+            nz = y.astype(np.float64) - np.pad(x, (0, 8000))
+            speech = np.mean(x[2000:6000].astype(np.float64) ** 2)
+            self.assertAlmostEqual(10 * np.log10(speech / np.mean(nz ** 2)), 10.0, delta=0.3)
+            self.assertTrue(np.allclose(nz[:3000], nz[3000:6000], atol=1e-6), "looped")
+            self.assertTrue(np.array_equal(y, VC.noisy(x, "engine", 10, 16000, [], "clip")), "seeded by clip")
+            self.assertFalse(np.array_equal(y, VC.noisy(x, "engine", 10, 16000, [], "other clip")))
+        finally:
+            VC._ENGINE[:] = saved
+
+    def test_the_check_streams_engine_noise_at_10_and_5_db(self):
+        self.assertEqual([c for c in S.CONDITIONS if c[1] == "engine"],
+                         [("engine 10 dB", "engine", 10), ("engine 5 dB", "engine", 5)])

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -95,14 +96,32 @@ def seed(*parts):
     return zlib.crc32("|".join(map(str, parts)).encode())
 
 
+_ENGINE = []
+_ENGINE_LOCK = threading.Lock()
+
+
+def engine():
+    """The engine noise of game_audio.py (loaded once; the first call fetches the packages, so
+    the threads of stream_check.py that write noisy clips wait for one fetch)."""
+    with _ENGINE_LOCK:
+        if not _ENGINE:
+            import game_audio
+            _ENGINE.append(game_audio.engine_noise())
+        return _ENGINE[0]
+
+
 def noisy(x, kind, snr, n, bab, key):
-    """x (float, [-1, 1)) at the start of an n-sample window with `kind` noise at `snr` dB
+    """x (float, [-1, 1)) at the start of an n-sample window with `kind` noise (pink, white,
+    babble of `bab`, or engine: game_audio.engine_noise looped from a random offset) at `snr` dB
     over the speech of x (augment.speech_bounds)."""
     w = WO.fit_window(x, n).astype(np.float64)
     if kind is None:
         return w.astype(np.float32)
     rng = np.random.default_rng(seed(key, kind, snr))
-    if kind == "babble":
+    if kind == "engine":
+        e = engine()
+        nz = np.resize(np.roll(e, -int(rng.integers(0, len(e)))), n)
+    elif kind == "babble":
         nz = np.zeros(n)
         for j in rng.choice(len(bab), 4, replace=False):
             b = bab[j]
