@@ -49,9 +49,10 @@
 //!   once, and the verification at the end of the utterance is then dropped unrun;
 //!   any other early outcome (a weaker command, `none`, a refusal, a failure or a
 //!   deadline miss) is silent, and the trigger is answered by the verification at the
-//!   end of its utterance as without it. It is only made when a verifier is free and
-//!   none is queued, so speculative work never waits ahead of a verification that must
-//!   answer. Either way a trigger gets exactly one `Verification` (the first of its
+//!   end of its utterance as without it. It is made whatever the load (skipping it
+//!   when the verifier is busy made the verdict depend on the load: the e2e
+//!   reproducibility test caught it); only a refusal or deadline miss of it, under
+//!   overload, leaves the decision to the later window. Either way a trigger gets exactly one `Verification` (the first of its
 //!   jobs to answer claims it: a refusal or deadline miss of the one at the end
 //!   silences the early one). Within a stream verifications run in order, so the one
 //!   at the end of the utterance never starts before the early one has finished.
@@ -437,8 +438,6 @@ struct VerifyQueue {
     /// Per stream, a trigger waiting for the end of its utterance.
     pending: HashMap<StreamKey, PendingTrigger>,
     window: usize,
-    /// Verifier workers.
-    workers: usize,
     cfg: VerifyConfig,
     estimate: ComputeEstimator,
 }
@@ -553,7 +552,6 @@ impl<S: Send + 'static> Scheduler<S> {
                 rings: HashMap::new(),
                 pending: HashMap::new(),
                 window: verifiers[0].window_samples(),
-                workers: verifiers.len(),
                 estimate: ComputeEstimator::new(
                     vcfg.initial_wcet_us,
                     vcfg.initial_typical_us,
@@ -1125,9 +1123,8 @@ struct Refused {
 /// [`VerifyConfig::max_wait_frames`] frames; on that frame the verification is made and
 /// admitted ([`admit_verification`]), unless an early verification answered already.
 /// With [`VerifyConfig::early_theta`], a trigger frame that does not end its utterance
-/// is verified early as well when a verifier is free and none is queued (speculative
-/// work never waits ahead of a verification that must answer); a refusal of that one is
-/// silent.
+/// is verified early as well, whatever the load, so the same audio gets the same
+/// verdict (a refusal of that one is silent).
 fn on_processed_frame(
     v: &mut VerifyQueue,
     frame: &Slot,
@@ -1153,9 +1150,7 @@ fn on_processed_frame(
     }
     let p = v.pending.get(&f.key)?;
     if !v.cfg.utterance_ended(out.vad_prob, p.frames_waited) {
-        // Speculative work never queues: only when a verifier is free and nothing waits.
-        let idle = v.edf.queued() == 0 && v.edf.running() < v.workers;
-        let early = v.cfg.early_theta.filter(|_| new_trigger && idle)?;
+        let early = v.cfg.early_theta.filter(|_| new_trigger)?;
         let job = p.job(Pass::Early(early));
         return match admit_verification(v, frame, job) {
             Some(Err(refused)) => {
