@@ -612,3 +612,59 @@ fn a_trigger_whose_end_of_utterance_verification_is_refused_gets_only_the_refusa
     );
     assert_eq!(r.counters.verify_rejections.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn a_queued_early_verification_yields_its_place_to_one_at_the_end_of_an_utterance() {
+    let r = rig(VerifyConfig {
+        early_theta: Some(EARLY_THETA),
+        ..config(300, 1)
+    });
+    let (a, b, c) = (key(1), key(2), key(3));
+    for k in [a, b, c] {
+        r.sched.open_stream(k).unwrap();
+    }
+    // A's verification stalls the verifier until its deadline ...
+    r.frame(a, 0, TRIGGER, STALL);
+    std::thread::sleep(Duration::from_millis(20));
+    // ... B's early verification takes the one-place queue ...
+    r.speech(b, 0, TRIGGER, ACCEPT);
+    // ... and gives it to C's, at the end of C's utterance, instead of C being refused.
+    r.frame(c, 0, TRIGGER, ACCEPT);
+    let v = r.wait_verifications(2);
+    // B's utterance ends once the queue is free again: verified there.
+    r.frame(b, 1, 0, ACCEPT);
+    let v_all = r.wait_verifications(3);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        r.sink.verifications.lock().unwrap().len(),
+        3,
+        "one answer per trigger: {v_all:?}"
+    );
+    let of = |id: u32| {
+        v_all
+            .iter()
+            .find(|(i, _, _)| *i == id)
+            .map(|(_, ver, _)| *ver)
+            .unwrap()
+    };
+    assert_eq!(of(1001).outcome, VerifyOutcome::DeadlineMissed, "{v:?}");
+    assert_eq!(detected_label(of(3001).outcome), Some(VERIFIED_LABEL as u8));
+    let b_ver = of(2001);
+    assert_eq!(
+        (b_ver.trigger_seq, b_ver.end_seq),
+        (0, 1),
+        "B answered at the end of its utterance"
+    );
+    assert_eq!(detected_label(b_ver.outcome), Some(VERIFIED_LABEL as u8));
+    assert_eq!(r.counters.verify_rejections.load(Ordering::Relaxed), 0);
+    // The shed early window never ran: A's, C's and B's at its end.
+    let last_frames: Vec<i16> = r
+        .windows
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|w| w[w.len() - N + 1])
+        .collect();
+    assert_eq!(last_frames, [STALL, ACCEPT, ACCEPT]);
+    assert_eq!(r.windows.lock().unwrap().len(), 3);
+}

@@ -549,3 +549,83 @@ fn a_stream_reopened_while_its_last_frames_run_keeps_them_and_the_counts_stay_tr
     assert_eq!(edf.close(k), Some((3, 1)));
     assert_eq!(edf.open_streams(), 0);
 }
+
+#[test]
+fn yielding_frames_ahead_are_counted_gone_and_shed_only_those() {
+    let (_g, mut e) = setup(1);
+    for s in 1..=3 {
+        e.open(key(1, s)).unwrap();
+    }
+    let wcet = CostEstimate::worst_case(ms(10));
+    e.push(key(1, 1), at(ms(20)), "early-1").unwrap();
+    e.push(key(1, 2), at(ms(25)), "firm-2").unwrap();
+    e.push(key(1, 2), at(ms(90)), "early-2-later").unwrap();
+    e.push(key(1, 3), at(ms(60)), "early-3").unwrap();
+    let yields = |j: &&str| j.starts_with("early");
+    // Ahead of a frame of stream 3 due at 40 ms: early-1, firm-2 and its own early-3
+    // (early-2-later is due after it): 3 x 10 + 10 > 39.5 ms.
+    assert!(matches!(
+        e.admit(key(1, 3), at(ms(40)), wcet),
+        Admission::Reject {
+            reason: RejectReason::WouldMissDeadline,
+            ..
+        }
+    ));
+    // Without the two early frames ahead, firm-2 + its own = 20 ms fits.
+    assert_eq!(
+        e.admit_yielding(key(1, 3), at(ms(40)), wcet, yields),
+        Admission::Admit
+    );
+    // Nothing yields: the same answer as admit.
+    assert!(matches!(
+        e.admit_yielding(key(1, 3), at(ms(40)), wcet, |_| false),
+        Admission::Reject { .. }
+    ));
+    let mut shed = e.shed_ahead(key(1, 3), at(ms(40)), yields);
+    shed.sort();
+    assert_eq!(shed, [(key(1, 1), "early-1"), (key(1, 3), "early-3")]);
+    assert_eq!(e.queued(), 2);
+    assert_eq!(e.admit(key(1, 3), at(ms(40)), wcet), Admission::Admit);
+    // The rest keeps its EDF order.
+    let p = e.pick().unwrap();
+    assert_eq!(p.job, "firm-2");
+    e.finish(p.key, true, false);
+    assert_eq!(e.pick().unwrap().job, "early-2-later");
+}
+
+#[test]
+fn yielding_frames_free_their_places_in_a_full_queue() {
+    let (_g, mut e) = setup(1);
+    e.open(key(1, 1)).unwrap();
+    e.open(key(1, 2)).unwrap();
+    for _ in 0..7 {
+        e.push(key(1, 1), at(ms(1000)), "firm").unwrap();
+    }
+    e.push(key(1, 1), at(ms(500)), "early").unwrap();
+    let cost = CostEstimate::worst_case(us(1));
+    let yields = |j: &&str| *j == "early";
+    assert!(matches!(
+        e.admit(key(1, 2), at(ms(1000)), cost),
+        Admission::Reject {
+            reason: RejectReason::QueueFull,
+            ..
+        }
+    ));
+    assert_eq!(
+        e.admit_yielding(key(1, 2), at(ms(1000)), cost, yields),
+        Admission::Admit
+    );
+    // An early frame due after the arrival is not ahead of it: it keeps its place.
+    assert!(matches!(
+        e.admit_yielding(key(1, 2), at(ms(400)), cost, yields),
+        Admission::Reject {
+            reason: RejectReason::QueueFull,
+            ..
+        }
+    ));
+    assert_eq!(
+        e.shed_ahead(key(1, 2), at(ms(1000)), yields),
+        [(key(1, 1), "early")]
+    );
+    assert_eq!(e.queued(), 7);
+}
