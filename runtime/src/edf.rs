@@ -329,21 +329,6 @@ impl<J: Clone> Edf<J> {
     /// frame was refused: refused frames never run, so the estimate never came down (a
     /// CI run on a loaded 2-core VM refused 20 clips' frames in a row).
     pub fn admit(&self, key: StreamKey, deadline: Instant, cost: CostEstimate) -> Admission {
-        self.admit_yielding(key, deadline, cost, |_| false)
-    }
-
-    /// [`Edf::admit`] as if the queued frames `yields` picks among those ahead of this
-    /// one (every queued frame of its own stream, and those of other streams with a
-    /// deadline at or before `deadline`) were gone: the decision after
-    /// [`Edf::shed_ahead`] with the same arguments. Stage 2 uses it to let a
-    /// verification at the end of an utterance in at the expense of queued early ones.
-    pub fn admit_yielding(
-        &self,
-        key: StreamKey,
-        deadline: Instant,
-        cost: CostEstimate,
-        yields: impl Fn(&J) -> bool,
-    ) -> Admission {
         let now = Instant::now();
         let CostEstimate {
             typical,
@@ -351,20 +336,8 @@ impl<J: Clone> Edf<J> {
             spread,
         } = cost;
         let wcet = wcet.max(typical);
-        let is_ahead = |k: &StreamKey, q: &Queued<J>| *k == key || q.deadline <= deadline;
-        let gone_in = |k: &StreamKey, s: &StreamQ<J>| {
-            s.pending
-                .iter()
-                .filter(|q| is_ahead(k, q) && yields(&q.job))
-                .count()
-        };
-        let gone: usize = self.streams.iter().map(|(k, s)| gone_in(k, s)).sum();
-        let queued = self.queued - gone;
-        let stream_full = self
-            .streams
-            .get(&key)
-            .is_some_and(|s| s.pending.len() - gone_in(&key, s) >= STREAM_QUEUE_CAPACITY);
-        if queued >= self.cfg.queue_capacity || stream_full {
+        let stream_full = self.streams.get(&key).is_some_and(|s| s.pending.is_full());
+        if self.queued >= self.cfg.queue_capacity || stream_full {
             return Admission::Reject {
                 reason: RejectReason::QueueFull,
                 retry_after: wcet,
@@ -386,11 +359,11 @@ impl<J: Clone> Edf<J> {
         for (k, s) in &self.streams {
             let running = remaining(&s.running);
             shared += running;
-            let ahead = s
-                .pending
-                .iter()
-                .filter(|q| is_ahead(k, q) && !yields(&q.job))
-                .count();
+            let ahead = if *k == key {
+                s.pending.len()
+            } else {
+                s.pending.iter().filter(|q| q.deadline <= deadline).count()
+            };
             shared += typical * ahead as u32;
             shared_n += ahead;
             if *k == key {
@@ -399,7 +372,7 @@ impl<J: Clone> Edf<J> {
         }
         shared += queue_margin(spread, shared_n);
         let own_running = self.streams.get(&key).is_some_and(|s| s.running.is_some());
-        let starts_now = queued == 0 && !own_running && self.running < self.cfg.workers;
+        let starts_now = self.queued == 0 && !own_running && self.running < self.cfg.workers;
         let probe = starts_now
             && now
                 .checked_duration_since(self.last_start)
@@ -422,41 +395,6 @@ impl<J: Clone> Edf<J> {
                     .max(Duration::from_micros(1)),
             },
         }
-    }
-
-    /// Removes and returns the queued frames `yields` picks among those ahead of a frame
-    /// of `key` with `deadline` (see [`Edf::admit_yielding`]), for the caller to answer
-    /// or drop. A stream that lost one restarts its state, as after an expired frame.
-    pub fn shed_ahead(
-        &mut self,
-        key: StreamKey,
-        deadline: Instant,
-        yields: impl Fn(&J) -> bool,
-    ) -> Vec<(StreamKey, J)> {
-        let mut out = Vec::new();
-        for (k, s) in &mut self.streams {
-            let before = s.pending.len();
-            for _ in 0..before {
-                let Some(q) = s.pending.pop_front() else {
-                    break;
-                };
-                if (*k == key || q.deadline <= deadline) && yields(&q.job) {
-                    out.push((*k, q.job));
-                } else if let Err(q) = s.pending.push_back(q) {
-                    // Cannot happen: one slot was just freed.
-                    out.push((*k, q.job));
-                }
-            }
-            if s.pending.len() != before {
-                s.reset = true;
-            }
-        }
-        self.queued -= out.len();
-        let keys: Vec<StreamKey> = out.iter().map(|(k, _)| *k).collect();
-        for k in keys {
-            self.remove_if_done(k);
-        }
-        out
     }
 
     /// Queues a frame (after [`Edf::admit`]).

@@ -52,11 +52,7 @@
 //!   end of its utterance as without it. It is made whatever the load (skipping it
 //!   when the verifier is busy made the verdict depend on the load: the e2e
 //!   reproducibility test caught it); only a refusal or deadline miss of it, under
-//!   overload, leaves the decision to the later window. Under overload an early
-//!   verification still queued yields its place: a verification at the end of an
-//!   utterance that admission control would refuse is admitted instead when shedding
-//!   the queued early ones ahead of it ([`Edf::shed_ahead`]) lets it finish in time,
-//!   and those are silent. Either way a trigger gets exactly one `Verification` (the first of its
+//!   overload, leaves the decision to the later window. Either way a trigger gets exactly one `Verification` (the first of its
 //!   jobs to answer claims it: a refusal or deadline miss of the one at the end
 //!   silences the early one). Within a stream verifications run in order, so the one
 //!   at the end of the utterance never starts before the early one has finished.
@@ -1234,25 +1230,8 @@ fn admit_verification(
         f.arrived,
         deadline,
     ));
-    let cost = v.estimate.cost();
-    if let Admission::Reject { reason, .. } = v.edf.admit(f.key, deadline, cost) {
-        // An early verification yields its place to one at the end of an utterance: it
-        // is only a head start on a trigger that its own end-of-utterance job answers.
-        let early = |s: &Arc<Slot<VerifyJob>>| matches!(s.job.pass, Pass::Early(_));
-        let yields = p.pass == Pass::Final
-            && v.edf.admit_yielding(f.key, deadline, cost, early) == Admission::Admit;
-        if !yields {
-            return Some(Err(Refused { slot, reason }));
-        }
-        for (key, shed) in v.edf.shed_ahead(f.key, deadline, early) {
-            // Silent, as a refused early verification: its trigger's verification at
-            // the end of the utterance answers.
-            shed.answered.store(true, Ordering::SeqCst);
-            log::debug!(
-                "early verification of stream {key:?} trigger seq {} shed for a verification at the end of an utterance",
-                shed.job.trigger_seq
-            );
-        }
+    if let Admission::Reject { reason, .. } = v.edf.admit(f.key, deadline, v.estimate.cost()) {
+        return Some(Err(Refused { slot, reason }));
     }
     // Open and admitted (its stream queue has room): the push succeeds.
     Some(v.edf.push(f.key, deadline, slot).map_err(|slot| Refused {
