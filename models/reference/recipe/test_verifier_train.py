@@ -123,6 +123,40 @@ class Decoder(unittest.TestCase):
         want = np.asarray(logprob(P16, np.repeat(self.enc[None], len(self.seqs), 0), t, g, k))
         np.testing.assert_allclose(got, want, atol=1e-3)
 
+    def test_the_encoder_split_for_its_top_layer_matches_the_whole_and_the_jax_layer(self):
+        import verifier_train as VT
+        import whisper_onnx as WO
+        import test_whisper_export as TW
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        n = VT.WIN // WO.HOP
+        first = self.m.n_enc - 1
+        sess = lambda g: ort.InferenceSession(g.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        mel = sess(WO.build_mel(VT.WIN))
+        w = VT.place(TW.clip_lights_on().astype(np.float32) / 32768, 1600)
+        log_mel = mel.run(None, {"audio": w[None]})[0]
+        h = sess(WO.build_encoder(self.m, n, last=first)).run(None, {"log_mel": log_mel})[0]
+        top = sess(WO.build_encoder(self.m, n, first=first)).run(None, {"encoder_hidden": h})[0][0]
+        np.testing.assert_allclose(top, self.enc, atol=1e-4)
+        # The JAX scores on the lower layers' states with the top layer's weights (a fresh LoRA
+        # is the identity) equal the ONNX decoder's on the whole encoder's.
+        _, logprob = VT.make_decoder(self.m, lambda q: VT.lora_merge(self.m, q, 2.0))
+        Q = VT.lora_init(self.m, 4, np.random.default_rng(3), enc_top=1)
+        self.assertEqual(VT.enc_top_of(self.m, Q), 1)
+        L = max(len(s) for s in self.seqs) + len(self.m.prompt())
+        t, g, k = VT.batch_of(self.m, self.seqs, L)
+        got = np.asarray(logprob(Q, np.repeat(h, len(self.seqs), 0), t, g, k))
+        want = VT.Scorer(self.d / "dec.onnx", self.m, self.seqs, 1)(self.enc)
+        np.testing.assert_allclose(got, want, atol=2e-3)
+        # A trained top layer changes the scores, and the export of the whole encoder carries it.
+        Q = {n_: v + 0.02 if n_.startswith("encoder/") and n_.endswith("lora_b") else v for n_, v in Q.items()}
+        tuned = VT.tuned_model(self.m, VT.lora_merge(self.m, Q, 2.0))
+        enc_ft = sess(WO.build_encoder(tuned, n)).run(None, {"log_mel": log_mel})[0][0]
+        got = np.asarray(logprob(Q, np.repeat(h, len(self.seqs), 0), t, g, k))
+        want = VT.Scorer(self.d / "dec.onnx", self.m, self.seqs, 1)(enc_ft)
+        self.assertGreater(np.abs(got - VT.Scorer(self.d / "dec.onnx", self.m, self.seqs, 1)(self.enc)).max(), 0.01)
+        np.testing.assert_allclose(got, want, atol=2e-2)
+
     def test_a_saved_lora_reads_back_and_a_foreign_file_is_refused(self):
         import verifier_train as VT
         Q = VT.lora_init(self.m, 4, np.random.default_rng(3))

