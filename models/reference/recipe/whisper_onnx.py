@@ -211,7 +211,7 @@ def build_encoder(m, n_frames, first=0, last=None):
     """Whisper's encoder for a log-mel window of n_frames (input `log_mel` [1, 80, n_frames],
     output `encoder_states` [1, n_frames / 2, d]). Or a part of it, for fine-tuning its top
     layers (verifier_train.py --encoder-top): with `last` < m.n_enc it stops after layer
-    last - 1 and outputs `encoder_hidden` (before the final layer norm); with `first` > 0 it
+    last - 1 and outputs `encoder_hidden_out` (before the final layer norm); with `first` > 0 it
     starts at layer `first` from input `encoder_hidden` [1, n_frames / 2, d]."""
     W, d, H = m.weights, m.d_model, m.n_heads_enc
     last = m.n_enc if last is None else last
