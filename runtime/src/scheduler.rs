@@ -35,13 +35,13 @@
 //!   [`VerifyConfig::end_of_speech_vad`], at most [`VerifyConfig::max_wait_frames`]
 //!   frames); the stream's last window of processed audio (3 s) up to that frame then
 //!   becomes a verification job due [`VerifyConfig::deadline_us`] after that frame's
-//!   arrival: end of speech + the latency target. It is admitted, queued EDF, expired and cancelled by
-//!   the same policy ([`Edf`]) with its own compute estimates, and runs on its own
-//!   worker(s) under `SCHED_IDLE` ([`Role::Verifier`]), so a 60 ms verification never
-//!   holds a frame worker nor takes CPU time one wants: frames keep their 30 ms
-//!   deadline. The trigger frame's answer carries no detection; the
-//!   command (or why there is none) follows as `Response::Verification` with the
-//!   trigger frame's request id, checked at the write like a frame's answer.
+//!   arrival: end of speech + the latency target. It is admitted, queued EDF, expired
+//!   and cancelled by the same policy ([`Edf`]) with its own compute estimates, and
+//!   runs on its own worker(s) under `SCHED_IDLE` ([`Role::Verifier`]), so a 60 ms
+//!   verification never holds a frame worker nor takes CPU time one wants: frames keep
+//!   their 30 ms deadline. The trigger frame's answer carries no detection; the command
+//!   (or why there is none) follows as `Response::Verification` with the trigger
+//!   frame's request id, checked at the write like a frame's answer.
 //! * **Early verification** ([`VerifyConfig::early_theta`]). When the trigger frame
 //!   does not end its utterance, the window ending with the trigger frame is also
 //!   verified at once (stage 1 fires after the end of speech more often than not). A
@@ -52,10 +52,11 @@
 //!   end of its utterance as without it. It is made whatever the load (skipping it
 //!   when the verifier is busy made the verdict depend on the load: the e2e
 //!   reproducibility test caught it); only a refusal or deadline miss of it, under
-//!   overload, leaves the decision to the later window. Either way a trigger gets exactly one `Verification` (the first of its
-//!   jobs to answer claims it: a refusal or deadline miss of the one at the end
-//!   silences the early one). Within a stream verifications run in order, so the one
-//!   at the end of the utterance never starts before the early one has finished.
+//!   overload, leaves the decision to the later window. Either way a trigger gets
+//!   exactly one `Verification` (the first of its jobs to answer claims it: a refusal
+//!   or deadline miss of the one at the end silences the early one). Within a stream
+//!   verifications run in order, so the one at the end of the utterance never starts
+//!   before the early one has finished.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
