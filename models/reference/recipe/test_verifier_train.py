@@ -51,6 +51,27 @@ class Windows(unittest.TestCase):
         self.assertEqual(w[-1], x[-1])
         self.assertEqual(w[0], x[500])
 
+    def test_default_draws_are_those_the_shipped_lora_was_trained_with(self):
+        # tail_of / noise_kind without --late / --babble-share must draw exactly as the code
+        # that trained models/reference/verifier_lora.npz did, or a rerun trains another LoRA
+        import verifier_train as VT
+        a, b = np.random.default_rng(7), np.random.default_rng(7)
+        for _ in range(200):
+            self.assertEqual(VT.tail_of(a), int(b.integers(-int(0.25 * C.SR), int(0.3 * C.SR))))
+            self.assertEqual(VT.noise_kind(a), VT.TRAIN_NOISES[int(b.integers(len(VT.TRAIN_NOISES)))])
+
+    def test_late_windows_end_up_to_max_s_after_their_clip(self):
+        import verifier_train as VT
+        r = np.random.default_rng(3)
+        tails = np.array([VT.tail_of(r, (0.3, 1.5)) for _ in range(4000)])
+        late = tails >= int(0.3 * C.SR)
+        self.assertAlmostEqual(late.mean(), 0.3, delta=0.03)
+        self.assertLess(tails.max(), int(1.5 * C.SR))
+        self.assertGreaterEqual(tails.min(), -int(0.25 * C.SR))
+        kinds = [VT.noise_kind(r, 0.5) for _ in range(4000)]
+        self.assertAlmostEqual(kinds.count("babble") / len(kinds), 0.5, delta=0.03)
+        self.assertEqual(set(kinds), set(VT.TRAIN_NOISES))
+
     def test_noise_is_mixed_at_the_requested_snr(self):
         import verifier_train as VT
         rng = np.random.default_rng(1)

@@ -28,8 +28,9 @@ Training data (no voice, text or recording of the tests):
     CC-BY-3.0), as "none";
   - noise alone, as "none";
   each copy clean or with pink / white / brown noise or babble (training voices and the
-  Italian/Russian prompts) at 0-25 dB SNR over the speech; every copy but a command clip's
-  first goes, with probability AUG_P, through augment.random_effects_v3 first (vocal-tract
+  Italian/Russian prompts; --babble-share) at 0-25 dB SNR over the speech (--snr), its speech
+  ending 0.05-0.6 s before the window's end (--late: later, tail_of); every copy but a command
+  clip's first goes, with probability AUG_P, through augment.random_effects_v3 first (vocal-tract
   length, tempo, EQ, band-limited and radio channels, reverb).
 Tests: verifier_check.py's 144 command clips (12 held-out voices) and 177 negative clips
 (near misses and sentences by the 3 make-clips voices), clean and pink / white / babble at
@@ -66,6 +67,7 @@ import whisper_onnx as WO
 WIN = 3 * C.SR
 NONE_TOKEN = "<|nocaptions|>"
 TRAIN_NOISES = ("pink", "white", "brown", "babble")
+TRAIN_SNR_DB = (0.0, 25.0)   # a noisy copy's SNR over the speech, uniform in this range
 TEST_NOISES = ("pink", "white", "babble")
 TEST_SNRS = (20, 10, 5)
 TEST_TAIL_S = 0.1            # test utterances end this long before the window's end
@@ -191,6 +193,17 @@ def place(x, tail):
     return w
 
 
+def tail_of(r, late=None):
+    """Samples between a training clip's end and its window's end (place's tail): uniform in
+    -0.25..0.3 s, so the speech ends 0.05-0.6 s before the window's end, where stage 1 fires in
+    quiet. late = (share, max_s): that share of the windows instead ends 0.3..max_s s after the
+    clip, as when stage 1 fires late in babble (the command early in the window, more noise after
+    it)."""
+    if late is not None and r.random() < late[0]:
+        return int(r.integers(int(0.3 * C.SR), int(late[1] * C.SR)))
+    return int(r.integers(-int(0.25 * C.SR), int(0.3 * C.SR)))
+
+
 def speech_power(x):
     a, b = augment.speech_bounds(x * 32768)
     return float(np.mean(np.asarray(x[a:b], np.float64) ** 2)) + 1e-12
@@ -205,6 +218,15 @@ def babble(rng, sources, n=WIN, talkers=4):
         st = int(rng.integers(0, n - len(seg) + 1))
         nz[st:st + len(seg)] += seg
     return nz / (nz.std() + 1e-9)
+
+
+def noise_kind(r, babble_share=None):
+    """The noise of one noisy training copy: one of TRAIN_NOISES, uniformly (babble_share None),
+    or babble with probability babble_share and else one of the other three uniformly."""
+    if babble_share is None:
+        return TRAIN_NOISES[int(r.integers(len(TRAIN_NOISES)))]
+    others = [k for k in TRAIN_NOISES if k != "babble"]
+    return "babble" if r.random() < babble_share else others[int(r.integers(len(others)))]
 
 
 def mix(w, p_speech, kind, snr, rng, bab_sources):
@@ -584,6 +606,14 @@ def main():
     ap.add_argument("--no-voices", action="store_true", help="espeak-ng only (no verifier_voices.py clips)")
     ap.add_argument("--encoder-top", type=int, default=0, help="also fine-tune this many top encoder layers (LoRA "
                     "on their linear layers, like the decoder's; with --lora or --init-lora)")
+    ap.add_argument("--babble-share", type=float, default=None, help="share of the noisy training copies with "
+                    "babble (default: a quarter, each of TRAIN_NOISES alike)")
+    ap.add_argument("--snr", type=lambda v: tuple(float(x) for x in v.split(",")), default=TRAIN_SNR_DB,
+                    metavar="LO,HI", help=f"SNR range (dB over the speech) of the noisy training copies "
+                    f"(default {TRAIN_SNR_DB[0]:g},{TRAIN_SNR_DB[1]:g})")
+    ap.add_argument("--late", type=lambda v: tuple(float(x) for x in v.split(",")), default=None,
+                    metavar="SHARE,MAX_S", help="that share of the training windows end 0.3..MAX_S s after their "
+                    "clip instead of -0.25..0.3 s (tail_of)")
     ap.add_argument("--baseline-lora", default=str(C.REF / "verifier_lora.npz"),
                     help="LoRA scored beside the new one on the neural-voice check sets ('' for none)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OUTPOST_ORT_THREADS", "2")))
@@ -636,17 +666,17 @@ def main():
             if (c > 0 or lab == C.NONE) and r.random() < AUG_P:
                 x = augmented(x0, r, src.split()[0])
                 p = speech_power(x)
-            w = place(x, int(r.integers(-int(0.25 * C.SR), int(0.3 * C.SR))))
-            kind = None if (c == 0 and lab != C.NONE) or r.random() < 0.15 else TRAIN_NOISES[int(r.integers(len(TRAIN_NOISES)))]
-            windows.append(mix(w, p, kind, float(r.uniform(0, 25)), r, bab_sources))
+            w = place(x, tail_of(r, a.late))
+            kind = None if (c == 0 and lab != C.NONE) or r.random() < 0.15 else noise_kind(r, a.babble_share)
+            windows.append(mix(w, p, kind, float(r.uniform(*a.snr)), r, bab_sources))
             labels.append(lab)
     for i, (x, _) in enumerate(rec):
         r = np.random.default_rng(seed("rec", i))
         if r.random() < AUG_P:
             x = augmented(x, r, "recorded")
-        w = place(x, int(r.integers(-int(0.25 * C.SR), int(0.3 * C.SR))))
-        kind = None if r.random() < 0.3 else TRAIN_NOISES[int(r.integers(len(TRAIN_NOISES)))]
-        windows.append(mix(w, speech_power(x), kind, float(r.uniform(0, 25)), r, bab_sources))
+        w = place(x, tail_of(r, a.late))
+        kind = None if r.random() < 0.3 else noise_kind(r, a.babble_share)
+        windows.append(mix(w, speech_power(x), kind, float(r.uniform(*a.snr)), r, bab_sources))
         labels.append(C.NONE)
     for i in range(300):
         r = np.random.default_rng(seed("noise", i))
@@ -663,7 +693,10 @@ def main():
         f"of {a.voices} espeak-ng training voices, the rest of {', '.join(e for e in engines if e != 'espeak') or 'no other engine'}); "
         f"{n_none} none: {len(synth_clips) - n_pos} synthetic near misses and sentences, {len(rec)} Asterisk it/ru prompts, "
         f"300 noise-only; {int(100 * AUG_P)} % of the copies (not a command clip's first) through "
-        f"augment.random_effects_v3); made in {time.time() - t0:.0f} s")
+        f"augment.random_effects_v3); noisy copies at {a.snr[0]:g}-{a.snr[1]:g} dB SNR, "
+        f"{'a quarter' if a.babble_share is None else f'{100 * a.babble_share:.0f} %'} of them babble; "
+        f"{'' if a.late is None else f'{100 * a.late[0]:.0f} % of the windows ending 0.3-{a.late[1]:g} s after their clip; '}"
+        f"made in {time.time() - t0:.0f} s")
     t0 = time.time()
     enc_states = encode_all(enc, windows, "training windows")
     del windows
