@@ -72,6 +72,14 @@ class Windows(unittest.TestCase):
         self.assertAlmostEqual(kinds.count("babble") / len(kinds), 0.5, delta=0.03)
         self.assertEqual(set(kinds), set(VT.TRAIN_NOISES))
 
+    def test_a_range_option_takes_two_numbers_and_refuses_anything_else(self):
+        import argparse
+        import verifier_train as VT
+        self.assertEqual(VT.float_pair("-3,25"), (-3.0, 25.0))
+        for bad in ("0.3", "1,2,3", "a,b"):
+            with self.assertRaisesRegex(argparse.ArgumentTypeError, "expected two numbers"):
+                VT.float_pair(bad)
+
     def test_noise_is_mixed_at_the_requested_snr(self):
         import verifier_train as VT
         rng = np.random.default_rng(1)

@@ -220,6 +220,15 @@ def babble(rng, sources, n=WIN, talkers=4):
     return nz / (nz.std() + 1e-9)
 
 
+def float_pair(text):
+    """argparse type of "A,B" (two numbers): (A, B); anything else is refused, saying so."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected two numbers as A,B (e.g. 0.3,1.5)") from None
+    return lo, hi
+
+
 def noise_kind(r, babble_share=None):
     """The noise of one noisy training copy: one of TRAIN_NOISES, uniformly (babble_share None),
     or babble with probability babble_share and else one of the other three uniformly."""
@@ -608,10 +617,10 @@ def main():
                     "on their linear layers, like the decoder's; with --lora or --init-lora)")
     ap.add_argument("--babble-share", type=float, default=None, help="share of the noisy training copies with "
                     "babble (default: a quarter, each of TRAIN_NOISES alike)")
-    ap.add_argument("--snr", type=lambda v: tuple(float(x) for x in v.split(",")), default=TRAIN_SNR_DB,
+    ap.add_argument("--snr", type=float_pair, default=TRAIN_SNR_DB,
                     metavar="LO,HI", help=f"SNR range (dB over the speech) of the noisy training copies "
                     f"(default {TRAIN_SNR_DB[0]:g},{TRAIN_SNR_DB[1]:g})")
-    ap.add_argument("--late", type=lambda v: tuple(float(x) for x in v.split(",")), default=None,
+    ap.add_argument("--late", type=float_pair, default=None,
                     metavar="SHARE,MAX_S", help="that share of the training windows end 0.3..MAX_S s after their "
                     "clip instead of -0.25..0.3 s (tail_of)")
     ap.add_argument("--baseline-lora", default=str(C.REF / "verifier_lora.npz"),
@@ -620,6 +629,12 @@ def main():
     ap.add_argument("--out", default=None, help="directory of the ONNX files (default CACHE/verifier)")
     ap.add_argument("--report", default=str(Path(__file__).resolve().parent.parent / "verifier_train.md"))
     a = ap.parse_args()
+    if a.snr[0] >= a.snr[1]:
+        ap.error(f"--snr {a.snr[0]:g},{a.snr[1]:g}: expected LO < HI (dB)")
+    if a.late is not None and not (0 < a.late[0] <= 1 and a.late[1] > 0.3):
+        ap.error(f"--late {a.late[0]:g},{a.late[1]:g}: expected a share in (0, 1] and MAX_S above 0.3 s")
+    if a.babble_share is not None and not 0 <= a.babble_share <= 1:
+        ap.error(f"--babble-share {a.babble_share:g}: expected a share in [0, 1]")
     import verifier_check as VC
 
     out = Path(a.out) if a.out else C.CACHE / "verifier"
