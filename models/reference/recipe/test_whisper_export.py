@@ -71,6 +71,20 @@ class WhisperExport(unittest.TestCase):
         self.assertEqual(self.m.prompt(), [50257, 50362])
         self.assertTrue(np.all(np.isfinite(self.m.weights["decoder/embeddings/weight"])))
 
+    def test_multilingual_prompt_names_english_and_transcription(self):
+        # Whisper base (multilingual: 51865 tokens) needs the language and the task in its prompt;
+        # the ids are those of openai/whisper's multilingual tokenizer.
+        import whisper_ct2
+        m = object.__new__(whisper_ct2.WhisperCT2)
+        m.n_vocab = 51865
+        m.vocab = ["x"] * 51865
+        for tok, i in (("<|startoftranscript|>", 50258), ("<|en|>", 50259), ("<|transcribe|>", 50359),
+                       ("<|notimestamps|>", 50363)):
+            m.vocab[i] = tok
+        self.assertTrue(m.multilingual)
+        self.assertEqual(m.prompt(), [50258, 50259, 50359, 50363])
+        self.assertFalse(self.m.multilingual)
+
     def test_onnx_matches_ctranslate2_on_a_clip(self):
         import verifier_check as V
         import whisper_onnx as WO

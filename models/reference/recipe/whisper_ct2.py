@@ -112,9 +112,17 @@ class WhisperCT2:
         """Token ids of `text` (no special tokens)."""
         return self.tokenizer().encode(text, add_special_tokens=False).ids
 
+    @property
+    def multilingual(self):
+        """True for the multilingual models (base, ...): 51865 tokens or more, the test of
+        openai/whisper's `Whisper.is_multilingual`; the English-only ones (tiny.en) have 51864."""
+        return self.n_vocab >= 51865
+
     def prompt(self):
-        """The decoder prompt of tiny.en: <|startoftranscript|><|notimestamps|>."""
-        return [self.token_id("<|startoftranscript|>"), self.token_id("<|notimestamps|>")]
+        """The decoder prompt: <|startoftranscript|><|notimestamps|> for an English-only model,
+        <|startoftranscript|><|en|><|transcribe|><|notimestamps|> for a multilingual one."""
+        mid = ["<|en|>", "<|transcribe|>"] if self.multilingual else []
+        return [self.token_id(t) for t in ["<|startoftranscript|>", *mid, "<|notimestamps|>"]]
 
     def eot(self):
         return self.token_id("<|endoftext|>")
