@@ -85,6 +85,31 @@ class WhisperExport(unittest.TestCase):
         self.assertEqual(m.prompt(), [50258, 50259, 50359, 50363])
         self.assertFalse(self.m.multilingual)
 
+    def test_decoder_batch_scores_each_sequence_as_if_alone(self):
+        # The decoder runs once per distinct prefix (a tree of the batch's sequences): shared
+        # first words, one sequence a prefix of another, different lengths and padding must
+        # give every sequence the score it gets scored alone.
+        import verifier_check as V
+        import whisper_onnx as WO
+        tok = self.m.tokenizer()
+        seqs = [tok.encode(t, add_special_tokens=False).ids
+                for t in (" Lights on.", " Lights off.", " Lights", " Volume up.", " Stop.", " Go ahead now.")]
+        seqs.append([self.m.token_id("<|nocaptions|>")])
+        enc = np.random.default_rng(7).standard_normal((1, 150, 384)).astype(np.float32)
+        dec = session(WO.build_decoder(self.m))
+
+        def run(batch):
+            tokens, targets, mask = V.decoder_batch(self.m, batch)
+            return dec.run(None, {"encoder_states": enc, "tokens": tokens, "targets": targets, "mask": mask})
+
+        sc, tl, tm = run(seqs)
+        for i, s in enumerate(seqs):
+            one, tl1, tm1 = run([s])
+            self.assertLess(abs(sc[i] - one[0]), 1e-4, f"sequence {i}")
+            np.testing.assert_allclose(tl[i, :tl1.shape[1]], tl1[0], atol=1e-4)
+            np.testing.assert_allclose(tm[i, :tm1.shape[1]], tm1[0], atol=1e-4)
+            self.assertTrue(np.all(tl[i, tl1.shape[1]:] == 0))
+
     def test_onnx_matches_ctranslate2_on_a_clip(self):
         import verifier_check as V
         import whisper_onnx as WO

@@ -19,10 +19,12 @@ decoder's weights are stored in float16, as the CT2 file ships them, and cast at
                         (0 where mask is 0), token_margin [B, L] (log p(target) - max over the
                         vocabulary of log p: 0 where the target is the greedy choice; 0 where
                         mask is 0). Teacher-forced: one call scores all candidates.
-                        Only the rows with mask 1 go through the 51864-way output projection
-                        (NonZero + Gather), once per distinct prefix (Unique: every
-                        candidate's first token follows the same prompt), so its cost is that
-                        of the distinct scored prefixes.
+                        Causal, so a position's state depends only on its prefix: the decoder
+                        runs once per distinct prefix up to a scored position (Unique), as one
+                        sequence of tree nodes each attending to its ancestors, and only the
+                        scored nodes go through the 51864-way output projection. Its cost is
+                        that of the distinct prefixes (12 commands + none: 35 nodes, 34
+                        projected, for 13 x 5 positions), the same scores as the padded batch.
 
 `mel_numpy` is the numpy reference of the front end (checked against the ONNX graph).
 
@@ -259,12 +261,35 @@ def build_decoder(m):
     shp = g.op("Shape", ["tokens"])
     L = g.op("Gather", [shp, g.i64(1)], axis=0)
     pos_idx = g.op("Range", [g.i64(0), L, g.i64(1)])
-    x = g.op("Add", [g.op("Gather", [emb, "tokens"], axis=0),
-                     g.op("Gather", [g.const(W["decoder/position_encodings/encodings"], "pos"), pos_idx], axis=0)])
-    # causal bias [L, L]: 0 on and below the diagonal, -1e9 above
     r = g.op("Unsqueeze", [pos_idx, g.i64([1])])
     c = g.op("Unsqueeze", [pos_idx, g.i64([0])])
-    bias = g.op("Where", [g.op("Greater", [c, r]), g.const(np.float32(-1e9)), g.const(np.float32(0.0))])
+    # Causal: the state at (b, j) depends only on its prefix, prefix[b, j, k] = tokens[b, k] for
+    # k <= j, else -1 ([B * L, L]). The batch's candidates share most prefixes (the prompt, every
+    # first word after it, `Lights`, `Volume`), so the decoder runs once per distinct prefix, as
+    # one sequence of tree nodes ([1, U, d]; the 12 reference commands + none: 35 nodes for
+    # 13 x 5 positions), each node attending to its ancestors and itself, at the position of
+    # its depth. Only the prefixes up to a scored position (mask 1) are needed.
+    prefix = g.op("Where", [g.op("Greater", [c, r]), g.i64(-1), g.op("Unsqueeze", ["tokens", g.i64([1])])])
+    prefix = g.op("Reshape", [prefix, g.op("Concat", [g.i64([-1]), g.op("Unsqueeze", [L, g.i64([0])])], axis=0)])
+    need = g.op("Greater", [g.op("CumSum", ["mask", g.i64(1)], reverse=1), g.const(np.float32(0.0))])
+    need = g.op("Reshape", [g.op("NonZero", [g.op("Reshape", [need, g.i64([-1])])]), g.i64([-1])])
+    nodes = g.op("Unique", [g.op("Gather", [prefix, need], axis=0)], n_out=4, axis=0, sorted=1)[0]   # [U, L]
+    depth = g.op("Sub", [g.op("ReduceSum", [g.op("Cast", [g.op("GreaterOrEqual", [nodes, g.i64(0)])], to=TensorProto.INT64),
+                                            g.i64([1])], keepdims=0), g.i64(1)])               # [U]
+    last = g.op("Reshape", [g.op("GatherElements", [nodes, g.op("Unsqueeze", [depth, g.i64([1])])], axis=1), g.i64([-1])])
+
+    def matches(a, b, prefix):
+        """[|a|, |b|] bool: row j of b equals row i of a (prefix: or is a prefix of it, b's -1 ending)."""
+        bb = g.op("Unsqueeze", [b, g.i64([0])])
+        ok = g.op("Equal", [g.op("Unsqueeze", [a, g.i64([1])]), bb])
+        if prefix:
+            ok = g.op("Or", [g.op("Equal", [bb, g.i64(-1)]), ok])
+        return g.op("ReduceMin", [g.op("Cast", [ok], to=TensorProto.INT32)], axes=[2], keepdims=0)   # opset 17: axes attribute
+
+    bias = g.op("Where", [g.op("Cast", [matches(nodes, nodes, True)], to=TensorProto.BOOL), g.const(np.float32(0.0)), g.const(np.float32(-1e9))])   # [U, U]
+    x = g.op("Add", [g.op("Gather", [emb, last], axis=0),                  # each node's own token
+                     g.op("Gather", [g.const(W["decoder/position_encodings/encodings"], "pos"), depth], axis=0)])
+    x = g.op("Unsqueeze", [x, g.i64([0])])                                   # [1, U, d]
     for i in range(m.n_dec):
         p = f"decoder/layer_{i}"
         h = g.layer_norm(x, W, p + "/self_attention/layer_norm")
@@ -278,19 +303,16 @@ def build_decoder(m):
         a = g.attend(q, k, v, H, d)
         x = g.op("Add", [x, g.linear(a, W[p + "/attention/linear_2/weight"], W[p + "/attention/linear_2/bias"])])
         x = g.op("Add", [x, ffn(g, x, W, p + "/ffn")])
-    x = g.layer_norm(x, W, "decoder/layer_norm")                             # [B, L, d]
+    x = g.layer_norm(x, W, "decoder/layer_norm")                             # [1, U, d]
     flat = g.op("Reshape", [x, g.i64([-1, d])])
     mflat = g.op("Reshape", ["mask", g.i64([-1])])
     rows = g.op("Reshape", [g.op("NonZero", [mflat]), g.i64([-1])])         # scored positions [P]
-    # Causal: a position's state depends only on the tokens up to it, so scored positions with
-    # equal prefixes (every candidate's first token follows the same prompt; shared words) share
-    # one row of the 51864-way output projection, the decoder's main cost (48 -> 34 rows for the
-    # 12 reference commands + none). prefix[b, j, k] = tokens[b, k] for k <= j, else -1.
-    prefix = g.op("Where", [g.op("Greater", [c, r]), g.i64(-1), g.op("Unsqueeze", ["tokens", g.i64([1])])])
-    prefix = g.op("Gather", [g.op("Reshape", [prefix, g.op("Concat", [g.i64([-1]), g.op("Unsqueeze", [L, g.i64([0])])], axis=0)]), rows], axis=0)
-    _, first, inverse, _ = g.op("Unique", [prefix], n_out=4, axis=0, sorted=1)   # [U], [P]
-    hsel = g.op("Gather", [flat, g.op("Gather", [rows, first], axis=0)], axis=0)   # [U, d]
-    logits = g.op("Gemm", [hsel, emb], transB=1)                            # [U, V]
+    # Each scored position's node; only those nodes go through the 51864-way output projection,
+    # the decoder's main cost (34 rows for the reference commands).
+    node = g.op("ArgMax", [matches(g.op("Gather", [prefix, rows], axis=0), nodes, False)], axis=1, keepdims=0)   # [P]
+    first, _, inverse, _ = g.op("Unique", [node], n_out=4, sorted=1)        # [S], [P]
+    hsel = g.op("Gather", [flat, first], axis=0)                            # [S, d]
+    logits = g.op("Gemm", [hsel, emb], transB=1)                            # [S, V]
     logp = g.op("LogSoftmax", [logits], axis=-1)
     tsel = g.op("Gather", [g.op("Reshape", ["targets", g.i64([-1])]), rows], axis=0)
     pairs = g.op("Concat", [g.op("Unsqueeze", [inverse, g.i64([1])]), g.op("Unsqueeze", [tsel, g.i64([1])])], axis=1)
