@@ -35,7 +35,7 @@ pub fn design_budget_us(stage: Stage) -> u32 {
         Stage::Head => 1_000,
         Stage::Write => 1_000,
         Stage::Total => 30_000,
-        // One verification's compute: 60 ms p50 / 64 ms p99 measured on one x86-64
+        // One verification's compute: 55 ms p50 / 62 ms p99 measured on one x86-64
         // core (`cargo run --release -p outpost-runtime --example verifier_bench`); the
         // bundle's `verifier.budget_us` replaces it.
         Stage::Verifier => 100_000,

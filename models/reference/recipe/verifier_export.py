@@ -18,7 +18,7 @@ window, plus verifier.json, the bundle manifest's `verifier` section
               speech from 383 to 223 ms p50, with no false accept on 28.7 min of held-out recorded
               speech (stream_check.py, models/reference/stream_check.md); `outpost-provision build
               --verifier` puts it in the bundle's pipeline.decision,
-   "budget_us": compute budget per verification (100 000: 60 ms p50 / 64 ms p99 measured on one
+   "budget_us": compute budget per verification (100 000: 55 ms p50 / 62 ms p99 measured on one
                 x86-64 core by `cargo run --release -p outpost-runtime --example verifier_bench`),
    "check": {"clip": path under .outpost/clips, "tail_samples": n, "scores": [per label]}}
 
