@@ -52,11 +52,16 @@
 //!   end of its utterance as without it. It is made whatever the load (skipping it
 //!   when the verifier is busy made the verdict depend on the load: the e2e
 //!   reproducibility test caught it); only a refusal or deadline miss of it, under
-//!   overload, leaves the decision to the later window. Either way a trigger gets
-//!   exactly one `Verification` (the first of its jobs to answer claims it: a refusal
-//!   or deadline miss of the one at the end silences the early one). Within a stream
-//!   verifications run in order, so the one at the end of the utterance never starts
-//!   before the early one has finished.
+//!   overload, leaves the decision to the later window. Within a stream verifications
+//!   run in order, so the one at the end of the utterance never starts before the
+//!   early one has finished, and when the utterance ends while the early one is still
+//!   queued or running, its verification is **deferred**: admitted only when the early
+//!   one ends, and dropped unrun if that one answered. Admitted at once, it was
+//!   charged the early one's run ahead of it, and its refusal answered the trigger
+//!   before the early verdict could: on a CPU where one verification takes most of
+//!   the deadline, 6 or 7 of 8 triggers were refused so (`docs/performance.md`).
+//!   Either way a trigger gets exactly one `Verification` (the first of its jobs to
+//!   answer claims it).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -296,9 +301,10 @@ struct VerifyJob {
     pass: Pass,
     /// Set by whichever of the trigger's verifications answers it first (exactly one
     /// `Verification` per trigger): when the early one answered a command, the one at
-    /// the end of the utterance is dropped unrun; when the one at the end was refused or
-    /// missed its deadline while the early one still waited, the early one stays
-    /// silent. Shared by both ([`VerifyJob::answers_trigger`]).
+    /// the end of the utterance is dropped unrun; when the one at the end missed its
+    /// deadline or was refused (a stream closed with both queued) while the early one
+    /// still waited, the early one stays silent. Shared by both
+    /// ([`VerifyJob::answers_trigger`]).
     settled: Arc<AtomicBool>,
 }
 
@@ -327,6 +333,8 @@ struct PendingTrigger {
     trigger_seq: u32,
     trigger_label: u8,
     frames_waited: u32,
+    /// Its early verification is queued or running.
+    early: bool,
     /// Shared with the trigger's verification jobs ([`VerifyJob::settled`]).
     settled: Arc<AtomicBool>,
 }
@@ -438,6 +446,10 @@ struct VerifyQueue {
     rings: HashMap<StreamKey, VecDeque<i16>>,
     /// Per stream, a trigger waiting for the end of its utterance.
     pending: HashMap<StreamKey, PendingTrigger>,
+    /// By stream and trigger request id, the verification at the end of an utterance
+    /// whose early verification was still queued or running: admitted when that one
+    /// ends, unless it answered ([`release_deferred`]).
+    deferred: HashMap<(StreamKey, u32), Arc<Slot<VerifyJob>>>,
     window: usize,
     cfg: VerifyConfig,
     estimate: ComputeEstimator,
@@ -552,6 +564,7 @@ impl<S: Send + 'static> Scheduler<S> {
                 }),
                 rings: HashMap::new(),
                 pending: HashMap::new(),
+                deferred: HashMap::new(),
                 window: verifiers[0].window_samples(),
                 estimate: ComputeEstimator::new(
                     vcfg.initial_wcet_us,
@@ -710,6 +723,24 @@ impl<S: Send + 'static> Scheduler<S> {
     /// trigger on a frame processed after the close is not verified.
     pub fn close_stream(&self, key: StreamKey) -> Option<(u32, u32)> {
         let mut q = self.shared.lock();
+        if !q.edf.is_open(key) {
+            return None;
+        }
+        // A verification deferred behind its early one is admitted now, as it would
+        // have been without the early one.
+        let mut refused = Vec::new();
+        if let Some(v) = &mut q.verify {
+            let mut ids: Vec<u32> = v
+                .deferred
+                .keys()
+                .filter(|k| k.0 == key)
+                .map(|k| k.1)
+                .collect();
+            ids.sort_unstable();
+            for rid in ids {
+                refused.extend(release_deferred(v, key, rid).err());
+            }
+        }
         let mut counts = q.edf.close(key)?;
         if let Some(v) = &mut q.verify {
             counts.1 = v.edf.close(key).map_or(0, |(_, detections)| detections);
@@ -717,6 +748,12 @@ impl<S: Send + 'static> Scheduler<S> {
             v.pending.remove(&key);
         }
         q.states.remove(&key);
+        drop(q);
+        for r in refused {
+            r.answer(&self.shared);
+        }
+        self.shared.verify_work.notify_one();
+        self.shared.timer.notify_one();
         Some(counts)
     }
 
@@ -731,6 +768,7 @@ impl<S: Send + 'static> Scheduler<S> {
             for s in v.edf.drop_connection(conn) {
                 s.answered.store(true, Ordering::SeqCst);
             }
+            v.deferred.retain(|k, _| k.0.conn != conn);
             v.rings.retain(|k, _| k.conn != conn);
             v.pending.retain(|k, _| k.conn != conn);
         }
@@ -880,7 +918,19 @@ fn timer_loop<S>(sh: Arc<Shared<S>>) {
                 .0;
             continue;
         }
+        // An early verification expired unrun: the one deferred behind it goes on.
+        let mut refused = Vec::new();
+        if let Some(v) = q.verify.as_mut() {
+            for (key, slot) in &v_expired {
+                if let Pass::Early(_) = slot.job.pass {
+                    refused.extend(release_deferred(v, *key, slot.job.request_id).err());
+                }
+            }
+        }
         drop(q);
+        for r in refused {
+            r.answer(&sh);
+        }
         for (_, slot) in expired.iter().chain(&overrun) {
             if slot.claim() {
                 slot.cancel();
@@ -1085,16 +1135,7 @@ fn worker<P: FrameProcessor>(sh: Arc<Shared<P::State>>, mut proc_: P) {
                 sh.verify_work.notify_one();
                 sh.timer.notify_one();
             }
-            // (an early verification still to run stays silent after this refusal)
-            Some(Err(refused)) if refused.slot.job.answers_trigger() => {
-                sh.counters
-                    .verify_rejections
-                    .fetch_add(1, Ordering::Relaxed);
-                refused
-                    .slot
-                    .answer(&sh, VerifyOutcome::Rejected(refused.reason), 0, 0);
-            }
-            Some(Err(_)) => {}
+            Some(Err(refused)) => refused.answer(&sh),
             None => {}
         }
     }
@@ -1118,11 +1159,26 @@ struct Refused {
     reason: RejectReason,
 }
 
+impl Refused {
+    /// Answers the trigger `Rejected`, unless another of its verifications has.
+    fn answer<S>(self, sh: &Shared<S>) {
+        if self.slot.job.answers_trigger() {
+            sh.counters
+                .verify_rejections
+                .fetch_add(1, Ordering::Relaxed);
+            self.slot
+                .answer(sh, VerifyOutcome::Rejected(self.reason), 0, 0);
+        }
+    }
+}
+
 /// Stage 2's part of a processed frame, under the scheduler lock: a trigger (taken out
 /// of the frame's answer) waits for the end of its utterance, the first frame from the
 /// trigger on whose VAD probability is below [`VerifyConfig::end_of_speech_vad`], or
 /// [`VerifyConfig::max_wait_frames`] frames; on that frame the verification is made and
-/// admitted ([`admit_verification`]), unless an early verification answered already.
+/// admitted ([`admit_verification`]), unless an early verification answered already,
+/// or deferred while the trigger's early verification is queued or running
+/// ([`release_deferred`] admits it when that one ends).
 /// With [`VerifyConfig::early_theta`], a trigger frame that does not end its utterance
 /// is verified early as well, whatever the load, so the same audio gets the same
 /// verdict (a refusal of that one is silent).
@@ -1143,6 +1199,7 @@ fn on_processed_frame(
                 trigger_seq: f.seq,
                 trigger_label: d.label as u8,
                 frames_waited: 0,
+                early: false,
                 settled: Arc::new(AtomicBool::new(false)),
             }
         });
@@ -1153,20 +1210,56 @@ fn on_processed_frame(
     if !v.cfg.utterance_ended(out.vad_prob, p.frames_waited) {
         let early = v.cfg.early_theta.filter(|_| new_trigger)?;
         let job = p.job(Pass::Early(early));
-        return match admit_verification(v, frame, job) {
-            Some(Err(refused)) => {
+        let slot = make_verification(v, frame, job)?;
+        return match admit_verification(v, slot) {
+            Err(refused) => {
                 // Silent: the verification at the end of the utterance answers.
                 refused.slot.answered.store(true, Ordering::SeqCst);
                 None
             }
-            admitted => admitted,
+            Ok(()) => {
+                if let Some(p) = v.pending.get_mut(&f.key) {
+                    p.early = true;
+                }
+                Some(Ok(()))
+            }
         };
     }
     let p = v.pending.remove(&f.key)?;
     if p.settled.load(Ordering::SeqCst) {
         return None;
     }
-    admit_verification(v, frame, p.job(Pass::Final))
+    let slot = make_verification(v, frame, p.job(Pass::Final))?;
+    if p.early {
+        // Admitted now, the early verification ahead of it would be charged to it, and
+        // its refusal would answer the trigger before the early verdict could.
+        v.deferred.insert((f.key, p.request_id), slot);
+        return None;
+    }
+    Some(admit_verification(v, slot))
+}
+
+/// The early verification of trigger `request_id` on stream `key` ended (answered,
+/// silent, failed, or expired unrun): the verification at the end of its utterance,
+/// if deferred behind it, is dropped when the early one answered the trigger, else
+/// admitted now (`Err` to be answered once the lock is released). Called under the
+/// scheduler lock.
+fn release_deferred(v: &mut VerifyQueue, key: StreamKey, request_id: u32) -> Result<(), Refused> {
+    if let Some(p) = v
+        .pending
+        .get_mut(&key)
+        .filter(|p| p.request_id == request_id)
+    {
+        p.early = false;
+    }
+    let Some(slot) = v.deferred.remove(&(key, request_id)) else {
+        return Ok(());
+    };
+    if slot.job.settled.load(Ordering::SeqCst) {
+        slot.claim();
+        return Ok(());
+    }
+    admit_verification(v, slot)
 }
 
 impl PendingTrigger {
@@ -1191,15 +1284,15 @@ struct TriggerJob {
     settled: Arc<AtomicBool>,
 }
 
-/// Makes the verification of trigger `p` on the window that ends with `frame` and
-/// admits it into stage 2's queue, or gives it back refused. `None` when the stream
-/// was closed while the frame ran: nobody waits for its commands any more. Called under
-/// the scheduler lock.
-fn admit_verification(
+/// The verification of trigger `p` on the window that ends with `frame`, due the
+/// verification deadline after the frame's arrival. `None` when the stream was closed
+/// while the frame ran: nobody waits for its commands any more. Called under the
+/// scheduler lock.
+fn make_verification(
     v: &mut VerifyQueue,
     frame: &Slot,
     p: TriggerJob,
-) -> Option<Result<(), Refused>> {
+) -> Option<Arc<Slot<VerifyJob>>> {
     let f = &frame.job;
     if !v.edf.is_open(f.key) {
         log::debug!(
@@ -1231,14 +1324,21 @@ fn admit_verification(
         f.arrived,
         deadline,
     ));
-    if let Admission::Reject { reason, .. } = v.edf.admit(f.key, deadline, v.estimate.cost()) {
-        return Some(Err(Refused { slot, reason }));
+    Some(slot)
+}
+
+/// Admits a verification into stage 2's queue, or gives it back refused (a closed
+/// stream's as `QueueFull`). Called under the scheduler lock.
+fn admit_verification(v: &mut VerifyQueue, slot: Arc<Slot<VerifyJob>>) -> Result<(), Refused> {
+    let (key, deadline) = (slot.job.key, slot.deadline);
+    if let Admission::Reject { reason, .. } = v.edf.admit(key, deadline, v.estimate.cost()) {
+        return Err(Refused { slot, reason });
     }
     // Open and admitted (its stream queue has room): the push succeeds.
-    Some(v.edf.push(f.key, deadline, slot).map_err(|slot| Refused {
+    v.edf.push(key, deadline, slot).map_err(|slot| Refused {
         slot,
         reason: RejectReason::QueueFull,
-    }))
+    })
 }
 
 /// A verifier worker: picks stage 2's earliest-deadline verification, runs it, and
@@ -1343,10 +1443,18 @@ fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
             }
         };
         let detected = matches!(outcome, Some((VerifyOutcome::Detected(_), _)));
+        let mut released = Ok(());
         if let Some(v) = &mut sh.lock().verify {
             v.edf.finish(picked.key, true, detected);
+            if let Pass::Early(_) = job.pass {
+                released = release_deferred(v, picked.key, job.request_id);
+            }
         }
         sh.verify_work.notify_one();
+        sh.timer.notify_one();
+        if let Err(refused) = released {
+            refused.answer(&sh);
+        }
         if let Some((outcome, compute_us)) = outcome {
             let late = Instant::now() + guard > slot.deadline;
             let outcome = match outcome {

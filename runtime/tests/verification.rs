@@ -39,6 +39,8 @@ const WEAK: i16 = 5555;
 const WEAK_MARGIN: f32 = 3.0;
 /// As [`ACCEPT`] after 150 ms of compute.
 const SLOW_ACCEPT: i16 = 6666;
+/// As [`WEAK`] after 150 ms of compute.
+const SLOW_WEAK: i16 = 7777;
 const EARLY_THETA: f32 = 4.0;
 const VERIFIED_LABEL: usize = 2;
 /// The fake verifier's window: 3 frames.
@@ -140,12 +142,12 @@ impl WindowVerifier for FakeVerifier {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        if last[1] == SLOW_ACCEPT {
+        if last[1] == SLOW_ACCEPT || last[1] == SLOW_WEAK {
             std::thread::sleep(Duration::from_millis(150));
         }
         let margin = match last[1] {
             ACCEPT | SLOW_ACCEPT => 9.0,
-            WEAK => WEAK_MARGIN,
+            WEAK | SLOW_WEAK => WEAK_MARGIN,
             _ => -1.5,
         };
         Ok(VerifyOutput {
@@ -577,7 +579,7 @@ fn an_early_verification_that_misses_its_deadline_is_silent_and_the_end_of_the_u
 }
 
 #[test]
-fn a_trigger_whose_end_of_utterance_verification_is_refused_gets_only_the_refusal() {
+fn an_utterance_that_ends_while_its_early_verification_runs_waits_for_the_early_verdict() {
     let r = rig(VerifyConfig {
         early_theta: Some(EARLY_THETA),
         ..config(1000, 1)
@@ -585,30 +587,89 @@ fn a_trigger_whose_end_of_utterance_verification_is_refused_gets_only_the_refusa
     let (a, b) = (key(1), key(2));
     r.sched.open_stream(a).unwrap();
     r.sched.open_stream(b).unwrap();
-    // A's early verification takes the verifier for 150 ms (and would accept) ...
+    // A's early verification takes the verifier for 150 ms (and accepts) ...
     r.speech(a, 0, TRIGGER, SLOW_ACCEPT);
     std::thread::sleep(Duration::from_millis(20));
     // ... B's verification fills the one-place queue ...
     r.frame(b, 0, TRIGGER, ACCEPT);
-    // ... so the verification at the end of A's utterance is refused at once.
+    // ... and A's utterance ends: its verification waits for the early verdict instead
+    // of being refused at once (a refusal would have answered A before its command).
     r.frame(a, 1, 0, 0);
     let v = r.wait_verifications(2);
     std::thread::sleep(Duration::from_millis(300));
     let v_all = r.sink.verifications.lock().unwrap().clone();
     assert_eq!(v_all.len(), 2, "one answer per trigger: {v_all:?}");
-    let of = |id: u32| {
-        v.iter()
-            .find(|(i, _, _)| *i == id)
-            .map(|(_, ver, _)| ver.outcome)
-    };
+    let of = |id: u32| v.iter().find(|(i, _, _)| *i == id).map(|(_, ver, _)| *ver);
+    let va = of(1001).expect("A answered");
     assert_eq!(
-        of(1001),
-        Some(VerifyOutcome::Rejected(RejectReason::QueueFull)),
-        "A: the refusal, and not the early verdict after it"
+        (va.trigger_seq, va.end_seq),
+        (0, 0),
+        "the early window answers"
     );
+    assert_eq!(detected_label(va.outcome), Some(VERIFIED_LABEL as u8));
     assert_eq!(
-        detected_label(of(2001).unwrap()),
+        detected_label(of(2001).unwrap().outcome),
+        Some(VERIFIED_LABEL as u8)
+    );
+    assert_eq!(r.counters.verify_rejections.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        r.windows.lock().unwrap().len(),
+        2,
+        "the end of A's utterance goes unverified"
+    );
+}
+
+#[test]
+fn a_deferred_verification_runs_when_the_early_verdict_is_silent() {
+    let r = rig(early(1000));
+    let k = key(3);
+    r.sched.open_stream(k).unwrap();
+    // The early verification runs 150 ms and hears a command below early_theta; the
+    // utterance ends meanwhile.
+    r.speech(k, 0, TRIGGER, SLOW_WEAK);
+    r.frame(k, 1, 0, ACCEPT);
+    let v = r.wait_verifications(1);
+    assert_eq!(v.len(), 1);
+    assert_eq!((v[0].1.trigger_seq, v[0].1.end_seq), (0, 1));
+    assert_eq!(detected_label(v[0].1.outcome), Some(VERIFIED_LABEL as u8));
+    let windows = r.windows.lock().unwrap().clone();
+    assert_eq!(windows.len(), 2, "early, then the end of the utterance");
+    assert_eq!(windows[1][windows[1].len() - N..], pcm(1, 0, ACCEPT)[..]);
+    assert_eq!(r.counters.verify_rejections.load(Ordering::Relaxed), 0);
+    assert_eq!(r.sched.close_stream(k), Some((2, 1)));
+}
+
+#[test]
+fn a_deferred_verification_is_admitted_when_the_early_one_ends_and_can_be_refused_then() {
+    let r = rig(VerifyConfig {
+        early_theta: Some(EARLY_THETA),
+        ..config(1000, 1)
+    });
+    let (a, b) = (key(1), key(2));
+    r.sched.open_stream(a).unwrap();
+    r.sched.open_stream(b).unwrap();
+    // A's early verification runs 150 ms and stays silent; A's utterance ends meanwhile
+    // (deferred, so not refused yet) ...
+    r.speech(a, 0, TRIGGER, SLOW_WEAK);
+    std::thread::sleep(Duration::from_millis(20));
+    r.frame(a, 1, 0, ACCEPT);
+    // ... B's verification takes the one place in the queue ...
+    r.frame(b, 0, TRIGGER, ACCEPT);
+    assert!(
+        r.sink.verifications.lock().unwrap().is_empty(),
+        "nothing refused while A's early verification runs"
+    );
+    // ... so when A's early verification ends, A's is refused, and B's runs.
+    let v = r.wait_verifications(2);
+    assert_eq!(v.len(), 2, "{v:?}");
+    let of = |id: u32| v.iter().find(|(i, _, _)| *i == id).map(|(_, ver, _)| *ver);
+    let va = of(1001).expect("A answered");
+    assert_eq!((va.trigger_seq, va.end_seq), (0, 1));
+    assert_eq!(va.outcome, VerifyOutcome::Rejected(RejectReason::QueueFull));
+    assert_eq!(
+        detected_label(of(2001).unwrap().outcome),
         Some(VERIFIED_LABEL as u8)
     );
     assert_eq!(r.counters.verify_rejections.load(Ordering::Relaxed), 1);
+    assert_eq!(r.windows.lock().unwrap().len(), 2, "A early, B");
 }
