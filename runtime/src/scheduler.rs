@@ -287,6 +287,8 @@ struct Slot<J = FrameJob> {
 /// One verification: the trigger and the audio window ending where its utterance ended.
 struct VerifyJob {
     key: StreamKey,
+    /// The trigger's id ([`PendingTrigger::id`]).
+    trigger: u64,
     /// The trigger frame's request id, which the answer carries.
     request_id: u32,
     trigger_seq: u32,
@@ -329,6 +331,8 @@ enum Pass {
 
 /// A trigger waiting for the end of its utterance.
 struct PendingTrigger {
+    /// Unique in the scheduler's life (request ids are the client's, and need not be).
+    id: u64,
     request_id: u32,
     trigger_seq: u32,
     trigger_label: u8,
@@ -446,10 +450,12 @@ struct VerifyQueue {
     rings: HashMap<StreamKey, VecDeque<i16>>,
     /// Per stream, a trigger waiting for the end of its utterance.
     pending: HashMap<StreamKey, PendingTrigger>,
-    /// By stream and trigger request id, the verification at the end of an utterance
+    /// By trigger ([`PendingTrigger::id`]), the verification at the end of an utterance
     /// whose early verification was still queued or running: admitted when that one
     /// ends, unless it answered ([`release_deferred`]).
-    deferred: HashMap<(StreamKey, u32), Arc<Slot<VerifyJob>>>,
+    deferred: HashMap<u64, Arc<Slot<VerifyJob>>>,
+    /// The next trigger's id.
+    next_trigger: u64,
     window: usize,
     cfg: VerifyConfig,
     estimate: ComputeEstimator,
@@ -565,6 +571,7 @@ impl<S: Send + 'static> Scheduler<S> {
                 rings: HashMap::new(),
                 pending: HashMap::new(),
                 deferred: HashMap::new(),
+                next_trigger: 0,
                 window: verifiers[0].window_samples(),
                 estimate: ComputeEstimator::new(
                     vcfg.initial_wcet_us,
@@ -726,19 +733,21 @@ impl<S: Send + 'static> Scheduler<S> {
         if !q.edf.is_open(key) {
             return None;
         }
-        // A verification deferred behind its early one is admitted now, as it would
-        // have been without the early one.
+        // A verification deferred behind its early one is admitted now (a closed
+        // stream takes no job later), charged the early one still queued or running:
+        // a client that closes within a verification of an utterance's end may get a
+        // refusal where the early verdict would have been a command.
         let mut refused = Vec::new();
         if let Some(v) = &mut q.verify {
-            let mut ids: Vec<u32> = v
+            let mut ids: Vec<u64> = v
                 .deferred
-                .keys()
-                .filter(|k| k.0 == key)
-                .map(|k| k.1)
+                .iter()
+                .filter(|(_, s)| s.job.key == key)
+                .map(|(id, _)| *id)
                 .collect();
             ids.sort_unstable();
-            for rid in ids {
-                refused.extend(release_deferred(v, key, rid).err());
+            for id in ids {
+                refused.extend(release_deferred(v, key, id).err());
             }
         }
         let mut counts = q.edf.close(key)?;
@@ -768,7 +777,7 @@ impl<S: Send + 'static> Scheduler<S> {
             for s in v.edf.drop_connection(conn) {
                 s.answered.store(true, Ordering::SeqCst);
             }
-            v.deferred.retain(|k, _| k.0.conn != conn);
+            v.deferred.retain(|_, s| s.job.key.conn != conn);
             v.rings.retain(|k, _| k.conn != conn);
             v.pending.retain(|k, _| k.conn != conn);
         }
@@ -825,20 +834,22 @@ impl<S: Send + 'static> Scheduler<S> {
         sh.timer.notify_one();
     }
 
-    /// Stops the threads (queued frames are answered `Rejected { ShuttingDown }`).
+    /// Stops the threads (queued frames, and triggers whose verifications are queued or
+    /// deferred, are answered `Rejected { ShuttingDown }`).
     pub fn shutdown(&mut self) {
         let (queued, verify_queued) = {
             let mut q = self.shared.lock();
             q.shutdown = true;
-            let v = q
-                .verify
-                .as_mut()
-                .map(|v| v.edf.drain_queued())
-                .unwrap_or_default();
+            let v = q.verify.as_mut().map_or_else(Vec::new, |v| {
+                let mut jobs: Vec<_> = v.edf.drain_queued().into_iter().map(|(_, s)| s).collect();
+                jobs.extend(v.deferred.drain().map(|(_, s)| s));
+                jobs
+            });
             (q.edf.drain_queued(), v)
         };
-        for (_, s) in verify_queued {
-            if s.claim() {
+        for s in verify_queued {
+            // One answer per trigger: its early and final jobs may both be here.
+            if s.claim() && s.job.answers_trigger() {
                 s.answer(
                     &self.shared,
                     VerifyOutcome::Rejected(RejectReason::ShuttingDown),
@@ -918,12 +929,14 @@ fn timer_loop<S>(sh: Arc<Shared<S>>) {
                 .0;
             continue;
         }
-        // An early verification expired unrun: the one deferred behind it goes on.
+        // An early verification expired unrun, or is cancelled at its deadline: the one
+        // deferred behind it goes on now, so it is answered by its own deadline whenever
+        // the cancelled run stops.
         let mut refused = Vec::new();
         if let Some(v) = q.verify.as_mut() {
-            for (key, slot) in &v_expired {
+            for (key, slot) in v_expired.iter().chain(&v_overrun) {
                 if let Pass::Early(_) = slot.job.pass {
-                    refused.extend(release_deferred(v, *key, slot.job.request_id).err());
+                    refused.extend(release_deferred(v, *key, slot.job.trigger).err());
                 }
             }
         }
@@ -1192,9 +1205,11 @@ fn on_processed_frame(
     if let Some(d) = out.detection.take() {
         // A second trigger while one waits (stage 1's refractory period makes it rare)
         // belongs to the same utterance: the first one stands.
+        let id = v.next_trigger;
         v.pending.entry(f.key).or_insert_with(|| {
             new_trigger = true;
             PendingTrigger {
+                id,
                 request_id: f.request_id,
                 trigger_seq: f.seq,
                 trigger_label: d.label as u8,
@@ -1205,6 +1220,9 @@ fn on_processed_frame(
         });
     } else if let Some(p) = v.pending.get_mut(&f.key) {
         p.frames_waited += 1;
+    }
+    if new_trigger {
+        v.next_trigger += 1;
     }
     let p = v.pending.get(&f.key)?;
     if !v.cfg.utterance_ended(out.vad_prob, p.frames_waited) {
@@ -1233,26 +1251,22 @@ fn on_processed_frame(
     if p.early {
         // Admitted now, the early verification ahead of it would be charged to it, and
         // its refusal would answer the trigger before the early verdict could.
-        v.deferred.insert((f.key, p.request_id), slot);
+        v.deferred.insert(p.id, slot);
         return None;
     }
     Some(admit_verification(v, slot))
 }
 
-/// The early verification of trigger `request_id` on stream `key` ended (answered,
-/// silent, failed, or expired unrun): the verification at the end of its utterance,
-/// if deferred behind it, is dropped when the early one answered the trigger, else
-/// admitted now (`Err` to be answered once the lock is released). Called under the
-/// scheduler lock.
-fn release_deferred(v: &mut VerifyQueue, key: StreamKey, request_id: u32) -> Result<(), Refused> {
-    if let Some(p) = v
-        .pending
-        .get_mut(&key)
-        .filter(|p| p.request_id == request_id)
-    {
+/// The early verification of `trigger` on stream `key` ended (answered, silent,
+/// failed, expired unrun, or cancelled past its deadline): the verification at the end
+/// of its utterance, if deferred behind it, is dropped when the early one answered the
+/// trigger, else admitted now (`Err` to be answered once the lock is released). Called
+/// under the scheduler lock.
+fn release_deferred(v: &mut VerifyQueue, key: StreamKey, trigger: u64) -> Result<(), Refused> {
+    if let Some(p) = v.pending.get_mut(&key).filter(|p| p.id == trigger) {
         p.early = false;
     }
-    let Some(slot) = v.deferred.remove(&(key, request_id)) else {
+    let Some(slot) = v.deferred.remove(&trigger) else {
         return Ok(());
     };
     if slot.job.settled.load(Ordering::SeqCst) {
@@ -1266,6 +1280,7 @@ impl PendingTrigger {
     /// The parts of a verification job that come from the trigger.
     fn job(&self, pass: Pass) -> TriggerJob {
         TriggerJob {
+            trigger: self.id,
             request_id: self.request_id,
             trigger_seq: self.trigger_seq,
             trigger_label: self.trigger_label,
@@ -1277,6 +1292,7 @@ impl PendingTrigger {
 
 /// A trigger's part of a [`VerifyJob`].
 struct TriggerJob {
+    trigger: u64,
     request_id: u32,
     trigger_seq: u32,
     trigger_label: u8,
@@ -1311,6 +1327,7 @@ fn make_verification(
     let slot = Arc::new(Slot::new(
         VerifyJob {
             key: f.key,
+            trigger: p.trigger,
             request_id: p.request_id,
             trigger_seq: p.trigger_seq,
             trigger_label: p.trigger_label,
@@ -1447,7 +1464,7 @@ fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
         if let Some(v) = &mut sh.lock().verify {
             v.edf.finish(picked.key, true, detected);
             if let Pass::Early(_) = job.pass {
-                released = release_deferred(v, picked.key, job.request_id);
+                released = release_deferred(v, picked.key, job.trigger);
             }
         }
         sh.verify_work.notify_one();

@@ -41,6 +41,8 @@ const WEAK_MARGIN: f32 = 3.0;
 const SLOW_ACCEPT: i16 = 6666;
 /// As [`WEAK`] after 150 ms of compute.
 const SLOW_WEAK: i16 = 7777;
+/// Hears no command after 300 ms, cancelled or not (a run that stops late).
+const STUBBORN: i16 = 8888;
 const EARLY_THETA: f32 = 4.0;
 const VERIFIED_LABEL: usize = 2;
 /// The fake verifier's window: 3 frames.
@@ -145,6 +147,9 @@ impl WindowVerifier for FakeVerifier {
         if last[1] == SLOW_ACCEPT || last[1] == SLOW_WEAK {
             std::thread::sleep(Duration::from_millis(150));
         }
+        if last[1] == STUBBORN {
+            std::thread::sleep(Duration::from_millis(300));
+        }
         let margin = match last[1] {
             ACCEPT | SLOW_ACCEPT => 9.0,
             WEAK | SLOW_WEAK => WEAK_MARGIN,
@@ -246,6 +251,15 @@ impl Rig {
         while self.sink.frames.lock().unwrap().len() == before {
             assert!(Instant::now() < until, "frame {seq} unanswered");
             std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Waits until the verifier has started `n` verifications.
+    fn wait_windows(&self, n: usize) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while self.windows.lock().unwrap().len() < n {
+            assert!(Instant::now() < until, "verification {n} never started");
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -589,7 +603,7 @@ fn an_utterance_that_ends_while_its_early_verification_runs_waits_for_the_early_
     r.sched.open_stream(b).unwrap();
     // A's early verification takes the verifier for 150 ms (and accepts) ...
     r.speech(a, 0, TRIGGER, SLOW_ACCEPT);
-    std::thread::sleep(Duration::from_millis(20));
+    r.wait_windows(1);
     // ... B's verification fills the one-place queue ...
     r.frame(b, 0, TRIGGER, ACCEPT);
     // ... and A's utterance ends: its verification waits for the early verdict instead
@@ -651,14 +665,10 @@ fn a_deferred_verification_is_admitted_when_the_early_one_ends_and_can_be_refuse
     // A's early verification runs 150 ms and stays silent; A's utterance ends meanwhile
     // (deferred, so not refused yet) ...
     r.speech(a, 0, TRIGGER, SLOW_WEAK);
-    std::thread::sleep(Duration::from_millis(20));
+    r.wait_windows(1);
     r.frame(a, 1, 0, ACCEPT);
     // ... B's verification takes the one place in the queue ...
     r.frame(b, 0, TRIGGER, ACCEPT);
-    assert!(
-        r.sink.verifications.lock().unwrap().is_empty(),
-        "nothing refused while A's early verification runs"
-    );
     // ... so when A's early verification ends, A's is refused, and B's runs.
     let v = r.wait_verifications(2);
     assert_eq!(v.len(), 2, "{v:?}");
@@ -672,4 +682,64 @@ fn a_deferred_verification_is_admitted_when_the_early_one_ends_and_can_be_refuse
     );
     assert_eq!(r.counters.verify_rejections.load(Ordering::Relaxed), 1);
     assert_eq!(r.windows.lock().unwrap().len(), 2, "A early, B");
+}
+
+#[test]
+fn a_deferred_verification_goes_on_when_the_early_one_is_cancelled_at_its_deadline() {
+    let r = rig(early(100));
+    let k = key(4);
+    r.sched.open_stream(k).unwrap();
+    // The early verification runs 300 ms whatever its cancellation; the utterance ends
+    // 60 ms after the trigger, as a real-time client sends it, while it runs ...
+    r.speech(k, 0, TRIGGER, STUBBORN);
+    r.wait_windows(1);
+    std::thread::sleep(Duration::from_millis(60));
+    r.frame(k, 1, 0, ACCEPT);
+    // ... so its verification waits for the early one's deadline (100 ms), is admitted
+    // then, and cannot run before its own (160 ms): the timer answers it on time, not
+    // a refusal once the early run has stopped, 140 ms after that deadline.
+    let v = r.wait_verifications(1);
+    assert_eq!(v.len(), 1);
+    assert_eq!((v[0].1.trigger_seq, v[0].1.end_seq), (0, 1));
+    assert_eq!(v[0].1.outcome, VerifyOutcome::DeadlineMissed);
+    assert_eq!(r.counters.verify_misses.load(Ordering::Relaxed), 1);
+    assert_eq!(r.counters.verify_rejections.load(Ordering::Relaxed), 0);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(r.sink.verifications.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn closing_a_stream_admits_its_deferred_verification() {
+    let r = rig(early(1000));
+    let k = key(5);
+    r.sched.open_stream(k).unwrap();
+    r.speech(k, 0, TRIGGER, SLOW_WEAK);
+    r.wait_windows(1);
+    r.frame(k, 1, 0, ACCEPT);
+    // Closed while the early verification runs: the deferred one is queued behind it,
+    // runs once it ends, and answers the trigger.
+    assert_eq!(r.sched.close_stream(k), Some((2, 0)));
+    let v = r.wait_verifications(1);
+    assert_eq!(v.len(), 1);
+    assert_eq!((v[0].1.trigger_seq, v[0].1.end_seq), (0, 1));
+    assert_eq!(detected_label(v[0].1.outcome), Some(VERIFIED_LABEL as u8));
+    assert_eq!(r.windows.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn shutdown_answers_a_trigger_whose_verification_is_deferred_once() {
+    let mut r = rig(early(1000));
+    let k = key(6);
+    r.sched.open_stream(k).unwrap();
+    r.speech(k, 0, TRIGGER, STALL);
+    r.wait_windows(1);
+    r.frame(k, 1, 0, ACCEPT);
+    r.sched.shutdown();
+    let v = r.sink.verifications.lock().unwrap().clone();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(
+        v[0].1.outcome,
+        VerifyOutcome::Rejected(RejectReason::ShuttingDown)
+    );
+    assert_eq!(v[0].0, 6001);
 }
