@@ -592,8 +592,8 @@ fn an_early_verification_that_misses_its_deadline_is_silent_and_the_end_of_the_u
     assert_eq!(r.counters.verify_misses.load(Ordering::Relaxed), 0);
 }
 
-#[test]
-fn an_utterance_that_ends_while_its_early_verification_runs_waits_for_the_early_verdict() {
+/// Early verification, a one-place verification queue, streams 1 and 2 open.
+fn one_place_two_streams() -> (Rig, StreamKey, StreamKey) {
     let r = rig(VerifyConfig {
         early_theta: Some(EARLY_THETA),
         ..config(1000, 1)
@@ -601,6 +601,17 @@ fn an_utterance_that_ends_while_its_early_verification_runs_waits_for_the_early_
     let (a, b) = (key(1), key(2));
     r.sched.open_stream(a).unwrap();
     r.sched.open_stream(b).unwrap();
+    (r, a, b)
+}
+
+/// The verification answered with request id `id`.
+fn answer_of(v: &[(u32, Verification, Instant)], id: u32) -> Option<Verification> {
+    v.iter().find(|(i, _, _)| *i == id).map(|(_, ver, _)| *ver)
+}
+
+#[test]
+fn an_utterance_that_ends_while_its_early_verification_runs_waits_for_the_early_verdict() {
+    let (r, a, b) = one_place_two_streams();
     // A's early verification takes the verifier for 150 ms (and accepts) ...
     r.speech(a, 0, TRIGGER, SLOW_ACCEPT);
     r.wait_windows(1);
@@ -613,7 +624,7 @@ fn an_utterance_that_ends_while_its_early_verification_runs_waits_for_the_early_
     std::thread::sleep(Duration::from_millis(300));
     let v_all = r.sink.verifications.lock().unwrap().clone();
     assert_eq!(v_all.len(), 2, "one answer per trigger: {v_all:?}");
-    let of = |id: u32| v.iter().find(|(i, _, _)| *i == id).map(|(_, ver, _)| *ver);
+    let of = |id: u32| answer_of(&v, id);
     let va = of(1001).expect("A answered");
     assert_eq!(
         (va.trigger_seq, va.end_seq),
@@ -655,13 +666,7 @@ fn a_deferred_verification_runs_when_the_early_verdict_is_silent() {
 
 #[test]
 fn a_deferred_verification_is_admitted_when_the_early_one_ends_and_can_be_refused_then() {
-    let r = rig(VerifyConfig {
-        early_theta: Some(EARLY_THETA),
-        ..config(1000, 1)
-    });
-    let (a, b) = (key(1), key(2));
-    r.sched.open_stream(a).unwrap();
-    r.sched.open_stream(b).unwrap();
+    let (r, a, b) = one_place_two_streams();
     // A's early verification runs 150 ms and stays silent; A's utterance ends meanwhile
     // (deferred, so not refused yet) ...
     r.speech(a, 0, TRIGGER, SLOW_WEAK);
@@ -672,7 +677,7 @@ fn a_deferred_verification_is_admitted_when_the_early_one_ends_and_can_be_refuse
     // ... so when A's early verification ends, A's is refused, and B's runs.
     let v = r.wait_verifications(2);
     assert_eq!(v.len(), 2, "{v:?}");
-    let of = |id: u32| v.iter().find(|(i, _, _)| *i == id).map(|(_, ver, _)| *ver);
+    let of = |id: u32| answer_of(&v, id);
     let va = of(1001).expect("A answered");
     assert_eq!((va.trigger_seq, va.end_seq), (0, 1));
     assert_eq!(va.outcome, VerifyOutcome::Rejected(RejectReason::QueueFull));
