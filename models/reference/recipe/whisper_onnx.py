@@ -310,8 +310,8 @@ def build_decoder(m):
     # Each scored position's node; only those nodes go through the 51864-way output projection,
     # the decoder's main cost (34 rows for the reference commands).
     node = g.op("ArgMax", [matches(g.op("Gather", [prefix, rows], axis=0), nodes, False)], axis=1, keepdims=0)   # [P]
-    first, _, inverse, _ = g.op("Unique", [node], n_out=4, sorted=1)        # [S], [P]
-    hsel = g.op("Gather", [flat, first], axis=0)                            # [S, d]
+    scored, _, inverse, _ = g.op("Unique", [node], n_out=4, sorted=1)       # nodes [S], [P]
+    hsel = g.op("Gather", [flat, scored], axis=0)                           # [S, d]
     logits = g.op("Gemm", [hsel, emb], transB=1)                            # [S, V]
     logp = g.op("LogSoftmax", [logits], axis=-1)
     tsel = g.op("Gather", [g.op("Reshape", ["targets", g.i64([-1])]), rows], axis=0)
