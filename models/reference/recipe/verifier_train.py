@@ -834,7 +834,7 @@ def main():
 
 def write_report(path, lines):
     Path(path).write_text(
-        "# Whisper tiny.en verifier, decoder fine-tuned: held-out accuracy and false accepts (issue 18)\n\n"
+        "# Whisper tiny.en verifier, fine-tuned: held-out accuracy and false accepts (issue 18)\n\n"
         f"Produced on {time.strftime('%Y-%m-%d')} by `{' '.join(['python'] + sys.argv)}` "
         "(models/reference/recipe/verifier_train.py; its docstring says what is trained on and tested).\n\n"
         + "\n".join(lines) + "\n")
