@@ -167,6 +167,10 @@ class Decoder(unittest.TestCase):
         h = sess(WO.build_encoder(self.m, n, last=first)).run(None, {"log_mel": log_mel})[0]
         top = sess(WO.build_encoder(self.m, n, first=first)).run(None, {"encoder_hidden": h})[0][0]
         np.testing.assert_allclose(top, self.enc, atol=1e-4)
+        # Split below the first layer (--encoder-top n_enc): the stem alone, then every layer.
+        h0 = sess(WO.build_encoder(self.m, n, last=0)).run(None, {"log_mel": log_mel})[0]
+        top0 = sess(WO.build_encoder(self.m, n, first=0)).run(None, {"encoder_hidden": h0})[0][0]
+        np.testing.assert_allclose(top0, self.enc, atol=1e-4)
         # The JAX scores on the lower layers' states with the top layer's weights (a fresh LoRA
         # is the identity) equal the ONNX decoder's on the whole encoder's.
         _, logprob = VT.make_decoder(self.m, lambda q: VT.lora_merge(self.m, q, 2.0))
@@ -185,6 +189,20 @@ class Decoder(unittest.TestCase):
         want = VT.Scorer(self.d / "dec.onnx", self.m, self.seqs, 1)(enc_ft)
         self.assertGreater(np.abs(got - VT.Scorer(self.d / "dec.onnx", self.m, self.seqs, 1)(self.enc)).max(), 0.01)
         np.testing.assert_allclose(got, want, atol=2e-2)
+
+    def test_a_lora_grown_down_the_encoder_keeps_what_it_learned(self):
+        import verifier_train as VT
+        Q = VT.lora_init(self.m, 4, np.random.default_rng(3), enc_top=1)
+        Q = {n_: v + 0.5 for n_, v in Q.items()}                       # "trained"
+        G = VT.grow_lora(self.m, Q, 4, 2)
+        self.assertEqual(VT.enc_top_of(self.m, G), 2)
+        for n_, v in Q.items():                                          # nothing trained is lost
+            np.testing.assert_array_equal(G[n_], v)
+        below = f"encoder/layer_{self.m.n_enc - 2}/ffn/linear_0/weight/lora_b"
+        self.assertNotIn(below, Q)
+        self.assertFalse(G[below].any())                                 # the new layer starts unchanged
+        with self.assertRaisesRegex(ValueError, "cannot shrink"):
+            VT.grow_lora(self.m, G, 4, 1)
 
     def test_a_saved_lora_reads_back_and_a_foreign_file_is_refused(self):
         import verifier_train as VT

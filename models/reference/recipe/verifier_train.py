@@ -352,6 +352,16 @@ def lora_init(m, rank, rng, enc_top=0):
     return Q
 
 
+def grow_lora(m, Q, rank, enc_top):
+    """LoRA parameters Q (lora_init's) extended down to the top enc_top encoder layers: the layers
+    Q tunes keep their parameters, the ones below start as lora_init's (B = 0: the model is
+    unchanged until trained). enc_top must not be below enc_top_of(m, Q)."""
+    if enc_top < enc_top_of(m, Q):
+        raise ValueError(f"the LoRA tunes the top {enc_top_of(m, Q)} encoder layers; cannot shrink it to {enc_top}")
+    fresh = lora_init(m, rank, np.random.default_rng(1), enc_top)
+    return {**{k: v for k, v in fresh.items() if k not in Q}, **Q}
+
+
 def lora_merge(m, Q, scale):
     """Full parameters (trainable's) from LoRA parameters Q: W + scale * B @ A (numpy or JAX arrays)."""
     P = {}
@@ -614,7 +624,7 @@ def main():
                     "holds the training lines; stream_check.py measures the bundle)")
     ap.add_argument("--no-voices", action="store_true", help="espeak-ng only (no verifier_voices.py clips)")
     ap.add_argument("--encoder-top", type=int, default=0, help="also fine-tune this many top encoder layers (LoRA "
-                    "on their linear layers, like the decoder's; with --lora or --init-lora)")
+                    "on their linear layers, like the decoder's; 0 to the encoder's 4; with --lora or --init-lora)")
     ap.add_argument("--babble-share", type=float, default=None, help="share of the noisy training copies with "
                     "babble (default: a quarter, each of TRAIN_NOISES alike)")
     ap.add_argument("--snr", type=float_pair, default=TRAIN_SNR_DB,
@@ -646,6 +656,8 @@ def main():
     if a.init_lora:
         # a LoRA that tunes encoder layers goes on tuning them (the windows stop below them)
         a.encoder_top = max(a.encoder_top, enc_top_of(m, read_lora(m, a.init_lora)[0]))
+    if not 0 <= a.encoder_top <= m.n_enc:
+        raise SystemExit(f"--encoder-top {a.encoder_top}: Whisper tiny.en has {m.n_enc} encoder layers (expected 0-{m.n_enc})")
     n_mel = WIN // WO.HOP
     first_top = m.n_enc - a.encoder_top
     if a.encoder_top:
@@ -721,11 +733,10 @@ def main():
     if a.init_lora:
         Q, a.lora, a.lora_alpha = read_lora(m, a.init_lora)
         say(f"LoRA started from {a.init_lora} (rank {a.lora}, alpha {a.lora_alpha:g})")
-        if a.encoder_top and enc_top_of(m, Q) != a.encoder_top:
-            fresh = lora_init(m, a.lora, np.random.default_rng(1), a.encoder_top)
-            Q = {**{k: v for k, v in fresh.items() if k.startswith("encoder/")},
-                 **{k: v for k, v in Q.items() if not k.startswith("encoder/")}}
-            say(f"  + a new LoRA on the top {a.encoder_top} encoder layer(s)")
+        had = enc_top_of(m, Q)
+        if a.encoder_top and had != a.encoder_top:
+            Q = grow_lora(m, Q, a.lora, a.encoder_top)
+            say(f"  + a new LoRA on encoder layer(s) {m.n_enc - a.encoder_top}-{m.n_enc - had - 1}")
     if a.lora:
         scale = a.lora_alpha / a.lora
         if not a.init_lora:

@@ -209,17 +209,19 @@ def build_mel(n_samples):
                    [helper.make_tensor_value_info("log_mel", TensorProto.FLOAT, [1, N_MELS, n_frames])], "whisper_mel")
 
 
-def build_encoder(m, n_frames, first=0, last=None):
+def build_encoder(m, n_frames, first=None, last=None):
     """Whisper's encoder for a log-mel window of n_frames (input `log_mel` [1, 80, n_frames],
     output `encoder_states` [1, n_frames / 2, d]). Or a part of it, for fine-tuning its top
     layers (verifier_train.py --encoder-top): with `last` < m.n_enc it stops after layer
-    last - 1 and outputs `encoder_hidden_out` (before the final layer norm); with `first` > 0 it
-    starts at layer `first` from input `encoder_hidden` [1, n_frames / 2, d]."""
+    last - 1 and outputs `encoder_hidden_out` (before the final layer norm; `last` = 0: the
+    convolution stem and position encodings alone); with `first` given (0 included) it skips
+    the stem and starts at layer `first` from input `encoder_hidden` [1, n_frames / 2, d]."""
     W, d, H = m.weights, m.d_model, m.n_heads_enc
     last = m.n_enc if last is None else last
     t = n_frames // 2
     g = G()
-    if first == 0:
+    if first is None:
+        first = 0
         x = g.op("Conv", ["log_mel", g.const(W["encoder/conv1/weight"], "w"), g.const(W["encoder/conv1/bias"], "b")],
                  pads=[1, 1], kernel_shape=[3])
         x = g.gelu(x)
