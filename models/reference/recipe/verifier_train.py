@@ -559,7 +559,11 @@ def check_voices(a, checks, m, seqs, encs, ft, bab, out, say):
     import onnx
     theta = 2.0
     base = None
-    if a.baseline_lora:
+    bname = Path(a.baseline_lora).name if a.baseline_lora else "-"
+    if a.baseline_lora and enc_top_of(m, read_lora(m, a.baseline_lora)[0]):
+        # its decoder was trained on its own encoder layers' states, which encs(w) does not give
+        bname = f"- ({bname} tunes encoder layers, which this comparison does not apply; its own report has its numbers)"
+    elif a.baseline_lora:
         path = out / "whisper_decoder_baseline.onnx"
         onnx.save(WO.build_decoder(tuned_model(m, load_lora(m, a.baseline_lora))), path)
         base = Scorer(path, m, seqs, a.threads)
@@ -575,7 +579,7 @@ def check_voices(a, checks, m, seqs, encs, ft, bab, out, say):
     say()
     say(f"Neural-voice check sets (verifier_voices.py check; voices never trained on), each clip as one 3 s window "
         f"ending {TEST_TAIL_S} s after it, θ={theta:g}: accepted right / wrong command of the command clips, false "
-        f"accepts of the negative clips; baseline: `{Path(a.baseline_lora).name if a.baseline_lora else '-'}` "
+        f"accepts of the negative clips; baseline: {bname} "
         f"({time.time() - t0:.0f} s):")
     say()
     say("| set | condition | commands | negatives | baseline: acc / wrong / FA | new: acc / wrong / FA |")
