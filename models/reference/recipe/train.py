@@ -39,6 +39,10 @@ if os.environ.get("OUTPOST_FIELD_RECORDINGS") and "OUTPOST_TRAIN_SETS" not in os
     SETS.append("trainf")
 OHEM = int(os.environ.get("OUTPOST_OHEM", "0"))                # >1: half of the `none` windows of a batch are the
                                                                 # hardest (highest command score) of OHEM x candidates
+PARTIAL_SHARE = float(os.environ.get("OUTPOST_PARTIAL_SHARE", str(1 / 3)))   # of a batch's `none` windows: partial
+                                                                # commands ("lights o..."), the rest other none windows
+NONE_WEIGHT = float(os.environ.get("OUTPOST_NONE_WEIGHT", "1"))  # loss weight of a `none` window (a command's is 1);
+                                                                # < 1 trades false triggers for recall (a stage-1 trigger)
 OUT = os.environ.get("OUTPOST_HEAD_OUT")                        # default: models/reference/command_head.onnx
 # first layer: "mlp" = dense over the flattened 16x96 window; "convKxC" = a temporal convolution
 # (kernel K embeddings, C channels, weights shared across the 16-K+1 positions) then the dense layers
@@ -218,7 +222,8 @@ class MLP:
 
 
 def sample_batch(rng, y, kind, n):
-    """half command windows (uniform over commands), half none (1/3 partial commands)."""
+    """half command windows (uniform over commands), half none (PARTIAL_SHARE of them partial
+    commands)."""
     if not hasattr(sample_batch, "pools"):
         sample_batch.pools = ([np.nonzero(y == c)[0] for c in range(C.NONE)],
                               np.nonzero((y == C.NONE) & (kind == 1))[0],
@@ -227,10 +232,16 @@ def sample_batch(rng, y, kind, n):
     npos = n // 2
     cls = rng.integers(0, C.NONE, npos)
     out = [pos[c][rng.integers(len(pos[c]))] for c in cls]
-    npart = (n - npos) // 3
+    npart = int(round((n - npos) * PARTIAL_SHARE))
     out += list(partial[rng.integers(len(partial), size=npart)])
     out += list(neg[rng.integers(len(neg), size=n - npos - npart)])
     return np.array(out)
+
+
+def window_weights(labels):
+    """Loss weight per window ([n] float32) for labels [n]: NONE_WEIGHT for a `none` window, 1 for a
+    command's."""
+    return np.where(np.asarray(labels) == C.NONE, NONE_WEIGHT, 1.0).astype(np.float32)
 
 
 def export_onnx(model, mu, sd, path):
@@ -322,7 +333,7 @@ def main():
             x = lam * x + (1 - lam) * x[perm]
             tgt = lam * tgt + (1 - lam) * tgt[perm]
         x += np.float32(IN_NOISE) * rng.standard_normal(x.shape, dtype=np.float32)
-        loss = model.step(x, tgt, np.ones(len(b), np.float32), rng, lr)
+        loss = model.step(x, tgt, window_weights(y[b]), rng, lr)
         if (st + 1) % 800 == 0 or st + 1 == steps:
             pv = model.probs(Xv)
             pred = pv.argmax(1)
@@ -346,7 +357,7 @@ def main():
     np.add.at(cm, (yv, pred), 1)
     info = dict(seed=SEED, arch=ARCH, hidden=HIDDEN, epochs=EPOCHS, batch=BATCH, lr=LR, weight_decay=WD,
                 dropout_in=DROP_IN, dropout_hidden=DROP_H, input_noise=IN_NOISE, mixup=MIXUP,
-                label_smoothing=SMOOTH, ema=EMA, ohem=OHEM, feature_sets=SETS, label_band=[POS_LO, POS_HI], none_before=NEG_BEFORE,
+                label_smoothing=SMOOTH, ema=EMA, ohem=OHEM, partial_share=PARTIAL_SHARE, none_weight=NONE_WEIGHT, feature_sets=SETS, label_band=[POS_LO, POS_HI], none_before=NEG_BEFORE,
                 train_windows=int(len(y)), train_window_counts=np.bincount(y, minlength=len(C.LABELS)).tolist(),
                 val_windows=int(len(yv)), val_window_confusion=cm.tolist(), onnx_vs_numpy_max_abs=diff,
                 params=int(sum(w.size for w in model.W) + sum(b.size for b in model.b)))
