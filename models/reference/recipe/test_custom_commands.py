@@ -140,6 +140,18 @@ class BundleSpec(unittest.TestCase):
             golden.write_bundle(golden.decision_params(), p)
             self.assertEqual(p.read_text(), (C.REF / "bundle.toml").read_text())
 
+    def test_the_two_stage_spec_differs_only_in_its_head(self):
+        with tempfile.TemporaryDirectory() as td:
+            p = Path(td) / "bundle-two-stage.toml"
+            golden.write_bundle(golden.decision_params(), p, head="trigger_head.onnx")
+            self.assertEqual(p.read_text(), (C.REF / "bundle-two-stage.toml").read_text())
+        one, two = (tomllib.loads((C.REF / f).read_text()) for f in ("bundle.toml", "bundle-two-stage.toml"))
+        heads = [{q["name"]: q["path"] for q in s["payload"]}.pop("command_head.onnx") for s in (one, two)]
+        self.assertEqual(heads, ["command_head.onnx", "trigger_head.onnx"])
+        for s in (one, two):
+            s.pop("payload")
+        self.assertEqual(one, two)
+
     def test_a_verifier_of_other_commands_is_refused(self):
         with tempfile.TemporaryDirectory() as td:
             (Path(td) / "command_head.onnx").write_bytes(b"")

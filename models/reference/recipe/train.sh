@@ -6,8 +6,9 @@
 #       # + recordings of people saying the commands (DIR/<command>/<speaker>_<take>.wav, see
 #       # field_recordings.py): the training speakers' are trained on, the held-out ones checked
 # Steps: venv -> fetch upstream models -> pipeline checks -> TTS synthesis -> augmented
-# features -> train + ONNX export -> streaming evaluation + report -> golden vectors + bundle.toml
-# -> neural-voice check -> recorded-speech check [-> field-recordings check]
+# features -> train + ONNX export (the command head; the trigger head of the two-stage bundle)
+# -> streaming evaluation + report -> golden vectors + bundle specs -> neural-voice check
+# -> recorded-speech check [-> field-recordings check]
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../../.." && pwd)"
 FIELD=""     # given relative to the caller's directory; the recipe runs in its own
@@ -38,13 +39,17 @@ cd models/reference/recipe
 "$PY" synth_neural.py
 "$PY" recorded_speech.py trainr
 if [ -n "$FIELD" ]; then "$PY" field_recordings.py import "$FIELD" --train ${OUTPOST_FIELD_HOLDOUT:+--holdout "$OUTPOST_FIELD_HOLDOUT"}; fi
-"$PY" features.py train trainx trainn traink traink2 traink3 trainr ${FIELD:+trainf}
+"$PY" features.py train trainx trainn traink traink2 traink3 trainr trainb ${FIELD:+trainf}
 "$PY" train.py
+# stage 1 of the two-stage bundle: trained for recall (a `none` window weighs 0.5), babble-heavy
+# streams added, no Kokoro speech (README, "The trigger head")
+OUTPOST_TRAIN_SETS=train,trainx,trainn,trainr,trainb${FIELD:+,trainf} OUTPOST_NONE_WEIGHT=0.5 \
+  OUTPOST_HEAD_OUT="$REPO/models/reference/trigger_head.onnx" "$PY" train.py
 "$PY" evaluate.py
 "$PY" report.py
 "$PY" golden.py
 "$PY" neural_check.py
 "$PY" recorded_check.py
 if [ -n "$FIELD" ]; then "$PY" field_check.py; fi
-echo "done: models/reference/{command_head.onnx,training_report.md,training_report.json,golden/,bundle.toml,neural_voice_check.md,recorded_speech_check.md}"
+echo "done: models/reference/{command_head.onnx,trigger_head.onnx,training_report.md,training_report.json,golden/,bundle.toml,bundle-two-stage.toml,neural_voice_check.md,recorded_speech_check.md}"
 if [ -n "$FIELD" ] && [ -f "$CACHE/field_check.md" ]; then echo "field check of the held-out speakers: $CACHE/field_check.md"; fi
