@@ -60,6 +60,9 @@ pub struct BootOptions {
     /// window ending with its trigger frame to be answered before the end of the
     /// utterance (`VerifyConfig::early_theta`); `None`: verify only at the end.
     pub early_verify_margin: Option<f32>,
+    /// Nats by which an early verdict's command must beat every other command
+    /// (`VerifyConfig::early_command_gap`).
+    pub early_command_gap: f32,
     /// A/B slot state directory (`outpost-provision install`): boot the selected slot,
     /// self-test it, then mark it good (raising the anti-rollback floor) or, for a slot
     /// on trial, mark it bad and fall back to the other slot. Overrides `bundle`.

@@ -82,6 +82,7 @@ fn dev_boot_options() -> BootOptions {
         verifier_workers: 1,
         verify_deadline_ms: None,
         early_verify_margin: Some(2.0),
+        early_command_gap: 4.0,
         state_dir: None,
     }
 }

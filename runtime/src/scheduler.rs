@@ -45,9 +45,10 @@
 //! * **Early verification** ([`VerifyConfig::early_theta`]). When the trigger frame
 //!   does not end its utterance, the window ending with the trigger frame is also
 //!   verified at once (stage 1 fires after the end of speech more often than not). A
-//!   command that beats `none` by at least `early_theta` nats there is answered at
-//!   once, and the verification at the end of the utterance is then dropped unrun;
-//!   any other early outcome (a weaker command, `none`, a refusal, a failure or a
+//!   command that beats `none` by at least `early_theta` nats there, and every other
+//!   command by [`VerifyConfig::early_command_gap`], is answered at once, and the
+//!   verification at the end of the utterance is then dropped unrun; any other early
+//!   outcome (a weaker or ambiguous command, `none`, a refusal, a failure or a
 //!   deadline miss) is silent, and the trigger is answered by the verification at the
 //!   end of its utterance as without it. It is made whatever the load (skipping it
 //!   when the verifier is busy made the verdict depend on the load: the e2e
@@ -133,6 +134,9 @@ pub struct VerifyOutput {
     pub best: usize,
     /// The best command's score minus `none`'s, in nats.
     pub margin: f32,
+    /// The best command's score minus the next best command's, in nats
+    /// (`f32::INFINITY` with a single command).
+    pub command_gap: f32,
     /// Compute in µs.
     pub compute_us: u32,
 }
@@ -156,6 +160,10 @@ pub struct VerifyConfig {
     /// above the bundle's `theta`: the early window may cut the command's last sound
     /// (the daemon sets `theta` + 2 nats, `outpostd --early-verify-margin`).
     pub early_theta: Option<f32>,
+    /// An early verdict must also beat every other command by this many nats: a window
+    /// that cuts `lights o…` scores `lights on` and `lights off` alike, and the end of
+    /// the utterance decides (the daemon sets 4, `outpostd --early-command-gap`).
+    pub early_command_gap: f32,
     /// Verifications queued (not yet started) over all streams; beyond it, `Rejected`.
     pub queue_capacity: usize,
     /// Worst-case compute per verification assumed before any measurement, in µs.
@@ -191,6 +199,7 @@ impl Default for VerifyConfig {
             end_of_speech_vad: 0.5,
             max_wait_frames: 4,
             early_theta: None,
+            early_command_gap: 0.0,
             queue_capacity: 8,
             initial_wcet_us: 100_000,
             initial_typical_us: 100_000,
@@ -322,8 +331,10 @@ impl VerifyJob {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Pass {
     /// On the window ending with the trigger frame, before the end of the utterance:
-    /// answers only a command with a margin of at least `early_theta`, else nothing.
-    Early(f32),
+    /// answers only a command with a margin over `none` of at least `early_theta` (the
+    /// first value) that beats every other command by `early_command_gap` (the second),
+    /// else nothing.
+    Early(f32, f32),
     /// On the window ending with the end of the utterance: always answers (unless the
     /// early one did).
     Final,
@@ -935,7 +946,7 @@ fn timer_loop<S>(sh: Arc<Shared<S>>) {
         let mut refused = Vec::new();
         if let Some(v) = q.verify.as_mut() {
             for (key, slot) in v_expired.iter().chain(&v_overrun) {
-                if let Pass::Early(_) = slot.job.pass {
+                if let Pass::Early(..) = slot.job.pass {
                     refused.extend(release_deferred(v, *key, slot.job.trigger).err());
                 }
             }
@@ -958,7 +969,7 @@ fn timer_loop<S>(sh: Arc<Shared<S>>) {
             }
         }
         for (_, slot) in v_expired.iter().chain(&v_overrun) {
-            if let Pass::Early(_) = slot.job.pass {
+            if let Pass::Early(..) = slot.job.pass {
                 // Silent: the verification at the end of the utterance answers.
                 if slot.claim() {
                     slot.cancel();
@@ -1227,7 +1238,7 @@ fn on_processed_frame(
     let p = v.pending.get(&f.key)?;
     if !v.cfg.utterance_ended(out.vad_prob, p.frames_waited) {
         let early = v.cfg.early_theta.filter(|_| new_trigger)?;
-        let job = p.job(Pass::Early(early));
+        let job = p.job(Pass::Early(early, v.cfg.early_command_gap));
         let slot = make_verification(v, frame, job)?;
         return match admit_verification(v, slot) {
             Err(refused) => {
@@ -1409,12 +1420,13 @@ fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
                 })
             };
             match (job.pass, r) {
-                (Pass::Early(theta), Ok(out)) => {
+                (Pass::Early(theta, gap), Ok(out)) => {
                     sh.stats.record(Stage::Verifier, u64::from(out.compute_us));
                     let on_time = Instant::now() + guard <= slot.deadline;
                     match out.label {
                         Some(label)
                             if out.margin >= theta
+                                && out.command_gap >= gap
                                 && on_time
                                 && slot.claim()
                                 && job.answers_trigger() =>
@@ -1428,7 +1440,7 @@ fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
                         }
                     }
                 }
-                (Pass::Early(_), Err(e)) => {
+                (Pass::Early(..), Err(e)) => {
                     slot.claim();
                     log::debug!(
                         "early verification of stream {:?} trigger seq {}: {e}",
@@ -1463,7 +1475,7 @@ fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
         let mut released = Ok(());
         if let Some(v) = &mut sh.lock().verify {
             v.edf.finish(picked.key, true, detected);
-            if let Pass::Early(_) = job.pass {
+            if let Pass::Early(..) = job.pass {
                 released = release_deferred(v, picked.key, job.trigger);
             }
         }

@@ -297,10 +297,17 @@ impl WindowVerifier for Verifier {
             Some(run) => Verifier::verify(self, window, run)?,
             None => self.verify_uninterruptible(window)?,
         };
+        let command_gap = v.scores[..v.scores.len() - 1]
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != v.best)
+            .map(|(_, &s)| v.scores[v.best] - s)
+            .fold(f32::INFINITY, f32::min);
         Ok(VerifyOutput {
             label: v.label,
             best: v.best,
             margin: v.margin,
+            command_gap,
             compute_us: v.stage_us.iter().sum(),
         })
     }

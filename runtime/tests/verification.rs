@@ -43,7 +43,12 @@ const SLOW_ACCEPT: i16 = 6666;
 const SLOW_WEAK: i16 = 7777;
 /// Hears no command after 300 ms, cancelled or not (a run that stops late).
 const STUBBORN: i16 = 8888;
+/// As [`ACCEPT`] (margin 9 nats over `none`), but the runner-up command is within
+/// [`CLOSE_GAP`] nats (`lights o…`: `on` and `off` alike).
+const AMBIGUOUS: i16 = 9999;
+const CLOSE_GAP: f32 = 1.0;
 const EARLY_THETA: f32 = 4.0;
+const EARLY_GAP: f32 = 4.0;
 const VERIFIED_LABEL: usize = 2;
 /// The fake verifier's window: 3 frames.
 const WINDOW: usize = 3 * N;
@@ -151,7 +156,7 @@ impl WindowVerifier for FakeVerifier {
             std::thread::sleep(Duration::from_millis(300));
         }
         let margin = match last[1] {
-            ACCEPT | SLOW_ACCEPT => 9.0,
+            ACCEPT | SLOW_ACCEPT | AMBIGUOUS => 9.0,
             WEAK | SLOW_WEAK => WEAK_MARGIN,
             _ => -1.5,
         };
@@ -159,6 +164,7 @@ impl WindowVerifier for FakeVerifier {
             label: (margin > 0.0).then_some(VERIFIED_LABEL),
             best: VERIFIED_LABEL,
             margin,
+            command_gap: if last[1] == AMBIGUOUS { CLOSE_GAP } else { 6.0 },
             compute_us: 5_000,
         })
     }
@@ -203,6 +209,7 @@ fn config(deadline_ms: u32, queue_capacity: usize) -> VerifyConfig {
         end_of_speech_vad: 0.5,
         max_wait_frames: 2,
         early_theta: None,
+        early_command_gap: 0.0,
         queue_capacity,
         initial_wcet_us: 5_000,
         initial_typical_us: 5_000,
@@ -476,6 +483,7 @@ fn a_trigger_waits_for_the_end_of_its_utterance_or_the_longest_wait() {
 fn early(deadline_ms: u32) -> VerifyConfig {
     VerifyConfig {
         early_theta: Some(EARLY_THETA),
+        early_command_gap: EARLY_GAP,
         ..config(deadline_ms, 8)
     }
 }
@@ -565,6 +573,34 @@ fn an_early_verdict_below_early_theta_or_none_is_silent_and_the_end_of_the_utter
     );
     assert_eq!(r.sink.verifications.lock().unwrap().len(), 3);
     assert_eq!(r.sched.close_stream(k), Some((6, 2)));
+}
+
+#[test]
+fn an_early_verdict_close_to_another_command_is_silent_and_the_end_of_the_utterance_answers() {
+    let r = rig(early(250));
+    let k = key(7);
+    r.sched.open_stream(k).unwrap();
+    // 9 nats over `none` early, but another command within CLOSE_GAP: wait.
+    r.speech(k, 0, TRIGGER, AMBIGUOUS);
+    r.speech(k, 1, 0, 0);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        r.sink.verifications.lock().unwrap().is_empty(),
+        "no answer before the end of the utterance"
+    );
+    r.frame(k, 2, 0, ACCEPT);
+    let v = r.wait_verifications(1);
+    assert_eq!(v.len(), 1);
+    assert_eq!((v[0].1.trigger_seq, v[0].1.end_seq), (0, 2));
+    assert_eq!(detected_label(v[0].1.outcome), Some(VERIFIED_LABEL as u8));
+    // The final window answers even when ambiguous: the gap rule is the early one's.
+    r.speech(k, 10, TRIGGER, 0);
+    r.frame(k, 11, 0, AMBIGUOUS);
+    let v = r.wait_verifications(2);
+    assert_eq!((v[1].1.trigger_seq, v[1].1.end_seq), (10, 11));
+    assert_eq!(detected_label(v[1].1.outcome), Some(VERIFIED_LABEL as u8));
+    assert_eq!(r.windows.lock().unwrap().len(), 4, "2 + 2 verifications");
+    assert_eq!(r.sched.close_stream(k), Some((5, 2)));
 }
 
 #[test]

@@ -87,6 +87,11 @@ struct Args {
     /// the wrong-command rate of the verification at the end).
     #[arg(long, default_value_t = 2.0, value_parser = margin_nats)]
     early_verify_margin: f32,
+    /// Early verification: the command must also beat every other command by this many
+    /// nats, else the end of the utterance decides (an early window that cuts
+    /// `lights o…` hears `lights on` and `lights off` alike; docs/recognition.md).
+    #[arg(long, default_value_t = 4.0, value_parser = margin_nats)]
+    early_command_gap: f32,
     /// Verify only at the end of the utterance (no early verification).
     #[arg(long)]
     no_early_verify: bool,
@@ -157,6 +162,7 @@ fn main() -> Result<()> {
         verifier_workers: a.verifier_workers,
         verify_deadline_ms: a.verify_deadline_ms,
         early_verify_margin: (!a.no_early_verify).then_some(a.early_verify_margin),
+        early_command_gap: a.early_command_gap,
         state_dir: a.state_dir.clone(),
     };
     if a.dev {
@@ -263,7 +269,7 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// `--early-verify-margin`: a finite number of nats, 0 or more.
+/// `--early-verify-margin`, `--early-command-gap`: a finite number of nats, 0 or more.
 fn margin_nats(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(m) if m.is_finite() && m >= 0.0 => Ok(m),
