@@ -71,6 +71,9 @@ pub struct Verdict {
     pub best: usize,
     /// `score[best] - score[none]`, in nats.
     pub margin: f32,
+    /// `score[best]` minus the next best command's score, in nats (`f32::INFINITY` with
+    /// a single command).
+    pub command_gap: f32,
     /// Log-probability of every label's sequence, in nats, label order.
     pub scores: Vec<f32>,
     /// Compute in µs: mel, encoder, decoder.
@@ -268,11 +271,16 @@ impl Verifier {
             .max_by(|&i, &j| scores[i].total_cmp(&scores[j]))
             .unwrap_or(0);
         let margin = scores[best] - scores[none];
+        let command_gap = (0..none)
+            .filter(|&i| i != best)
+            .map(|i| scores[best] - scores[i])
+            .fold(f32::INFINITY, f32::min);
         let us = |a: Instant, z: Instant| (z - a).as_micros().min(u32::MAX as u128) as u32;
         Ok(Verdict {
             label: (margin >= self.spec.section.theta).then_some(best),
             best,
             margin,
+            command_gap,
             scores,
             stage_us: [us(t0, t1), us(t1, t2), us(t2, t3)],
         })
@@ -297,17 +305,11 @@ impl WindowVerifier for Verifier {
             Some(run) => Verifier::verify(self, window, run)?,
             None => self.verify_uninterruptible(window)?,
         };
-        let command_gap = v.scores[..v.scores.len() - 1]
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != v.best)
-            .map(|(_, &s)| v.scores[v.best] - s)
-            .fold(f32::INFINITY, f32::min);
         Ok(VerifyOutput {
             label: v.label,
             best: v.best,
             margin: v.margin,
-            command_gap,
+            command_gap: v.command_gap,
             compute_us: v.stage_us.iter().sum(),
         })
     }
