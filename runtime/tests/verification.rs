@@ -270,6 +270,24 @@ impl Rig {
         }
     }
 
+    /// Frames 0 (trigger, early verdict `early`) and 1 of speech, then frame 2 of silence
+    /// (final verdict `last`): asserts nothing is answered before frame 2 ends the utterance,
+    /// and that the one answer is the final window's detection (trigger 0, end 2).
+    fn early_silent_then_final_detects(&self, key: StreamKey, early: i16, last: i16) {
+        self.speech(key, 0, TRIGGER, early);
+        self.speech(key, 1, 0, 0);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            self.sink.verifications.lock().unwrap().is_empty(),
+            "no answer before the end of the utterance"
+        );
+        self.frame(key, 2, 0, last);
+        let v = self.wait_verifications(1);
+        assert_eq!(v.len(), 1);
+        assert_eq!((v[0].1.trigger_seq, v[0].1.end_seq), (0, 2));
+        assert_eq!(detected_label(v[0].1.outcome), Some(VERIFIED_LABEL as u8));
+    }
+
     fn wait_verifications(&self, n: usize) -> Vec<(u32, Verification, Instant)> {
         let until = Instant::now() + Duration::from_secs(5);
         loop {
@@ -540,18 +558,7 @@ fn an_early_verdict_below_early_theta_or_none_is_silent_and_the_end_of_the_utter
     let k = key(6);
     r.sched.open_stream(k).unwrap();
     // A command early, but by less than early_theta: the end of the utterance decides.
-    r.speech(k, 0, TRIGGER, WEAK);
-    r.speech(k, 1, 0, 0);
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(
-        r.sink.verifications.lock().unwrap().is_empty(),
-        "no answer before the end of the utterance"
-    );
-    r.frame(k, 2, 0, WEAK);
-    let v = r.wait_verifications(1);
-    assert_eq!(v.len(), 1);
-    assert_eq!((v[0].1.trigger_seq, v[0].1.end_seq), (0, 2));
-    assert_eq!(detected_label(v[0].1.outcome), Some(VERIFIED_LABEL as u8));
+    r.early_silent_then_final_detects(k, WEAK, WEAK);
     // `none` early: the end of the utterance answers, here `none` too.
     r.speech(k, 10, TRIGGER, 0);
     r.frame(k, 11, 0, 0);
@@ -581,18 +588,7 @@ fn an_early_verdict_close_to_another_command_is_silent_and_the_end_of_the_uttera
     let k = key(7);
     r.sched.open_stream(k).unwrap();
     // 9 nats over `none` early, but another command within CLOSE_GAP: wait.
-    r.speech(k, 0, TRIGGER, AMBIGUOUS);
-    r.speech(k, 1, 0, 0);
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(
-        r.sink.verifications.lock().unwrap().is_empty(),
-        "no answer before the end of the utterance"
-    );
-    r.frame(k, 2, 0, ACCEPT);
-    let v = r.wait_verifications(1);
-    assert_eq!(v.len(), 1);
-    assert_eq!((v[0].1.trigger_seq, v[0].1.end_seq), (0, 2));
-    assert_eq!(detected_label(v[0].1.outcome), Some(VERIFIED_LABEL as u8));
+    r.early_silent_then_final_detects(k, AMBIGUOUS, ACCEPT);
     // The final window answers even when ambiguous: the gap rule is the early one's.
     r.speech(k, 10, TRIGGER, 0);
     r.frame(k, 11, 0, AMBIGUOUS);
