@@ -84,9 +84,12 @@ class NoiseBank:
         (speech_bounds), as the checks build it from every third negative utterance."""
         return cls([x[slice(*speech_bounds(x))] for x in clips])
 
-    def babble_noise(self, rng, n):
+    def babble_noise(self, rng, n, talkers=(2, 5)):
+        """n samples of babble, unit power: talkers[0]..talkers[1] talkers (uniform), each
+        talking without pause from before the first sample to the last, clip after clip of the
+        bank with 0-0.19 s between them."""
         y = np.zeros(n)
-        for _ in range(rng.integers(2, 6)):
+        for _ in range(rng.integers(talkers[0], talkers[1] + 1)):
             pos = -int(rng.integers(0, C.SR))
             while pos < n:
                 b = self.babble[rng.integers(len(self.babble))]

@@ -92,6 +92,27 @@ class Windows(unittest.TestCase):
             got = 10 * np.log10(p / np.mean(noise ** 2))
             self.assertAlmostEqual(got, snr, delta=0.05)
 
+    def test_talkers_babble_is_mixed_at_the_snr_and_keeps_talking(self):
+        # --babble-talkers: LO..HI talkers without pause over the whole window, as the tests'
+        # babble (augment.NoiseBank); the default draws of NoiseBank.babble_noise (2-5) unchanged
+        import augment
+        import verifier_train as VT
+        rng = np.random.default_rng(2)
+        clips = [np.sin(np.arange(4000 + 500 * k) * (0.05 + 0.01 * k)) * 3000 for k in range(6)]
+        bank = augment.NoiseBank.of_speech(clips)
+        speech = np.zeros(VT.WIN, np.float32)
+        speech[10000:20000] = 0.01 * np.sin(np.arange(10000) * 0.3)
+        p = VT.speech_power(speech[10000:20000])
+        for talkers in ((1, 1), (2, 3)):
+            y = VT.mix(speech, p, "babble", 5.0, rng, bank, talkers)
+            noise = y.astype(np.float64) - speech
+            self.assertAlmostEqual(10 * np.log10(p / np.mean(noise ** 2)), 5.0, delta=0.05)
+            # no 0.25 s stretch of the window without a talker (gaps are at most 3000 samples)
+            e = np.sqrt(np.mean(noise[:VT.WIN // 4000 * 4000].reshape(-1, 4000) ** 2, axis=1))
+            self.assertGreater(e.min(), 0)
+        a, b = np.random.default_rng(5), np.random.default_rng(5)
+        np.testing.assert_array_equal(bank.babble_noise(a, 8000), bank.babble_noise(b, 8000, (2, 5)))
+
 
 @unittest.skipIf(MISSING is not None, f"verifier packages missing: {MISSING}")
 class Decoder(unittest.TestCase):

@@ -210,6 +210,8 @@ def speech_power(x):
 
 
 def babble(rng, sources, n=WIN, talkers=4):
+    """Babble of `talkers` clips of `sources`, each at a random place in the n-sample window
+    (a clip shorter than the window leaves the rest of it to the other talkers), unit power."""
     nz = np.zeros(n)
     for j in rng.choice(len(sources), talkers, replace=False):
         b = sources[j]
@@ -238,11 +240,17 @@ def noise_kind(r, babble_share=None):
     return "babble" if r.random() < babble_share else others[int(r.integers(len(others)))]
 
 
-def mix(w, p_speech, kind, snr, rng, bab_sources):
-    """Window w with `kind` noise over the whole window at `snr` dB over speech power p_speech."""
+def mix(w, p_speech, kind, snr, rng, bab_sources, talkers=None):
+    """Window w with `kind` noise over the whole window at `snr` dB over speech power p_speech;
+    babble by babble() or, with talkers = (LO, HI), of LO..HI talkers without pause as the tests
+    make it (augment.NoiseBank.babble_noise; bab_sources then a NoiseBank): denser than babble(),
+    two or three talkers at 5 dB are each almost as loud as the command."""
     if kind is None:
         return w
-    nz = babble(rng, bab_sources) if kind == "babble" else augment.colored_noise(rng, WIN, kind)
+    if kind == "babble":
+        nz = babble(rng, bab_sources) if talkers is None else bab_sources.babble_noise(rng, WIN, talkers)
+    else:
+        nz = augment.colored_noise(rng, WIN, kind)
     nz = nz / (np.sqrt(np.mean(nz ** 2)) + 1e-12)
     y = w + nz * np.sqrt(p_speech / 10 ** (snr / 10))
     return np.clip(y, -1, 32767 / 32768).astype(np.float32)
@@ -631,6 +639,9 @@ def main():
                     "on their linear layers, like the decoder's; 0 to the encoder's 4; with --lora or --init-lora)")
     ap.add_argument("--babble-share", type=float, default=None, help="share of the noisy training copies with "
                     "babble (default: a quarter, each of TRAIN_NOISES alike)")
+    ap.add_argument("--babble-talkers", type=float_pair, default=None, metavar="LO,HI",
+                    help="babble of LO..HI talkers speaking without pause (augment.NoiseBank, as the tests "
+                    "make it) instead of 4 clips at random places (babble)")
     ap.add_argument("--snr", type=float_pair, default=TRAIN_SNR_DB,
                     metavar="LO,HI", help=f"SNR range (dB over the speech) of the noisy training copies "
                     f"(default {TRAIN_SNR_DB[0]:g},{TRAIN_SNR_DB[1]:g})")
@@ -647,6 +658,11 @@ def main():
         ap.error(f"--snr {a.snr[0]:g},{a.snr[1]:g}: expected LO < HI (dB)")
     if a.late is not None and not (0 < a.late[0] <= 1 and a.late[1] > 0.3):
         ap.error(f"--late {a.late[0]:g},{a.late[1]:g}: expected a share in (0, 1] and MAX_S above 0.3 s")
+    if a.babble_talkers is not None:
+        lo, hi = a.babble_talkers
+        if lo != int(lo) or hi != int(hi) or not 1 <= lo <= hi:
+            ap.error(f"--babble-talkers {lo:g},{hi:g}: expected whole numbers 1 <= LO <= HI")
+        a.babble_talkers = (int(lo), int(hi))
     if a.babble_share is not None and not 0 <= a.babble_share <= 1:
         ap.error(f"--babble-share {a.babble_share:g}: expected a share in [0, 1]")
     import verifier_check as VC
@@ -687,6 +703,8 @@ def main():
         synth_clips += other_voices()
     rec = recorded(("it", "ru"))
     bab_sources = [x for x, lab, _ in synth_clips if lab == C.NONE and len(x) > C.SR] + [x for x, _ in rec]
+    if a.babble_talkers is not None:
+        bab_sources = augment.NoiseBank.of_speech(bab_sources)
     windows, labels, weights = [], [], []
     n_pos = sum(1 for _, lab, _ in synth_clips if lab != C.NONE)
     for i, (x0, lab, src) in enumerate(synth_clips):
@@ -699,7 +717,7 @@ def main():
                 p = speech_power(x)
             w = place(x, tail_of(r, a.late))
             kind = None if (c == 0 and lab != C.NONE) or r.random() < 0.15 else noise_kind(r, a.babble_share)
-            windows.append(mix(w, p, kind, float(r.uniform(*a.snr)), r, bab_sources))
+            windows.append(mix(w, p, kind, float(r.uniform(*a.snr)), r, bab_sources, a.babble_talkers))
             labels.append(lab)
     for i, (x, _) in enumerate(rec):
         r = np.random.default_rng(seed("rec", i))
@@ -707,12 +725,12 @@ def main():
             x = augmented(x, r, "recorded")
         w = place(x, tail_of(r, a.late))
         kind = None if r.random() < 0.3 else noise_kind(r, a.babble_share)
-        windows.append(mix(w, speech_power(x), kind, float(r.uniform(*a.snr)), r, bab_sources))
+        windows.append(mix(w, speech_power(x), kind, float(r.uniform(*a.snr)), r, bab_sources, a.babble_talkers))
         labels.append(C.NONE)
     for i in range(300):
         r = np.random.default_rng(seed("noise", i))
         kind = TRAIN_NOISES[i % len(TRAIN_NOISES)]
-        windows.append(mix(np.zeros(WIN, np.float32), 10 ** (r.uniform(-5, -2)), kind, 0.0, r, bab_sources))
+        windows.append(mix(np.zeros(WIN, np.float32), 10 ** (r.uniform(-5, -2)), kind, 0.0, r, bab_sources, a.babble_talkers))
         labels.append(C.NONE)
     labels = np.array(labels)
     n_none = int((labels == C.NONE).sum())
@@ -725,7 +743,8 @@ def main():
         f"{n_none} none: {len(synth_clips) - n_pos} synthetic near misses and sentences, {len(rec)} Asterisk it/ru prompts, "
         f"300 noise-only; {int(100 * AUG_P)} % of the copies (not a command clip's first) through "
         f"augment.random_effects_v3); noisy copies at {a.snr[0]:g}-{a.snr[1]:g} dB SNR, "
-        f"{'a quarter' if a.babble_share is None else f'{100 * a.babble_share:.0f} %'} of them babble; "
+        f"{'a quarter' if a.babble_share is None else f'{100 * a.babble_share:.0f} %'} of them babble"
+        f"{'' if a.babble_talkers is None else ' of {}-{} talkers without pause'.format(*a.babble_talkers)}; "
         f"{'' if a.late is None else f'{100 * a.late[0]:.0f} % of the windows ending 0.3-{a.late[1]:g} s after their clip; '}"
         f"made in {time.time() - t0:.0f} s")
     t0 = time.time()
