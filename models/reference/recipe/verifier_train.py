@@ -28,7 +28,8 @@ Training data (no voice, text or recording of the tests):
     CC-BY-3.0), as "none";
   - noise alone, as "none";
   each copy clean or with pink / white / brown noise or babble (training voices and the
-  Italian/Russian prompts; --babble-share) at 0-25 dB SNR over the speech (--snr), its speech
+  Italian/Russian prompts; --babble-share; --babble-talkers: talkers speaking without pause, as
+  the tests' babble) at 0-25 dB SNR over the speech (--snr), its speech
   ending 0.05-0.6 s before the window's end (--late: later, tail_of); every copy but a command
   clip's first goes, with probability AUG_P, through augment.random_effects_v3 first (vocal-tract
   length, tempo, EQ, band-limited and radio channels, reverb).
@@ -244,7 +245,7 @@ def mix(w, p_speech, kind, snr, rng, bab_sources, talkers=None):
     """Window w with `kind` noise over the whole window at `snr` dB over speech power p_speech;
     babble by babble() or, with talkers = (LO, HI), of LO..HI talkers without pause as the tests
     make it (augment.NoiseBank.babble_noise; bab_sources then a NoiseBank): denser than babble(),
-    two or three talkers at 5 dB are each almost as loud as the command."""
+    which leaves gaps; at 5 dB SNR each of two talkers is only 8 dB below the command."""
     if kind is None:
         return w
     if kind == "babble":
