@@ -63,6 +63,9 @@ pub struct BootOptions {
     /// Nats by which an early verdict's command must beat every other command
     /// (`VerifyConfig::early_command_gap`).
     pub early_command_gap: f32,
+    /// Nats by which the verdict at the end of the utterance must beat every other
+    /// command (`VerifyConfig::command_gap`).
+    pub command_gap: f32,
     /// A/B slot state directory (`outpost-provision install`): boot the selected slot,
     /// self-test it, then mark it good (raising the anti-rollback floor) or, for a slot
     /// on trial, mark it bad and fall back to the other slot. Overrides `bundle`.

@@ -269,7 +269,8 @@ pub enum VerifyOutcome {
     /// The verifier agrees: this command is detected (`score` is the margin in nats,
     /// `audio_ms` the end of frame `end_seq`).
     Detected(Detection),
-    /// No command: `none` won, or the best command's margin stayed below `theta`.
+    /// No command: `none` won, the best command's margin stayed below `theta`, or
+    /// another command scored within the appliance's command gap of it.
     NoCommand {
         /// The best command, index into [`HelloAck::labels`].
         best_label: u8,

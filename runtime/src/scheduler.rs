@@ -41,7 +41,9 @@
 //!   verification never holds a frame worker nor takes CPU time one wants: frames keep
 //!   their 30 ms deadline. The trigger frame's answer carries no detection; the command
 //!   (or why there is none) follows as `Response::Verification` with the trigger
-//!   frame's request id, checked at the write like a frame's answer.
+//!   frame's request id, checked at the write like a frame's answer. A command that
+//!   does not beat every other command by [`VerifyConfig::command_gap`] there is
+//!   answered `NoCommand`.
 //! * **Early verification** ([`VerifyConfig::early_theta`]). When the trigger frame
 //!   does not end its utterance, the window ending with the trigger frame is also
 //!   verified at once (stage 1 fires after the end of speech more often than not). A
@@ -164,6 +166,11 @@ pub struct VerifyConfig {
     /// that cuts `lights o…` scores `lights on` and `lights off` alike, and the end of
     /// the utterance decides (the daemon sets 4, `outpostd --early-command-gap`).
     pub early_command_gap: f32,
+    /// The verdict at the end of the utterance must beat every other command by this
+    /// many nats, else it is answered `NoCommand`: a miss the operator repeats rather
+    /// than the other half of a minimal pair (`lights on` heard as `lights off` in
+    /// noise; the daemon sets 1, `outpostd --command-gap`). 0: the best command wins.
+    pub command_gap: f32,
     /// Verifications queued (not yet started) over all streams; beyond it, `Rejected`.
     pub queue_capacity: usize,
     /// Worst-case compute per verification assumed before any measurement, in µs.
@@ -200,6 +207,7 @@ impl Default for VerifyConfig {
             max_wait_frames: 4,
             early_theta: None,
             early_command_gap: 0.0,
+            command_gap: 0.0,
             queue_capacity: 8,
             initial_wcet_us: 100_000,
             initial_typical_us: 100_000,
@@ -336,8 +344,9 @@ enum Pass {
     /// else nothing.
     Early(f32, f32),
     /// On the window ending with the end of the utterance: always answers (unless the
-    /// early one did).
-    Final,
+    /// early one did); a command is detected only when it beats every other command by
+    /// `command_gap` (the value), else `NoCommand`.
+    Final(f32),
 }
 
 /// A trigger waiting for the end of its utterance.
@@ -1258,7 +1267,7 @@ fn on_processed_frame(
     if p.settled.load(Ordering::SeqCst) {
         return None;
     }
-    let slot = make_verification(v, frame, p.job(Pass::Final))?;
+    let slot = make_verification(v, frame, p.job(Pass::Final(v.cfg.command_gap)))?;
     if p.early {
         // Admitted now, the early verification ahead of it would be charged to it, and
         // its refusal would answer the trigger before the early verdict could.
@@ -1395,7 +1404,7 @@ fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
             .unwrap_or_default());
         // The early verification answered this trigger: the one at the end of its
         // utterance is dropped unrun.
-        let settled = job.pass == Pass::Final && job.settled.load(Ordering::SeqCst);
+        let settled = matches!(job.pass, Pass::Final(_)) && job.settled.load(Ordering::SeqCst);
         let outcome = if settled {
             slot.claim();
             None
@@ -1449,18 +1458,18 @@ fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
                     );
                     None
                 }
-                (Pass::Final, Ok(out)) if slot.claim() && job.answers_trigger() => {
+                (Pass::Final(gap), Ok(out)) if slot.claim() && job.answers_trigger() => {
                     sh.stats.record(Stage::Verifier, u64::from(out.compute_us));
                     let outcome = match out.label {
-                        Some(label) => detected(label, out.margin),
-                        None => VerifyOutcome::NoCommand {
+                        Some(label) if out.command_gap >= gap => detected(label, out.margin),
+                        _ => VerifyOutcome::NoCommand {
                             best_label: out.best as u8,
                             margin: out.margin,
                         },
                     };
                     Some((outcome, compute_us))
                 }
-                (Pass::Final, Err(e)) if slot.claim() && job.answers_trigger() => {
+                (Pass::Final(_), Err(e)) if slot.claim() && job.answers_trigger() => {
                     log::error!(
                         "verification of stream {:?} trigger seq {}: {e}",
                         job.key,

@@ -210,6 +210,7 @@ fn config(deadline_ms: u32, queue_capacity: usize) -> VerifyConfig {
         max_wait_frames: 2,
         early_theta: None,
         early_command_gap: 0.0,
+        command_gap: 0.0,
         queue_capacity,
         initial_wcet_us: 5_000,
         initial_typical_us: 5_000,
@@ -589,7 +590,7 @@ fn an_early_verdict_close_to_another_command_is_silent_and_the_end_of_the_uttera
     r.sched.open_stream(k).unwrap();
     // 9 nats over `none` early, but another command within CLOSE_GAP: wait.
     r.early_silent_then_final_detects(k, AMBIGUOUS, ACCEPT);
-    // The final window answers even when ambiguous: the gap rule is the early one's.
+    // The final window answers even when ambiguous: its command gap is 0 here.
     r.speech(k, 10, TRIGGER, 0);
     r.frame(k, 11, 0, AMBIGUOUS);
     let v = r.wait_verifications(2);
@@ -597,6 +598,35 @@ fn an_early_verdict_close_to_another_command_is_silent_and_the_end_of_the_uttera
     assert_eq!(detected_label(v[1].1.outcome), Some(VERIFIED_LABEL as u8));
     assert_eq!(r.windows.lock().unwrap().len(), 4, "2 + 2 verifications");
     assert_eq!(r.sched.close_stream(k), Some((5, 2)));
+}
+
+#[test]
+fn a_final_verdict_within_the_command_gap_of_another_command_is_no_command() {
+    let r = rig(VerifyConfig {
+        command_gap: 2.0 * CLOSE_GAP,
+        ..config(250, 8)
+    });
+    let k = key(9);
+    r.sched.open_stream(k).unwrap();
+    // 9 nats over `none`, but another command within CLOSE_GAP < command_gap.
+    r.speech(k, 0, TRIGGER, 0);
+    r.frame(k, 1, 0, AMBIGUOUS);
+    let v = r.wait_verifications(1);
+    assert_eq!((v[0].1.trigger_seq, v[0].1.end_seq), (0, 1));
+    match v[0].1.outcome {
+        VerifyOutcome::NoCommand { best_label, margin } => {
+            assert_eq!(best_label, VERIFIED_LABEL as u8);
+            assert_eq!(margin, 9.0);
+        }
+        other => panic!("expected no command, got {other:?}"),
+    }
+    // A clear command (6 nats over the next) is detected under the same gap.
+    r.speech(k, 10, TRIGGER, 0);
+    r.frame(k, 11, 0, ACCEPT);
+    let v = r.wait_verifications(2);
+    assert_eq!((v[1].1.trigger_seq, v[1].1.end_seq), (10, 11));
+    assert_eq!(detected_label(v[1].1.outcome), Some(VERIFIED_LABEL as u8));
+    assert_eq!(r.counters.verifications.load(Ordering::Relaxed), 2);
 }
 
 #[test]
