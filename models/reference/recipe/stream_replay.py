@@ -2,7 +2,10 @@
 streaming again: every verification the daemon made is scored again in Python from the streamed
 WAVs (CACHE/stream_check), all 13 labels, then the verdicts at the end of the utterance are
 replayed under other values of `theta` (margin over `none`, nats) and of the command gap
-(margin over the next best command, nats; outpostd --command-gap).
+(margin over the next best command, nats; outpostd --command-gap). --decoys also scores the
+decoys of decoys.py (phrases one sound away from a command) in the same decoder call and
+replays a rule that takes the best of `none` and the decoys as the competitor a command must
+beat by theta, beside the bundle's rule.
 
 Windows: 3 s of the stream ending with frame end_seq (the verification at the end of the
 utterance, or the early one when it answered) and, when the trigger frame did not end the
@@ -14,11 +17,12 @@ answered a trigger differently cannot make stage 1 fire elsewhere. The replay pr
 the run's margins it reproduces (the daemon's ring holds only frames that ran, so a frame
 refused in the run's fast pass moves a window).
 
-  python stream_replay.py [--verifier DIR] [--theta 2,1.5] [--gap 0,0.5,1,2]
+  python stream_replay.py [--verifier DIR] [--theta 2,1.5] [--gap 0,0.5,1,2] [--decoys]
 --verifier: the ONNX directory the bundle was built from (`outpost-provision build
 --verifier DIR`; default .outpost/verifier, scripts/setup's). Scores are cached in
-CACHE/stream_check/replay_scores.json for the raw.json and verifier they came from. Runs in
-.venv-verifier; ~15 min on 2 cores for a full run's ~3 400 windows.
+CACHE/stream_check/replay_scores.json for the raw.json, verifier and decoys they came from.
+Runs in .venv-verifier; ~15 min on 2 cores for a full run's ~3 400 windows, ~20 with --decoys
+(~120 more decoder rows).
 """
 import argparse
 import hashlib
@@ -46,9 +50,10 @@ def window(audio, end_seq, n):
 
 class Scorer:
     """The verifier.json graphs of one export, scoring a 3 s window as the runtime does
-    (prompt + candidate + <|endoftext|> per label, one decoder call)."""
+    (prompt + candidate + <|endoftext|> per label, one decoder call); `extra` token sequences
+    (decoys) are scored in the same call after the labels."""
 
-    def __init__(self, d):
+    def __init__(self, d, extra=()):
         cfg = json.loads((d / "verifier.json").read_text())
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = 2, 1
@@ -56,7 +61,7 @@ class Scorer:
                   for k in ("mel", "encoder", "decoder")}
         self.labels, self.theta, self.win = cfg["labels"], cfg["theta"], cfg["window_samples"]
         pr, eot = cfg["prompt"], cfg["eot"]
-        full = [pr + c + [eot] for c in cfg["candidates"]]
+        full = [pr + c + [eot] for c in cfg["candidates"] + list(extra)]
         n = max(len(f) for f in full) - 1
         self.tokens = np.full((len(full), n), eot, np.int64)
         self.targets = self.tokens.copy()
@@ -66,7 +71,8 @@ class Scorer:
             self.mask[i, len(pr) - 1:len(f) - 1] = 1
 
     def __call__(self, audio, end_seq):
-        """Scores (nats, label order) of the window ending with frame end_seq of `audio`."""
+        """Scores (nats; labels in order, then the extra sequences) of the window ending with
+        frame end_seq of `audio`."""
         w = window(audio, end_seq, self.win)
         mel = self.s["mel"].run(None, {"audio": w[None]})[0]
         enc = self.s["encoder"].run(None, {"log_mel": mel})[0]
@@ -104,12 +110,16 @@ def score_run(scorer, raw):
     return dict(clips=clips, negs=negs)
 
 
-def verdict(e, labels, theta, gap):
-    """The command a trigger's verifications name under the rule, or None."""
+def verdict(e, labels, theta, gap, decoys=True):
+    """The command a trigger's verifications name under the rule, or None. Scores hold the
+    labels (`none` last) and then the decoys; decoys=False ignores them."""
+    n = len(labels)
+
     def best(s):
         s = np.asarray(s)
-        order = np.argsort(-s[:-1])
-        return order[0], s[order[0]] - s[-1], s[order[0]] - s[order[1]]
+        order = np.argsort(-s[:n - 1])
+        other = max(s[n - 1], s[n:].max()) if decoys and len(s) > n else s[n - 1]
+        return order[0], s[order[0]] - other, s[order[0]] - s[order[1]]
     if "early" in e:
         b, m, g = best(e["early"])
         if m >= theta + EARLY_MARGIN and g >= EARLY_GAP:
@@ -118,29 +128,30 @@ def verdict(e, labels, theta, gap):
     return labels[b] if m >= theta and g >= gap else None
 
 
-def replay(sc, labels, theta, gap):
+def replay(sc, labels, theta, gap, decoys=True):
     acc = defaultdict(Counter)
     for c in sc["clips"]:
         r = acc[c["cond"]]
         r["n"] += 1
         for e in c["events"]:
-            v = verdict(e, labels, theta, gap)
+            v = verdict(e, labels, theta, gap, decoys)
             if v is not None:
                 r["right" if v == c["label"] else "wrong"] += 1
                 break
     fa = Counter({n["set"]: 0 for n in sc["negs"]})
     for n in sc["negs"]:
-        fa[n["set"]] += sum(verdict(e, labels, theta, gap) is not None for e in n["events"])
+        fa[n["set"]] += sum(verdict(e, labels, theta, gap, decoys) is not None for e in n["events"])
     return acc, fa
 
 
-def fidelity(sc):
-    """Events whose replayed margin (of the window that answered) is the run's, within 0.01 nats."""
+def fidelity(sc, n):
+    """Events whose replayed margin (of the window that answered) is the run's, within 0.01 nats
+    (n labels, `none` last; decoys after them do not count)."""
     same = total = 0
     for e in (e for x in sc["clips"] + sc["negs"] for e in x["events"]):
         s = np.asarray(e["final"])
         total += 1
-        same += abs(float(s[:-1].max() - s[-1]) - e["margin_nats"]) < 0.01
+        same += abs(float(s[:n - 1].max() - s[n - 1]) - e["margin_nats"]) < 0.01
     return same, total
 
 
@@ -154,12 +165,20 @@ def main():
     ap.add_argument("--raw", default=str(SC.WORK / "raw.json"))
     ap.add_argument("--theta", type=floats, default=None, help="values of theta (default: the bundle's)")
     ap.add_argument("--gap", type=floats, default=[0.0, 0.5, 1.0, 2.0])
+    ap.add_argument("--decoys", action="store_true", help="score decoys.py's decoys too and replay with them")
     a = ap.parse_args()
     vdir, raw_path = Path(a.verifier), Path(a.raw)
+    extra = []
+    if a.decoys:
+        import decoys as D
+        import whisper_ct2
+        tok = whisper_ct2.WhisperCT2().tokenizer()
+        phrases = [d for _, d in D.decoys(C.COMMANDS)]
+        extra = [tok.encode(D.caption(d), add_special_tokens=False).ids for d in phrases]
     key = hashlib.sha256(raw_path.read_bytes() + (vdir / "verifier.json").read_bytes()
-                         + (vdir / "whisper_decoder.onnx").read_bytes()).hexdigest()
+                         + (vdir / "whisper_decoder.onnx").read_bytes() + json.dumps(extra).encode()).hexdigest()
     cache = SC.WORK / "replay_scores.json"
-    scorer = Scorer(vdir)
+    scorer = Scorer(vdir, extra)
     sc = None
     if cache.exists():
         c = json.loads(cache.read_text())
@@ -167,21 +186,23 @@ def main():
     if sc is None:
         sc = score_run(scorer, json.loads(raw_path.read_text()))
         cache.write_text(json.dumps(dict(key=key, scores=sc)))
-    same, total = fidelity(sc)
+    n = len(scorer.labels)
+    same, total = fidelity(sc, n)
     print(f"replay of {raw_path} with {vdir}: {same} of {total} margins as in the run (within 0.01 nats)")
     conds = list(dict.fromkeys(c["cond"] for c in sc["clips"]))
-    print("| theta | gap | " + " | ".join(conds) + " | right / wrong, all | false accepts |")
-    print("|---" * (len(conds) + 4) + "|")
-    for theta in a.theta or [scorer.theta]:
-        for gap in a.gap:
-            if theta > scorer.theta + EARLY_MARGIN or gap > EARLY_GAP:
-                raise SystemExit(f"theta {theta} / gap {gap}: stricter than the early rule, not replayable")
-            acc, fa = replay(sc, scorer.labels, theta, gap)
-            cells = [f"{100 * acc[c]['right'] / acc[c]['n']:.1f} / {100 * acc[c]['wrong'] / acc[c]['n']:.1f}"
-                     for c in conds]
-            right, wrong = sum(acc[c]["right"] for c in conds), sum(acc[c]["wrong"] for c in conds)
-            print(f"| {theta:g} | {gap:g} | " + " | ".join(cells) + f" | {right} / {wrong} | "
-                  + ", ".join(f"{k} {v}" for k, v in fa.items()) + " |")
+    print("| decoys | theta | gap | " + " | ".join(conds) + " | right / wrong, all | false accepts |")
+    print("|---" * (len(conds) + 5) + "|")
+    for decoys in ([False, True] if extra else [False]):
+        for theta in a.theta or [scorer.theta]:
+            for gap in a.gap:
+                if theta > scorer.theta + EARLY_MARGIN or gap > EARLY_GAP:
+                    raise SystemExit(f"theta {theta} / gap {gap}: stricter than the early rule, not replayable")
+                acc, fa = replay(sc, scorer.labels, theta, gap, decoys)
+                cells = [f"{100 * acc[c]['right'] / acc[c]['n']:.1f} / {100 * acc[c]['wrong'] / acc[c]['n']:.1f}"
+                         for c in conds]
+                right, wrong = sum(acc[c]["right"] for c in conds), sum(acc[c]["wrong"] for c in conds)
+                print(f"| {'yes' if decoys else 'no'} | {theta:g} | {gap:g} | " + " | ".join(cells)
+                      + f" | {right} / {wrong} | " + ", ".join(f"{k} {v}" for k, v in fa.items()) + " |")
 
 
 if __name__ == "__main__":

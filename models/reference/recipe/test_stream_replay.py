@@ -32,6 +32,18 @@ class Verdict(unittest.TestCase):
         e = {"early": scores(-6.0, 3.5), "final": scores(-1.0, -2.0)}
         self.assertIsNone(R.verdict(e, LABELS, 2.0, 0.0), "early 3.5 < theta + 2, final below theta")
 
+    def test_decoys_after_the_labels_compete_with_none_only_when_asked(self):
+        # "stops" heard: stop 6 nats over none, but the decoy " Stops." scores above stop
+        e = {"final": scores(-20.0, -20.0, stop=-1.0, none=-7.0) + [-0.5, -30.0]}
+        self.assertEqual(R.verdict(e, LABELS, 2.0, 1.0, decoys=False), "stop")
+        self.assertIsNone(R.verdict(e, LABELS, 2.0, 1.0))
+        # a decoy below none changes nothing; one 2.5 nats below the command keeps it at theta 2
+        e = {"final": scores(-20.0, -20.0, stop=-1.0, none=-7.0) + [-9.0]}
+        self.assertEqual(R.verdict(e, LABELS, 2.0, 1.0), "stop")
+        e = {"final": scores(-20.0, -20.0, stop=-1.0, none=-7.0) + [-3.5]}
+        self.assertEqual(R.verdict(e, LABELS, 2.0, 1.0), "stop")
+        self.assertIsNone(R.verdict(e, LABELS, 3.0, 1.0))
+
     def test_replay_counts_the_first_verdict_per_clip_and_every_false_accept(self):
         sc = {"clips": [
             {"cond": "clean", "label": "lights on", "events": [{"final": scores(-5.0, -6.0)}, {"final": scores(9.0, 1.0)}]},
