@@ -91,7 +91,8 @@ def decoys(commands, per_word=PER_WORD, min_zipf=MIN_ZIPF):
 
 
 def caption(phrase):
-    """The caption the verifier scores for a phrase: ' Lights on.' (verifier_train.sequences)."""
+    """The caption the verifier scores for a phrase, a command's or a decoy's: ' Lights on.'
+    (verifier_train.sequences, verifier_check's rule B)."""
     return " " + phrase[0].upper() + phrase[1:] + "."
 
 

@@ -61,6 +61,7 @@ import numpy as np
 
 import augment
 import common as C
+import decoys as D
 import texts
 import whisper_ct2
 import whisper_onnx as WO
@@ -300,7 +301,7 @@ def encode_all(enc, windows, what):
 def sequences(m):
     """Token ids of the 13 candidates: ' Cap.' per command (verifier_check rule B) and none."""
     tok = m.tokenizer()
-    seqs = [tok.encode(" " + c[0].upper() + c[1:] + ".", add_special_tokens=False).ids for c in C.COMMANDS]
+    seqs = [tok.encode(D.caption(c), add_special_tokens=False).ids for c in C.COMMANDS]
     return seqs + [[m.token_id(NONE_TOKEN)]]
 
 
