@@ -63,7 +63,8 @@ def neighbours(word, min_zipf=MIN_ZIPF):
     spelling). [] for a word the dictionary does not hold."""
     from wordfreq import zipf_frequency
     prons, by_len = _dictionary()
-    own = prons.get(word.lower(), set())
+    word = word.lower()
+    own = prons.get(word, set())
     found = {}
     for p in own:
         for n in (len(p) - 1, len(p), len(p) + 1):
