@@ -51,6 +51,32 @@ class Windows(unittest.TestCase):
         self.assertEqual(w[-1], x[-1])
         self.assertEqual(w[0], x[500])
 
+    @unittest.skipIf(MISSING, MISSING)
+    def test_accent_variants_are_balanced_and_never_a_near_miss_or_command(self):
+        import accents as A
+        import texts
+        import verifier_train as VT
+        from pathlib import Path
+        voices = ["en-gb+m1", "en-us+f2"]
+        near = [t for t in texts.HARD_NEGATIVES if t not in set(texts.HARD_NEGATIVES[::4])]
+        self.assertEqual(VT.accent_jobs(voices, near, 0, Path("/nonexistent")), [])
+        jobs = VT.accent_jobs(voices, near, 2, Path("/x"))
+        self.assertEqual(jobs, VT.accent_jobs(voices, near, 2, Path("/x")))
+        cmd = [j for j in jobs if j[5] != C.NONE]
+        self.assertEqual(sorted({j[5] for j in cmd}), list(range(len(C.COMMANDS))))
+        self.assertEqual(len(cmd), len(jobs) - len(cmd))
+        for v, ph, path, rate, pitch, label in jobs:
+            self.assertIn(v, voices)
+            self.assertTrue(ph.startswith("[[") and ph.endswith("]]"), ph)
+            self.assertEqual(path.parent, Path("/x/accent") / VT.safe(v))
+            said = A.bare([A.tokens(w) for w in ph[2:-2].split()])
+            lang = v.split("+")[0]
+            if label == C.NONE:
+                self.assertNotIn(said, {A.bare(A.phonemes(c, lang)) for c in C.COMMANDS})
+            else:
+                self.assertNotIn(said, {A.bare(A.phonemes(t, lang)) for t in texts.HARD_NEGATIVES})
+                self.assertNotEqual(said, A.bare(A.phonemes(C.COMMANDS[label], lang)))
+
     def test_default_draws_are_those_the_shipped_lora_was_trained_with(self):
         # tail_of / noise_kind without --late / --babble-share must draw exactly as the code
         # that trained models/reference/verifier_lora.npz did, or a rerun trains another LoRA

@@ -20,6 +20,8 @@ detection is accepted when a command beats "none" by at least THETA nats.
 
 Training data (no voice, text or recording of the tests):
   - the commands by espeak-ng training voices (common.ESPEAK_TRAIN_*; random rate and pitch);
+  - with --accent-variants N, N pronunciation variants of each command and as many of near
+    misses (none) by those voices, with the sound rules of other English accents (accents.py);
   - the commands and negatives by the training voices of flite, Piper, Kokoro and SVOX Pico en-US
     (verifier_voices.py train; --no-voices leaves them out);
   - near misses (texts.HARD_NEGATIVES without the verifier_check slice [::4]), random
@@ -109,8 +111,9 @@ def train_voices(n, rng):
     return [pool[i] for i in rng.choice(len(pool), n, replace=False)]
 
 
-def training_clips(n_voices, n_neg, rng):
-    """[(float32 audio in [-1, 1), label index (C.NONE for none), source)] of synthetic speech."""
+def training_clips(n_voices, n_neg, rng, n_accents=0):
+    """[(float32 audio in [-1, 1), label index (C.NONE for none), source)] of synthetic speech;
+    n_accents pronunciation variants of each command and as many of near misses (accent_jobs)."""
     root = C.CACHE / "verifier" / "train"
     voices = train_voices(n_voices, rng)
     test_negs = set(texts.HARD_NEGATIVES[::4])
@@ -131,9 +134,45 @@ def training_clips(n_voices, n_neg, rng):
                 continue
         r, p = int(rng.integers(130, 210)), int(rng.integers(25, 75))
         jobs.append((v, t, root / "neg" / safe(v) / f"{seed(t)}_{r}_{p}.wav", r, p, C.NONE))
+    jobs += accent_jobs(voices, near, n_accents, root)
     with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as ex:
         list(ex.map(lambda j: synth(j[0], j[1], j[2], j[3], j[4]), jobs))
-    return [(C.read_wav(path).astype(np.float32) / 32768, label, f"espeak {v}") for v, _, path, _, _, label in jobs]
+    return [(C.read_wav(path).astype(np.float32) / 32768, label, f"espeak {v}" + (" accent" if t.startswith("[[") else ""))
+            for v, t, path, _, _, label in jobs]
+
+
+def accent_jobs(voices, near, n, root):
+    """synth() jobs (voice, "[[phonemes]]", path, rate, pitch, label) of accents.variant
+    pronunciations: n per command and as many of the near misses `near` (label none), each by one of
+    `voices` (espeak-ng training voices, over its own dialect's phonemes). A command's variant is
+    never the pronunciation of a near miss or decoy (texts.HARD_NEGATIVES, all of them, and
+    decoys.py), a near miss's never that of a command, in the voice's dialect. Its own generator
+    (seed "accents"): with n = 0 nothing else draws differently."""
+    import accents as A
+    if n <= 0:
+        return []
+    r = np.random.default_rng(seed("accents"))
+    langs = sorted({v.split("+")[0] for v in voices})
+    others = list(texts.HARD_NEGATIVES) + [d for _, d in D.decoys(C.COMMANDS)]
+    avoid_cmd = {lg: {A.bare(A.phonemes(t, lg)) for t in others} for lg in langs}
+    avoid_neg = {lg: {A.bare(A.phonemes(c, lg)) for c in C.COMMANDS} for lg in langs}
+    jobs = []
+    for k in range(n * len(C.COMMANDS) * 2):
+        v = voices[int(r.integers(len(voices)))]
+        lg = v.split("+")[0]
+        ci = (k // 2) % len(C.COMMANDS) if k % 2 == 0 else C.NONE
+        got = None
+        for _ in range(1 if ci != C.NONE else len(near)):   # a near miss no rule changes: another one
+            text = C.COMMANDS[ci] if ci != C.NONE else near[int(r.integers(len(near)))]
+            got = A.variant(text, lg, r, avoid_cmd[lg] if ci != C.NONE else avoid_neg[lg])
+            if got is not None:
+                break
+        if got is None:
+            continue
+        ph, _ = got
+        rate, pitch = int(r.integers(130, 210)), int(r.integers(25, 75))
+        jobs.append((v, ph, root / "accent" / safe(v) / f"{seed(ph)}_{rate}_{pitch}.wav", rate, pitch, ci))
+    return jobs
 
 
 def other_voices():
@@ -625,6 +664,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--voices", type=int, default=60, help="espeak-ng training voices")
     ap.add_argument("--negatives", type=int, default=900, help="synthetic negative clips")
+    ap.add_argument("--accent-variants", type=int, default=0, metavar="N",
+                    help="N pronunciation variants of each command by the espeak-ng training voices, with the "
+                    "sound rules of other accents (accents.py), and as many of the near misses as none")
     ap.add_argument("--copies", type=int, default=4, help="augmented copies of each command clip")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--lr", type=float, default=5e-5)
@@ -699,7 +741,7 @@ def main():
 
     # training set
     t0 = time.time()
-    synth_clips = training_clips(a.voices, a.negatives, rng)
+    synth_clips = training_clips(a.voices, a.negatives, rng, a.accent_variants)
     n_espeak = len(synth_clips)
     if not a.no_voices:
         synth_clips += other_voices()
@@ -739,10 +781,15 @@ def main():
     # each class half the weight: commands and "none" count the same in the loss
     weights = np.where(labels == C.NONE, 0.5 / n_none, 0.5 / (len(labels) - n_none)).astype(np.float32)
     engines = sorted({src.split()[0] for _, _, src in synth_clips})
+    acc_pos = sum(1 for _, lab, src in synth_clips if lab != C.NONE and src.endswith(" accent"))
+    acc_neg = sum(1 for _, lab, src in synth_clips if lab == C.NONE and src.endswith(" accent"))
     say(f"training windows: {len(labels)} ({len(labels) - n_none} command windows from {n_pos} clips x {a.copies} copies "
         f"({sum(1 for _, lab, _ in synth_clips[:n_espeak] if lab != C.NONE)} "
-        f"of {a.voices} espeak-ng training voices, the rest of {', '.join(e for e in engines if e != 'espeak') or 'no other engine'}); "
-        f"{n_none} none: {len(synth_clips) - n_pos} synthetic near misses and sentences, {len(rec)} Asterisk it/ru prompts, "
+        f"of {a.voices} espeak-ng training voices"
+        f"{f' ({acc_pos} of them accent variants, accents.py)' if a.accent_variants else ''}"
+        f", the rest of {', '.join(e for e in engines if e != 'espeak') or 'no other engine'}); "
+        f"{n_none} none: {len(synth_clips) - n_pos} synthetic near misses and sentences"
+        f"{f' ({acc_neg} accent variants of near misses)' if a.accent_variants else ''}, {len(rec)} Asterisk it/ru prompts, "
         f"300 noise-only; {int(100 * AUG_P)} % of the copies (not a command clip's first) through "
         f"augment.random_effects_v3); noisy copies at {a.snr[0]:g}-{a.snr[1]:g} dB SNR, "
         f"{'a quarter' if a.babble_share is None else f'{100 * a.babble_share:.0f} %'} of them babble"
