@@ -20,8 +20,6 @@ class Tokens(unittest.TestCase):
     def test_every_training_dialect_word_splits_back(self):
         words = list(C.COMMANDS) + list(texts.HARD_NEGATIVES)
         for lang in C.ESPEAK_TRAIN_LANGS:
-            for w in A.phonemes(" . ".join(words), lang):
-                self.assertTrue(w, lang)
             out = subprocess.run(["espeak-ng", "-q", "-x", "-v", lang, "--", " . ".join(words)],
                                  capture_output=True, text=True, check=True).stdout
             for w in out.split():
