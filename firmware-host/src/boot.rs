@@ -448,6 +448,7 @@ fn build_verifiers(
             max_wait_frames: VerifyConfig::frames_of_wait(v.max_wait_ms),
             early_theta: opts.early_verify_margin.map(|m| v.theta + m),
             early_command_gap: opts.early_command_gap,
+            early_fallback_gap: opts.early_fallback_gap,
             command_gap: opts.command_gap,
             initial_wcet_us: wcet,
             initial_typical_us: (total / runs.max(1)).min(u64::from(wcet)) as u32,

@@ -63,6 +63,10 @@ pub struct BootOptions {
     /// Nats by which an early verdict's command must beat every other command
     /// (`VerifyConfig::early_command_gap`).
     pub early_command_gap: f32,
+    /// Nats by which a silent early verdict's command must beat every other command to
+    /// be detected when the end of the utterance names none
+    /// (`VerifyConfig::early_fallback_gap`); `None`: the end of the utterance decides.
+    pub early_fallback_gap: Option<f32>,
     /// Nats by which the verdict at the end of the utterance must beat every other
     /// command (`VerifyConfig::command_gap`).
     pub command_gap: f32,

@@ -83,6 +83,7 @@ fn dev_boot_options() -> BootOptions {
         verify_deadline_ms: None,
         early_verify_margin: Some(2.0),
         early_command_gap: 4.0,
+        early_fallback_gap: Some(4.0),
         command_gap: 1.0,
         state_dir: None,
     }

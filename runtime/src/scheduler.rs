@@ -65,10 +65,16 @@
 //!   the deadline, 6 or 7 of 8 triggers were refused so (`docs/performance.md`).
 //!   Either way a trigger gets exactly one `Verification` (the first of its jobs to
 //!   answer claims it).
+//! * **Early fallback** ([`VerifyConfig::early_fallback_gap`]). A silent early verdict
+//!   that named a command above the bundle's θ, clear of every other command by that
+//!   gap, is kept; when the verdict at the end of the utterance then names no command,
+//!   that command is detected instead. In babble the VAD does not drop, so the final
+//!   window ends 320 ms after the trigger and often hears the talkers over the command
+//!   the trigger's window held; no verification is added.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use embassy_time::{Duration, Instant};
@@ -166,6 +172,11 @@ pub struct VerifyConfig {
     /// that cuts `lights o…` scores `lights on` and `lights off` alike, and the end of
     /// the utterance decides (the daemon sets 4, `outpostd --early-command-gap`).
     pub early_command_gap: f32,
+    /// Early fallback: when the verdict at the end of the utterance names no command, a
+    /// silent early verdict's command is detected if it beat `none` by the bundle's
+    /// `theta` and every other command by this many nats (the daemon sets 4,
+    /// `outpostd --early-fallback-gap`). `None`: the end of the utterance alone decides.
+    pub early_fallback_gap: Option<f32>,
     /// The verdict at the end of the utterance must beat every other command by this
     /// many nats, else it is answered `NoCommand`: a miss the operator repeats rather
     /// than the other half of a minimal pair (`lights on` heard as `lights off` in
@@ -207,6 +218,7 @@ impl Default for VerifyConfig {
             max_wait_frames: 4,
             early_theta: None,
             early_command_gap: 0.0,
+            early_fallback_gap: None,
             command_gap: 0.0,
             queue_capacity: 8,
             initial_wcet_us: 100_000,
@@ -325,6 +337,20 @@ struct VerifyJob {
     /// still waited, the early one stays silent. Shared by both
     /// ([`VerifyJob::answers_trigger`]).
     settled: Arc<AtomicBool>,
+    /// The command a silent early verdict heard above θ, for the early fallback; shared
+    /// by the trigger's jobs, set by the early one.
+    early_heard: Arc<OnceLock<EarlyHeard>>,
+}
+
+/// A command the early verification heard above the bundle's θ without answering it
+/// ([`VerifyConfig::early_fallback_gap`]).
+#[derive(Debug, Clone, Copy)]
+struct EarlyHeard {
+    label: usize,
+    /// Over `none`, in nats.
+    margin: f32,
+    /// Over the next best command, in nats.
+    command_gap: f32,
 }
 
 impl VerifyJob {
@@ -345,8 +371,9 @@ enum Pass {
     Early(f32, f32),
     /// On the window ending with the end of the utterance: always answers (unless the
     /// early one did); a command is detected only when it beats every other command by
-    /// `command_gap` (the value), else `NoCommand`.
-    Final(f32),
+    /// `command_gap` (the first value), else the early verdict's command when it beat
+    /// every other command by `early_fallback_gap` (the second), else `NoCommand`.
+    Final(f32, Option<f32>),
 }
 
 /// A trigger waiting for the end of its utterance.
@@ -361,6 +388,8 @@ struct PendingTrigger {
     early: bool,
     /// Shared with the trigger's verification jobs ([`VerifyJob::settled`]).
     settled: Arc<AtomicBool>,
+    /// Shared with the trigger's verification jobs ([`VerifyJob::early_heard`]).
+    early_heard: Arc<OnceLock<EarlyHeard>>,
 }
 
 impl<J> Slot<J> {
@@ -1236,6 +1265,7 @@ fn on_processed_frame(
                 frames_waited: 0,
                 early: false,
                 settled: Arc::new(AtomicBool::new(false)),
+                early_heard: Arc::new(OnceLock::new()),
             }
         });
     } else if let Some(p) = v.pending.get_mut(&f.key) {
@@ -1267,7 +1297,11 @@ fn on_processed_frame(
     if p.settled.load(Ordering::SeqCst) {
         return None;
     }
-    let slot = make_verification(v, frame, p.job(Pass::Final(v.cfg.command_gap)))?;
+    let slot = make_verification(
+        v,
+        frame,
+        p.job(Pass::Final(v.cfg.command_gap, v.cfg.early_fallback_gap)),
+    )?;
     if p.early {
         // Admitted now, the early verification ahead of it would be charged to it, and
         // its refusal would answer the trigger before the early verdict could.
@@ -1306,6 +1340,7 @@ impl PendingTrigger {
             trigger_label: self.trigger_label,
             pass,
             settled: Arc::clone(&self.settled),
+            early_heard: Arc::clone(&self.early_heard),
         }
     }
 }
@@ -1318,6 +1353,7 @@ struct TriggerJob {
     trigger_label: u8,
     pass: Pass,
     settled: Arc<AtomicBool>,
+    early_heard: Arc<OnceLock<EarlyHeard>>,
 }
 
 /// The verification of trigger `p` on the window that ends with `frame`, due the
@@ -1357,6 +1393,7 @@ fn make_verification(
             sink: Arc::clone(&f.sink),
             pass: p.pass,
             settled: p.settled,
+            early_heard: p.early_heard,
         },
         f.arrived,
         deadline,
@@ -1404,7 +1441,7 @@ fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
             .unwrap_or_default());
         // The early verification answered this trigger: the one at the end of its
         // utterance is dropped unrun.
-        let settled = matches!(job.pass, Pass::Final(_)) && job.settled.load(Ordering::SeqCst);
+        let settled = matches!(job.pass, Pass::Final(..)) && job.settled.load(Ordering::SeqCst);
         let outcome = if settled {
             slot.claim();
             None
@@ -1443,7 +1480,16 @@ fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
                             Some((detected(label, out.margin), compute_us))
                         }
                         _ => {
-                            // Silent: the verification at the end of the utterance answers.
+                            // Silent: the verification at the end of the utterance
+                            // answers; a command it heard above θ is kept for the
+                            // early fallback.
+                            if let Some(label) = out.label {
+                                let _ = job.early_heard.set(EarlyHeard {
+                                    label,
+                                    margin: out.margin,
+                                    command_gap: out.command_gap,
+                                });
+                            }
                             slot.claim();
                             None
                         }
@@ -1458,10 +1504,17 @@ fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
                     );
                     None
                 }
-                (Pass::Final(gap), Ok(out)) if slot.claim() && job.answers_trigger() => {
+                (Pass::Final(gap, fallback_gap), Ok(out))
+                    if slot.claim() && job.answers_trigger() =>
+                {
                     sh.stats.record(Stage::Verifier, u64::from(out.compute_us));
-                    let outcome = match out.label {
-                        Some(label) if out.command_gap >= gap => detected(label, out.margin),
+                    let early = job
+                        .early_heard
+                        .get()
+                        .filter(|e| fallback_gap.is_some_and(|g| e.command_gap >= g));
+                    let outcome = match (out.label, early) {
+                        (Some(label), _) if out.command_gap >= gap => detected(label, out.margin),
+                        (_, Some(e)) => detected(e.label, e.margin),
                         _ => VerifyOutcome::NoCommand {
                             best_label: out.best as u8,
                             margin: out.margin,
@@ -1469,7 +1522,7 @@ fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
                     };
                     Some((outcome, compute_us))
                 }
-                (Pass::Final(_), Err(e)) if slot.claim() && job.answers_trigger() => {
+                (Pass::Final(..), Err(e)) if slot.claim() && job.answers_trigger() => {
                     log::error!(
                         "verification of stream {:?} trigger seq {}: {e}",
                         job.key,

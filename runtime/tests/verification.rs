@@ -5,7 +5,7 @@
 //! their results; a full verification queue refuses at once; the close counts verified
 //! commands; an early verification answers a confident command at the trigger frame and
 //! is otherwise silent, leaving the answer to the verification at the end of the
-//! utterance.
+//! utterance, or, as the early fallback, answers the early command when the end hears none.
 //!
 //! Real threads and the std clock: outcomes are asserted, not durations (beyond a
 //! generous bound on "by its deadline").
@@ -210,6 +210,7 @@ fn config(deadline_ms: u32, queue_capacity: usize) -> VerifyConfig {
         max_wait_frames: 2,
         early_theta: None,
         early_command_gap: 0.0,
+        early_fallback_gap: None,
         command_gap: 0.0,
         queue_capacity,
         initial_wcet_us: 5_000,
@@ -598,6 +599,73 @@ fn an_early_verdict_close_to_another_command_is_silent_and_the_end_of_the_uttera
     assert_eq!(detected_label(v[1].1.outcome), Some(VERIFIED_LABEL as u8));
     assert_eq!(r.windows.lock().unwrap().len(), 4, "2 + 2 verifications");
     assert_eq!(r.sched.close_stream(k), Some((5, 2)));
+}
+
+/// Early fallback gap: above [`CLOSE_GAP`], below the fake verifier's usual 6 nats.
+const FALLBACK_GAP: f32 = 3.0;
+
+#[test]
+fn a_silent_early_command_clear_of_the_others_is_detected_when_the_end_hears_none() {
+    let r = rig(VerifyConfig {
+        early_fallback_gap: Some(FALLBACK_GAP),
+        ..early(250)
+    });
+    let k = key(10);
+    r.sched.open_stream(k).unwrap();
+    // Early: a command above θ but below early_theta, 6 nats clear of the next: silent.
+    r.speech(k, 0, TRIGGER, WEAK);
+    r.speech(k, 1, 0, 0);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(r.sink.verifications.lock().unwrap().is_empty());
+    // The end of the utterance hears none: the early command is detected.
+    r.frame(k, 2, 0, 0);
+    let v = r.wait_verifications(1);
+    assert_eq!((v[0].1.trigger_seq, v[0].1.end_seq), (0, 2));
+    match v[0].1.outcome {
+        VerifyOutcome::Detected(d) => {
+            assert_eq!(d.label, VERIFIED_LABEL as u8);
+            assert_eq!(d.score, WEAK_MARGIN, "the early window's margin");
+        }
+        other => panic!("expected the early command, got {other:?}"),
+    }
+    // Early within CLOSE_GAP of another command, none at the end: no command.
+    r.speech(k, 10, TRIGGER, AMBIGUOUS);
+    r.frame(k, 11, 0, 0);
+    let v = r.wait_verifications(2);
+    assert_eq!((v[1].1.trigger_seq, v[1].1.end_seq), (10, 11));
+    assert!(
+        matches!(v[1].1.outcome, VerifyOutcome::NoCommand { .. }),
+        "{v:?}"
+    );
+    // A command at the end of the utterance is its verdict, not the early one's.
+    r.speech(k, 20, TRIGGER, WEAK);
+    r.frame(k, 21, 0, ACCEPT);
+    let v = r.wait_verifications(3);
+    assert_eq!(
+        v[2].1.outcome,
+        VerifyOutcome::Detected(outpost_protocol::Detection {
+            label: VERIFIED_LABEL as u8,
+            score: 9.0,
+            audio_ms: stream_time_ms(21),
+        })
+    );
+    assert_eq!(
+        r.windows.lock().unwrap().len(),
+        6,
+        "2 + 2 + 2 verifications"
+    );
+    assert_eq!(r.sched.close_stream(k), Some((7, 2)));
+
+    // Without the fallback the first utterance is no command.
+    let r = rig(early(250));
+    r.sched.open_stream(k).unwrap();
+    r.speech(k, 0, TRIGGER, WEAK);
+    r.frame(k, 1, 0, 0);
+    let v = r.wait_verifications(1);
+    assert!(
+        matches!(v[0].1.outcome, VerifyOutcome::NoCommand { .. }),
+        "{v:?}"
+    );
 }
 
 #[test]

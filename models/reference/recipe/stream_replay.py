@@ -12,12 +12,15 @@ utterance, or the early one when it answered) and, when the trigger frame did no
 utterance, with the trigger frame (the early verification). The early rule stays the run's
 (theta + 2 nats over `none`, 4 over every other command): an early verdict that answered in the
 run is replayed as a verdict of its window, so final rules stricter than it (theta above
-theta + 2, a gap above 4) are refused. Triggers are those of the run: a rule that would have
+theta + 2, a gap above 4) are refused. When the end of the utterance names no command, the early
+window's command above theta and clear of every other command by --fallback-gap nats is the verdict
+(outpostd's early fallback; --no-fallback replays without it). Triggers are those of the run: a rule that would have
 answered a trigger differently cannot make stage 1 fire elsewhere. The replay prints how many of
 the run's margins it reproduces (the daemon's ring holds only frames that ran, so a frame
 refused in the run's fast pass moves a window).
 
-  python stream_replay.py [--verifier DIR] [--theta 2,1.5] [--gap 0,0.5,1,2] [--decoys]
+  python stream_replay.py [--verifier DIR] [--theta 2,1.5] [--gap 0,0.5,1,2] [--fallback-gap 3]
+                          [--no-fallback] [--decoys]
 --verifier: the ONNX directory the bundle was built from (`outpost-provision build
 --verifier DIR`; default .outpost/verifier, scripts/setup's). Scores are cached in
 CACHE/stream_check/replay_scores.json for the raw.json, verifier and decoys they came from.
@@ -38,6 +41,7 @@ import stream_check as SC
 import verifier_check as VC
 
 EARLY_MARGIN, EARLY_GAP = 2.0, 4.0      # outpostd's --early-verify-margin, --early-command-gap
+FALLBACK_GAP = 4.0                      # outpostd's --early-fallback-gap
 
 
 def window(audio, end_seq, n):
@@ -110,9 +114,10 @@ def score_run(scorer, raw):
     return dict(clips=clips, negs=negs)
 
 
-def verdict(e, labels, theta, gap, decoys=True):
+def verdict(e, labels, theta, gap, decoys=True, fallback=FALLBACK_GAP):
     """The command a trigger's verifications name under the rule, or None. Scores hold the
-    labels (`none` last) and then the decoys; decoys=False ignores them."""
+    labels (`none` last) and then the decoys; decoys=False ignores them. fallback: the early
+    fallback's command gap (nats), None for none."""
     n = len(labels)
 
     def best(s):
@@ -125,33 +130,40 @@ def verdict(e, labels, theta, gap, decoys=True):
         if m >= theta + EARLY_MARGIN and g >= EARLY_GAP:
             return labels[b]
     b, m, g = best(e["final"])
-    return labels[b] if m >= theta and g >= gap else None
+    if m >= theta and g >= gap:
+        return labels[b]
+    if "early" in e and fallback is not None:
+        b, m, g = best(e["early"])
+        if m >= theta and g >= fallback:
+            return labels[b]
+    return None
 
 
-def replay(sc, labels, theta, gap, decoys=True):
+def replay(sc, labels, theta, gap, decoys=True, fallback=FALLBACK_GAP):
     acc = defaultdict(Counter)
     for c in sc["clips"]:
         r = acc[c["cond"]]
         r["n"] += 1
         for e in c["events"]:
-            v = verdict(e, labels, theta, gap, decoys)
+            v = verdict(e, labels, theta, gap, decoys, fallback)
             if v is not None:
                 r["right" if v == c["label"] else "wrong"] += 1
                 break
     fa = Counter({n["set"]: 0 for n in sc["negs"]})
     for n in sc["negs"]:
-        fa[n["set"]] += sum(verdict(e, labels, theta, gap, decoys) is not None for e in n["events"])
+        fa[n["set"]] += sum(verdict(e, labels, theta, gap, decoys, fallback) is not None for e in n["events"])
     return acc, fa
 
 
 def fidelity(sc, n):
-    """Events whose replayed margin (of the window that answered) is the run's, within 0.01 nats
-    (n labels, `none` last; decoys after them do not count)."""
+    """Events whose replayed margin (of the window that answered: the end of the utterance's, or
+    the early one's for an early fallback) is the run's, within 0.01 nats (n labels, `none`
+    last; decoys after them do not count)."""
     same = total = 0
     for e in (e for x in sc["clips"] + sc["negs"] for e in x["events"]):
-        s = np.asarray(e["final"])
         total += 1
-        same += abs(float(s[:n - 1].max() - s[n - 1]) - e["margin_nats"]) < 0.01
+        same += any(abs(float(s[:n - 1].max() - s[n - 1]) - e["margin_nats"]) < 0.01
+                    for s in (np.asarray(e[w]) for w in ("final", "early") if w in e))
     return same, total
 
 
@@ -165,6 +177,8 @@ def main():
     ap.add_argument("--raw", default=str(SC.WORK / "raw.json"))
     ap.add_argument("--theta", type=floats, default=None, help="values of theta (default: the bundle's)")
     ap.add_argument("--gap", type=floats, default=[0.0, 0.5, 1.0, 2.0])
+    ap.add_argument("--fallback-gap", type=float, default=FALLBACK_GAP, help="the early fallback's command gap (nats)")
+    ap.add_argument("--no-fallback", action="store_true", help="replay without the early fallback")
     ap.add_argument("--decoys", action="store_true", help="score decoys.py's decoys too and replay with them")
     a = ap.parse_args()
     vdir, raw_path = Path(a.verifier), Path(a.raw)
@@ -197,7 +211,7 @@ def main():
             for gap in a.gap:
                 if theta > scorer.theta + EARLY_MARGIN or gap > EARLY_GAP:
                     raise SystemExit(f"theta {theta} / gap {gap}: stricter than the early rule, not replayable")
-                acc, fa = replay(sc, scorer.labels, theta, gap, decoys)
+                acc, fa = replay(sc, scorer.labels, theta, gap, decoys, None if a.no_fallback else a.fallback_gap)
                 cells = [f"{100 * acc[c]['right'] / acc[c]['n']:.1f} / {100 * acc[c]['wrong'] / acc[c]['n']:.1f}"
                          for c in conds]
                 right, wrong = sum(acc[c]["right"] for c in conds), sum(acc[c]["wrong"] for c in conds)

@@ -30,7 +30,19 @@ class Verdict(unittest.TestCase):
         e = {"early": scores(-6.0, 5.0), "final": scores(12.0, 3.0)}
         self.assertEqual(R.verdict(e, LABELS, 2.0, 1.0), "lights off", "early: 5 >= 2 + 2, gap 11")
         e = {"early": scores(-6.0, 3.5), "final": scores(-1.0, -2.0)}
-        self.assertIsNone(R.verdict(e, LABELS, 2.0, 0.0), "early 3.5 < theta + 2, final below theta")
+        self.assertIsNone(R.verdict(e, LABELS, 2.0, 0.0, fallback=None), "early 3.5 < theta + 2, final below theta")
+
+    def test_the_early_fallback_names_the_early_command_when_the_final_names_none(self):
+        # early: lights off 3.5 over none (below theta + 2), 9.5 over lights on; final: none
+        e = {"early": scores(-6.0, 3.5), "final": scores(-1.0, -2.0)}
+        self.assertEqual(R.verdict(e, LABELS, 2.0, 1.0), "lights off")
+        self.assertIsNone(R.verdict(e, LABELS, 2.0, 1.0, fallback=10.0), "9.5 nats over lights on < 10")
+        self.assertIsNone(R.verdict(e, LABELS, 4.0, 1.0), "3.5 < theta")
+        # a command at the end of the utterance is the verdict, whatever the early window heard
+        e = {"early": scores(-6.0, 3.5), "final": scores(6.0, -2.0)}
+        self.assertEqual(R.verdict(e, LABELS, 2.0, 1.0), "lights on")
+        # no early window (the trigger frame ended the utterance): nothing to fall back on
+        self.assertIsNone(R.verdict({"final": scores(-1.0, -2.0)}, LABELS, 2.0, 1.0))
 
     def test_decoys_after_the_labels_compete_with_none_only_when_asked(self):
         # "stops" heard: stop 6 nats over none, but the decoy " Stops." scores above stop
