@@ -19,7 +19,7 @@ answered a trigger differently cannot make stage 1 fire elsewhere. The replay pr
 the run's margins it reproduces (the daemon's ring holds only frames that ran, so a frame
 refused in the run's fast pass moves a window).
 
-  python stream_replay.py [--verifier DIR] [--theta 2,1.5] [--gap 0,0.5,1,2] [--fallback-gap 3]
+  python stream_replay.py [--verifier DIR] [--theta 2,1.5] [--gap 0,0.5,1,2] [--fallback-gap 4]
                           [--no-fallback] [--decoys]
 --verifier: the ONNX directory the bundle was built from (`outpost-provision build
 --verifier DIR`; default .outpost/verifier, scripts/setup's). Scores are cached in
