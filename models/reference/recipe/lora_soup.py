@@ -27,7 +27,11 @@ def read(path):
 
 
 def soup(loras, weights):
-    """loras: [(arrays, rank, alpha)], weights: [w] (normalised here) -> (arrays, rank, alpha)."""
+    """loras: [(arrays, rank r_i, alpha_i)], arrays by name: `W/lora_a` [r_i, in], `W/lora_b`
+    [out, r_i], and directly tuned arrays (any shape, the same in every file); weights: one
+    positive number per file (normalised here). Returns (arrays, R = sum r_i, alpha = R): `W/lora_a`
+    [R, in], `W/lora_b` [out, R] carrying each file's scale alpha_i / r_i. Raises ValueError on a
+    count mismatch, a weight that is not positive, or files that tune different arrays."""
     if len(loras) != len(weights) or not loras:
         raise ValueError(f"{len(loras)} LoRA files and {len(weights)} weights: expected as many, at least one")
     if any(not np.isfinite(w) or w <= 0 for w in weights):
