@@ -648,15 +648,15 @@ def check_voices(a, checks, m, seqs, encs, ft, bab, out, say):
         say(f"| {name} | {cond} | {npos} | {len(rs) - npos} | {cell(rs, 3)} | {cell(rs, 2)} |")
     voices = sorted({(n, r[1]) for (n, c), rs in rows.items() for r in rs})
     say()
-    say("Per voice, command clips accepted right (clean / pink 5 dB / babble 10 dB), baseline → new:")
+    say("Per voice, command clips accepted right (clean / pink 5 dB / babble 10 dB)"
+        + (", baseline → new:" if base else ":"))
     say()
     for n, v in voices:
         cells = []
         for cond, _, _ in CHECK_CONDS:
             rs = [r for r in rows[(n, cond)] if r[1] == v and r[0] != C.NONE]
-            f = [np.mean([decide(r[k], theta) == r[0] for r in rs]) if rs and rs[0][k] is not None else float("nan")
-                 for k in (3, 2)]
-            cells.append(f"{100 * f[0]:.0f} → {100 * f[1]:.0f} %")
+            f = [np.mean([decide(r[k], theta) == r[0] for r in rs]) for k in ((3, 2) if base else (2,))]
+            cells.append(" → ".join(f"{100 * x:.0f}" for x in f) + " %")
         say(f"- {n} {v}: " + " / ".join(cells))
 
 
