@@ -297,6 +297,22 @@ def write_wav(path, x):
         w.writeframes(np.asarray(x, dtype="<i2").tobytes())
 
 
+
+def write_lora(path, Q, rank, alpha):
+    """A verifier LoRA file (verifier_train.py, lora_soup.py): the arrays Q by name (`W/lora_a`
+    [rank, in], `W/lora_b` [out, rank], directly tuned arrays) as a compressed .npz of float16,
+    plus `rank` and `alpha` (the update is alpha / rank * B @ A)."""
+    np.savez_compressed(path, **{k: np.asarray(v, np.float16) for k, v in Q.items()},
+                        rank=np.int32(rank), alpha=np.float32(alpha))
+
+
+def read_lora(path):
+    """(Q, rank, alpha) of a write_lora file, Q as float32 arrays by name. Raises KeyError when
+    the file has no `rank` or `alpha` (not a LoRA file)."""
+    z = np.load(path)
+    return ({k: z[k].astype(np.float32) for k in z.files if k not in ("rank", "alpha")},
+            int(z["rank"]), float(z["alpha"]))
+
 def fetch_debs(base_url, debs, d, root, complete, pinned_in):
     """Fetches pinned Debian packages and unpacks them, once, without installing anything.
 

@@ -18,12 +18,7 @@ import argparse
 
 import numpy as np
 
-
-def read(path):
-    """(arrays, rank, alpha) of a LoRA file (verifier_train.save_lora's format)."""
-    z = np.load(path)
-    return ({k: z[k].astype(np.float32) for k in z.files if k not in ("rank", "alpha")},
-            int(z["rank"]), float(z["alpha"]))
+import common as C
 
 
 def soup(loras, weights):
@@ -60,9 +55,8 @@ def main():
     ap.add_argument("--weights", default=None, help="comma-separated, one per file (default: equal)")
     a = ap.parse_args()
     weights = [1.0] * len(a.loras) if a.weights is None else [float(x) for x in a.weights.split(",")]
-    q, rank, alpha = soup([read(p) for p in a.loras], weights)
-    np.savez_compressed(a.out, **{k: np.asarray(v, np.float16) for k, v in q.items()},
-                        rank=np.int32(rank), alpha=np.float32(alpha))
+    q, rank, alpha = soup([C.read_lora(p) for p in a.loras], weights)
+    C.write_lora(a.out, q, rank, alpha)
     print(f"{a.out}: {len(a.loras)} LoRA files, rank {rank}")
 
 

@@ -514,18 +514,14 @@ def tuned_model(m, P):
 
 
 def save_lora(path, Q, rank, alpha):
-    """LoRA parameters as a compressed .npz of float16 arrays (names as in lora_init) plus
-    `rank` and `alpha`."""
-    np.savez_compressed(path, **{k: np.asarray(v, np.float16) for k, v in Q.items()},
-                        rank=np.int32(rank), alpha=np.float32(alpha))
+    """LoRA parameters (names as in lora_init) as a LoRA file (common.write_lora)."""
+    C.write_lora(path, Q, rank, alpha)
 
 
 def read_lora(m, path):
     """(Q, rank, alpha) of the LoRA file at `path` (save_lora's), Q as float32. Raises ValueError
     when it is not a LoRA of `m`'s decoder."""
-    z = np.load(path)
-    rank, alpha = int(z["rank"]), float(z["alpha"])
-    Q = {k: z[k].astype(np.float32) for k in z.files if k not in ("rank", "alpha")}
+    Q, rank, alpha = C.read_lora(path)
     missing = set(lora_init(m, rank, np.random.default_rng(0), enc_top_of(m, Q))) - set(Q)
     if missing:
         raise ValueError(f"{path}: not a LoRA file of this model: {len(missing)} arrays missing, e.g. {sorted(missing)[0]}")
