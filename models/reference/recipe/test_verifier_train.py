@@ -237,6 +237,48 @@ class Decoder(unittest.TestCase):
         self.assertGreater(np.abs(got - VT.Scorer(self.d / "dec.onnx", self.m, self.seqs, 1)(self.enc)).max(), 0.01)
         np.testing.assert_allclose(got, want, atol=2e-2)
 
+    def test_a_frozen_encoder_lora_gives_the_states_its_decoder_was_trained_on(self):
+        import verifier_train as VT
+        import whisper_onnx as WO
+        import test_whisper_export as TW
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        n = VT.WIN // WO.HOP
+        sess = lambda g: ort.InferenceSession(g.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        log_mel = sess(WO.build_mel(VT.WIN)).run(None, {"audio": VT.place(TW.clip_lights_on().astype(np.float32)
+                                                                            / 32768, 1600)[None]})[0]
+        h = sess(WO.build_encoder(self.m, n, last=self.m.n_enc - 1)).run(None, {"log_mel": log_mel})[0]
+        Q = VT.lora_init(self.m, 4, np.random.default_rng(3), enc_top=1)
+        Q = {n_: v + 0.02 if n_.endswith("lora_b") else v for n_, v in Q.items()}    # encoder and decoder trained
+        dec, enc, merged = VT.freeze_encoder(self.m, Q, 2.0)
+        self.assertEqual(VT.enc_top_of(self.m, dec), 0)
+        self.assertEqual(set(dec) | set(enc), set(Q))
+        self.assertTrue(enc and all(k.startswith("encoder/") for k in enc))
+        self.assertTrue(all(k.startswith("encoder/") for k in merged))
+        # The whole encoder with the frozen part merged, then the decoder part alone, scores as
+        # the LoRA did on the lower layers' states with its own top layer.
+        frozen_states = sess(WO.build_encoder(VT.tuned_model(self.m, merged), n)).run(None, {"log_mel": log_mel})[0]
+        L = max(len(s) for s in self.seqs) + len(self.m.prompt())
+        t, g, k = VT.batch_of(self.m, self.seqs, L)
+        _, logprob = VT.make_decoder(self.m, lambda q: VT.lora_merge(self.m, q, 2.0))
+        whole = np.asarray(logprob(Q, np.repeat(h, len(self.seqs), 0), t, g, k))
+        split = np.asarray(logprob(dec, np.repeat(frozen_states, len(self.seqs), 0), t, g, k))
+        self.assertGreater(np.abs(whole - np.asarray(logprob(dec, np.repeat(self.enc[None], len(self.seqs), 0),
+                                                             t, g, k))).max(), 0.5)
+        np.testing.assert_allclose(split, whole, atol=1e-2)
+        # Trained on those states, the decoder part changes and the encoder part is saved unchanged.
+        labels = np.array([C.COMMANDS.index("lights on"), C.NONE])
+        states = np.stack([frozen_states[0], np.zeros_like(frozen_states[0])]).astype(np.float16)
+        got, _ = VT.train(self.m, dict(dec), states, labels, np.full(2, 0.5, np.float32), self.seqs, epochs=2,
+                          lr=1e-4, batch=2, rng=np.random.default_rng(0), merge=lambda q: VT.lora_merge(self.m, q, 2.0))
+        self.assertEqual(set(got), set(dec))
+        self.assertGreater(max(float(np.abs(np.asarray(got[k_]) - dec[k_]).max()) for k_ in dec), 0)
+        VT.save_lora(self.d / "frozen.npz", {**{k_: np.asarray(v) for k_, v in got.items()}, **enc}, 4, 8.0)
+        back, _, _ = VT.read_lora(self.m, self.d / "frozen.npz")
+        self.assertEqual(VT.enc_top_of(self.m, back), 1)
+        for k_, v in enc.items():
+            np.testing.assert_allclose(back[k_], v, atol=1e-3 * max(1.0, float(np.abs(v).max())))
+
     def test_a_lora_grown_down_the_encoder_keeps_what_it_learned(self):
         import verifier_train as VT
         Q = VT.lora_init(self.m, 4, np.random.default_rng(3), enc_top=1)

@@ -11,7 +11,10 @@ of speech); earlier audio is whatever preceded it (silence here, noise over the 
 the noisy copies). With --encoder-top N the top N encoder layers (and the encoder's final layer
 norm) are fine-tuned too, LoRA on their linear layers like the decoder's: the windows go through
 the frozen lower layers once (build_encoder(..., last=...)) and the top layers run in JAX with the
-decoder; the export then carries them in whisper_encoder.onnx. Targets, teacher-forced
+decoder; the export then carries them in whisper_encoder.onnx. With --init-lora NPZ
+--freeze-encoder the LoRA's encoder layers stay as they are, merged into the whole encoder that
+encodes every window once, and its decoder part alone is tuned (a new vocabulary, as
+scripts/train-commands does: the encoder's states cost a fifth, an epoch a fifth or less). Targets, teacher-forced
 cross-entropy:
   command clip   <|startoftranscript|><|notimestamps|> " Lights on." <|endoftext|>
   anything else  <|startoftranscript|><|notimestamps|> <|nocaptions|> <|endoftext|>
@@ -43,7 +46,7 @@ neural-voice check's voices (verifier_voices.py check: Kokoro jf_tebukuro / jm_k
 RHVoice bdl / clb, engines or speakers never trained on), clean, pink 5 dB and babble 10 dB,
 beside the LoRA given by --baseline-lora (default: the committed one) scored on the same windows.
 
-  python verifier_train.py [--epochs 4] [--lr 5e-5] [--lora R | --init-lora NPZ] [--encoder-top N] [--no-tests]
+  python verifier_train.py [--epochs 4] [--lr 5e-5] [--lora R | --init-lora NPZ [--freeze-encoder]] [--encoder-top N] [--no-tests]
                            [--out DIR] [--report MD]
 Writes DIR/whisper_decoder_ft.onnx (same inputs/outputs as whisper_decoder.onnx) and the
 report (default ../verifier_train.md).
@@ -419,6 +422,18 @@ def lora_merge(m, Q, scale):
     return P
 
 
+def freeze_encoder(m, Q, scale):
+    """LoRA parameters Q (lora_init's, tuning encoder layers or not) split for a decoder-only
+    fine-tune on top of them: (Q's decoder parameters, Q's encoder parameters, the encoder weights
+    with those merged, for tuned_model and whisper_onnx.build_encoder). The decoder parameters
+    trained on that encoder's states, joined with the encoder parameters unchanged, are one LoRA
+    file again (verifier_train.py --freeze-encoder)."""
+    enc = {k: v for k, v in Q.items() if k.startswith("encoder/")}
+    dec = {k: v for k, v in Q.items() if k not in enc}
+    merged = {k: v for k, v in lora_merge(m, Q, scale).items() if k.startswith("encoder/")}
+    return dec, enc, merged
+
+
 def make_decoder(m, merge=None):
     """(loss(params, enc, tokens, targets, mask, weight), logprob(params, enc, tokens, targets, mask))
     in JAX, the same computation as whisper_onnx.build_decoder. With `merge`, params are what
@@ -675,6 +690,9 @@ def main():
     ap.add_argument("--no-tests", action="store_true", help="train and write the decoder and LoRA only (the report "
                     "holds the training lines; stream_check.py measures the bundle)")
     ap.add_argument("--no-voices", action="store_true", help="espeak-ng only (no verifier_voices.py clips)")
+    ap.add_argument("--freeze-encoder", action="store_true", help="with --init-lora: keep its encoder layers as they "
+                    "are (merged into the encoder, so every window's states are computed once) and fine-tune the "
+                    "decoder alone; the saved LoRA carries both (scripts/train-commands' step 4)")
     ap.add_argument("--encoder-top", type=int, default=0, help="also fine-tune this many top encoder layers (LoRA "
                     "on their linear layers, like the decoder's; 0 to the encoder's 4; with --lora or --init-lora)")
     ap.add_argument("--babble-share", type=float, default=None, help="share of the noisy training copies with "
@@ -713,7 +731,14 @@ def main():
     if not all(p.exists() for p in paths.values()):
         WO.export(out, 3.0, m)
     import onnx
-    if a.init_lora:
+    frozen = {}     # --freeze-encoder: the initial LoRA's encoder parameters, kept as they are
+    if a.freeze_encoder:
+        if not a.init_lora or a.encoder_top:
+            raise SystemExit("--freeze-encoder keeps the encoder layers of the --init-lora LoRA and tunes the decoder "
+                             "alone: it needs --init-lora and no --encoder-top")
+        Q0, r0, alpha0 = read_lora(m, a.init_lora)
+        _, frozen, merged = freeze_encoder(m, Q0, alpha0 / r0)
+    elif a.init_lora:
         # a LoRA that tunes encoder layers goes on tuning them (the windows stop below them)
         a.encoder_top = max(a.encoder_top, enc_top_of(m, read_lora(m, a.init_lora)[0]))
     if not 0 <= a.encoder_top <= m.n_enc:
@@ -725,6 +750,10 @@ def main():
         lower = out / f"whisper_encoder_lower{first_top}.onnx"
         onnx.save(WO.build_encoder(m, n_mel, last=first_top), lower)
         enc = Encoder({"mel": paths["mel"], "encoder": lower}, a.threads)
+    elif frozen:
+        # the whole encoder with the frozen LoRA merged (as verifier_export.py exports it)
+        onnx.save(WO.build_encoder(tuned_model(m, merged), n_mel), out / "whisper_encoder_frozen.onnx")
+        enc = Encoder({"mel": paths["mel"], "encoder": out / "whisper_encoder_frozen.onnx"}, a.threads)
     else:
         enc = Encoder(paths, a.threads)
     seqs = sequences(m)
@@ -801,6 +830,10 @@ def main():
     if a.init_lora:
         Q, a.lora, a.lora_alpha = read_lora(m, a.init_lora)
         say(f"LoRA started from {a.init_lora} (rank {a.lora}, alpha {a.lora_alpha:g})")
+        if frozen:
+            Q = freeze_encoder(m, Q, a.lora_alpha / a.lora)[0]
+            say(f"  its {enc_top_of(m, frozen)} encoder layer(s) frozen (merged into the encoder): the decoder alone "
+                "is tuned")
         had = enc_top_of(m, Q)
         if a.encoder_top and had != a.encoder_top:
             Q = grow_lora(m, Q, a.lora, a.encoder_top)
@@ -811,11 +844,13 @@ def main():
             Q = lora_init(m, a.lora, np.random.default_rng(1), a.encoder_top)
         Q, t_train = train(m, Q, enc_states, labels, weights, seqs, a.epochs, a.lr, a.batch, rng,
                            merge=lambda q: lora_merge(m, q, scale))
-        P = lora_merge(m, {k: np.asarray(v) for k, v in Q.items()}, scale)
+        n_params = sum(v.size for v in Q.values())
+        Q = {**{k: np.asarray(v) for k, v in Q.items()}, **frozen}
+        P = lora_merge(m, Q, scale)
         what = (f"LoRA rank {a.lora} (scale {scale:g}) on every decoder linear layer"
                 + (f" and those of the top {a.encoder_top} encoder layer(s)" if a.encoder_top else "")
-                + ", biases and layer norms in full")
-        n_params = sum(v.size for v in Q.values())
+                + ", biases and layer norms in full"
+                + (f" (the top {enc_top_of(m, frozen)} encoder layers' LoRA frozen)" if frozen else ""))
         if a.save_lora:
             save_lora(a.save_lora, Q, a.lora, a.lora_alpha)
             say(f"written: {a.save_lora}")
@@ -840,9 +875,13 @@ def main():
         top_base, top_ft = Top(tops["base"], a.threads), Top(tops["ft"], a.threads)
         say(f"written: {tops['ft']}")
 
+    enc_base = Encoder(paths, a.threads) if frozen else None
+
     def encs(w):
-        """Encoder states of window w for the baseline (the frozen encoder) and the fine-tuned decoder."""
+        """Encoder states of window w for the baseline (Whisper's own encoder) and the fine-tuned decoder."""
         h = enc(w)
+        if frozen:
+            return enc_base(w), h
         return (top_base(h), top_ft(h)) if a.encoder_top else (h, h)
     if a.no_tests:
         write_report(a.report, lines)
