@@ -732,16 +732,16 @@ def main():
     if not all(p.exists() for p in paths.values()):
         WO.export(out, 3.0, m)
     import onnx
+    if a.freeze_encoder and (not a.init_lora or a.encoder_top):
+        raise SystemExit("--freeze-encoder keeps the encoder layers of the --init-lora LoRA and tunes the decoder "
+                         "alone: it needs --init-lora and no --encoder-top")
+    Q_init, rank_init, alpha_init = read_lora(m, a.init_lora) if a.init_lora else (None, 0, 0.0)
     frozen = {}     # --freeze-encoder: the initial LoRA's encoder parameters, kept as they are
     if a.freeze_encoder:
-        if not a.init_lora or a.encoder_top:
-            raise SystemExit("--freeze-encoder keeps the encoder layers of the --init-lora LoRA and tunes the decoder "
-                             "alone: it needs --init-lora and no --encoder-top")
-        Q0, r0, alpha0 = read_lora(m, a.init_lora)
-        _, frozen, merged = freeze_encoder(m, Q0, alpha0 / r0)
+        Q_init, frozen, merged = freeze_encoder(m, Q_init, alpha_init / rank_init)
     elif a.init_lora:
         # a LoRA that tunes encoder layers goes on tuning them (the windows stop below them)
-        a.encoder_top = max(a.encoder_top, enc_top_of(m, read_lora(m, a.init_lora)[0]))
+        a.encoder_top = max(a.encoder_top, enc_top_of(m, Q_init))
     if not 0 <= a.encoder_top <= m.n_enc:
         raise SystemExit(f"--encoder-top {a.encoder_top}: Whisper tiny.en has {m.n_enc} encoder layers (expected 0-{m.n_enc})")
     n_mel = WIN // WO.HOP
@@ -829,10 +829,9 @@ def main():
     say(f"encoder states: {t_enc:.0f} s ({1000 * t_enc / len(labels):.1f} ms per window, {a.threads} ORT threads)")
 
     if a.init_lora:
-        Q, a.lora, a.lora_alpha = read_lora(m, a.init_lora)
+        Q, a.lora, a.lora_alpha = Q_init, rank_init, alpha_init
         say(f"LoRA started from {a.init_lora} (rank {a.lora}, alpha {a.lora_alpha:g})")
         if frozen:
-            Q = freeze_encoder(m, Q, a.lora_alpha / a.lora)[0]
             say(f"  its {enc_top_of(m, frozen)} encoder layer(s) frozen (merged into the encoder): the decoder alone "
                 "is tuned")
         had = enc_top_of(m, Q)
