@@ -114,6 +114,23 @@ class Driver(unittest.TestCase):
         rc, err = self.run_driver(f, "--epochs", "3")
         self.assertEqual((rc, "unknown argument --epochs" in err), (2, True), err)
 
+    def test_stage_1_is_trained_as_the_shipped_trigger_head_is(self):
+        # the same feature sets and `none` weight as train.sh's trigger head (field recordings aside)
+        import re
+        ship = (HERE / "train.sh").read_text()
+        ship = ship[ship.index("OUTPOST_HEAD_OUT=\"$REPO/models/reference/trigger_head.onnx\"") - 200:]
+        custom = (C.REPO / "scripts" / "train-commands").read_text()
+
+        def setting(text, name):
+            m = re.search(name + r'="?([a-z0-9.,]+)', text)
+            self.assertIsNotNone(m, name)
+            return m.group(1).rstrip(",")
+        for name in ("OUTPOST_TRAIN_SETS", "OUTPOST_NONE_WEIGHT"):
+            self.assertEqual(setting(custom, name), setting(ship, name), name)
+        for name in setting(custom, "OUTPOST_TRAIN_SETS").split(","):
+            self.assertTrue(re.search(rf"features\.py {name}\b", custom), f"train-commands trains on {name} but makes no "
+                            "features of it")
+
     def test_the_example_is_the_shipped_list_and_one_more(self):
         self.assertEqual(C.read_commands(C.REF / "custom" / "radio_check.txt"), C.COMMANDS + ["radio check"])
 
