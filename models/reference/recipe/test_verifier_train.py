@@ -51,6 +51,21 @@ class Windows(unittest.TestCase):
         self.assertEqual(w[-1], x[-1])
         self.assertEqual(w[0], x[500])
 
+    def test_more_copies_of_a_recorded_line_leave_every_first_window_as_it_was(self):
+        import types
+        import verifier_train as VT
+        r = np.random.default_rng(7)
+        rec = [((0.1 * r.standard_normal(n)).astype(np.float32), f"line{i}") for i, n in enumerate((8000, 12000))]
+        bab = [(0.1 * r.standard_normal(C.SR * 2)).astype(np.float32)]
+        a = types.SimpleNamespace(late=None, babble_share=None, snr=VT.TRAIN_SNR_DB, babble_talkers=None)
+        once = list(VT.recorded_windows(rec, [1, 1], a, bab))
+        more = list(VT.recorded_windows(rec, [3, 2], a, bab))   # line 0 x 3, then line 1 x 2
+        self.assertEqual([len(w) for w in more], [VT.WIN] * 5)
+        np.testing.assert_array_equal(once[0], more[0])
+        np.testing.assert_array_equal(once[1], more[3])
+        for j, k in ((0, 1), (0, 2), (1, 2), (3, 4)):
+            self.assertFalse(np.array_equal(more[j], more[k]), f"copies {j} and {k} of a line are the same window")
+
     @unittest.skipIf(MISSING, MISSING)
     def test_accent_variants_are_balanced_and_never_a_near_miss_or_command(self):
         import accents as A

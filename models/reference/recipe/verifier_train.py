@@ -31,7 +31,8 @@ Training data (no voice, text or recording of the tests):
   - near misses (texts.HARD_NEGATIVES without the verifier_check slice [::4]), random
     sentences of common words (texts.random_sentence) and numbers by the same voices, as "none";
   - recorded human speech, Asterisk Italian and Russian prompts (recorded_speech.TRAIN_LANGS,
-    CC-BY-3.0), as "none";
+    CC-BY-3.0), as "none"; with --game-speech N also N draws of each English line of two games
+    (game_english: Warzone 2100, Fish Fillets NG), not in the shipped LoRA;
   - noise alone, as "none";
   each copy clean or with pink / white / brown noise or babble (training voices and the
   Italian/Russian prompts; --babble-share; --babble-talkers: talkers speaking without pause, as
@@ -225,7 +226,37 @@ def recorded(langs, max_s=None):
     return out
 
 
+# Game voice lines that say a command inside a sentence ("To cancel production, right-click the
+# icon."): left out of the "none" windows. Found by transcribing every line with Whisper tiny.en
+# (CTranslate2, greedy) and searching the text for the commands' words.
+GAME_LINES_SAYING_A_COMMAND = ("warzone/tutorial/tut59",)
+
+
+def game_english():
+    """[(float32 audio, name)]: real English speech of two games, as "none" (--game-speech):
+    Warzone 2100's voice lines (game_audio.warzone_lines, 15 min of a few actors, radio-processed)
+    and Fish Fillets NG's dialogue (game_audio.fillets_lines, 6 min, much of it cries and
+    laughter), but those in GAME_LINES_SAYING_A_COMMAND. Hedgewars' lines stay held out."""
+    import game_audio as G
+    return [(x, n) for x, n in G.warzone_lines() + G.fillets_lines() if n not in GAME_LINES_SAYING_A_COMMAND]
+
+
 # ---------------------------------------------------------------- windows and noise
+def recorded_windows(rec, copies, a, bab_sources):
+    """Yields the "none" windows of recorded speech: copies[i] windows of rec[i] = (float32 audio,
+    name), each its own draw (seeded by i and the copy) of effects (AUG_P), placement (a.late),
+    and clean (30 %) or noise (a.babble_share, a.snr, a.babble_talkers) over bab_sources. A
+    line's first window is the same whatever the copies, so one more source leaves the others'
+    windows as they were."""
+    for i, ((x0, _), n) in enumerate(zip(rec, copies)):
+        for c in range(n):
+            r = np.random.default_rng(seed("rec", i) if c == 0 else seed("rec", i, c))
+            x = augmented(x0, r, "recorded") if r.random() < AUG_P else x0
+            w = place(x, tail_of(r, a.late))
+            kind = None if r.random() < 0.3 else noise_kind(r, a.babble_share)
+            yield mix(w, speech_power(x), kind, float(r.uniform(*a.snr)), r, bab_sources, a.babble_talkers)
+
+
 def place(x, tail):
     """x at the end of a WIN-sample window, ending `tail` samples before it (x's start is cut
     when longer; a negative tail cuts that many samples off x's end); zeros before."""
@@ -679,6 +710,8 @@ def main():
     ap.add_argument("--accent-variants", type=int, default=0, metavar="N",
                     help="N pronunciation variants of each command by the espeak-ng training voices, with the "
                     "sound rules of other accents (accents.py), and as many of the near misses as none")
+    ap.add_argument("--game-speech", type=int, default=0, metavar="N",
+                    help="also the English voice lines of two games as none, N copies each (game_english)")
     ap.add_argument("--copies", type=int, default=4, help="augmented copies of each command clip")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--lr", type=float, default=5e-5)
@@ -772,6 +805,9 @@ def main():
     if not a.no_voices:
         synth_clips += other_voices()
     rec = recorded(("it", "ru"))
+    n_rec = len(rec)
+    if a.game_speech:
+        rec += game_english()
     bab_sources = [x for x, lab, _ in synth_clips if lab == C.NONE and len(x) > C.SR] + [x for x, _ in rec]
     if a.babble_talkers is not None:
         bab_sources = augment.NoiseBank.of_speech(bab_sources)
@@ -789,13 +825,8 @@ def main():
             kind = None if (c == 0 and lab != C.NONE) or r.random() < 0.15 else noise_kind(r, a.babble_share)
             windows.append(mix(w, p, kind, float(r.uniform(*a.snr)), r, bab_sources, a.babble_talkers))
             labels.append(lab)
-    for i, (x, _) in enumerate(rec):
-        r = np.random.default_rng(seed("rec", i))
-        if r.random() < AUG_P:
-            x = augmented(x, r, "recorded")
-        w = place(x, tail_of(r, a.late))
-        kind = None if r.random() < 0.3 else noise_kind(r, a.babble_share)
-        windows.append(mix(w, speech_power(x), kind, float(r.uniform(*a.snr)), r, bab_sources, a.babble_talkers))
+    for w in recorded_windows(rec, [1] * n_rec + [a.game_speech] * (len(rec) - n_rec), a, bab_sources):
+        windows.append(w)
         labels.append(C.NONE)
     for i in range(300):
         r = np.random.default_rng(seed("noise", i))
@@ -815,7 +846,8 @@ def main():
         f"{f' ({acc_pos} of them accent variants, accents.py)' if a.accent_variants else ''}"
         f", the rest of {', '.join(e for e in engines if e != 'espeak') or 'no other engine'}); "
         f"{n_none} none: {len(synth_clips) - n_pos} synthetic near misses and sentences"
-        f"{f' ({acc_neg} accent variants of near misses)' if a.accent_variants else ''}, {len(rec)} Asterisk it/ru prompts, "
+        f"{f' ({acc_neg} accent variants of near misses)' if a.accent_variants else ''}, {n_rec} Asterisk it/ru prompts, "
+        f"{f'{len(rec) - n_rec} English game lines x {a.game_speech}, ' if a.game_speech else ''}"
         f"300 noise-only; {int(100 * AUG_P)} % of the copies (not a command clip's first) through "
         f"augment.random_effects_v3); noisy copies at {a.snr[0]:g}-{a.snr[1]:g} dB SNR, "
         f"{'a quarter' if a.babble_share is None else f'{100 * a.babble_share:.0f} %'} of them babble"
