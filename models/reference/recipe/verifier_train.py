@@ -32,7 +32,8 @@ Training data (no voice, text or recording of the tests):
     sentences of common words (texts.random_sentence) and numbers by the same voices, as "none";
   - recorded human speech, Asterisk Italian and Russian prompts (recorded_speech.TRAIN_LANGS,
     CC-BY-3.0), as "none"; with --game-speech N also N draws of each English line of two games
-    (game_english: Warzone 2100, Fish Fillets NG), not in the shipped LoRA;
+    (game_english: Warzone 2100, Fish Fillets NG), which then talk in the babble too; not in the
+    shipped LoRA;
   - noise alone, as "none";
   each copy clean or with pink / white / brown noise or babble (training voices and the
   Italian/Russian prompts; --babble-share; --babble-talkers: talkers speaking without pause, as
@@ -711,7 +712,8 @@ def main():
                     help="N pronunciation variants of each command by the espeak-ng training voices, with the "
                     "sound rules of other accents (accents.py), and as many of the near misses as none")
     ap.add_argument("--game-speech", type=int, default=0, metavar="N",
-                    help="also the English voice lines of two games as none, N copies each (game_english)")
+                    help="also the English voice lines of two games as none, N copies each, and as babble "
+                    "talkers (game_english)")
     ap.add_argument("--copies", type=int, default=4, help="augmented copies of each command clip")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--lr", type=float, default=5e-5)
@@ -755,6 +757,8 @@ def main():
         if lo != int(lo) or hi != int(hi) or not 1 <= lo <= hi:
             ap.error(f"--babble-talkers {lo:g},{hi:g}: expected whole numbers 1 <= LO <= HI")
         a.babble_talkers = (int(lo), int(hi))
+    if a.game_speech < 0:
+        ap.error(f"--game-speech {a.game_speech}: expected a number of copies, 0 or more")
     if a.babble_share is not None and not 0 <= a.babble_share <= 1:
         ap.error(f"--babble-share {a.babble_share:g}: expected a share in [0, 1]")
     import verifier_check as VC
