@@ -100,7 +100,6 @@ def warzone_lines():
             if not n.endswith(".ogg") or any(n.startswith(p) for p in WARZONE_NOT_SPEECH):
                 continue
             name = "warzone/" + n[len("audio/"):-len(".ogg")] if n.startswith("audio/") else "warzone/" + n[:-4]
-
             x = converted(name, lambda n=n: wz_member(z, n))
             out.append((x.astype(np.float32) / 32768, name))
     return out
