@@ -66,8 +66,9 @@ def converted(name, read):
 
 
 def wz_member(z, member):
-    """int16 16 kHz mono audio of the .ogg `member` of Warzone 2100's archive z (sox converts a
-    temporary copy)."""
+    """int16 [N] 16 kHz mono audio of the .ogg `member` of Warzone 2100's archive z (sox converts a
+    temporary copy). Raises KeyError for a member the archive lacks, CalledProcessError when sox
+    fails."""
     tmp = CONVERTED / f"wz.tmp{os.getpid()}.ogg"
     tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_bytes(z.read(member))
@@ -108,7 +109,8 @@ def warzone_lines():
 def fillets_lines():
     """[(float32 audio in [-1, 1), "fillets/<level>/<line>")] of Fish Fillets NG's English dialogue
     (fillets-ng-data 1.0.1-1.1, GPL-2: the two fish and the level's objects, 6 min, every
-    sound/*/en/*.ogg), in path order, at their recorded level. Fetched only when asked for."""
+    sound/*/en/*.ogg), in path order, at their recorded level. Fetched only when asked for;
+    raises RuntimeError when the downloaded .deb does not match its SHA-256 pin (FILLETS)."""
     pool, deb, sha, root = FILLETS
     C.fetch_debs(DEBIAN + pool, {deb: sha}, C.CACHE / "games", root, lambda r: r.is_dir(), "game_audio.py")
     out = []
