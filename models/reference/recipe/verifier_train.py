@@ -245,10 +245,10 @@ def game_english():
 # ---------------------------------------------------------------- windows and noise
 def recorded_windows(rec, copies, a, bab_sources):
     """Yields the "none" windows of recorded speech, float32 [WIN] (3 s at 16 kHz) each: copies[i]
-    windows of rec[i] = (float32 audio in [-1, 1), name), each its own draw (seeded by i and the copy) of effects (AUG_P), placement (a.late),
-    and clean (30 %) or noise (a.babble_share, a.snr, a.babble_talkers) over bab_sources. A
-    line's first window is the same whatever the copies, so one more source leaves the others'
-    windows as they were."""
+    windows of rec[i] = (float32 audio in [-1, 1), name), each its own draw (seeded by i and the
+    copy) of effects (AUG_P), placement (a.late), and clean (30 %) or noise (a.babble_share, a.snr,
+    a.babble_talkers) over bab_sources. A line's first window is the same whatever the copies, so
+    one more source leaves the others' windows as they were."""
     for i, ((x0, _), n) in enumerate(zip(rec, copies)):
         for c in range(n):
             r = np.random.default_rng(seed("rec", i) if c == 0 else seed("rec", i, c))
