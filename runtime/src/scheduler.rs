@@ -71,6 +71,21 @@
 //!   that command is detected instead. In babble the VAD does not drop, so the final
 //!   window ends 320 ms after the trigger and often hears the talkers over the command
 //!   the trigger's window held; no verification is added.
+//! * **Utterance-end verification** ([`VerifyConfig::utterance`]). An utterance stage 1
+//!   never fired on (at least [`UtteranceVerify::min_speech_frames`] frames with the VAD
+//!   probability at or above [`VerifyConfig::end_of_speech_vad`], ended by
+//!   [`UtteranceVerify::quiet_frames`] frames below it in a row) is verified as if a
+//!   trigger had fired on its last frame: the window ending there, its audio from
+//!   [`UtteranceVerify::lead_frames`] before the utterance's first frame of speech on
+//!   (earlier audio zeroed), the verdict at the end of an utterance's rules. Its answer carries the `none` label as
+//!   `trigger_label` and is sent only for a detected command, a deadline miss, a
+//!   refusal or a failure; `NoCommand` stays silent (most utterances are not commands).
+//!   A trigger in the quiet frames after it, up to
+//!   [`UtteranceVerify::late_trigger_frames`] of them, belongs to that utterance: it is verified (on its own window) and
+//!   answered only if the utterance-end verification was not, so an utterance gets at
+//!   most one answer, whatever the order the two finish in (a stream's verifications
+//!   run in order). It catches what the trigger misses: a dialect's sounds the
+//!   trigger head never heard (docs/recognition.md).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -88,7 +103,7 @@ pub use crate::answer::{Counters, Due, FrameAnswer, ResponseSink};
 use crate::edf::{Admission, Edf, EdfConfig};
 pub use crate::edf::{OpenError, StreamKey};
 use crate::estimator::ComputeEstimator;
-use crate::pipeline::{stream_time_ms, CancelToken, FrameOutput, MODEL_STAGES};
+use crate::pipeline::{stream_time_ms, CancelToken, FrameOutput, FRAME_SAMPLES, MODEL_STAGES};
 use crate::rt::{apply_to_current_thread, Role, RtConfig};
 use crate::stats::LatencyStats;
 use crate::RuntimeError;
@@ -182,6 +197,10 @@ pub struct VerifyConfig {
     /// than the other half of a minimal pair (`lights on` heard as `lights off` in
     /// noise; the daemon sets 1, `outpostd --command-gap`). 0: the best command wins.
     pub command_gap: f32,
+    /// Utterance-end verification of the utterances stage 1 did not fire on; `None`:
+    /// only triggers are verified (the daemon's default is on,
+    /// `outpostd --no-utterance-verify`).
+    pub utterance: Option<UtteranceVerify>,
     /// Verifications queued (not yet started) over all streams; beyond it, `Rejected`.
     pub queue_capacity: usize,
     /// Worst-case compute per verification assumed before any measurement, in µs.
@@ -209,8 +228,8 @@ impl VerifyConfig {
 
 impl Default for VerifyConfig {
     /// 250 ms deadline (DESIGN §3's p90 target), end of speech at VAD < 0.5 or 4 frames
-    /// (320 ms) after the trigger, no early verification, 8 queued, 100 ms per
-    /// verification.
+    /// (320 ms) after the trigger, no early verification, no utterance-end verification,
+    /// 8 queued, 100 ms per verification.
     fn default() -> Self {
         Self {
             deadline_us: 250_000,
@@ -220,12 +239,39 @@ impl Default for VerifyConfig {
             early_command_gap: 0.0,
             early_fallback_gap: None,
             command_gap: 0.0,
+            utterance: None,
             queue_capacity: 8,
             initial_wcet_us: 100_000,
             initial_typical_us: 100_000,
             initial_spread_us: 0,
         }
     }
+}
+
+/// Which utterances stage 1 did not fire on are verified at their end
+/// ([`VerifyConfig::utterance`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UtteranceVerify {
+    /// Frames of 80 ms with the VAD probability at or above
+    /// [`VerifyConfig::end_of_speech_vad`] an utterance needs (the daemon sets 3, 240 ms:
+    /// the shortest command, `stop`, holds 4 or more).
+    pub min_speech_frames: u32,
+    /// Frames below it in a row that end the utterance; a shorter dip, a pause between
+    /// two words, belongs to it (the daemon sets 2, 160 ms).
+    pub quiet_frames: u32,
+    /// Frames of audio kept before the utterance's first frame of speech; the window's
+    /// audio before them is zeroed, so the verifier hears this utterance and not the
+    /// one before it (a command said a second earlier would be heard again; the daemon
+    /// sets 4, 320 ms: Silero's probability rises a frame or two after the speech
+    /// starts).
+    pub lead_frames: u32,
+    /// Frames after the utterance's end in which a trigger, while the VAD stays below
+    /// [`VerifyConfig::end_of_speech_vad`], still belongs to that utterance (the daemon
+    /// sets 12, 960 ms: stage 1 fires up to 590 ms after the end of speech,
+    /// `models/reference/stream_check.md`, and the utterance ends 240–400 ms after it).
+    pub late_trigger_frames: u32,
+    /// The `none` label's index in the bundle's labels: the answer's `trigger_label`.
+    pub none_label: u8,
 }
 
 /// Scheduler limits.
@@ -374,6 +420,28 @@ enum Pass {
     /// `command_gap` (the first value), else the early verdict's command when it beat
     /// every other command by `early_fallback_gap` (the second), else `NoCommand`.
     Final(f32, Option<f32>),
+    /// On the window ending where an utterance stage 1 did not fire on ended
+    /// ([`VerifyConfig::utterance`]): answers a command that beats every other command by
+    /// `command_gap` (the value); `NoCommand` is silent.
+    Utterance(f32),
+}
+
+/// Per stream, the utterance the VAD is in ([`VerifyConfig::utterance`]).
+#[derive(Debug, Default)]
+struct Utterance {
+    /// Frames at or above the end-of-speech VAD probability since it began.
+    speech_frames: u32,
+    /// Its first such frame.
+    start_seq: u32,
+    /// Frames below it in a row.
+    quiet_frames: u32,
+    /// Stage 1 fired in it (or a trigger from before still waits).
+    triggered: bool,
+    /// Frames left in which a trigger belongs to the utterance verified at its end.
+    late_frames: u32,
+    /// That verification's answer flag ([`VerifyJob::settled`]), which such a trigger
+    /// shares.
+    settled: Option<Arc<AtomicBool>>,
 }
 
 /// A trigger waiting for the end of its utterance.
@@ -499,6 +567,8 @@ struct VerifyQueue {
     rings: HashMap<StreamKey, VecDeque<i16>>,
     /// Per stream, a trigger waiting for the end of its utterance.
     pending: HashMap<StreamKey, PendingTrigger>,
+    /// Per stream, the utterance under way ([`VerifyConfig::utterance`]).
+    utterances: HashMap<StreamKey, Utterance>,
     /// By trigger ([`PendingTrigger::id`]), the verification at the end of an utterance
     /// whose early verification was still queued or running: admitted when that one
     /// ends, unless it answered ([`release_deferred`]).
@@ -619,6 +689,7 @@ impl<S: Send + 'static> Scheduler<S> {
                 }),
                 rings: HashMap::new(),
                 pending: HashMap::new(),
+                utterances: HashMap::new(),
                 deferred: HashMap::new(),
                 next_trigger: 0,
                 window: verifiers[0].window_samples(),
@@ -768,6 +839,7 @@ impl<S: Send + 'static> Scheduler<S> {
             }
             v.rings.remove(&key);
             v.pending.remove(&key);
+            v.utterances.remove(&key);
         }
         q.states.remove(&key);
         Ok(())
@@ -804,6 +876,7 @@ impl<S: Send + 'static> Scheduler<S> {
             counts.1 = v.edf.close(key).map_or(0, |(_, detections)| detections);
             v.rings.remove(&key);
             v.pending.remove(&key);
+            v.utterances.remove(&key);
         }
         q.states.remove(&key);
         drop(q);
@@ -829,6 +902,7 @@ impl<S: Send + 'static> Scheduler<S> {
             v.deferred.retain(|_, s| s.job.key.conn != conn);
             v.rings.retain(|k, _| k.conn != conn);
             v.pending.retain(|k, _| k.conn != conn);
+            v.utterances.retain(|k, _| k.conn != conn);
         }
         q.states.retain(|k, _| k.conn != conn);
     }
@@ -1243,13 +1317,23 @@ impl Refused {
 /// ([`release_deferred`] admits it when that one ends).
 /// With [`VerifyConfig::early_theta`], a trigger frame that does not end its utterance
 /// is verified early as well, whatever the load, so the same audio gets the same
-/// verdict (a refusal of that one is silent).
+/// verdict (a refusal of that one is silent). With [`VerifyConfig::utterance`], an
+/// utterance with no trigger is verified on the frame that ends it
+/// ([`on_utterance_frame`]).
 fn on_processed_frame(
     v: &mut VerifyQueue,
     frame: &Slot,
     out: &mut FrameOutput,
 ) -> Option<Result<(), Refused>> {
     let f = &frame.job;
+    let settled = match on_utterance_frame(v, frame, out.vad_prob, out.detection.is_some()) {
+        UtteranceStep::Verify(job) => {
+            let slot = make_verification(v, frame, job)?;
+            return Some(admit_verification(v, slot));
+        }
+        UtteranceStep::LateTrigger(settled) => Some(settled),
+        UtteranceStep::None => None,
+    };
     let mut new_trigger = false;
     if let Some(d) = out.detection.take() {
         // A second trigger while one waits (stage 1's refractory period makes it rare)
@@ -1264,7 +1348,7 @@ fn on_processed_frame(
                 trigger_label: d.label as u8,
                 frames_waited: 0,
                 early: false,
-                settled: Arc::new(AtomicBool::new(false)),
+                settled: settled.unwrap_or_else(|| Arc::new(AtomicBool::new(false))),
                 early_heard: Arc::new(OnceLock::new()),
             }
         });
@@ -1311,6 +1395,85 @@ fn on_processed_frame(
     Some(admit_verification(v, slot))
 }
 
+/// What a processed frame means for utterance-end verification.
+enum UtteranceStep {
+    /// Nothing (or the feature is off).
+    None,
+    /// The frame ends an utterance stage 1 did not fire on: its verification.
+    Verify(TriggerJob),
+    /// The frame's trigger follows an utterance verified at its end: its verification
+    /// shares that one's answer flag ([`VerifyJob::settled`]).
+    LateTrigger(Arc<AtomicBool>),
+}
+
+/// Follows the stream's utterance through one processed frame, whose VAD probability
+/// is `vad_prob` and on which stage 1 fired or not (`trigger`;
+/// [`VerifyConfig::utterance`]): gives the verification of an utterance stage 1 did not
+/// fire on when this frame ends it, or the answer flag a trigger in the quiet frames
+/// after such an utterance shares with it. Called under the scheduler lock.
+fn on_utterance_frame(
+    v: &mut VerifyQueue,
+    frame: &Slot,
+    vad_prob: f32,
+    trigger: bool,
+) -> UtteranceStep {
+    let Some(cfg) = v.cfg.utterance else {
+        return UtteranceStep::None;
+    };
+    let f = &frame.job;
+    let waiting = v.pending.contains_key(&f.key);
+    let u = v.utterances.entry(f.key).or_default();
+    if vad_prob >= v.cfg.end_of_speech_vad {
+        if u.speech_frames == 0 {
+            u.start_seq = f.seq;
+        }
+        u.speech_frames += 1;
+        u.quiet_frames = 0;
+        u.late_frames = 0;
+        u.settled = None;
+    } else {
+        u.quiet_frames += 1;
+    }
+    if u.late_frames > 0 {
+        u.late_frames -= 1;
+        let settled = if u.late_frames == 0 {
+            u.settled.take()
+        } else {
+            u.settled.clone()
+        };
+        if let Some(settled) = settled.filter(|_| trigger) {
+            u.late_frames = 0;
+            u.settled = None;
+            return UtteranceStep::LateTrigger(settled);
+        }
+    }
+    u.triggered |= waiting || trigger;
+    if u.quiet_frames < cfg.quiet_frames {
+        return UtteranceStep::None;
+    }
+    let verify = u.speech_frames >= cfg.min_speech_frames && !u.triggered;
+    u.speech_frames = 0;
+    u.triggered = false;
+    if !verify {
+        return UtteranceStep::None;
+    }
+    let settled = Arc::new(AtomicBool::new(false));
+    u.late_frames = cfg.late_trigger_frames;
+    u.settled = Some(Arc::clone(&settled));
+    let id = v.next_trigger;
+    v.next_trigger += 1;
+    UtteranceStep::Verify(TriggerJob {
+        trigger: id,
+        request_id: f.request_id,
+        trigger_seq: f.seq,
+        trigger_label: cfg.none_label,
+        pass: Pass::Utterance(v.cfg.command_gap),
+        settled,
+        early_heard: Arc::new(OnceLock::new()),
+        audio_from_seq: Some(u.start_seq.saturating_sub(cfg.lead_frames)),
+    })
+}
+
 /// The early verification of `trigger` on stream `key` ended (answered, silent,
 /// failed, expired unrun, or cancelled past its deadline): the verification at the end
 /// of its utterance, if deferred behind it, is dropped when the early one answered the
@@ -1341,6 +1504,7 @@ impl PendingTrigger {
             pass,
             settled: Arc::clone(&self.settled),
             early_heard: Arc::clone(&self.early_heard),
+            audio_from_seq: None,
         }
     }
 }
@@ -1354,6 +1518,9 @@ struct TriggerJob {
     pass: Pass,
     settled: Arc<AtomicBool>,
     early_heard: Arc<OnceLock<EarlyHeard>>,
+    /// The window's audio before this frame is zeroed (an utterance-end verification:
+    /// [`UtteranceVerify::lead_frames`]); `None`: the whole window.
+    audio_from_seq: Option<u32>,
 }
 
 /// The verification of trigger `p` on the window that ends with `frame`, due the
@@ -1373,11 +1540,16 @@ fn make_verification(
         );
         return None;
     }
-    let window: Vec<i16> = v
+    let mut window: Vec<i16> = v
         .rings
         .get(&f.key)
         .map(|r| r.iter().copied().collect())
         .unwrap_or_default();
+    if let Some(from) = p.audio_from_seq {
+        let keep = (f.seq.saturating_sub(from) as usize + 1) * FRAME_SAMPLES;
+        let cut = window.len().saturating_sub(keep);
+        window[..cut].fill(0);
+    }
     let deadline_us = v.cfg.deadline_us;
     let deadline = f.arrived + Duration::from_micros(u64::from(deadline_us));
     let slot = Arc::new(Slot::new(
@@ -1522,7 +1694,17 @@ fn verify_worker<S>(sh: Arc<Shared<S>>, mut verifier: Box<dyn WindowVerifier>) {
                     };
                     Some((outcome, compute_us))
                 }
-                (Pass::Final(..), Err(e)) if slot.claim() && job.answers_trigger() => {
+                (Pass::Utterance(gap), Ok(out)) if slot.claim() => {
+                    sh.stats.record(Stage::Verifier, u64::from(out.compute_us));
+                    // Silent unless a command (most utterances are not commands), and
+                    // then a trigger just after it is verified and answered.
+                    out.label
+                        .filter(|_| out.command_gap >= gap && job.answers_trigger())
+                        .map(|label| (detected(label, out.margin), compute_us))
+                }
+                (Pass::Final(..) | Pass::Utterance(..), Err(e))
+                    if slot.claim() && job.answers_trigger() =>
+                {
                     log::error!(
                         "verification of stream {:?} trigger seq {}: {e}",
                         job.key,

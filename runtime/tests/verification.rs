@@ -5,7 +5,9 @@
 //! their results; a full verification queue refuses at once; the close counts verified
 //! commands; an early verification answers a confident command at the trigger frame and
 //! is otherwise silent, leaving the answer to the verification at the end of the
-//! utterance, or, as the early fallback, answers the early command when the end hears none.
+//! utterance, or, as the early fallback, answers the early command when the end hears none;
+//! an utterance stage 1 never fired on is verified where it ends, and answered only for a
+//! command (or when it cannot be verified).
 //!
 //! Real threads and the std clock: outcomes are asserted, not durations (beyond a
 //! generous bound on "by its deadline").
@@ -19,7 +21,7 @@ use outpost_runtime::decision::Decided;
 use outpost_runtime::pipeline::{stream_time_ms, CancelToken, FrameOutput};
 use outpost_runtime::scheduler::{
     Counters, FrameJob, FrameProcessor, ResponseSink, Scheduler, SchedulerConfig, StreamKey,
-    VerifyConfig, VerifyOutput, WindowVerifier,
+    UtteranceVerify, VerifyConfig, VerifyOutput, WindowVerifier,
 };
 use outpost_runtime::stats::LatencyStats;
 use outpost_runtime::RuntimeError;
@@ -212,6 +214,7 @@ fn config(deadline_ms: u32, queue_capacity: usize) -> VerifyConfig {
         early_command_gap: 0.0,
         early_fallback_gap: None,
         command_gap: 0.0,
+        utterance: None,
         queue_capacity,
         initial_wcet_us: 5_000,
         initial_typical_us: 5_000,
@@ -877,4 +880,177 @@ fn shutdown_answers_a_trigger_whose_verification_is_deferred_once() {
         VerifyOutcome::Rejected(RejectReason::ShuttingDown)
     );
     assert_eq!(v[0].0, 6001);
+}
+
+/// The `none` label's index in the fake bundle.
+const NONE_LABEL: u8 = 12;
+
+/// Utterance-end verification on: 2 frames of speech at least, ended by 2 quiet frames.
+fn utterances(deadline_ms: u32) -> VerifyConfig {
+    VerifyConfig {
+        utterance: Some(UtteranceVerify {
+            min_speech_frames: 2,
+            quiet_frames: 2,
+            lead_frames: 1,
+            late_trigger_frames: 2,
+            none_label: NONE_LABEL,
+        }),
+        ..config(deadline_ms, 8)
+    }
+}
+
+#[test]
+fn an_utterance_stage_1_missed_is_verified_where_it_ends_and_answered_only_for_a_command() {
+    let r = rig(utterances(250));
+    let k = key(5);
+    r.sched.open_stream(k).unwrap();
+    // Speech 0..=2 with no trigger; the second quiet frame (4) ends it.
+    for seq in 0..3 {
+        r.speech(k, seq, 0, 0);
+    }
+    r.frame(k, 3, 0, 0);
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(
+        r.windows.lock().unwrap().is_empty(),
+        "one quiet frame is a pause"
+    );
+    r.frame(k, 4, 0, ACCEPT);
+    let v = r.wait_verifications(1);
+    assert_eq!(v.len(), 1);
+    let (id, ver, _) = v[0];
+    assert_eq!(id, 5005, "the last frame's request id");
+    assert_eq!((ver.trigger_seq, ver.end_seq), (4, 4));
+    assert_eq!(ver.trigger_label, NONE_LABEL, "no stage-1 label: `none`");
+    assert_eq!(detected_label(ver.outcome), Some(VERIFIED_LABEL as u8));
+    assert_eq!(r.windows.lock().unwrap()[0][2 * N..], pcm(4, 0, ACCEPT)[..]);
+    // Stage 1 firing in the quiet frames after it belongs to that utterance, which has
+    // its answer: the trigger is not answered.
+    r.frame(k, 5, TRIGGER, ACCEPT);
+    r.frame(k, 6, 0, 0);
+    // An utterance the verifier hears no command in: verified, silent.
+    r.speech(k, 10, 0, 0);
+    r.speech(k, 11, 0, 0);
+    r.frame(k, 12, 0, 0);
+    r.frame(k, 13, 0, 0);
+    r.wait_windows(2);
+    // One frame of speech is too short to verify; a one-frame dip does not end an
+    // utterance, so 20..=24 is verified once, at 24.
+    r.speech(k, 15, 0, 0);
+    r.frame(k, 16, 0, 0);
+    r.frame(k, 17, 0, 0);
+    r.speech(k, 20, 0, 0);
+    r.frame(k, 21, 0, ACCEPT);
+    r.speech(k, 22, 0, 0);
+    r.frame(k, 23, 0, 0);
+    r.frame(k, 24, 0, ACCEPT);
+    let v = r.wait_verifications(2);
+    std::thread::sleep(Duration::from_millis(50));
+    let v2 = r.sink.verifications.lock().unwrap().clone();
+    assert_eq!(v2.len(), 2, "{v2:?}");
+    assert_eq!((v[1].1.trigger_seq, v[1].1.end_seq), (24, 24));
+    assert_eq!(
+        r.windows.lock().unwrap().len(),
+        3,
+        "verified: 0..=4, 10..=13, 20..=24; the trigger on 5 not"
+    );
+    let frames = r.sink.frames.lock().unwrap().clone();
+    assert!(frames.iter().all(|(_, _, d)| !d), "{frames:?}");
+    assert_eq!(r.sched.close_stream(k), Some((19, 2)));
+}
+
+#[test]
+fn an_utterance_stage_1_fired_on_is_verified_once_for_its_trigger() {
+    let r = rig(utterances(250));
+    let k = key(6);
+    r.sched.open_stream(k).unwrap();
+    // The trigger inside the utterance.
+    r.speech(k, 0, 0, 0);
+    r.speech(k, 1, TRIGGER, 0);
+    r.frame(k, 2, 0, ACCEPT);
+    r.frame(k, 3, 0, ACCEPT);
+    r.frame(k, 4, 0, ACCEPT);
+    // The trigger in the first quiet frame, after the speech.
+    r.speech(k, 10, 0, 0);
+    r.speech(k, 11, 0, 0);
+    r.frame(k, 12, TRIGGER, ACCEPT);
+    r.frame(k, 13, 0, ACCEPT);
+    r.frame(k, 14, 0, ACCEPT);
+    let v = r.wait_verifications(2);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(r.sink.verifications.lock().unwrap().len(), 2);
+    assert_eq!((v[0].1.trigger_seq, v[0].1.end_seq), (1, 2));
+    assert_eq!((v[1].1.trigger_seq, v[1].1.end_seq), (12, 12));
+    assert!(v
+        .iter()
+        .all(|(_, ver, _)| ver.trigger_label == TRIGGER_LABEL as u8));
+    assert_eq!(
+        r.windows.lock().unwrap().len(),
+        2,
+        "no utterance-end verification"
+    );
+}
+
+#[test]
+fn an_utterance_verification_that_misses_its_deadline_is_answered_so() {
+    let r = rig(utterances(100));
+    let k = key(8);
+    r.sched.open_stream(k).unwrap();
+    r.speech(k, 0, 0, 0);
+    r.speech(k, 1, 0, 0);
+    r.frame(k, 2, 0, 0);
+    r.frame(k, 3, 0, STALL);
+    let v = r.wait_verifications(1);
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].1.outcome, VerifyOutcome::DeadlineMissed);
+    assert_eq!(v[0].1.trigger_label, NONE_LABEL);
+    assert_eq!(r.counters.verify_misses.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_trigger_just_after_an_utterance_verified_silent_is_verified_and_answered() {
+    let r = rig(utterances(250));
+    let k = key(9);
+    r.sched.open_stream(k).unwrap();
+    r.speech(k, 0, 0, 0);
+    r.speech(k, 1, 0, 0);
+    r.frame(k, 2, 0, 0);
+    // Ends the utterance: no command heard, nothing answered.
+    r.frame(k, 3, 0, 0);
+    r.wait_windows(1);
+    // Stage 1 fires late, in the quiet frames after it: its own window, its own answer.
+    r.frame(k, 4, TRIGGER, ACCEPT);
+    let v = r.wait_verifications(1);
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].0, 9005, "the trigger frame's request id");
+    assert_eq!((v[0].1.trigger_seq, v[0].1.end_seq), (4, 4));
+    assert_eq!(v[0].1.trigger_label, TRIGGER_LABEL as u8);
+    assert_eq!(detected_label(v[0].1.outcome), Some(VERIFIED_LABEL as u8));
+    assert_eq!(r.windows.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn an_utterance_is_verified_on_its_own_audio_the_one_before_zeroed() {
+    let r = rig(VerifyConfig {
+        utterance: Some(UtteranceVerify {
+            min_speech_frames: 1,
+            quiet_frames: 1,
+            lead_frames: 0,
+            late_trigger_frames: 2,
+            none_label: NONE_LABEL,
+        }),
+        ..config(250, 8)
+    });
+    let k = key(10);
+    r.sched.open_stream(k).unwrap();
+    // Frame 0 is another sound (not speech to the VAD), 1 the utterance, 2 ends it.
+    r.frame(k, 0, 0, 0);
+    r.speech(k, 1, 0, 0);
+    r.frame(k, 2, 0, ACCEPT);
+    let v = r.wait_verifications(1);
+    assert_eq!((v[0].1.trigger_seq, v[0].1.end_seq), (2, 2));
+    let w = r.windows.lock().unwrap()[0].clone();
+    assert_eq!(w.len(), WINDOW);
+    assert!(w[..N].iter().all(|&x| x == 0), "frame 0 zeroed");
+    assert_eq!(w[N..2 * N], speech(1, 0, 0)[..]);
+    assert_eq!(w[2 * N..], pcm(2, 0, ACCEPT)[..]);
 }
