@@ -388,9 +388,14 @@ pub fn send(
                                    "deadline_us": v.deadline_us})
                         )?;
                     } else {
+                        let what = if trigger == "none" {
+                            "the utterance ending here (no trigger)".to_string()
+                        } else {
+                            format!("trigger '{trigger}'")
+                        };
                         writeln!(
                             out,
-                            "frame {}: trigger '{trigger}' not verified: {other:?} ({:.0} ms, deadline {:.0} ms)",
+                            "frame {}: {what} not verified: {other:?} ({:.0} ms, deadline {:.0} ms)",
                             v.trigger_seq,
                             ms(v.timing.total_us),
                             ms(v.deadline_us)

@@ -13,7 +13,9 @@ use outpost_protocol::Provider;
 use outpost_protocol::Stage;
 use outpost_runtime::ort_env::{ProviderChoice, SessionConfig};
 use outpost_runtime::pipeline::{Engine, FRAME_SAMPLES, MODEL_STAGES};
-use outpost_runtime::scheduler::{Counters, Scheduler, VerifyConfig, WindowVerifier};
+use outpost_runtime::scheduler::{
+    Counters, Scheduler, UtteranceVerify, VerifyConfig, WindowVerifier,
+};
 use outpost_runtime::stats::LatencyStats;
 use outpost_runtime::verifier::{Verifier, VerifierSpec};
 
@@ -390,6 +392,11 @@ fn log_providers(session: &SessionConfig, providers: &[Provider; 4]) {
 /// control, as the warm-up frames do stage 1's.
 pub const VERIFIER_WARMUP_RUNS: usize = 3;
 
+/// Frames after an utterance verified at its end in which a trigger still belongs to it
+/// (`UtteranceVerify::late_trigger_frames`): 960 ms, where stage 1 fires at most 590 ms after
+/// the end of speech (`models/reference/stream_check.md`).
+pub const UTTERANCE_LATE_TRIGGER_FRAMES: u32 = 12;
+
 /// Stage 2 of a bundle with a verifier: `opts.verifier_workers` verifiers, warmed up
 /// on [`VERIFIER_WARMUP_RUNS`] windows, and the scheduler's [`VerifyConfig`] (deadline
 /// from `opts.verify_deadline_ms`, else the bundle's). Nothing for a v1 bundle.
@@ -450,6 +457,27 @@ fn build_verifiers(
             early_command_gap: opts.early_command_gap,
             early_fallback_gap: opts.early_fallback_gap,
             command_gap: opts.command_gap,
+            utterance: opts
+                .utterance_verify
+                .map(
+                    |(min_speech_frames, quiet_frames, lead_frames)| -> Result<_> {
+                        let none = bundle
+                            .manifest
+                            .pipeline
+                            .labels
+                            .iter()
+                            .position(|l| l == "none")
+                            .context("utterance-end verification needs a `none` label")?;
+                        Ok(UtteranceVerify {
+                            min_speech_frames,
+                            quiet_frames,
+                            lead_frames,
+                            late_trigger_frames: UTTERANCE_LATE_TRIGGER_FRAMES,
+                            none_label: u8::try_from(none).context("the `none` label's index")?,
+                        })
+                    },
+                )
+                .transpose()?,
             initial_wcet_us: wcet,
             initial_typical_us: (total / runs.max(1)).min(u64::from(wcet)) as u32,
             ..VerifyConfig::default()

@@ -70,6 +70,11 @@ pub struct BootOptions {
     /// Nats by which the verdict at the end of the utterance must beat every other
     /// command (`VerifyConfig::command_gap`).
     pub command_gap: f32,
+    /// Utterance-end verification of the utterances stage 1 did not fire on: their least
+    /// frames of speech, the quiet frames that end them and the frames of audio kept
+    /// before their speech (`UtteranceVerify::min_speech_frames`, `quiet_frames`,
+    /// `lead_frames`); `None`: only triggers are verified.
+    pub utterance_verify: Option<(u32, u32, u32)>,
     /// A/B slot state directory (`outpost-provision install`): boot the selected slot,
     /// self-test it, then mark it good (raising the anti-rollback floor) or, for a slot
     /// on trial, mark it bad and fall back to the other slot. Overrides `bundle`.

@@ -85,6 +85,7 @@ fn dev_boot_options() -> BootOptions {
         early_command_gap: 4.0,
         early_fallback_gap: Some(4.0),
         command_gap: 1.0,
+        utterance_verify: Some((3, 2, 4)),
         state_dir: None,
     }
 }

@@ -108,6 +108,24 @@ struct Args {
     /// No early fallback: the end of the utterance alone decides.
     #[arg(long)]
     no_early_fallback: bool,
+    /// Utterance-end verification: an utterance stage 1 did not fire on, with at least
+    /// this many 80 ms frames of speech (VAD), is verified where it ends, and answered
+    /// only when the verifier hears a command (docs/recognition.md: the trigger misses
+    /// a dialect's `go ahead` the verifier hears).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    utterance_min_frames: u32,
+    /// Utterance-end verification: quiet 80 ms frames (VAD) in a row that end an
+    /// utterance; a shorter pause belongs to it.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=25))]
+    utterance_quiet_frames: u32,
+    /// Utterance-end verification: 80 ms frames of audio kept before the utterance's
+    /// first frame of speech; earlier audio in the 3 s window is zeroed, so a command
+    /// said just before is not heard again.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=37))]
+    utterance_lead_frames: u32,
+    /// Verify only what stage 1 fires on (no utterance-end verification).
+    #[arg(long)]
+    no_utterance_verify: bool,
     /// Verify only at the end of the utterance (no early verification).
     #[arg(long)]
     no_early_verify: bool,
@@ -181,6 +199,11 @@ fn main() -> Result<()> {
         early_command_gap: a.early_command_gap,
         early_fallback_gap: (!a.no_early_fallback).then_some(a.early_fallback_gap),
         command_gap: a.command_gap,
+        utterance_verify: (!a.no_utterance_verify).then_some((
+            a.utterance_min_frames,
+            a.utterance_quiet_frames,
+            a.utterance_lead_frames,
+        )),
         state_dir: a.state_dir.clone(),
     };
     if a.dev {
