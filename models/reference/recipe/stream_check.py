@@ -19,9 +19,12 @@ short acted lines by nine actors), each concatenated with GAP_S of silence betwe
 streams of at most STREAM_S.
 
 Passes (one daemon each, stopped afterwards):
-  1. accuracy: every clip and negative stream as fast as answers come (`outpost send` without
-     --realtime), JOBS clients at once, verification deadline 2000 ms and a 1000 ms frame
-     deadline so that CPU contention on a small machine does not turn into misses;
+  1. accuracy: every clip as fast as answers come (`outpost send` without --realtime), JOBS
+     clients at once, verification deadline 2000 ms and a 1000 ms frame deadline so that CPU
+     contention on a small machine does not turn into misses; then the negative streams, JOBS
+     at once in real time (--realtime), as a device hears them: outpostd verifies every
+     utterance stage 1 does not fire on, so the verifier's load follows the speech, and a
+     stream of back-to-back speech sent faster than real time would overflow its queue;
   2. latency: the clean command clips one at a time with --realtime (80 ms per frame) and the
      bundle's own deadlines (verification 250 ms).
 Per clip the first trigger (stage 1: the `trigger` of any detection / not_a_command /
@@ -30,7 +33,7 @@ Trigger latency = end of the trigger frame in stream time ((seq + 1) x 80 ms) mi
 speech in the clip (augment.speech_bounds on the clean clip: the last 10 ms frame within 35 dB
 of the loudest); verifier latency = verify_total_us (trigger frame's arrival to the verdict).
 
-  python stream_check.py [--quick] [--jobs 12] [--out MD]
+  python stream_check.py [--quick] [--jobs 12] [--daemon-arg=ARG ...] [--out MD]
 WAVs, copies of the binaries and the bundle, and the raw results go to CACHE/stream_check; the
 report to --out (default ../stream_check.md). --quick: 3 voices, clean and 5 dB, 30 negative
 clips, 1 min of each negative stream (a smoke test, ~3 min; report in CACHE/stream_check).
@@ -93,9 +96,9 @@ def snapshot():
 class Daemon:
     """outpostd (RUN's copy) serving RUN's copy of BUNDLE on a Unix socket in a temporary
     directory, until `stop`. verify_deadline_ms / max_deadline_ms None: the bundle's and the
-    daemon's defaults."""
+    daemon's defaults; args: more outpostd arguments (--daemon-arg)."""
 
-    def __init__(self, verify_deadline_ms=None, max_deadline_ms=None):
+    def __init__(self, verify_deadline_ms=None, max_deadline_ms=None, args=()):
         self.dir = tempfile.TemporaryDirectory(prefix="stream_check.")
         self.sock = f"{self.dir.name}/s.sock"
         extra = []
@@ -103,6 +106,7 @@ class Daemon:
             extra += ["--verify-deadline-ms", str(verify_deadline_ms)]
         if max_deadline_ms is not None:
             extra += ["--max-deadline-ms", str(max_deadline_ms)]
+        extra += list(args)
         cmd = [str(RUN / "outpostd"), "--dev", "--no-rt", "--bundle", str(RUN / BUNDLE.name), "--socket", self.sock] + extra
         # as the report shows it: the original paths, a placeholder socket
         self.shown = " ".join([str(BIN.relative_to(C.REPO) / "outpostd"), "--dev", "--no-rt", "--bundle",
@@ -167,8 +171,18 @@ def trouble(result):
 
 
 def triggers(events):
-    """Stage-1 triggers of a two-stage run, by frame: [(seq, trigger label, event)]."""
-    return sorted(((e["seq"], e["trigger"], e) for e in events if "trigger" in e), key=lambda t: t[0])
+    """Stage-1 triggers of a two-stage run, by frame: [(seq, trigger label, event)]. An
+    utterance-end verification (no trigger: its `trigger` is `none`) is not one."""
+    return sorted(((e["seq"], e["trigger"], e) for e in events if e.get("trigger") not in (None, "none")),
+                  key=lambda t: t[0])
+
+
+def utterance_ends(events):
+    """Answered utterance-end verifications (outpostd verifies an utterance stage 1 did not
+    fire on where it ends, and answers a command, a deadline miss, a refusal or a failure):
+    [(seq, command or None, event)] by frame."""
+    return sorted(((e["seq"], e.get("command"), e) for e in events if e.get("trigger") == "none"),
+                  key=lambda t: t[0])
 
 
 def detections(events):
@@ -268,6 +282,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: 3 voices, clean + 5 dB, 1 min negative streams")
     ap.add_argument("--jobs", type=int, default=12, help="clients streaming at once in the accuracy pass")
+    ap.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
+                    help="one more outpostd argument for both passes, e.g. --daemon-arg=--no-utterance-verify "
+                    "(repeatable; shown in the report's daemon command lines)")
     ap.add_argument("--bundle", default=None, help="two-stage bundle to serve (default .outpost/dev-verifier.bundle), "
                     "e.g. one built at another stage-1 operating point")
     ap.add_argument("--out", default=None, help="report (default ../stream_check.md; --quick: "
@@ -315,7 +332,7 @@ def main():
 
     # pass 1: accuracy (fast, generous deadlines)
     sha = snapshot()
-    d = Daemon(ACC_VERIFY_DEADLINE_MS, ACC_FRAME_DEADLINE_MS)
+    d = Daemon(ACC_VERIFY_DEADLINE_MS, ACC_FRAME_DEADLINE_MS, a.daemon_arg)
     acc_cmd = d.shown
     res = {}
     try:
@@ -331,15 +348,17 @@ def main():
         for k in retried:
             res[k] = run(k)
         log(f"accuracy pass: {len(retried)} streams with trouble sent again one at a time")
-        neg_res = {}
-        for kind, streams in nstreams.items():
-            neg_res[kind] = [send(d.sock, p, deadline_ms=ACC_FRAME_DEADLINE_MS) for p, _, _ in streams]
-            log(f"negative streams: {kind} done ({sum(s for _, _, s in streams) / 60:.1f} min)")
+        flat = [(kind, p) for kind, streams in nstreams.items() for p, _, _ in streams]
+        with ThreadPoolExecutor(a.jobs) as ex:
+            got = list(ex.map(lambda kp: send(d.sock, kp[1], realtime=True, deadline_ms=ACC_FRAME_DEADLINE_MS),
+                              flat))
+        neg_res = {kind: [r for (k, _), r in zip(flat, got) if k == kind] for kind in nstreams}
+        log(f"negative streams done: {len(flat)} in real time, {a.jobs} at once")
     finally:
         d.stop()
 
     # pass 2: latency (real time, the bundle's deadlines)
-    d = Daemon()
+    d = Daemon(args=a.daemon_arg)
     rt_cmd = d.shown
     rt = []
     try:
@@ -371,7 +390,8 @@ def report(a, jobs, res, retried, cmds, negs, voices, conds, end_ms, nstreams, n
     anomalies = []
     for k, ((cname, _, _), (path, label, voice)) in enumerate(jobs):
         ev = res[k][0]
-        by[cname].append((label, voice, first(triggers(ev)), first(detections(ev)), triggers(ev)))
+        by[cname].append((label, voice, first(triggers(ev)), first(detections(ev)), triggers(ev),
+                          first(utterance_ends(ev))))
 
     def rates(rows):
         """(trigger acc, trigger wrong, both acc, both wrong) over command rows."""
@@ -398,8 +418,10 @@ def report(a, jobs, res, retried, cmds, negs, voices, conds, end_ms, nstreams, n
     say(f"- {len(cmds)} command clips ({len(voices)} held-out voices x {len(C.COMMANDS)} commands) and {len(negs)} negative clips "
         f"(near misses and sentences, 3 voices), each streamed alone: the clip (0.3 s silence either side of the "
         f"speech) + {TAIL_S} s, noise over all of it at the SNR over the speech")
-    say("- trigger: stage 1 alone (the first trigger of the clip, whatever stage 2 says); both: the first "
-        "verified detection. acc: it is the clip's command; wrong: it is another command; the rest is a miss")
+    say("- trigger: stage 1 alone (the first trigger of the clip, whatever stage 2 says; one that fires in the quiet "
+        "frames just after an utterance-end verification has detected a command is not answered, so not seen); "
+        "both: the first verified detection. acc: it is the clip's command; wrong: it is another command; the rest "
+        "is a miss")
     say("")
     say("## 1. Accuracy per condition (command clips)")
     say("")
@@ -411,6 +433,12 @@ def report(a, jobs, res, retried, cmds, negs, voices, conds, end_ms, nstreams, n
         neg = [x for x in by[cname] if x[0] == "none"]
         say(f"| {cname} | {pct(ta)} | {pct(tw)} | {pct(ba)} | {pct(bw)} | {sum(x[4] != [] for x in neg)}/{len(neg)} "
             f"| {sum(x[3] is not None for x in neg)}/{len(neg)} |")
+    say("")
+    rescued = {c: sum(x[2] is None and x[3] is not None and x[3] == x[5] for x in by[c] if x[0] != "none")
+               for c, _, _ in conds}
+    say("Right or wrong, a clip stage 1 never fired on can be detected by the verification at the end of its "
+        "utterance (outpostd's utterance-end verification): " + ", ".join(f"{c} {n}" for c, n in rescued.items())
+        + " command clips.")
     say("")
     five = [c[0] for c in conds if c[2] == 5]
 
@@ -446,7 +474,7 @@ def report(a, jobs, res, retried, cmds, negs, voices, conds, end_ms, nstreams, n
     say("## 3. False accepts on negative streams (clean)")
     say("")
     say(f"Items back to back with {GAP_S} s of silence after each, in streams of at most {nstreams_len(nstreams)} "
-        "min, sent as fast as answers come (accuracy pass). Hours: all streamed audio, gaps included.")
+        f"min, sent in real time, {a.jobs} at once (accuracy pass's daemon). Hours: all streamed audio, gaps included.")
     say("")
     say("| stream set | items | audio | triggers | per hour | verified detections | per hour | verification failures |")
     say("|---|---|---|---|---|---|---|---|")
@@ -457,10 +485,10 @@ def report(a, jobs, res, retried, cmds, negs, voices, conds, end_ms, nstreams, n
         for (p, index, _), (ev, summ, other) in zip(streams, neg_res[kind]):
             t = trouble((ev, summ, other))
             anomalies += [f"{kind} {p.name}: {t}"] if t else []
-            tr = triggers(ev)
+            tr, ue = triggers(ev), utterance_ends(ev)
             nt += len(tr)
-            nf += sum(e.get("type") == "verify_failed" for _, _, e in tr)
-            for s, lab, e in tr:
+            nf += sum(e.get("type") == "verify_failed" for _, _, e in tr + ue)
+            for s, lab, e in tr + [(s, e.get("command"), e) for s, _, e in ue]:
                 if e.get("type") == "detection":
                     nd += 1
                     lst.append(f"{item_at(index, frame_end_ms(s))} -> {lab}")
@@ -484,7 +512,8 @@ def report(a, jobs, res, retried, cmds, negs, voices, conds, end_ms, nstreams, n
             continue
         tr, de = triggers(ev), detections(ev)
         nver += len(tr)
-        vmiss += sum(e.get("type") == "verify_failed" and "Deadline" in e.get("outcome", "") for _, _, e in tr)
+        vmiss += sum(e.get("type") == "verify_failed" and "Deadline" in e.get("outcome", "")
+                     for _, _, e in tr + utterance_ends(ev))
         fmiss += summ["deadline_misses"]
         srv.append(summ["latency_us"]["server_total"]["p50"] / 1000)
         if tr and tr[0][1] == label:

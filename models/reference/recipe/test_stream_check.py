@@ -29,6 +29,16 @@ class Events(unittest.TestCase):
         self.assertEqual(S.first(S.triggers(EVENTS)), "lights on")
         self.assertIsNone(S.first([]))
 
+    def test_an_utterance_end_verdict_is_not_a_trigger(self):
+        ue = [{"type": "detection", "command": "go ahead", "trigger": "none", "margin_nats": 7.3, "seq": 12,
+               "end_seq": 12, "verify_total_us": 90000},
+              {"type": "verify_failed", "trigger": "none", "outcome": "DeadlineMissed", "seq": 40}]
+        events = EVENTS + ue
+        self.assertEqual([(s, t) for s, t, _ in S.triggers(events)],
+                         [(15, "lights on"), (16, "volume down"), (30, "stop")])
+        self.assertEqual([(s, c) for s, c, _ in S.utterance_ends(events)], [(12, "go ahead"), (40, None)])
+        self.assertEqual(S.first(S.detections(events)), "go ahead")
+
     def test_frame_end_is_the_clients_time_ms(self):
         self.assertEqual(S.frame_end_ms(15), 1280)
 
