@@ -177,16 +177,21 @@ fn test_clip(label: &str) -> (Vec<i16>, String) {
     (read_wav(&clip), expected)
 }
 
-fn recognise(client: &mut AnyClient, pcm: &[i16]) -> Vec<String> {
-    let opts = SendOptions {
+/// How the tests stream a clip: as fast as answers come, the daemon's default deadline, 1 s
+/// of silence after it, JSON lines, stream 1.
+fn fast_json() -> SendOptions {
+    SendOptions {
         realtime: false,
         deadline_us: 0,
         tail_ms: 1000,
         json: true,
         stream_id: 1,
-    };
+    }
+}
+
+fn recognise(client: &mut AnyClient, pcm: &[i16]) -> Vec<String> {
     let mut sink = Vec::new();
-    let s = send(client, pcm, &opts, &mut sink).unwrap();
+    let s = send(client, pcm, &fast_json(), &mut sink).unwrap();
     // Exactly one answer per frame, none an error. A deadline miss or rejection is a
     // legitimate answer on a shared VM that stalls now and then: the deadline behaviour
     // is proven by the scheduler tests and measured by the benchmarks, not timed here.
@@ -321,15 +326,8 @@ fn a_command_the_trigger_misses_is_detected_where_its_utterance_ends() {
     let pcm = read_wav(&clip);
     let verdicts = |d: &Daemon| -> Vec<serde_json::Value> {
         let mut c = connect(&Target::Socket(d.socket.clone()), Duration::from_millis(10)).unwrap();
-        let opts = SendOptions {
-            realtime: false,
-            deadline_us: 0,
-            tail_ms: 1000,
-            json: true,
-            stream_id: 1,
-        };
         let mut out = Vec::new();
-        send(&mut c, &pcm, &opts, &mut out).unwrap();
+        send(&mut c, &pcm, &fast_json(), &mut out).unwrap();
         String::from_utf8(out)
             .unwrap()
             .lines()
