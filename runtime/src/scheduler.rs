@@ -1436,15 +1436,12 @@ fn on_utterance_frame(
     }
     if u.late_frames > 0 {
         u.late_frames -= 1;
-        let settled = if u.late_frames == 0 {
-            u.settled.take()
-        } else {
-            u.settled.clone()
-        };
-        if let Some(settled) = settled.filter(|_| trigger) {
+        if let Some(settled) = u.settled.take_if(|_| trigger) {
             u.late_frames = 0;
-            u.settled = None;
             return UtteranceStep::LateTrigger(settled);
+        }
+        if u.late_frames == 0 {
+            u.settled = None;
         }
     }
     u.triggered |= waiting || trigger;

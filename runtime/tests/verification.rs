@@ -1054,3 +1054,31 @@ fn an_utterance_is_verified_on_its_own_audio_the_one_before_zeroed() {
     assert_eq!(w[N..2 * N], speech(1, 0, 0)[..]);
     assert_eq!(w[2 * N..], pcm(2, 0, ACCEPT)[..]);
 }
+
+#[test]
+fn a_trigger_a_few_quiet_frames_after_an_utterance_that_was_answered_is_not() {
+    let r = rig(utterances(250));
+    let k = key(11);
+    r.sched.open_stream(k).unwrap();
+    r.speech(k, 0, 0, 0);
+    r.speech(k, 1, 0, 0);
+    r.frame(k, 2, 0, 0);
+    r.frame(k, 3, 0, ACCEPT);
+    let v = r.wait_verifications(1);
+    assert_eq!(v[0].1.trigger_label, NONE_LABEL);
+    // One quiet frame, then stage 1 fires: still the same utterance (late_trigger_frames 2).
+    r.frame(k, 4, 0, 0);
+    r.frame(k, 5, TRIGGER, ACCEPT);
+    r.frame(k, 6, 0, 0);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(r.sink.verifications.lock().unwrap().len(), 1, "one answer");
+    // Past the late frames, a trigger is a new event of its own.
+    r.frame(k, 7, 0, 0);
+    r.frame(k, 8, TRIGGER, ACCEPT);
+    let v = r.wait_verifications(2);
+    assert_eq!(v.len(), 2);
+    assert_eq!(
+        (v[1].1.trigger_seq, v[1].1.trigger_label),
+        (8, TRIGGER_LABEL as u8)
+    );
+}
