@@ -74,7 +74,9 @@ pub struct Verdict {
     /// `score[best]` minus the next best command's score, in nats (`f32::INFINITY` with
     /// a single command).
     pub command_gap: f32,
-    /// Log-probability of every label's sequence, in nats, label order.
+    /// Log-probability of every label's sequence, in nats, label order, as the bundle's
+    /// decoder gives it (the reference decoder takes 100 nats off a command its prior
+    /// veto rejects: `models/reference/recipe/whisper_onnx.py`, `Prior`).
     pub scores: Vec<f32>,
     /// Compute in µs: mel, encoder, decoder.
     pub stage_us: [u32; 3],

