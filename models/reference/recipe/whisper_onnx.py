@@ -356,7 +356,7 @@ class Prior:
 
 
 def build_decoder(m, prior=None):
-    W, d, H = m.weights, m.d_model, m.n_heads_dec
+    W, d = m.weights, m.d_model
     g = G()
     emb = g.const(W["decoder/embeddings/weight"], "emb")                      # [V, d], also the projection
     shp = g.op("Shape", ["tokens"])
