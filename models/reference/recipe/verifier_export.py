@@ -45,8 +45,8 @@ import whisper_ct2
 import whisper_onnx as WO
 
 CHECK_CLIP = "en-us_f3/lights_on.wav"
-PRIOR_VETO_NATS = 7.5
 CHECK_TAIL = 1600
+PRIOR_VETO_NATS = 7.5
 
 
 def main():
@@ -66,14 +66,14 @@ def main():
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m = whisper_ct2.WhisperCT2()
-    tuned = VT.tuned_model(m, VT.load_lora(m, a.lora)) if a.lora else m
-    onnx.save(WO.build_mel(VT.WIN), out / "whisper_mel.onnx")
-    onnx.save(WO.build_encoder(tuned, VT.WIN // WO.HOP), out / "whisper_encoder.onnx")
-    seqs = VT.sequences(m)
-    lora = None
+    tuned, lora = m, None
     if a.lora:
         Q, rank, alpha = VT.read_lora(m, a.lora)
         lora = (Q, alpha / rank)
+        tuned = VT.tuned_model(m, VT.lora_merge(m, *lora))
+    onnx.save(WO.build_mel(VT.WIN), out / "whisper_mel.onnx")
+    onnx.save(WO.build_encoder(tuned, VT.WIN // WO.HOP), out / "whisper_encoder.onnx")
+    seqs = VT.sequences(m)
     prior = WO.Prior(m, m.prompt(), a.prior_veto, exempt=seqs[-1][0], lora=lora) if a.prior_veto > 0 else None
     onnx.save(WO.build_decoder(tuned, prior), out / "whisper_decoder.onnx")
     stage = lambda file, i, o: {"file": file, "inputs": i, "outputs": o}
