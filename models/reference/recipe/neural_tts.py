@@ -99,23 +99,29 @@ class Kokoro:
     # speech peaks at 0.3-1.3 (measured 2026-12-04: 53 of verifier_voices.py's 204 Kokoro
     # training clips, among them the plain jf_alpha style saying "stop"; saturated noise or, once
     # peak-normalised to the spike, near silence). The same text at a slightly different speed
-    # is usually fine, so such output is synthesised again at the next of RETRY_SPEEDS.
+    # is usually fine, so such output is synthesised again at the next of RETRY_SPEEDS. Which
+    # inputs blow up depends on the CPU's int8 kernels: on one machine (2026-12-07) `help` in
+    # jm_kumo gave NaN at every speed, and `help.` (a closing full stop, Kokoro's end-of-sentence
+    # token after the same phonemes) did not; an unpunctuated text is tried that way last.
     MAX_PEAK = 4.0
     RETRY_SPEEDS = (1.0, 0.95, 1.05, 0.9, 1.1, 0.85, 1.15, 0.8, 1.2)
 
     def __call__(self, text, voice, speed):
         """text: English; voice: a name or mix (style_pack); speed: 1.0 = Kokoro's natural rate.
         Returns int16 16 kHz mono, peak at 0.7 of full scale. Raises RuntimeError when the model's
-        output is not speech (MAX_PEAK exceeded, or inf / NaN) at every speed × RETRY_SPEEDS."""
+        output is not speech (MAX_PEAK exceeded, or inf / NaN) at every speed × RETRY_SPEEDS, for
+        the text and, when it has no closing punctuation, for the text with a full stop."""
         style = self.style_pack(voice)
-        tokens = [self.vocab[c] for c in kokoro_phonemes(text) if c in self.vocab]
-        ref = style[min(len(tokens), len(style)) - 1]
-        for f in self.RETRY_SPEEDS:
-            a = self.sess.run(None, {"tokens": np.array([[0, *tokens, 0]], np.int64),
-                                     "style": np.asarray(ref, np.float32).reshape(1, 256),
-                                     "speed": np.array([speed * f], np.float32)})[0]
-            a = np.asarray(a, np.float32).ravel()
-            if np.all(np.isfinite(a)) and float(np.abs(a).max()) <= self.MAX_PEAK:
-                return to_16k(peak_normalise(a), self.RATE)
+        texts = [text] + ([text.rstrip() + "."] if text.strip()[-1:] not in ".!?" else [])
+        for t in texts:
+            tokens = [self.vocab[c] for c in kokoro_phonemes(t) if c in self.vocab]
+            ref = style[min(len(tokens), len(style)) - 1]
+            for f in self.RETRY_SPEEDS:
+                a = self.sess.run(None, {"tokens": np.array([[0, *tokens, 0]], np.int64),
+                                         "style": np.asarray(ref, np.float32).reshape(1, 256),
+                                         "speed": np.array([speed * f], np.float32)})[0]
+                a = np.asarray(a, np.float32).ravel()
+                if np.all(np.isfinite(a)) and float(np.abs(a).max()) <= self.MAX_PEAK:
+                    return to_16k(peak_normalise(a), self.RATE)
         raise RuntimeError(f"Kokoro: no speech for {text!r} in voice {voice} at speed {speed} x {self.RETRY_SPEEDS}: "
                            f"the output exceeds {self.MAX_PEAK} or is not finite at every speed")

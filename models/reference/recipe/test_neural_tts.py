@@ -1,6 +1,6 @@
 """Kokoro's guard against its int8 model's blow-ups (neural_tts.Kokoro): output that is not
-finite or peaks above MAX_PEAK is synthesised again at the next speed, and a text no speed saves
-raises. A stand-in session replaces the model, so this runs in .venv without the Kokoro wheels:
+finite or peaks above MAX_PEAK is synthesised again at the next speed, then (an unpunctuated text)
+with a closing full stop, and a text nothing saves raises. A stand-in session replaces the model, so this runs in .venv without the Kokoro wheels:
   .venv/bin/python -m unittest discover -s models/reference/recipe -p 'test_neural_tts.py'
 """
 import unittest
@@ -12,20 +12,21 @@ import neural_tts as N
 
 
 class FakeSession:
-    """Returns out[i] for the i-th call and records the speeds asked for."""
+    """Returns out[i] for the i-th call and records the speeds and token sequences asked for."""
 
     def __init__(self, outs):
-        self.outs, self.speeds = list(outs), []
+        self.outs, self.speeds, self.tokens = list(outs), [], []
 
     def run(self, _, feed):
         self.speeds.append(float(feed["speed"][0]))
+        self.tokens.append(feed["tokens"][0].tolist())
         return [self.outs.pop(0)]
 
 
 def kokoro(outs):
     k = N.Kokoro.__new__(N.Kokoro)
     k.sess = FakeSession(outs)
-    k.vocab = {c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyzəɹ ")}
+    k.vocab = {c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyzəɹ .")}
     k.voices = {"jf_alpha": np.zeros((510, 1, 256), np.float32)}
     return k
 
@@ -50,11 +51,25 @@ class KokoroGuard(unittest.TestCase):
         k("stop", "jf_alpha", 1.2)
         np.testing.assert_allclose(k.sess.speeds, [1.2], rtol=1e-6)
 
-    def test_a_text_no_speed_saves_raises(self):
+    def test_an_unpunctuated_text_no_speed_saves_is_tried_with_a_full_stop(self):
         n = len(N.Kokoro.RETRY_SPEEDS)
-        k = kokoro([speech() * 100] * n)
+        k = kokoro([np.full_like(speech(), np.nan)] * n + [speech()])
+        y = k("help", "jf_alpha", 1.0)
+        self.assertEqual(len(k.sess.speeds), n + 1)
+        self.assertEqual(k.sess.tokens[-1][:-2], k.sess.tokens[0][:-1])     # the same phonemes,
+        self.assertEqual(k.sess.tokens[-1][-2], k.vocab["."])               # then the full stop
+        self.assertEqual(k.sess.speeds[-1], 1.0)
+        self.assertGreater(int(np.abs(y).max()), 20000)
+
+    def test_a_text_nothing_saves_raises(self):
+        n = len(N.Kokoro.RETRY_SPEEDS)
+        k = kokoro([speech() * 100] * (2 * n))
         with self.assertRaisesRegex(RuntimeError, "no speech for 'stop' in voice jf_alpha"):
             k("stop", "jf_alpha", 1.0)
+        self.assertEqual(len(k.sess.speeds), 2 * n)
+        k = kokoro([speech() * 100] * n)
+        with self.assertRaisesRegex(RuntimeError, "no speech for 'Stop.' in voice jf_alpha"):
+            k("Stop.", "jf_alpha", 1.0)                                      # punctuated: speeds only
         self.assertEqual(len(k.sess.speeds), n)
 
 
