@@ -19,7 +19,7 @@ use outpost_runtime::scheduler::{
 use outpost_runtime::stats::LatencyStats;
 use outpost_runtime::verifier::{Verifier, VerifierSpec};
 
-use crate::state::{stage_providers, BootOptions, BundleInfo, Daemon, Serving};
+use crate::state::{stage_providers, BootOptions, BundleInfo, Daemon, Serving, UtteranceOptions};
 
 /// The development public key, compiled in. Trusted only with `--dev`.
 pub const DEV_PUBLIC_KEY: &str =
@@ -460,7 +460,12 @@ fn build_verifiers(
             utterance: opts
                 .utterance_verify
                 .map(
-                    |(min_speech_frames, quiet_frames, lead_frames)| -> Result<_> {
+                    |UtteranceOptions {
+                         min_speech_frames,
+                         quiet_frames,
+                         lead_frames,
+                     }|
+                     -> Result<_> {
                         let none = bundle
                             .manifest
                             .pipeline

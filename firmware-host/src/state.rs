@@ -70,15 +70,27 @@ pub struct BootOptions {
     /// Nats by which the verdict at the end of the utterance must beat every other
     /// command (`VerifyConfig::command_gap`).
     pub command_gap: f32,
-    /// Utterance-end verification of the utterances stage 1 did not fire on: their least
-    /// frames of speech, the quiet frames that end them and the frames of audio kept
-    /// before their speech (`UtteranceVerify::min_speech_frames`, `quiet_frames`,
-    /// `lead_frames`); `None`: only triggers are verified.
-    pub utterance_verify: Option<(u32, u32, u32)>,
+    /// Utterance-end verification of the utterances stage 1 did not fire on; `None`: only
+    /// triggers are verified.
+    pub utterance_verify: Option<UtteranceOptions>,
     /// A/B slot state directory (`outpost-provision install`): boot the selected slot,
     /// self-test it, then mark it good (raising the anti-rollback floor) or, for a slot
     /// on trial, mark it bad and fall back to the other slot. Overrides `bundle`.
     pub state_dir: Option<PathBuf>,
+}
+
+/// Utterance-end verification as the operator sets it (`outpostd --utterance-*`); the boot
+/// completes it into the scheduler's `UtteranceVerify` with the bundle's `none` label. Each
+/// field is that struct's, in 80 ms frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtteranceOptions {
+    /// Frames of speech an utterance needs (`UtteranceVerify::min_speech_frames`).
+    pub min_speech_frames: u32,
+    /// Quiet frames in a row that end it (`UtteranceVerify::quiet_frames`).
+    pub quiet_frames: u32,
+    /// Frames of audio kept before its first frame of speech
+    /// (`UtteranceVerify::lead_frames`).
+    pub lead_frames: u32,
 }
 
 /// Limits of the daemon.

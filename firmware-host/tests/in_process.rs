@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use outpost_host::boot::{boot, load_bundle, run_self_test, SELF_TEST_TIMING_PASSES};
 use outpost_host::server::{serve_connection, TransportKind};
-use outpost_host::state::{BootOptions, Daemon, Limits};
+use outpost_host::state::{BootOptions, Daemon, Limits, UtteranceOptions};
 use outpost_protocol::client::{Client, Received, ResponseFrame};
 use outpost_protocol::{
     Audio, Hello, OpenStream, Request, Response, FRAME_AUDIO_BYTES, FRAME_SAMPLES, SAMPLE_RATE_HZ,
@@ -85,7 +85,11 @@ fn dev_boot_options() -> BootOptions {
         early_command_gap: 4.0,
         early_fallback_gap: Some(4.0),
         command_gap: 1.0,
-        utterance_verify: Some((3, 2, 4)),
+        utterance_verify: Some(UtteranceOptions {
+            min_speech_frames: 3,
+            quiet_frames: 2,
+            lead_frames: 4,
+        }),
         state_dir: None,
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::Parser;
 use outpost_host::boot::{boot, reload};
-use outpost_host::state::{BootOptions, Daemon, Limits, Serving};
+use outpost_host::state::{BootOptions, Daemon, Limits, Serving, UtteranceOptions};
 use outpost_host::transport::{spawn_pty, spawn_serial, spawn_socket};
 use outpost_host::watchdog::{notify_ready, notify_stopping, Watchdog};
 use outpost_runtime::ort_env::{ProviderChoice, SessionConfig};
@@ -199,11 +199,11 @@ fn main() -> Result<()> {
         early_command_gap: a.early_command_gap,
         early_fallback_gap: (!a.no_early_fallback).then_some(a.early_fallback_gap),
         command_gap: a.command_gap,
-        utterance_verify: (!a.no_utterance_verify).then_some((
-            a.utterance_min_frames,
-            a.utterance_quiet_frames,
-            a.utterance_lead_frames,
-        )),
+        utterance_verify: (!a.no_utterance_verify).then_some(UtteranceOptions {
+            min_speech_frames: a.utterance_min_frames,
+            quiet_frames: a.utterance_quiet_frames,
+            lead_frames: a.utterance_lead_frames,
+        }),
         state_dir: a.state_dir.clone(),
     };
     if a.dev {
