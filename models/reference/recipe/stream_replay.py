@@ -77,7 +77,10 @@ class Scorer:
     def __call__(self, audio, end_seq):
         """Scores (nats; labels in order, then the extra sequences) of the window ending with
         frame end_seq of `audio`."""
-        w = window(audio, end_seq, self.win)
+        return self.score(window(audio, end_seq, self.win))
+
+    def score(self, w):
+        """Scores (as __call__'s) of one window w, float32 [window_samples] in [-1, 1)."""
         mel = self.s["mel"].run(None, {"audio": w[None]})[0]
         enc = self.s["encoder"].run(None, {"log_mel": mel})[0]
         sc = self.s["decoder"].run(None, {"encoder_states": enc, "tokens": self.tokens,
