@@ -195,7 +195,7 @@ pub struct VerifyConfig {
     /// The verdict at the end of the utterance must beat every other command by this
     /// many nats, else it is answered `NoCommand`: a miss the operator repeats rather
     /// than the other half of a minimal pair (`lights on` heard as `lights off` in
-    /// noise; the daemon sets 1.5, `outpostd --command-gap`). 0: the best command wins.
+    /// noise; the daemon sets 1, `outpostd --command-gap`). 0: the best command wins.
     pub command_gap: f32,
     /// Utterance-end verification of the utterances stage 1 did not fire on; `None`:
     /// only triggers are verified (the daemon's default is on,

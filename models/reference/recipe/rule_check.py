@@ -4,7 +4,10 @@ other command by, `outpostd --command-gap`).
 
 - False accepts: the recorded Asterisk prompts in Mexican Spanish and Canadian French
   (recorded_speech.py; the verifier trains on the Italian and Russian ones, stream_check.py tests
-  on the US English ones), every speech prompt as one 3 s window ending 0.1 s after it.
+  on the US English ones) and the English voice lines of Warzone 2100 and Fish Fillets NG
+  (verifier_train.game_english: acted, radio-processed, cries and laughter; the shipped verifier
+  never trained on them, stream_check.py tests on Hedgewars'), each prompt or line as one 3 s
+  window ending 0.1 s after it.
 - Commands: the neural-voice check's command clips (neural_check.py: two Kokoro styles, SVOX
   Pico en-GB, RHVoice bdl and clb; no training step uses these voices), each as one window ending
   0.1 s after it, clean and with pink, white and vehicle-engine noise at 10 and 5 dB
@@ -15,12 +18,12 @@ Every window is scored once by the verifier's ONNX graphs (the decoder's prior v
 then every (θ, gap) of the grid decides it as the end of an utterance does: the best command when
 it beats `none` by θ and every other command by the gap, else none. The point printed is the one
 with the most right commands among those whose false accepts and wrong commands are no more than
-those of `--baseline` (default: the shipped rule, θ 1 and a 1.5-nat gap, which was chosen so
-against θ 2 and a 1-nat gap).
+those of `--baseline` (default: the shipped rule, θ 2 and a 1-nat gap), and the false accepts at
+it by source. The scores are written to CACHE/rule_check.json with the grid, for offline work.
 
-  python rule_check.py [--verifier DIR] [--theta 2,1.5,1,0.5] [--gap 1,1.5,2] [--baseline 1,1.5]
+  python rule_check.py [--verifier DIR] [--theta 2,1.5,1,0.5] [--gap 1,1.5,2] [--baseline 2,1]
 --verifier: verifier_export.py's directory (default .outpost/verifier). Runs in .venv-verifier;
-~9 min on 2 cores (1 054 prompts, 4 662 command windows).
+~8 min on 2 cores (1 054 prompts, 658 game lines, 4 662 command windows).
 """
 import argparse
 import json
@@ -62,18 +65,24 @@ def main():
     ap.add_argument("--verifier", type=Path, default=C.REPO / ".outpost" / "verifier")
     ap.add_argument("--theta", type=floats, default=[2.0, 1.5, 1.0, 0.5])
     ap.add_argument("--gap", type=floats, default=[1.0, 1.5, 2.0])
-    ap.add_argument("--baseline", type=floats, default=[1.0, 1.5], help="theta,gap the point must not do worse than")
+    ap.add_argument("--baseline", type=floats, default=[2.0, 1.0], help="theta,gap the point must not do worse than")
     a = ap.parse_args()
     sc = SR.Scorer(a.verifier)
     score, n = sc.score, len(sc.labels)
 
-    neg, hours = [], 0.0
+    neg, neg_source, sources = [], [], {}          # sources: name -> (windows, hours)
+
+    def negative(source, x):
+        neg.append(score(VT.place(x, TAIL)))
+        neg_source.append(source)
+        k, h = sources.get(source, (0, 0.0))
+        sources[source] = (k + 1, h + len(x) / C.SR / 3600)
     for lang in LANGS:
         for name, _, x in R.prompts(lang):
             if R.prompt_kind(name, x) == "speech":
-                x = x.astype(np.float32) / 32768
-                neg.append(score(VT.place(x, TAIL)))
-                hours += len(x) / C.SR / 3600
+                negative(f"Asterisk {lang}", x.astype(np.float32) / 32768)
+    for x, name in VT.game_english():
+        negative(name.split("/")[0], x)
     pos, missing = [], 0
     for check in NC.CHECKS:
         for key, _text, label, _voice, _p in NC.job_lists(check)[0]:
@@ -84,8 +93,9 @@ def main():
             x = VT.place(C.read_wav(f).astype(np.float32) / 32768, TAIL)
             for kind, snr in CONDITIONS:
                 pos.append((score(VC.noisy(x, kind, snr, len(x), None, key) if kind else x), label))
-    print(f"{len(neg)} Asterisk {'/'.join(LANGS)} prompts ({hours:.2f} h); {len(pos) // len(CONDITIONS)} command clips "
-          f"({missing} not made), {len(CONDITIONS)} conditions: {len(pos)} windows")
+    print("negatives: " + ", ".join(f"{k} {m} ({h * 60:.1f} min)" for k, (m, h) in sources.items())
+          + f"; {len(pos) // len(CONDITIONS)} command clips ({missing} not made), {len(CONDITIONS)} conditions: "
+          f"{len(pos)} windows")
     print("| θ | gap | false accepts | right | wrong |\n|---|---|---|---|---|")
     rows = {(t, g): tally(neg, pos, n, t, g) for t in a.theta for g in a.gap}
     base = tally(neg, pos, n, *a.baseline)
@@ -96,7 +106,13 @@ def main():
         t, g = max(ok, key=lambda k: (ok[k][1], k[0], k[1]))
         print(f"point: θ {t:g}, gap {g:g} (baseline θ {a.baseline[0]:g}, gap {a.baseline[1]:g}: {base[0]} false accepts, "
               f"{base[1]} right, {base[2]} wrong)")
-    (C.CACHE / "rule_check.json").write_text(json.dumps({"rows": [[*k, *v] for k, v in rows.items()], "baseline": base}))
+        fa = [src for s, src in zip(neg, neg_source) if decide(s, n, t, g) is not None]
+        print("false accepts at the point: " + (", ".join(f"{k} {fa.count(k)}" for k in sources) if fa else "none"))
+    # The scores too, for offline work on the rule (labels in order, `none` last).
+    (C.CACHE / "rule_check.json").write_text(json.dumps({
+        "rows": [[*k, *v] for k, v in rows.items()], "baseline": base, "labels": sc.labels,
+        "negatives": [[src, s] for src, s in zip(neg_source, neg)],
+        "commands": [[label, s] for s, label in pos]}))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ docs/recognition.md), plus verifier.json, the bundle manifest's `verifier` secti
    "window_samples": 48000, "prompt": [<|startoftranscript|>, <|notimestamps|>],
    "eot": <|endoftext|>, "labels": [the bundle's labels, "none" last],
    "candidates": [[token ids] per label: ' Cap.' per command, [<|nocaptions|>] for none],
-   "theta": nats a command must beat none by (1.0, with outpostd's 1.5-nat command gap: chosen
+   "theta": nats a command must beat none by (2.0, with outpostd's 1-nat command gap: chosen
             by rule_check.py on speech neither trained nor tested on; docs/recognition.md),
    "end_of_speech_vad", "max_wait_ms": the trigger's utterance ends on the first frame from the
                 trigger on whose Silero VAD probability is below 0.5, or 320 ms (4 frames) after it,
@@ -31,7 +31,7 @@ clip placed as verifier_train.place does; the runtime's test recomputes them in 
 Deterministic: the same package, LoRA file and commands give the same bytes (run by
 scripts/setup; nothing is downloaded).
 
-  python verifier_export.py OUT_DIR [--lora ../verifier_lora.npz] [--theta 1.0] [--deadline-ms 250] [--prior-veto 7.5]
+  python verifier_export.py OUT_DIR [--lora ../verifier_lora.npz] [--theta 2.0] [--deadline-ms 250] [--prior-veto 7.5]
 """
 import argparse
 import json
@@ -54,7 +54,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out_dir")
     ap.add_argument("--lora", default=str(C.REF / "verifier_lora.npz"), help="'' for the zero-shot decoder")
-    ap.add_argument("--theta", type=float, default=1.0)
+    ap.add_argument("--theta", type=float, default=2.0)
     ap.add_argument("--deadline-ms", type=int, default=250)
     ap.add_argument("--end-of-speech-vad", type=float, default=0.5)
     ap.add_argument("--trigger-threshold", type=float, default=0.3)
