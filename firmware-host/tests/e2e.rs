@@ -76,10 +76,10 @@ fn start_two_stage(extra: &[&str]) -> Daemon {
 
 /// Daemon arguments of the run-after-run tests: a 1 s frame deadline. What they check is
 /// that answers do not depend on the interleaving; a frame that misses its deadline
-/// legitimately changes its stream's later answers, and on a virtual machine the first
-/// frame after an idle gap can take 20-28 ms (cold caches and host-side page reclaim;
-/// measured with `outpost send --json` after 1-4 s idle, against 2.2 ms p50), so with
-/// the default 30 ms a clip set of 12 could be left with nothing to compare.
+/// legitimately changes its stream's later answers, and on an idle virtual machine the
+/// first frame after a pause can take 20-28 ms (`outpost send --json` after 0.1-4 s idle,
+/// against 2.2 ms p50 back to back; none while the machine is busy), so with the default
+/// 30 ms a clip set of 12 could be left with nothing to compare.
 const RUN_AFTER_RUN_DEADLINE: [&str; 2] = ["--deadline-ms", "1000"];
 
 fn start_with_env(extra: &[&str], env: &[(&str, &OsStr)]) -> Daemon {
