@@ -23,7 +23,7 @@ it by source. The scores are written to CACHE/rule_check.json with the grid, for
 
   python rule_check.py [--verifier DIR] [--theta 2,1.5,1,0.5] [--gap 1,1.5,2] [--baseline 2,1]
 --verifier: verifier_export.py's directory (default .outpost/verifier). Runs in .venv-verifier;
-~8 min on 2 cores (1 054 prompts, 658 game lines, 4 662 command windows).
+~9 min on 2 cores (1 054 prompts, 658 game lines, 5 040 command windows).
 """
 import argparse
 import json
