@@ -46,10 +46,8 @@ CONDITIONS = [(None, None)] + [(k, s) for s in (10, 5) for k in ("pink", "white"
 def decide(s, n, theta, gap):
     """The label index a window's scores s (labels in order, `none` last, n of them) name
     under (theta, gap), or None."""
-    s = np.asarray(s)
-    order = np.argsort(-s[:n - 1])
-    best = order[0]
-    return int(best) if s[best] - s[n - 1] >= theta and s[best] - s[order[1]] >= gap else None
+    best, margin, command_gap = SR.margins(s, n)
+    return best if margin >= theta and command_gap >= gap else None
 
 
 def tally(neg, pos, n, theta, gap):

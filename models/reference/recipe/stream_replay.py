@@ -117,26 +117,30 @@ def score_run(scorer, raw):
     return dict(clips=clips, negs=negs)
 
 
+def margins(s, n, decoys=False):
+    """(best command's index, its margin over the competitor, its gap over the next command),
+    nats, of one window's scores s: n labels in order (`none` last), then any decoys. The
+    competitor is `none`, or with decoys=True the best of `none` and the decoys."""
+    s = np.asarray(s)
+    order = np.argsort(-s[:n - 1])
+    other = max(s[n - 1], s[n:].max()) if decoys and len(s) > n else s[n - 1]
+    return int(order[0]), float(s[order[0]] - other), float(s[order[0]] - s[order[1]])
+
+
 def verdict(e, labels, theta, gap, decoys=True, fallback=FALLBACK_GAP):
     """The command a trigger's verifications name under the rule, or None. Scores hold the
     labels (`none` last) and then the decoys; decoys=False ignores them. fallback: the early
     fallback's command gap (nats), None for none."""
     n = len(labels)
-
-    def best(s):
-        s = np.asarray(s)
-        order = np.argsort(-s[:n - 1])
-        other = max(s[n - 1], s[n:].max()) if decoys and len(s) > n else s[n - 1]
-        return order[0], s[order[0]] - other, s[order[0]] - s[order[1]]
     if "early" in e:
-        b, m, g = best(e["early"])
+        b, m, g = margins(e["early"], n, decoys)
         if m >= theta + EARLY_MARGIN and g >= EARLY_GAP:
             return labels[b]
-    b, m, g = best(e["final"])
+    b, m, g = margins(e["final"], n, decoys)
     if m >= theta and g >= gap:
         return labels[b]
     if "early" in e and fallback is not None:
-        b, m, g = best(e["early"])
+        b, m, g = margins(e["early"], n, decoys)
         if m >= theta and g >= fallback:
             return labels[b]
     return None
