@@ -8,9 +8,11 @@
 //! states + one teacher-forced batch of every label's token sequence ─decoder─▶ score [labels]
 //! ```
 //!
-//! `score[i]` is the log-probability (nats) of `prompt ‖ candidate[i] ‖ <|endoftext|>`;
-//! the last label is `none`, scored by its own sequence (`<|nocaptions|>`). The verdict
-//! is the best command when it beats `none` by at least `theta` nats, else `none`.
+//! `score[i]` is the log-probability (nats) of `prompt ‖ candidate[i] ‖ <|endoftext|>`
+//! for a command; the last label is `none`, whose row (`<|nocaptions|>`) the reference
+//! decoder scores as everything that is not a command, `ln(1 - Σ p(command))`
+//! (`models/reference/recipe/whisper_onnx.py`, `not_a_command`). The verdict is the best
+//! command when it beats `none` by at least `theta` nats, else `none`.
 //! Measured accuracy and false accepts: `models/reference/verifier_train.md`; cost on
 //! this CPU: `docs/recognition.md`.
 

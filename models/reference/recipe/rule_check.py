@@ -18,10 +18,10 @@ Every window is scored once by the verifier's ONNX graphs (the decoder's prior v
 then every (θ, gap) of the grid decides it as the end of an utterance does: the best command when
 it beats `none` by θ and every other command by the gap, else none. The point printed is the one
 with the most right commands among those whose false accepts and wrong commands are no more than
-those of `--baseline` (default: the shipped rule, θ 2 and a 1-nat gap), and the false accepts at
+those of `--baseline` (default: the shipped rule, θ 1.5 and a 1-nat gap), and the false accepts at
 it by source. The scores are written to CACHE/rule_check.json with the grid, for offline work.
 
-  python rule_check.py [--verifier DIR] [--theta 2,1.5,1,0.5] [--gap 1,1.5,2] [--baseline 2,1]
+  python rule_check.py [--verifier DIR] [--theta 2,1.5,1,0.5] [--gap 1,1.5,2] [--baseline 1.5,1]
 --verifier: verifier_export.py's directory (default .outpost/verifier). Runs in .venv-verifier;
 ~9 min on 2 cores (1 054 prompts, 658 game lines, 5 040 command windows).
 """
@@ -63,7 +63,7 @@ def main():
     ap.add_argument("--verifier", type=Path, default=C.REPO / ".outpost" / "verifier")
     ap.add_argument("--theta", type=floats, default=[2.0, 1.5, 1.0, 0.5])
     ap.add_argument("--gap", type=floats, default=[1.0, 1.5, 2.0])
-    ap.add_argument("--baseline", type=floats, default=[2.0, 1.0], help="theta,gap the point must not do worse than")
+    ap.add_argument("--baseline", type=floats, default=[1.5, 1.0], help="theta,gap the point must not do worse than")
     a = ap.parse_args()
     sc = SR.Scorer(a.verifier)
     score, n = sc.score, len(sc.labels)

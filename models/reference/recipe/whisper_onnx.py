@@ -25,6 +25,10 @@ decoder's weights are stored in float16, as the CT2 file ships them, and cast at
                         scored nodes go through the 51864-way output projection. Its cost is
                         that of the distinct prefixes (12 commands + none: 35 nodes, 34
                         projected, for 13 x 5 positions), the same scores as the padded batch.
+                        With rest_as_none (build_decoder(m, rest_as_none=True), as
+                        verifier_export.py builds it): the <|nocaptions|> row scores
+                        log(1 - sum of the other rows' probabilities), `none` as everything
+                        that is not one of the scored commands (not_a_command).
                         With a Prior (build_decoder(m, prior), the prior veto): also
                         prior_deficit [B], the first scored token's log-probability under the
                         untuned decoder (the prior) minus its greedy first token's (the prior
@@ -53,6 +57,7 @@ HOP = 160
 N_MELS = 80
 OPSET = 17
 LN_EPS = 1e-5
+NONE_TOKEN = "<|nocaptions|>"   # the `none` label's sequence
 PRIOR_PENALTY = 100.0   # nats taken off every command's score when the prior vetoes the best one
 
 
@@ -355,7 +360,19 @@ class Prior:
         self.lora, self.penalty = lora, penalty
 
 
-def build_decoder(m, prior=None):
+def not_a_command(g, logprob, first, none_token):
+    """[B]: logprob, but the row(s) whose first target is none_token (<|nocaptions|>) scored
+    log(1 - sum of exp(logprob) over the other rows): the probability that the window says none
+    of the commands, whatever else it says, so a verifier trained to caption near misses
+    ("Lights up.") counts their captions against the commands. Clamped at 1e-12 (27.6 nats)."""
+    none = g.op("Cast", [g.op("Equal", [first, g.i64(none_token)])], to=TensorProto.FLOAT)   # [B]
+    command = g.op("Sub", [g.const(np.float32(1.0)), none])
+    mass = g.op("ReduceSum", [g.op("Mul", [g.op("Exp", [logprob]), command]), g.i64([0])], keepdims=1)   # [1]
+    rest = g.op("Log", [g.op("Max", [g.op("Sub", [g.const(np.float32(1.0)), mass]), g.const(np.float32(1e-12))])])
+    return g.op("Add", [g.op("Mul", [logprob, command]), g.op("Mul", [rest, none])])
+
+
+def build_decoder(m, prior=None, rest_as_none=False):
     W, d = m.weights, m.d_model
     g = G()
     emb = g.const(W["decoder/embeddings/weight"], "emb")                      # [V, d], also the projection
@@ -418,11 +435,15 @@ def build_decoder(m, prior=None):
     outputs = [helper.make_tensor_value_info("score", f, ["B"]),
                helper.make_tensor_value_info("token_logprob", f, ["B", "L"]),
                helper.make_tensor_value_info("token_margin", f, ["B", "L"])]
+    logprob = g.op("ReduceSum", ["token_logprob", g.i64([1])], keepdims=0)
+    score = logprob
+    if rest_as_none:
+        first = g.op("Gather", ["targets", g.i64(len(m.prompt()) - 1)], axis=1)        # [B]
+        score = not_a_command(g, logprob, first, m.token_id(NONE_TOKEN))
     if prior is None:
-        g.nodes.append(helper.make_node("ReduceSum", ["token_logprob", g.i64([1])], ["score"], keepdims=0))
+        g.nodes.append(helper.make_node("Identity", [score], ["score"]))
     else:
-        logprob = g.op("ReduceSum", ["token_logprob", g.i64([1])], keepdims=0)
-        g.nodes.append(helper.make_node("Sub", [logprob, prior_first_word(g, prior, m, emb, pos, cross_kv, logprob)], ["score"]))
+        g.nodes.append(helper.make_node("Sub", [score, prior_first_word(g, prior, m, emb, pos, cross_kv, logprob)], ["score"]))
         outputs.append(helper.make_tensor_value_info("prior_deficit", f, ["B"]))
     model = g.model([helper.make_tensor_value_info("encoder_states", f, [1, "T", d]),
                      helper.make_tensor_value_info("tokens", TensorProto.INT64, ["B", "L"]),
