@@ -69,7 +69,8 @@ pub struct VerifierSection {
     /// End-of-text token id, appended to every candidate.
     pub eot: u32,
     /// Token ids per label, in `pipeline.labels` order; the last label is `none` and its
-    /// sequence is the competitor for "anything else" (`<|nocaptions|>`).
+    /// sequence (`<|nocaptions|>`) is the competitor for "anything else": the reference
+    /// decoder scores that row as `ln(1 - Σ p(command))`, everything but the commands.
     pub candidates: Vec<Vec<u32>>,
     /// Nats by which the best command's score must beat `none`'s to be accepted; finite.
     pub theta: f32,

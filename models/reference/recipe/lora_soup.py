@@ -1,8 +1,8 @@
 """Averages LoRA files of verifier_train.py into one (a "model soup": Wortsman et al., "Model
 soups: averaging weights of multiple fine-tuned models improves accuracy without increasing
-inference time", ICML 2022). The shipped verifier is the mean of the LoRAs before and after its
-accent epoch: the accent epoch's clean gains with the babble the epoch had cost back
-(docs/recognition.md, "The soup").
+inference time", ICML 2022). The shipped verifier's caption epoch starts from the mean of the
+LoRAs before and after its accent epoch: the accent epoch's clean gains with the babble the
+epoch had cost back (docs/recognition.md, "The soup and the early fallback").
 
 Exact, not approximate: for every tuned weight the soup's update is the weighted mean of the
 files' updates, sum_i w_i (alpha_i / r_i) B_i A_i, kept as one LoRA of rank sum_i r_i (A
