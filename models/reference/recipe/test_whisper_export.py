@@ -37,6 +37,25 @@ def session(model):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
+def lights_on_states(m):
+    """Encoder states [1, 150, 384] of clip_lights_on() in a 3 s window (zero-shot encoder)."""
+    import whisper_onnx as WO
+    n = 3 * WO.SR
+    x = clip_lights_on().astype(np.float32) / 32768
+    mel = session(WO.build_mel(n)).run(None, {"audio": WO.fit_window(x, n)[None]})[0]
+    return session(WO.build_encoder(m, n // WO.HOP)).run(None, {"log_mel": mel})[0]
+
+
+def decoder_feed(m, enc, phrases):
+    """The decoder's inputs scoring `phrases` (captions) and <|nocaptions|> last on states enc."""
+    import verifier_check as V
+    import whisper_onnx as WO
+    tok = m.tokenizer()
+    seqs = [tok.encode(t, add_special_tokens=False).ids for t in phrases] + [[m.token_id(WO.NONE_TOKEN)]]
+    tokens, targets, mask = V.decoder_batch(m, seqs)
+    return {"encoder_states": enc, "tokens": tokens, "targets": targets, "mask": mask}
+
+
 def clip_lights_on():
     """'lights on' by the first make-clips voice, or made here the same way when absent."""
     p = C.REPO / ".outpost" / "clips" / "en-us_f3" / "lights_on.wav"
@@ -140,18 +159,11 @@ class WhisperExport(unittest.TestCase):
         # nats, <|nocaptions|> never.
         # Here the prior is the model itself, so its deficit is the plain decoder's
         # token_margin at the first scored position.
-        import verifier_check as V
         import verifier_export as VE
         import whisper_onnx as WO
-        n = 3 * WO.SR
-        x = clip_lights_on().astype(np.float32) / 32768
-        mel = session(WO.build_mel(n)).run(None, {"audio": WO.fit_window(x, n)[None]})[0]
-        enc = session(WO.build_encoder(self.m, n // WO.HOP)).run(None, {"log_mel": mel})[0]
-        tok = self.m.tokenizer()
-        none = self.m.token_id("<|nocaptions|>")
-        seqs = [tok.encode(t, add_special_tokens=False).ids for t in (" Lights on.", " Stop.", " Lights off.")] + [[none]]
-        tokens, targets, mask = V.decoder_batch(self.m, seqs)
-        feed = {"encoder_states": enc, "tokens": tokens, "targets": targets, "mask": mask}
+        enc = lights_on_states(self.m)
+        none = self.m.token_id(WO.NONE_TOKEN)
+        feed = decoder_feed(self.m, enc, (" Lights on.", " Stop.", " Lights off."))
         plain, _, margin = session(WO.build_decoder(self.m)).run(None, feed)
         prior = WO.Prior(self.m, self.m.prompt(), VE.PRIOR_VETO_NATS, exempt=none)
         sc, _, _, deficit = session(WO.build_decoder(self.m, prior)).run(None, feed)
@@ -163,9 +175,7 @@ class WhisperExport(unittest.TestCase):
         np.testing.assert_allclose(sc, plain, atol=1e-3)            # the best command, ' Lights on.', stands
         # Without the lights: the best command left is vetoed, so every command loses the
         # penalty (no command, not the runner-up) and <|nocaptions|> keeps its score.
-        rest = [tok.encode(t, add_special_tokens=False).ids for t in (" Stop.", " Cancel.")] + [[none]]
-        tokens, targets, mask = V.decoder_batch(self.m, rest)
-        feed = {"encoder_states": enc, "tokens": tokens, "targets": targets, "mask": mask}
+        feed = decoder_feed(self.m, enc, (" Stop.", " Cancel."))
         plain = session(WO.build_decoder(self.m)).run(None, feed)[0]
         sc, _, _, deficit = session(WO.build_decoder(self.m, prior)).run(None, feed)
         self.assertTrue(np.all(deficit[:2] < -VE.PRIOR_VETO_NATS))
@@ -175,24 +185,16 @@ class WhisperExport(unittest.TestCase):
         # rest_as_none: the <|nocaptions|> row scores log(1 - sum of the command rows'
         # probabilities), the command rows keep theirs; with the prior veto the penalty is
         # taken off the command rows after that, so a vetoed command leaves `none` as it was.
-        import verifier_check as V
         import whisper_onnx as WO
-        n = 3 * WO.SR
-        x = clip_lights_on().astype(np.float32) / 32768
-        mel = session(WO.build_mel(n)).run(None, {"audio": WO.fit_window(x, n)[None]})[0]
-        enc = session(WO.build_encoder(self.m, n // WO.HOP)).run(None, {"log_mel": mel})[0]
-        tok = self.m.tokenizer()
         none = self.m.token_id(WO.NONE_TOKEN)
-        seqs = [tok.encode(t, add_special_tokens=False).ids for t in (" Lights on.", " Stop.", " Lights off.")] + [[none]]
-        tokens, targets, mask = V.decoder_batch(self.m, seqs)
-        feed = {"encoder_states": enc, "tokens": tokens, "targets": targets, "mask": mask}
+        feed = decoder_feed(self.m, lights_on_states(self.m), (" Lights on.", " Stop.", " Lights off."))
         plain = session(WO.build_decoder(self.m)).run(None, feed)[0]
         sc = session(WO.build_decoder(self.m, rest_as_none=True)).run(None, feed)[0]
         np.testing.assert_allclose(sc[:3], plain[:3], atol=1e-5)
         self.assertAlmostEqual(float(sc[3]), float(np.log(1 - np.exp(plain[:3].astype(np.float64)).sum())), places=3)
         self.assertGreater(sc[3], plain[3])          # everything but the commands includes <|nocaptions|>
         prior = WO.Prior(self.m, self.m.prompt(), 1e-3, exempt=none)     # vetoes any command not the prior's first choice
-        sc_p, _, _, deficit = session(WO.build_decoder(self.m, prior, rest_as_none=True)).run(None, feed)
+        sc_p = session(WO.build_decoder(self.m, prior, rest_as_none=True)).run(None, feed)[0]
         self.assertAlmostEqual(float(sc_p[3]), float(sc[3]), places=4)
 
     def test_prior_of_a_tuned_decoder_is_the_untuned_decoder(self):
